@@ -1,0 +1,287 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PostgresClusterSpec is the cluster the user wants. Fields that cannot change
+// after creation say so, and the API server refuses the change at admission.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.synchronous) || self.synchronous.quorum < self.instances",message="spec.synchronous.quorum must be less than spec.instances: a quorum of N needs N standbys besides the primary"
+type PostgresClusterSpec struct {
+	// Instances is how many postgres instances run: one primary, the rest streaming replicas.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=9
+	// +kubebuilder:default=1
+	Instances int32 `json:"instances"`
+
+	// PostgresVersion is the PostgreSQL major version. It cannot change in
+	// place: a major upgrade is a restore into a new cluster.
+	// +kubebuilder:validation:Minimum=14
+	// +kubebuilder:validation:Maximum=17
+	// +kubebuilder:default=15
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.postgresVersion cannot change: a major version upgrade is a restore into a new cluster"
+	PostgresVersion int32 `json:"postgresVersion"`
+
+	// Image overrides the postgres container image. It must run
+	// PostgresVersion's server; by default it is the community image of that version.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// Storage is the data volume every instance claims.
+	Storage StorageSpec `json:"storage"`
+
+	// Resources of the postgres container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// PostgreSQL configures the server.
+	// +optional
+	PostgreSQL PostgreSQLSpec `json:"postgresql,omitempty"`
+
+	// Synchronous turns synchronous replication on. Absent, replication is asynchronous.
+	// +optional
+	Synchronous *SynchronousSpec `json:"synchronous,omitempty"`
+
+	// Bootstrap says how the first primary gets its data. It cannot change after creation.
+	// +kubebuilder:default={}
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.bootstrap cannot change after the cluster is created"
+	// +optional
+	Bootstrap BootstrapSpec `json:"bootstrap,omitempty"`
+
+	// Scheduling places instance pods on nodes.
+	// +optional
+	Scheduling SchedulingSpec `json:"scheduling,omitempty"`
+}
+
+// StorageSpec is the PersistentVolumeClaim each instance gets.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="spec.storage.storageClassName cannot change: existing claims keep the class they were created with"
+// +kubebuilder:validation:XValidation:rule="quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",message="spec.storage.size cannot shrink: volumes can only grow"
+type StorageSpec struct {
+	// Size of each instance's data volume; it may grow, never shrink.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('64Mi')) >= 0",message="spec.storage.size must be at least 64Mi"
+	Size resource.Quantity `json:"size"`
+
+	// StorageClassName of the claims; absent, the cluster's default class. It cannot change.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// RetentionPolicy says whether claims outlive the cluster and scale-downs.
+	// Claims are kept unless this says Delete.
+	// +kubebuilder:default={}
+	// +optional
+	RetentionPolicy ClaimRetentionPolicy `json:"retentionPolicy,omitempty"`
+}
+
+// ClaimRetention is what happens to an instance's claim when its pod is no longer wanted.
+// +kubebuilder:validation:Enum=Retain;Delete
+type ClaimRetention string
+
+const (
+	// ClaimRetain keeps the claim and its data.
+	ClaimRetain ClaimRetention = "Retain"
+	// ClaimDelete deletes the claim; the volume follows its StorageClass's reclaim policy.
+	ClaimDelete ClaimRetention = "Delete"
+)
+
+// ClaimRetentionPolicy mirrors the StatefulSet's persistentVolumeClaimRetentionPolicy.
+type ClaimRetentionPolicy struct {
+	// WhenDeleted applies when the cluster is deleted.
+	// +kubebuilder:default=Retain
+	// +optional
+	WhenDeleted ClaimRetention `json:"whenDeleted,omitempty"`
+
+	// WhenScaled applies to the instances removed by lowering spec.instances.
+	// +kubebuilder:default=Retain
+	// +optional
+	WhenScaled ClaimRetention `json:"whenScaled,omitempty"`
+}
+
+// PostgreSQLSpec configures the postgres server.
+type PostgreSQLSpec struct {
+	// Parameters are postgresql.conf settings. Settings Holdfast manages itself
+	// (paths, listening, replication, archiving, recovery) are refused.
+	// +kubebuilder:validation:MaxProperties=256
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^[a-z][a-z0-9_.]*$'))",messageExpression="'spec.postgresql.parameters: names must be lower case letters, digits, _ and . (got ' + self.filter(k, !k.matches('^[a-z][a-z0-9_.]*$')).join(', ') + ')'"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['archive_command', 'archive_library', 'archive_mode', 'cluster_name', 'config_file', 'data_directory', 'external_pid_file', 'hba_file', 'hot_standby', 'ident_file', 'listen_addresses', 'port', 'primary_conninfo', 'primary_slot_name', 'promote_trigger_file', 'recovery_target', 'recovery_target_action', 'recovery_target_inclusive', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time', 'recovery_target_timeline', 'recovery_target_xid', 'restore_command', 'ssl', 'ssl_ca_file', 'ssl_cert_file', 'ssl_key_file', 'synchronous_standby_names', 'unix_socket_directories', 'wal_level', 'wal_log_hints']))",messageExpression="'spec.postgresql.parameters: ' + self.filter(k, k in ['archive_command', 'archive_library', 'archive_mode', 'cluster_name', 'config_file', 'data_directory', 'external_pid_file', 'hba_file', 'hot_standby', 'ident_file', 'listen_addresses', 'port', 'primary_conninfo', 'primary_slot_name', 'promote_trigger_file', 'recovery_target', 'recovery_target_action', 'recovery_target_inclusive', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time', 'recovery_target_timeline', 'recovery_target_xid', 'restore_command', 'ssl', 'ssl_ca_file', 'ssl_cert_file', 'ssl_key_file', 'synchronous_standby_names', 'unix_socket_directories', 'wal_level', 'wal_log_hints']).join(', ') + ' managed by Holdfast and cannot be set; remove it (use spec.synchronous for synchronous replication)'"
+	// +optional
+	Parameters map[string]string `json:"parameters,omitempty"`
+}
+
+// SynchronousSpec asks for quorum commit: a commit is acknowledged once
+// Quorum standbys have it (synchronous_standby_names = ANY Quorum (...)).
+// Writes wait while fewer than Quorum standbys are connected.
+type SynchronousSpec struct {
+	// Quorum is how many standbys must confirm each commit.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=8
+	Quorum int32 `json:"quorum"`
+}
+
+// BootstrapSpec says how a new cluster gets its first data.
+type BootstrapSpec struct {
+	// InitDB creates an empty cluster with one application database.
+	// +kubebuilder:default={}
+	// +optional
+	InitDB InitDBSpec `json:"initdb,omitempty"`
+}
+
+// InitDBSpec names the application database and its owner that initdb creates.
+type InitDBSpec struct {
+	// Database is the application database.
+	// +kubebuilder:default=app
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_]*$`
+	// +kubebuilder:validation:XValidation:rule="!(self in ['postgres', 'template0', 'template1'])",message="spec.bootstrap.initdb.database cannot be postgres, template0 or template1: those databases belong to the server"
+	// +optional
+	Database string `json:"database,omitempty"`
+
+	// Owner is the role that owns Database; its password is in the <cluster>-app Secret.
+	// +kubebuilder:default=app
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_]*$`
+	// +kubebuilder:validation:XValidation:rule="!(self in ['postgres', 'streaming_replica']) && !self.startsWith('pg_')",message="spec.bootstrap.initdb.owner cannot be postgres, streaming_replica or start with pg_: those roles belong to the server and to Holdfast"
+	// +optional
+	Owner string `json:"owner,omitempty"`
+}
+
+// SchedulingSpec places instance pods on nodes.
+type SchedulingSpec struct {
+	// NodeSelector restricts instances to nodes with these labels.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Affinity of instance pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// Tolerations of instance pods.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// TopologySpreadConstraints replace the default, which spreads a cluster's
+	// instances over nodes (kubernetes.io/hostname, maxSkew 1, ScheduleAnyway).
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// PriorityClassName of instance pods.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+}
+
+// ClusterPhase is a one-word summary of the cluster; conditions carry the detail.
+type ClusterPhase string
+
+// Phases a cluster reports.
+const (
+	PhaseCreating ClusterPhase = "Creating"
+	PhaseHealthy  ClusterPhase = "Healthy"
+	PhaseDegraded ClusterPhase = "Degraded"
+	PhaseUpdating ClusterPhase = "Updating"
+)
+
+// Condition types a cluster reports.
+const (
+	ConditionReady       = "Ready"
+	ConditionProgressing = "Progressing"
+	ConditionDegraded    = "Degraded"
+)
+
+// InstanceRole is what an instance is in its cluster.
+type InstanceRole string
+
+// Roles an instance can have.
+const (
+	RolePrimary InstanceRole = "primary"
+	RoleReplica InstanceRole = "replica"
+	RoleUnknown InstanceRole = "unknown"
+)
+
+// InstanceStatus is one instance as last seen.
+type InstanceStatus struct {
+	// Name of the instance's pod.
+	Name string `json:"name"`
+	// Role of the instance.
+	Role InstanceRole `json:"role"`
+	// Ready is whether the pod passes its readiness probe.
+	Ready bool `json:"ready"`
+	// Message says why an instance is not ready, when known.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// PostgresClusterStatus is the cluster as the operator last saw it.
+type PostgresClusterStatus struct {
+	// ObservedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Phase summarises the conditions.
+	// +optional
+	Phase ClusterPhase `json:"phase,omitempty"`
+
+	// Conditions: Ready, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// CurrentPrimary is the instance that has reported it is the primary.
+	// +optional
+	CurrentPrimary string `json:"currentPrimary,omitempty"`
+
+	// TargetPrimary is the instance the operator wants as primary; it differs
+	// from CurrentPrimary during a failover or switchover.
+	// +optional
+	TargetPrimary string `json:"targetPrimary,omitempty"`
+
+	// ReadyInstances counts instances passing their readiness probe.
+	// +optional
+	ReadyInstances int32 `json:"readyInstances,omitempty"`
+
+	// Instances lists every instance pod.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Instances []InstanceStatus `json:"instances,omitempty"`
+}
+
+// PostgresCluster is a PostgreSQL cluster: one primary and streaming replicas
+// on a StatefulSet, with Services that follow the primary.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=pgc,categories=holdfast
+// +kubebuilder:printcolumn:name="Instances",type=integer,JSONPath=`.spec.instances`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyInstances`
+// +kubebuilder:printcolumn:name="Primary",type=string,JSONPath=`.status.currentPrimary`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must start with a letter and hold only lower case letters, digits and -, because Service names derive from it"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 47",message="metadata.name must be at most 47 characters so that instance and Service names fit"
+type PostgresCluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   PostgresClusterSpec   `json:"spec,omitempty"`
+	Status PostgresClusterStatus `json:"status,omitempty"`
+}
+
+// PostgresClusterList is a list of PostgresClusters.
+//
+// +kubebuilder:object:root=true
+type PostgresClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PostgresCluster `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PostgresCluster{}, &PostgresClusterList{})
+}

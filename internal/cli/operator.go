@@ -1,0 +1,36 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"holdfast.dev/holdfast/internal/operator"
+)
+
+func newOperatorCmd() *cobra.Command {
+	var opts operator.Options
+	cmd := &cobra.Command{
+		Use:   "operator",
+		Short: "Run the operator's controllers (the holdfast-operator Deployment runs this)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctrl.SetLogger(zap.New())
+			cfg, err := ctrl.GetConfig()
+			if err != nil {
+				return fmt.Errorf("finding the cluster: %w", err)
+			}
+			return operator.Run(ctrl.SetupSignalHandler(), cfg, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Resources.InstanceImage, "instance-image", "ghcr.io/holdfast-dev/holdfast:"+Version,
+		"image whose holdfast binary runs in every database pod")
+	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "where to serve metrics; 0 turns them off")
+	f.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":8081", "where to serve /healthz and /readyz")
+	f.BoolVar(&opts.LeaderElection, "leader-elect", true, "elect one active operator among replicas")
+	f.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
+	return cmd
+}

@@ -1,0 +1,237 @@
+// Package postgrescluster reconciles PostgresClusters: it keeps each
+// cluster's StatefulSet, Services, Secrets, ConfigMap and PodDisruptionBudget
+// in the shape of the spec, and reports what it sees in the status.
+package postgrescluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/apply"
+	"holdfast.dev/holdfast/internal/credentials"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+// FieldOwner is the field manager of everything the operator applies.
+const FieldOwner = "holdfast-operator"
+
+// Reconciler reconciles PostgresClusters.
+type Reconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	Options  resources.Options
+}
+
+// +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the reconciler and what it watches.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&holdfastv1.PostgresCluster{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToCluster)).
+		Complete(r)
+}
+
+// podToCluster maps an instance pod to its cluster.
+func podToCluster(_ context.Context, o client.Object) []reconcile.Request {
+	name, ok := o.GetLabels()[resources.LabelCluster]
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+// Reconcile brings one cluster's objects to the shape of its spec.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var c holdfastv1.PostgresCluster
+	if err := r.Client.Get(ctx, req.NamespacedName, &c); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if c.DeletionTimestamp != nil {
+		// Owner references hand everything to the garbage collector, and the
+		// StatefulSet's claim retention policy decides the claims' fate.
+		return ctrl.Result{}, nil
+	}
+
+	if err := r.ensureSecrets(ctx, &c); err != nil {
+		return ctrl.Result{}, err
+	}
+	sts, err := r.ensureObjects(ctx, &c)
+	if err != nil {
+		r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, "ReconcileFailed", "Reconcile", "%v", err)
+		return ctrl.Result{}, err
+	}
+	if err := r.growClaims(ctx, &c); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, r.updateStatus(ctx, &c, sts)
+}
+
+// ensureSecrets creates the credential Secrets that are missing. An existing
+// Secret is never rewritten: its password is the one in the database.
+func (r *Reconciler) ensureSecrets(ctx context.Context, c *holdfastv1.PostgresCluster) error {
+	var creds resources.Credentials
+	for _, p := range []*string{&creds.Superuser, &creds.App, &creds.Replication} {
+		pw, err := credentials.Password()
+		if err != nil {
+			return err
+		}
+		*p = pw
+	}
+	for _, s := range resources.Secrets(c, creds) {
+		err := r.Client.Get(ctx, client.ObjectKeyFromObject(s), &corev1.Secret{})
+		if err == nil {
+			continue
+		}
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("reading Secret %s: %w", s.Name, err)
+		}
+		if err := controllerutil.SetControllerReference(c, s, r.Client.Scheme()); err != nil {
+			return fmt.Errorf("setting owner of Secret %s: %w", s.Name, err)
+		}
+		if err := r.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating Secret %s: %w", s.Name, err)
+		}
+		r.Recorder.Eventf(c, s, corev1.EventTypeNormal, "Created", "Create", "created Secret %s", s.Name)
+	}
+	return nil
+}
+
+// ensureObjects applies everything but the Secrets, and returns the live StatefulSet.
+func (r *Reconciler) ensureObjects(ctx context.Context, c *holdfastv1.PostgresCluster) (*appsv1.StatefulSet, error) {
+	var live appsv1.StatefulSet
+	exists := true
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.StatefulSetName(c)}, &live); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("reading StatefulSet: %w", err)
+		}
+		exists = false
+	}
+
+	sts := resources.StatefulSet(c, r.Options)
+	if exists {
+		// Claim templates cannot change once the StatefulSet exists; growing
+		// storage resizes the claims themselves (growClaims).
+		keepClaimSize(sts, &live)
+	}
+	objs := []client.Object{resources.ConfigMap(c), resources.PodDisruptionBudget(c)}
+	for _, s := range resources.Services(c) {
+		objs = append(objs, s)
+	}
+	objs = append(objs, sts)
+
+	applier := apply.Applier{Client: r.Client, FieldOwner: FieldOwner}
+	var errs []error
+	for _, o := range objs {
+		res, err := applier.Ensure(ctx, c, o)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if res != apply.Unchanged {
+			kind := o.GetObjectKind().GroupVersionKind().Kind
+			r.Recorder.Eventf(c, o, corev1.EventTypeNormal, string(res), "Apply", "%s %s %s", res, kind, o.GetName())
+			log.FromContext(ctx).Info("applied", "kind", kind, "name", o.GetName(), "result", res)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(sts), &live); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil // just created; the cache has not seen it yet
+		}
+		return nil, fmt.Errorf("reading StatefulSet: %w", err)
+	}
+	return &live, nil
+}
+
+func keepClaimSize(desired, live *appsv1.StatefulSet) {
+	for i := range desired.Spec.VolumeClaimTemplates {
+		for _, l := range live.Spec.VolumeClaimTemplates {
+			if l.Name == desired.Spec.VolumeClaimTemplates[i].Name {
+				desired.Spec.VolumeClaimTemplates[i].Spec.Resources = l.Spec.Resources
+			}
+		}
+	}
+}
+
+// growClaims expands data claims smaller than spec.storage.size. The CRD
+// refuses a smaller size, so a claim is never asked to shrink.
+func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresCluster) error {
+	var claims corev1.PersistentVolumeClaimList
+	if err := r.Client.List(ctx, &claims, client.InNamespace(c.Namespace), client.MatchingLabels(resources.SelectorLabels(c))); err != nil {
+		return fmt.Errorf("listing claims: %w", err)
+	}
+	want := c.Spec.Storage.Size
+	for i := range claims.Items {
+		pvc := &claims.Items[i]
+		have := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+		if have.Cmp(want) >= 0 {
+			continue
+		}
+		patch := client.MergeFrom(pvc.DeepCopy())
+		pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
+		if err := r.Client.Patch(ctx, pvc, patch); err != nil {
+			return fmt.Errorf("growing claim %s to %s: %w", pvc.Name, want.String(), err)
+		}
+		r.Recorder.Eventf(c, pvc, corev1.EventTypeNormal, "Resized", "Resize", "claim %s grows from %s to %s", pvc.Name, have.String(), want.String())
+	}
+	return nil
+}
+
+// updateStatus writes the status only when it changed.
+func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet) error {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(c.Namespace), client.MatchingLabels(resources.SelectorLabels(c))); err != nil {
+		return fmt.Errorf("listing pods: %w", err)
+	}
+	st := computeStatus(c, sts, pods.Items)
+	if equality.Semantic.DeepEqual(st, c.Status) {
+		return nil
+	}
+	before := c.Status.Phase
+	c.Status = st
+	if err := r.Client.Status().Update(ctx, c); err != nil {
+		return fmt.Errorf("updating status: %w", err)
+	}
+	if st.Phase != before {
+		kind := corev1.EventTypeNormal
+		if st.Phase == holdfastv1.PhaseDegraded {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(c, nil, kind, "Phase"+string(st.Phase), "Observe", "cluster is %s", st.Phase)
+	}
+	return nil
+}

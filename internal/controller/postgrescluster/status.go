@@ -1,0 +1,177 @@
+package postgrescluster
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+// failingReasons are container waiting reasons that will not clear by
+// themselves: the pod needs a fixed spec or image, not more time.
+var failingReasons = []string{
+	"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+	"CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+}
+
+// computeStatus derives the cluster's status from its StatefulSet and pods.
+// It starts from the current status so that fields other parts of the
+// operator own (the primaries) and condition transition times carry over.
+func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []corev1.Pod) holdfastv1.PostgresClusterStatus {
+	st := *c.Status.DeepCopy()
+	st.ObservedGeneration = c.Generation
+	if st.TargetPrimary == "" {
+		st.TargetPrimary = resources.InstanceName(c, 0)
+	}
+
+	slices.SortFunc(pods, func(a, b corev1.Pod) int { return ordinal(a.Name) - ordinal(b.Name) })
+	st.Instances = nil
+	st.ReadyInstances = 0
+	var failing []string
+	for _, p := range pods {
+		is := holdfastv1.InstanceStatus{Name: p.Name, Role: holdfastv1.RoleUnknown, Ready: podReady(&p)}
+		if r := p.Labels[resources.LabelRole]; r != "" {
+			is.Role = holdfastv1.InstanceRole(r)
+		}
+		if is.Ready {
+			st.ReadyInstances++
+		} else {
+			is.Message = podProblem(&p)
+			if isFailing(&p) {
+				failing = append(failing, p.Name+": "+is.Message)
+			}
+		}
+		st.Instances = append(st.Instances, is)
+	}
+
+	want := c.Spec.Instances
+	ready := st.ReadyInstances >= want
+	setCondition(&st, c, holdfastv1.ConditionReady, ready, readyReason(ready),
+		fmt.Sprintf("%d of %d instances ready", st.ReadyInstances, want))
+
+	progress := progressing(c, sts, pods)
+	if progress != "" {
+		setCondition(&st, c, holdfastv1.ConditionProgressing, true, "Reconciling", progress)
+	} else {
+		setCondition(&st, c, holdfastv1.ConditionProgressing, false, "Stable", "the StatefulSet matches the spec")
+	}
+
+	if len(failing) > 0 {
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
+	} else {
+		setCondition(&st, c, holdfastv1.ConditionDegraded, false, "NoFailures", "no instance is failing")
+	}
+
+	switch {
+	case len(failing) > 0:
+		st.Phase = holdfastv1.PhaseDegraded
+	case ready && progress == "":
+		st.Phase = holdfastv1.PhaseHealthy
+	case progress != "" && st.CurrentPrimary == "":
+		st.Phase = holdfastv1.PhaseCreating
+	case progress != "":
+		st.Phase = holdfastv1.PhaseUpdating
+	default:
+		st.Phase = holdfastv1.PhaseDegraded
+	}
+	return st
+}
+
+// progressing says what the StatefulSet is still doing, or "" when it has
+// caught up with the spec.
+func progressing(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []corev1.Pod) string {
+	switch {
+	case sts == nil:
+		return "creating the StatefulSet"
+	case sts.Status.ObservedGeneration < sts.Generation:
+		return "the StatefulSet controller has not seen the latest change yet"
+	case int32(len(pods)) < c.Spec.Instances:
+		return fmt.Sprintf("creating instances: %d of %d pods exist", len(pods), c.Spec.Instances)
+	case int32(len(pods)) > c.Spec.Instances:
+		return fmt.Sprintf("removing instances: %d pods for %d instances", len(pods), c.Spec.Instances)
+	case sts.Status.UpdateRevision != "" && sts.Status.CurrentRevision != sts.Status.UpdateRevision:
+		return fmt.Sprintf("%d of %d instances run the latest pod template and wait for a restart",
+			int32(len(pods))-sts.Status.UpdatedReplicas, len(pods))
+	}
+	return ""
+}
+
+func readyReason(ready bool) string {
+	if ready {
+		return "AllInstancesReady"
+	}
+	return "InstancesNotReady"
+}
+
+func setCondition(st *holdfastv1.PostgresClusterStatus, c *holdfastv1.PostgresCluster, typ string, ok bool, reason, msg string) {
+	status := metav1.ConditionFalse
+	if ok {
+		status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: c.Generation,
+	})
+}
+
+func podReady(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func isFailing(p *corev1.Pod) bool {
+	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+		if w := cs.State.Waiting; w != nil && slices.Contains(failingReasons, w.Reason) {
+			return true
+		}
+	}
+	return false
+}
+
+// podProblem explains in one line why a pod is not ready.
+func podProblem(p *corev1.Pod) string {
+	if p.DeletionTimestamp != nil {
+		return "terminating"
+	}
+	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" && w.Reason != "ContainerCreating" {
+			return strings.TrimSpace(fmt.Sprintf("container %s: %s %s", cs.Name, w.Reason, w.Message))
+		}
+		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+			return fmt.Sprintf("container %s exited with code %d (%s)", cs.Name, t.ExitCode, t.Reason)
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return strings.TrimSpace("not scheduled: " + c.Reason + " " + c.Message)
+		}
+	}
+	if p.Status.Phase == corev1.PodPending {
+		return "pending"
+	}
+	return "not ready"
+}
+
+// ordinal is the StatefulSet ordinal at the end of a pod's name.
+func ordinal(name string) int {
+	i := strings.LastIndexByte(name, '-')
+	n, err := strconv.Atoi(name[i+1:])
+	if err != nil {
+		return -1
+	}
+	return n
+}

@@ -1,0 +1,15 @@
+// Package instance is the in-pod instance manager. This file is the contract
+// between it and the pod spec the operator builds: where it listens and which
+// paths the probes call.
+package instance
+
+const (
+	// StatusPort is the instance manager's HTTP port.
+	StatusPort = 8000
+	// StartupPath answers 200 once postgres has started in its role.
+	StartupPath = "/startupz"
+	// LivenessPath answers 200 while the instance manager and postgres are alive.
+	LivenessPath = "/healthz"
+	// ReadinessPath answers 200 while the instance can serve its role.
+	ReadinessPath = "/readyz"
+)

@@ -1,0 +1,109 @@
+// Package operator wires the controllers into a controller-runtime manager.
+package operator
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/controller/postgrescluster"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+// Options configure the operator.
+type Options struct {
+	Resources          resources.Options
+	MetricsAddr        string
+	HealthAddr         string
+	LeaderElection     bool
+	LeaderElectionNS   string
+	SkipNameValidation bool
+}
+
+// Scheme knows every type the operator reads or writes.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("registering Kubernetes types: %w", err)
+	}
+	if err := holdfastv1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("registering Holdfast types: %w", err)
+	}
+	return s, nil
+}
+
+// NewManager builds a manager with every controller registered.
+func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	// The operator caches only what it made: a cluster with thousands of
+	// unrelated pods or Secrets must not fill its memory.
+	ours, err := labels.NewRequirement(resources.LabelCluster, selection.Exists, nil)
+	if err != nil {
+		return nil, fmt.Errorf("building the cache selector: %w", err)
+	}
+	selector := labels.NewSelector().Add(*ours)
+	byObject := map[client.Object]cache.ByObject{}
+	for _, o := range []client.Object{
+		&corev1.Pod{}, &corev1.Secret{}, &corev1.ConfigMap{}, &corev1.Service{},
+		&corev1.PersistentVolumeClaim{}, &appsv1.StatefulSet{}, &policyv1.PodDisruptionBudget{},
+	} {
+		byObject[o] = cache.ByObject{Label: selector}
+	}
+	skip := opts.SkipNameValidation
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Cache:                   cache.Options{ByObject: byObject},
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.HealthAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        "holdfast-operator.holdfast.dev",
+		LeaderElectionNamespace: opts.LeaderElectionNS,
+		// Tests start several managers in one process.
+		Controller: config.Controller{SkipNameValidation: &skip},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("adding the health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("adding the readiness check: %w", err)
+	}
+	r := &postgrescluster.Reconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("holdfast-operator"),
+		Options:  opts.Resources,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the PostgresCluster controller: %w", err)
+	}
+	return mgr, nil
+}
+
+// Run runs the operator until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
+	mgr, err := NewManager(cfg, opts)
+	if err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}

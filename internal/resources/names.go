@@ -1,0 +1,116 @@
+// Package resources builds, as pure functions of a PostgresCluster, the
+// Kubernetes objects that run it. Nothing here talks to the API server, so
+// every builder is tested by value.
+package resources
+
+import (
+	"fmt"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+)
+
+// Label keys on every object Holdfast makes for a cluster.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelComponent = "app.kubernetes.io/component"
+	// LabelCluster selects a cluster's pods.
+	LabelCluster = "holdfast.dev/cluster"
+	// LabelRole is set on a pod by the operator once its instance reports its
+	// role; the -rw and -ro Services select on it.
+	LabelRole = "role"
+
+	ManagedBy = "holdfast"
+)
+
+// Fixed names inside an instance pod.
+const (
+	ContainerPostgres  = "postgres"
+	ContainerBootstrap = "bootstrap-controller"
+
+	VolumeData       = "pgdata"
+	VolumeController = "controller"
+	VolumeRun        = "run"
+	VolumeTmp        = "tmp"
+	VolumeShm        = "shm"
+	VolumeSecrets    = "secrets"
+	VolumeConfig     = "config"
+
+	DataMountPath       = "/var/lib/postgresql/data"
+	PGDataPath          = DataMountPath + "/pgdata"
+	ControllerMountPath = "/controller"
+	SecretsMountPath    = "/etc/holdfast/secrets"
+	ConfigMountPath     = "/etc/holdfast/config"
+
+	// ConfigKeyParameters is the ConfigMap key holding the user's postgresql.conf settings.
+	ConfigKeyParameters = "custom.conf"
+)
+
+// Secret keys, as in kubernetes.io/basic-auth Secrets, plus connection details.
+const (
+	SecretKeyUsername = "username"
+	SecretKeyPassword = "password"
+	SecretKeyHost     = "host"
+	SecretKeyPort     = "port"
+	SecretKeyDatabase = "dbname"
+	SecretKeyURI      = "uri"
+)
+
+// StatefulSetName is the StatefulSet's name; pods are <name>-0, <name>-1, ...
+func StatefulSetName(c *holdfastv1.PostgresCluster) string { return c.Name }
+
+// InstanceName is the pod name of the ordinal-th instance.
+func InstanceName(c *holdfastv1.PostgresCluster, ordinal int) string {
+	return fmt.Sprintf("%s-%d", c.Name, ordinal)
+}
+
+// ServiceRWName is the Service that follows the primary.
+func ServiceRWName(c *holdfastv1.PostgresCluster) string { return c.Name + "-rw" }
+
+// ServiceROName is the Service over the replicas.
+func ServiceROName(c *holdfastv1.PostgresCluster) string { return c.Name + "-ro" }
+
+// ServiceHeadlessName governs the StatefulSet and gives each pod a DNS name.
+func ServiceHeadlessName(c *holdfastv1.PostgresCluster) string { return c.Name + "-headless" }
+
+// SecretSuperuserName holds the postgres superuser's credentials.
+func SecretSuperuserName(c *holdfastv1.PostgresCluster) string { return c.Name + "-superuser" }
+
+// SecretAppName holds the application owner's credentials and connection URI.
+func SecretAppName(c *holdfastv1.PostgresCluster) string { return c.Name + "-app" }
+
+// SecretReplicationName holds the replication role's credentials.
+func SecretReplicationName(c *holdfastv1.PostgresCluster) string { return c.Name + "-replication" }
+
+// ConfigMapName holds the rendered postgresql.conf settings.
+func ConfigMapName(c *holdfastv1.PostgresCluster) string { return c.Name + "-config" }
+
+// PodDisruptionBudgetName limits voluntary disruptions of the cluster's pods.
+func PodDisruptionBudgetName(c *holdfastv1.PostgresCluster) string { return c.Name }
+
+// ClaimName is the data claim of the ordinal-th instance, as the StatefulSet names it.
+func ClaimName(c *holdfastv1.PostgresCluster, ordinal int) string {
+	return fmt.Sprintf("%s-%s-%d", VolumeData, c.Name, ordinal)
+}
+
+// Labels go on every object of the cluster.
+func Labels(c *holdfastv1.PostgresCluster) map[string]string {
+	return map[string]string{
+		LabelName:      "postgresql",
+		LabelInstance:  c.Name,
+		LabelManagedBy: ManagedBy,
+		LabelCluster:   c.Name,
+	}
+}
+
+// SelectorLabels select the cluster's pods.
+func SelectorLabels(c *holdfastv1.PostgresCluster) map[string]string {
+	return map[string]string{LabelCluster: c.Name}
+}
+
+func roleSelector(c *holdfastv1.PostgresCluster, role holdfastv1.InstanceRole) map[string]string {
+	s := SelectorLabels(c)
+	s[LabelRole] = string(role)
+	return s
+}

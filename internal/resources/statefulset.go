@@ -1,0 +1,217 @@
+package resources
+
+import (
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/instance"
+	"holdfast.dev/holdfast/internal/postgres"
+)
+
+// Options are the operator's settings that shape what it builds.
+type Options struct {
+	// InstanceImage is the holdfast image whose binary the init container copies into each pod.
+	InstanceImage string
+}
+
+// PostgresUID is the postgres user of the community images; pods run as it.
+const PostgresUID = 999
+
+// terminationGracePeriod leaves postgres time for a fast shutdown and a final checkpoint.
+const terminationGracePeriod = 60
+
+// StatefulSet runs the cluster's instances. Updates are OnDelete because the
+// operator restarts pods itself, replicas first and the primary last.
+func StatefulSet(c *holdfastv1.PostgresCluster, opts Options) *appsv1.StatefulSet {
+	labels := Labels(c)
+	return &appsv1.StatefulSet{
+		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      StatefulSetName(c),
+			Namespace: c.Namespace,
+			Labels:    labels,
+		},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            ptr.To(c.Spec.Instances),
+			ServiceName:         ServiceHeadlessName(c),
+			PodManagementPolicy: appsv1.OrderedReadyPodManagement,
+			UpdateStrategy:      appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType},
+			Selector:            &metav1.LabelSelector{MatchLabels: SelectorLabels(c)},
+			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+				WhenDeleted: retention(c.Spec.Storage.RetentionPolicy.WhenDeleted),
+				WhenScaled:  retention(c.Spec.Storage.RetentionPolicy.WhenScaled),
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       podSpec(c, opts),
+			},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{DataClaimTemplate(c)},
+		},
+	}
+}
+
+// DataClaimTemplate is the claim each instance gets for its data directory.
+func DataClaimTemplate(c *holdfastv1.PostgresCluster) corev1.PersistentVolumeClaim {
+	return corev1.PersistentVolumeClaim{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"},
+		ObjectMeta: metav1.ObjectMeta{Name: VolumeData, Labels: Labels(c)},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: c.Spec.Storage.StorageClassName,
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: c.Spec.Storage.Size},
+			},
+		},
+	}
+}
+
+func retention(r holdfastv1.ClaimRetention) appsv1.PersistentVolumeClaimRetentionPolicyType {
+	if r == holdfastv1.ClaimDelete {
+		return appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+	}
+	return appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+}
+
+func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
+	image := c.Spec.Image
+	if image == "" {
+		image = postgres.DefaultImage(c.Spec.PostgresVersion)
+	}
+	spread := c.Spec.Scheduling.TopologySpreadConstraints
+	if len(spread) == 0 {
+		spread = []corev1.TopologySpreadConstraint{{
+			MaxSkew:           1,
+			TopologyKey:       corev1.LabelHostname,
+			WhenUnsatisfiable: corev1.ScheduleAnyway,
+			LabelSelector:     &metav1.LabelSelector{MatchLabels: SelectorLabels(c)},
+		}}
+	}
+	return corev1.PodSpec{
+		// Instances get what they need from mounted Secrets and the operator, not the API.
+		AutomountServiceAccountToken:  ptr.To(false),
+		EnableServiceLinks:            ptr.To(false),
+		TerminationGracePeriodSeconds: ptr.To[int64](terminationGracePeriod),
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:        ptr.To(true),
+			RunAsUser:           ptr.To[int64](PostgresUID),
+			RunAsGroup:          ptr.To[int64](PostgresUID),
+			FSGroup:             ptr.To[int64](PostgresUID),
+			FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
+			SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		InitContainers: []corev1.Container{{
+			Name:            ContainerBootstrap,
+			Image:           opts.InstanceImage,
+			Command:         []string{"/holdfast", "instance", "install", ControllerMountPath + "/holdfast"},
+			SecurityContext: containerSecurityContext(),
+			VolumeMounts:    []corev1.VolumeMount{{Name: VolumeController, MountPath: ControllerMountPath}},
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{
+					corev1.ResourceCPU:    mustQuantity("10m"),
+					corev1.ResourceMemory: mustQuantity("32Mi"),
+				},
+			},
+		}},
+		Containers: []corev1.Container{{
+			Name:    ContainerPostgres,
+			Image:   image,
+			Command: []string{ControllerMountPath + "/holdfast", "instance", "run"},
+			Env: []corev1.EnvVar{
+				fieldEnv("POD_NAME", "metadata.name"),
+				fieldEnv("NAMESPACE", "metadata.namespace"),
+				{Name: "CLUSTER_NAME", Value: c.Name},
+				{Name: "PGDATA", Value: PGDataPath},
+				{Name: "PG_MAJOR", Value: itoa(c.Spec.PostgresVersion)},
+			},
+			Ports: []corev1.ContainerPort{
+				{Name: "postgres", ContainerPort: postgres.Port, Protocol: corev1.ProtocolTCP},
+				{Name: "status", ContainerPort: instance.StatusPort, Protocol: corev1.ProtocolTCP},
+			},
+			// A startup that clones a large primary may take long; liveness
+			// only starts counting once startup has succeeded.
+			StartupProbe:    httpProbe(instance.StartupPath, 360),
+			LivenessProbe:   httpProbe(instance.LivenessPath, 3),
+			ReadinessProbe:  httpProbe(instance.ReadinessPath, 3),
+			Resources:       c.Spec.Resources,
+			SecurityContext: containerSecurityContext(),
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: VolumeData, MountPath: DataMountPath},
+				{Name: VolumeController, MountPath: ControllerMountPath},
+				{Name: VolumeRun, MountPath: "/var/run/postgresql"},
+				{Name: VolumeTmp, MountPath: "/tmp"},
+				{Name: VolumeShm, MountPath: "/dev/shm"},
+				{Name: VolumeSecrets, MountPath: SecretsMountPath, ReadOnly: true},
+				{Name: VolumeConfig, MountPath: ConfigMountPath, ReadOnly: true},
+			},
+		}},
+		Volumes: []corev1.Volume{
+			emptyDir(VolumeController, ""),
+			emptyDir(VolumeRun, ""),
+			emptyDir(VolumeTmp, ""),
+			emptyDir(VolumeShm, corev1.StorageMediumMemory),
+			{Name: VolumeSecrets, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				DefaultMode: ptr.To[int32](0o440),
+				Sources: []corev1.VolumeProjection{
+					secretProjection(SecretSuperuserName(c), "superuser"),
+					secretProjection(SecretReplicationName(c), "replication"),
+					secretProjection(SecretAppName(c), "app"),
+				},
+			}}},
+			{Name: VolumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(c)},
+			}}},
+		},
+		NodeSelector:              c.Spec.Scheduling.NodeSelector,
+		Affinity:                  c.Spec.Scheduling.Affinity,
+		Tolerations:               c.Spec.Scheduling.Tolerations,
+		TopologySpreadConstraints: spread,
+		PriorityClassName:         c.Spec.Scheduling.PriorityClassName,
+	}
+}
+
+// containerSecurityContext meets the restricted Pod Security Standard.
+func containerSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		RunAsNonRoot:             ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+func httpProbe(path string, failureThreshold int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path,
+			Port: intstr.FromString("status"),
+		}},
+		PeriodSeconds:    10,
+		TimeoutSeconds:   5,
+		FailureThreshold: failureThreshold,
+	}
+}
+
+func fieldEnv(name, path string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path},
+	}}
+}
+
+func emptyDir(name string, medium corev1.StorageMedium) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: medium}}}
+}
+
+func secretProjection(secret, dir string) corev1.VolumeProjection {
+	return corev1.VolumeProjection{Secret: &corev1.SecretProjection{
+		LocalObjectReference: corev1.LocalObjectReference{Name: secret},
+		Items: []corev1.KeyToPath{
+			{Key: SecretKeyUsername, Path: dir + "/" + SecretKeyUsername},
+			{Key: SecretKeyPassword, Path: dir + "/" + SecretKeyPassword},
+		},
+	}}
+}
