@@ -31,49 +31,85 @@ type Applier struct {
 	FieldOwner string
 }
 
-// Ensure makes the object named by desired hold every field desired sets,
-// owned by owner. desired must carry its TypeMeta.
-func (a Applier) Ensure(ctx context.Context, owner, desired client.Object) (Result, error) {
+// Change is one object Ensure found out of shape.
+type Change struct {
+	Object client.Object
+	Result Result
+}
+
+// Ensure makes each object named in desired hold every field it sets, owned
+// by owner. Objects already in shape cost no write. The changes are first
+// applied as a dry run, and applied for real only if the API server accepts
+// every one of them, so that a bad spec leaves nothing half-applied. Every
+// object must carry its TypeMeta.
+func (a Applier) Ensure(ctx context.Context, owner client.Object, desired ...client.Object) ([]Change, error) {
+	type pending struct {
+		change Change
+		u      *unstructured.Unstructured
+	}
+	var todo []pending
+	for _, d := range desired {
+		res, u, err := a.diff(ctx, owner, d)
+		if err != nil {
+			return nil, err
+		}
+		if res != Unchanged {
+			todo = append(todo, pending{Change{d, res}, u})
+		}
+	}
+	for _, dryRun := range []bool{true, false} {
+		for _, p := range todo {
+			opts := []client.ApplyOption{client.FieldOwner(a.FieldOwner), client.ForceOwnership}
+			if dryRun {
+				opts = append(opts, client.DryRunAll)
+			}
+			if err := a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(p.u.DeepCopy()), opts...); err != nil {
+				return nil, fmt.Errorf("applying %s %s: %w", p.u.GetKind(), p.u.GetName(), err)
+			}
+		}
+	}
+	changes := make([]Change, len(todo))
+	for i, p := range todo {
+		changes[i] = p.change
+	}
+	return changes, nil
+}
+
+// diff tells whether desired needs applying, and returns what to apply.
+func (a Applier) diff(ctx context.Context, owner, desired client.Object) (Result, *unstructured.Unstructured, error) {
 	kind := desired.GetObjectKind().GroupVersionKind()
 	if err := controllerutil.SetControllerReference(owner, desired, a.Client.Scheme()); err != nil {
-		return "", fmt.Errorf("setting owner of %s %s: %w", kind.Kind, desired.GetName(), err)
+		return "", nil, fmt.Errorf("setting owner of %s %s: %w", kind.Kind, desired.GetName(), err)
 	}
 	want, err := toMap(desired)
 	if err != nil {
-		return "", fmt.Errorf("converting %s %s: %w", kind.Kind, desired.GetName(), err)
+		return "", nil, fmt.Errorf("converting %s %s: %w", kind.Kind, desired.GetName(), err)
 	}
+	u := &unstructured.Unstructured{Object: want}
+	u.SetGroupVersionKind(kind)
 
 	live, err := a.Client.Scheme().New(kind)
 	if err != nil {
-		return "", fmt.Errorf("making an empty %s: %w", kind, err)
+		return "", nil, fmt.Errorf("making an empty %s: %w", kind, err)
 	}
 	liveObj, ok := live.(client.Object)
 	if !ok {
-		return "", fmt.Errorf("%s is not a client.Object", kind)
+		return "", nil, fmt.Errorf("%s is not a client.Object", kind)
 	}
-	result := Updated
 	switch err := a.Client.Get(ctx, client.ObjectKeyFromObject(desired), liveObj); {
 	case apierrors.IsNotFound(err):
-		result = Created
+		return Created, u, nil
 	case err != nil:
-		return "", fmt.Errorf("reading %s %s: %w", kind.Kind, desired.GetName(), err)
-	default:
-		have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(liveObj)
-		if err != nil {
-			return "", fmt.Errorf("converting live %s %s: %w", kind.Kind, desired.GetName(), err)
-		}
-		if Contains(have, want) {
-			return Unchanged, nil
-		}
+		return "", nil, fmt.Errorf("reading %s %s: %w", kind.Kind, desired.GetName(), err)
 	}
-
-	u := &unstructured.Unstructured{Object: want}
-	u.SetGroupVersionKind(kind)
-	if err := a.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-		client.FieldOwner(a.FieldOwner), client.ForceOwnership); err != nil {
-		return "", fmt.Errorf("applying %s %s: %w", kind.Kind, desired.GetName(), err)
+	have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(liveObj)
+	if err != nil {
+		return "", nil, fmt.Errorf("converting live %s %s: %w", kind.Kind, desired.GetName(), err)
 	}
-	return result, nil
+	if Contains(have, want) {
+		return Unchanged, nil, nil
+	}
+	return Updated, u, nil
 }
 
 // GVK fills in an object's TypeMeta from the scheme, for builders' callers

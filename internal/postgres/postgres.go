@@ -45,7 +45,7 @@ func DefaultImage(major int32) string {
 
 // RenderParameters writes settings as postgresql.conf lines, sorted by name
 // so that equal settings always render to equal text.
-func RenderParameters(params map[string]string) string {
+func RenderParameters[V ~string](params map[string]V) string {
 	names := make([]string, 0, len(params))
 	for name := range params {
 		names = append(names, name)
@@ -53,7 +53,7 @@ func RenderParameters(params map[string]string) string {
 	slices.Sort(names)
 	var b strings.Builder
 	for _, name := range names {
-		fmt.Fprintf(&b, "%s = %s\n", name, QuoteValue(params[name]))
+		fmt.Fprintf(&b, "%s = %s\n", name, QuoteValue(string(params[name])))
 	}
 	return b.String()
 }

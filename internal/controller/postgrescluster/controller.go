@@ -5,7 +5,6 @@ package postgrescluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -59,12 +58,13 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.Secret{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToCluster)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(toCluster)).
+		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(toCluster)).
 		Complete(r)
 }
 
-// podToCluster maps an instance pod to its cluster.
-func podToCluster(_ context.Context, o client.Object) []reconcile.Request {
+// toCluster maps an instance's pod or claim to its cluster.
+func toCluster(_ context.Context, o client.Object) []reconcile.Request {
 	name, ok := o.GetLabels()[resources.LabelCluster]
 	if !ok {
 		return nil
@@ -88,14 +88,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	sts, err := r.ensureObjects(ctx, &c)
-	if err != nil {
-		r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, "ReconcileFailed", "Reconcile", "%v", err)
+	var refused error
+	switch {
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		// The spec passed admission but makes an object the API server
+		// refuses. Retrying cannot help until the spec changes, which
+		// brings the cluster back here; the status and an Event say why.
+		refused = err
+		r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, "SpecRefused", "Apply", "%v", err)
+	case err != nil:
 		return ctrl.Result{}, err
+	default:
+		if err := r.growClaims(ctx, &c); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
-	if err := r.growClaims(ctx, &c); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{}, r.updateStatus(ctx, &c, sts)
+	return ctrl.Result{}, r.updateStatus(ctx, &c, sts, refused)
 }
 
 // ensureSecrets creates the credential Secrets that are missing. An existing
@@ -152,21 +160,14 @@ func (r *Reconciler) ensureObjects(ctx context.Context, c *holdfastv1.PostgresCl
 	objs = append(objs, sts)
 
 	applier := apply.Applier{Client: r.Client, FieldOwner: FieldOwner}
-	var errs []error
-	for _, o := range objs {
-		res, err := applier.Ensure(ctx, c, o)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if res != apply.Unchanged {
-			kind := o.GetObjectKind().GroupVersionKind().Kind
-			r.Recorder.Eventf(c, o, corev1.EventTypeNormal, string(res), "Apply", "%s %s %s", res, kind, o.GetName())
-			log.FromContext(ctx).Info("applied", "kind", kind, "name", o.GetName(), "result", res)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	changes, err := applier.Ensure(ctx, c, objs...)
+	if err != nil {
 		return nil, err
+	}
+	for _, ch := range changes {
+		kind := ch.Object.GetObjectKind().GroupVersionKind().Kind
+		r.Recorder.Eventf(c, ch.Object, corev1.EventTypeNormal, string(ch.Result), "Apply", "%s %s %s", ch.Result, kind, ch.Object.GetName())
+		log.FromContext(ctx).Info("applied", "kind", kind, "name", ch.Object.GetName(), "result", ch.Result)
 	}
 	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(sts), &live); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -187,8 +188,10 @@ func keepClaimSize(desired, live *appsv1.StatefulSet) {
 	}
 }
 
-// growClaims expands data claims smaller than spec.storage.size. The CRD
-// refuses a smaller size, so a claim is never asked to shrink.
+// growClaims expands bound data claims smaller than spec.storage.size.
+// Kubernetes resizes only bound claims; a pending one grows once bound, when
+// its change brings the cluster back here. The CRD refuses a smaller size,
+// so a claim is never asked to shrink.
 func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresCluster) error {
 	var claims corev1.PersistentVolumeClaimList
 	if err := r.Client.List(ctx, &claims, client.InNamespace(c.Namespace), client.MatchingLabels(resources.SelectorLabels(c))); err != nil {
@@ -198,7 +201,7 @@ func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresClust
 	for i := range claims.Items {
 		pvc := &claims.Items[i]
 		have := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-		if have.Cmp(want) >= 0 {
+		if pvc.Status.Phase != corev1.ClaimBound || have.Cmp(want) >= 0 {
 			continue
 		}
 		patch := client.MergeFrom(pvc.DeepCopy())
@@ -212,12 +215,12 @@ func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresClust
 }
 
 // updateStatus writes the status only when it changed.
-func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet) error {
+func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, refused error) error {
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.InNamespace(c.Namespace), client.MatchingLabels(resources.SelectorLabels(c))); err != nil {
 		return fmt.Errorf("listing pods: %w", err)
 	}
-	st := computeStatus(c, sts, pods.Items)
+	st := computeStatus(c, sts, pods.Items, refused)
 	if equality.Semantic.DeepEqual(st, c.Status) {
 		return nil
 	}

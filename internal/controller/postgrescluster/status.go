@@ -22,10 +22,10 @@ var failingReasons = []string{
 	"CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 }
 
-// computeStatus derives the cluster's status from its StatefulSet and pods.
-// It starts from the current status so that fields other parts of the
+// computeStatus derives the cluster's status from its StatefulSet and pods,
+// and from refused, the API server's refusal of the objects the spec makes. It starts from the current status so that fields other parts of the
 // operator own (the primaries) and condition transition times carry over.
-func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []corev1.Pod) holdfastv1.PostgresClusterStatus {
+func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []corev1.Pod, refused error) holdfastv1.PostgresClusterStatus {
 	st := *c.Status.DeepCopy()
 	st.ObservedGeneration = c.Generation
 	if st.TargetPrimary == "" {
@@ -58,6 +58,12 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		fmt.Sprintf("%d of %d instances ready", st.ReadyInstances, want))
 
 	progress := progressing(c, sts, pods)
+	if refused != nil {
+		setCondition(&st, c, holdfastv1.ConditionProgressing, false, "SpecRefused", "the spec cannot be carried out: "+refused.Error())
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "SpecRefused", refused.Error())
+		st.Phase = holdfastv1.PhaseDegraded
+		return st
+	}
 	if progress != "" {
 		setCondition(&st, c, holdfastv1.ConditionProgressing, true, "Reconciling", progress)
 	} else {

@@ -1,0 +1,147 @@
+// Package envtest tests the API and the operator against a real
+// kube-apiserver, etcd and kube-controller-manager built from the pinned
+// Kubernetes modules (hack/build-k8s.sh), with the operator running in-process.
+package envtest
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"holdfast.dev/holdfast/internal/controlplane"
+	"holdfast.dev/holdfast/internal/operator"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+var (
+	cp      *controlplane.ControlPlane
+	scheme  *runtime.Scheme
+	k8s     client.Client // an uncached admin client
+	opOpts  = operator.Options{Resources: resources.Options{InstanceImage: "holdfast:test"}, MetricsAddr: "0", HealthAddr: "0", SkipNameValidation: true}
+	repoDir = filepath.Join("..", "..")
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("envtest: skipped in -short mode")
+		os.Exit(0)
+	}
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "envtest: KUBEBUILDER_ASSETS is not set; run `make test`, which builds the control plane and sets it")
+		os.Exit(1)
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+	logFile, err := os.CreateTemp("", "holdfast-envtest-kcm-*.log")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer logFile.Close()
+
+	cp, err = controlplane.Start(controlplane.Options{
+		CRDDirs:           []string{filepath.Join(repoDir, "config", "crd", "bases")},
+		ControllerManager: true,
+		Log:               logFile,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "envtest:", err)
+		return 1
+	}
+	defer func() {
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "envtest:", err)
+		}
+	}()
+
+	scheme, err = operator.Scheme()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	k8s, err = client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mgr, err := operator.NewManager(cp.Config, opOpts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- mgr.Start(ctx) }()
+
+	code := m.Run()
+	cancel()
+	if err := <-stopped; err != nil {
+		fmt.Fprintln(os.Stderr, "operator:", err)
+		code = 1
+	}
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, "kube-controller-manager log:", logFile.Name())
+	}
+	return code
+}
+
+// zapLevel keeps the operator's log to errors unless HOLDFAST_TEST_VERBOSE is set.
+func zapLevel() zapcore.Level {
+	if os.Getenv("HOLDFAST_TEST_VERBOSE") != "" {
+		return zapcore.InfoLevel
+	}
+	return zapcore.ErrorLevel
+}
+
+// eventually polls check until it returns nil, and fails the test with the
+// last error when the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx context.Context) error) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		last = check(ctx)
+		return last == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not true after %s: %v", what, timeout, last)
+	}
+}
+
+// newNamespace makes a namespace for one test, under the restricted Pod
+// Security Standard so that every pod the test causes must meet it.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		GenerateName: "holdfast-test-",
+		Labels: map[string]string{
+			"pod-security.kubernetes.io/enforce":         "restricted",
+			"pod-security.kubernetes.io/enforce-version": "latest",
+		},
+	}}
+	if err := k8s.Create(t.Context(), ns); err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), ns)
+	})
+	return ns.Name
+}
