@@ -6,7 +6,10 @@ package apply
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -14,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Result says what Ensure did.
@@ -102,13 +106,17 @@ func (a Applier) diff(ctx context.Context, owner, desired client.Object) (Result
 	case err != nil:
 		return "", nil, fmt.Errorf("reading %s %s: %w", kind.Kind, desired.GetName(), err)
 	}
+	// Typed reads come back without their TypeMeta.
+	liveObj.GetObjectKind().SetGroupVersionKind(kind)
 	have, err := runtime.DefaultUnstructuredConverter.ToUnstructured(liveObj)
 	if err != nil {
 		return "", nil, fmt.Errorf("converting live %s %s: %w", kind.Kind, desired.GetName(), err)
 	}
-	if Contains(have, want) {
+	diff := Difference(have, want)
+	if diff == "" {
 		return Unchanged, nil, nil
 	}
+	log.FromContext(ctx).V(1).Info("out of shape", "kind", kind.Kind, "name", desired.GetName(), "field", diff)
 	return Updated, u, nil
 }
 
@@ -160,38 +168,56 @@ func dropNulls(v any) any {
 // value. Fields the API server defaulted in have are ignored; lists must
 // match element by element.
 func Contains(have, want any) bool {
+	return Difference(have, want) == ""
+}
+
+// Difference names the first field want sets that have lacks or holds
+// with another value, or returns "" when have contains want.
+func Difference(have, want any) string {
 	switch w := want.(type) {
 	case map[string]any:
 		h, ok := have.(map[string]any)
 		if !ok {
-			return len(w) == 0 && have == nil
+			if len(w) == 0 && have == nil {
+				return ""
+			}
+			return "."
 		}
-		for k, wv := range w {
+		for _, k := range slices.Sorted(maps.Keys(w)) {
 			hv, ok := h[k]
-			if !ok && !isEmpty(wv) {
-				return false
+			if !ok {
+				if isEmpty(w[k]) {
+					continue
+				}
+				return "." + k
 			}
-			if ok && !Contains(hv, wv) {
-				return false
+			if d := Difference(hv, w[k]); d != "" {
+				return "." + k + strings.TrimSuffix(d, ".")
 			}
 		}
-		return true
+		return ""
 	case []any:
 		h, ok := have.([]any)
 		if !ok {
-			return len(w) == 0 && have == nil
+			if len(w) == 0 && have == nil {
+				return ""
+			}
+			return "."
 		}
 		if len(h) != len(w) {
-			return false
+			return fmt.Sprintf(" (%d items, want %d)", len(h), len(w))
 		}
 		for i := range w {
-			if !Contains(h[i], w[i]) {
-				return false
+			if d := Difference(h[i], w[i]); d != "" {
+				return fmt.Sprintf("[%d]%s", i, strings.TrimSuffix(d, "."))
 			}
 		}
-		return true
+		return ""
 	default:
-		return reflect.DeepEqual(have, want)
+		if reflect.DeepEqual(have, want) {
+			return ""
+		}
+		return fmt.Sprintf(" (%v, want %v)", have, want)
 	}
 }
 

@@ -30,3 +30,11 @@ func TestContains(t *testing.T) {
 		})
 	}
 }
+
+func TestDifferenceNamesTheField(t *testing.T) {
+	have := map[string]any{"spec": map[string]any{"ports": []any{map[string]any{"port": int64(5432)}}}}
+	want := map[string]any{"spec": map[string]any{"ports": []any{map[string]any{"port": int64(5433)}}}}
+	if got, wantDiff := Difference(have, want), ".spec.ports[0].port (5432, want 5433)"; got != wantDiff {
+		t.Errorf("Difference = %q, want %q", got, wantDiff)
+	}
+}

@@ -57,7 +57,8 @@ func StatefulSet(c *holdfastv1.PostgresCluster, opts Options) *appsv1.StatefulSe
 // DataClaimTemplate is the claim each instance gets for its data directory.
 func DataClaimTemplate(c *holdfastv1.PostgresCluster) corev1.PersistentVolumeClaim {
 	return corev1.PersistentVolumeClaim{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"},
+		// No TypeMeta: the API server drops it from templates, and it would
+		// then always look changed.
 		ObjectMeta: metav1.ObjectMeta{Name: VolumeData, Labels: Labels(c)},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},

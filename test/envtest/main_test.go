@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -82,9 +84,22 @@ func run(m *testing.M) int {
 		return 1
 	}
 
+	// Install Holdfast as a user would, and run the operator in-process as
+	// the ServiceAccount those manifests give it, so that every test also
+	// proves the RBAC rules suffice.
+	if out, err := kubectl("apply", "--server-side", "-k", filepath.Join(repoDir, "config", "default")); err != nil {
+		fmt.Fprintf(os.Stderr, "envtest: installing config/default: %v\n%s", err, out)
+		return 1
+	}
+	asOperator := rest.CopyConfig(cp.Config)
+	asOperator.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + operatorNamespace + ":holdfast-operator",
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNamespace, "system:authenticated"},
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mgr, err := operator.NewManager(cp.Config, opOpts)
+	mgr, err := operator.NewManager(asOperator, opOpts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -112,14 +127,26 @@ func zapLevel() zapcore.Level {
 	return zapcore.ErrorLevel
 }
 
+const operatorNamespace = "holdfast-system"
+
+// kubectl runs the pinned kubectl against the control plane.
+func kubectl(args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), append([]string{"--kubeconfig", cp.Kubeconfig}, args...)...)
+	return cmd.CombinedOutput()
+}
+
 // eventually polls check until it returns nil, and fails the test with the
 // last error when the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx context.Context) error) {
 	t.Helper()
 	var last error
 	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		last = check(ctx)
-		return last == nil, nil
+		err := check(ctx)
+		// A check cut short by the deadline says less than the one before it.
+		if last == nil || ctx.Err() == nil {
+			last = err
+		}
+		return err == nil, nil
 	})
 	if err != nil {
 		t.Fatalf("%s: not true after %s: %v", what, timeout, last)

@@ -103,7 +103,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{}, r.updateStatus(ctx, &c, sts, refused)
+	err = r.updateStatus(ctx, &c, sts, refused)
+	if apierrors.IsConflict(err) {
+		// The cache was behind the cluster; the newer version is on its way.
+		return ctrl.Result{Requeue: true}, nil
+	}
+	return ctrl.Result{}, err
 }
 
 // ensureSecrets creates the credential Secrets that are missing. An existing
