@@ -28,9 +28,10 @@ verify-generated: manifests ## Fail when committed generated code is stale
 	@git diff --exit-code -- api config || { echo "generated code is stale: run 'make manifests' and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- api config)" || { git status --porcelain -- api config; echo "make manifests made new files: commit them" >&2; exit 1; }
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
 	go vet ./...
+	go tool staticcheck ./...
 
 test: deps k8s-bin verify-generated lint ## Every test: unit and envtest (end-to-end arrives with the sandbox)
 	KUBEBUILDER_ASSETS=$$(hack/build-k8s.sh --dir) go test -count=1 -timeout 30m ./...

@@ -245,9 +245,10 @@ type PostgresClusterStatus struct {
 	// +optional
 	TargetPrimary string `json:"targetPrimary,omitempty"`
 
-	// ReadyInstances counts instances passing their readiness probe.
+	// ReadyInstances counts instances passing their readiness probe. It is
+	// written even when zero, so that kubectl's Ready column shows 0.
 	// +optional
-	ReadyInstances int32 `json:"readyInstances,omitempty"`
+	ReadyInstances int32 `json:"readyInstances"`
 
 	// Instances lists every instance pod.
 	// +listType=map
@@ -286,6 +287,3 @@ type PostgresClusterList struct {
 	Items           []PostgresCluster `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&PostgresCluster{}, &PostgresClusterList{})
-}

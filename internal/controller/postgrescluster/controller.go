@@ -6,6 +6,7 @@ package postgrescluster
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -106,7 +107,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	err = r.updateStatus(ctx, &c, sts, refused)
 	if apierrors.IsConflict(err) {
 		// The cache was behind the cluster; the newer version is on its way.
-		return ctrl.Result{Requeue: true}, nil
+		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
 	}
 	return ctrl.Result{}, err
 }

@@ -35,7 +35,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	slices.SortFunc(pods, func(a, b corev1.Pod) int { return ordinal(a.Name) - ordinal(b.Name) })
 	st.Instances = nil
 	st.ReadyInstances = 0
-	var failing []string
+	var failing, unready []string
 	for _, p := range pods {
 		is := holdfastv1.InstanceStatus{Name: p.Name, Role: holdfastv1.RoleUnknown, Ready: podReady(&p)}
 		if r := p.Labels[resources.LabelRole]; r != "" {
@@ -45,6 +45,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			st.ReadyInstances++
 		} else {
 			is.Message = podProblem(&p)
+			unready = append(unready, p.Name+": "+is.Message)
 			if isFailing(&p) {
 				failing = append(failing, p.Name+": "+is.Message)
 			}
@@ -70,23 +71,25 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		setCondition(&st, c, holdfastv1.ConditionProgressing, false, "Stable", "the StatefulSet matches the spec")
 	}
 
-	if len(failing) > 0 {
+	switch {
+	case len(failing) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
-	} else {
+	case !ready && progress == "":
+		// Nothing is being created or changed, yet instances are down.
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstancesNotReady", strings.Join(unready, "; "))
+	default:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, false, "NoFailures", "no instance is failing")
 	}
 
 	switch {
-	case len(failing) > 0:
+	case len(failing) > 0 || (!ready && progress == ""):
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy
 	case progress != "" && st.CurrentPrimary == "":
 		st.Phase = holdfastv1.PhaseCreating
-	case progress != "":
-		st.Phase = holdfastv1.PhaseUpdating
 	default:
-		st.Phase = holdfastv1.PhaseDegraded
+		st.Phase = holdfastv1.PhaseUpdating
 	}
 	return st
 }
@@ -104,7 +107,7 @@ func progressing(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []
 	case int32(len(pods)) > c.Spec.Instances:
 		return fmt.Sprintf("removing instances: %d pods for %d instances", len(pods), c.Spec.Instances)
 	case sts.Status.UpdateRevision != "" && sts.Status.CurrentRevision != sts.Status.UpdateRevision:
-		return fmt.Sprintf("%d of %d instances run the latest pod template and wait for a restart",
+		return fmt.Sprintf("%d of %d instances run an older pod template and wait for the operator to restart them",
 			int32(len(pods))-sts.Status.UpdatedReplicas, len(pods))
 	}
 	return ""

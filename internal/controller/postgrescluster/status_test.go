@@ -1,0 +1,128 @@
+package postgrescluster
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+)
+
+func pod(name string, ready bool, mutate ...func(*corev1.Pod)) corev1.Pod {
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	p := corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Status: corev1.PodStatus{
+			Phase:      corev1.PodRunning,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}},
+		},
+	}
+	for _, m := range mutate {
+		m(&p)
+	}
+	return p
+}
+
+func waiting(reason string) func(*corev1.Pod) {
+	return func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{
+			Name: "postgres", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "details"}},
+		}}
+	}
+}
+
+func settled(replicas int32) *appsv1.StatefulSet {
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Generation: 2},
+		Status: appsv1.StatefulSetStatus{
+			ObservedGeneration: 2, Replicas: replicas, UpdatedReplicas: replicas,
+			CurrentRevision: "r1", UpdateRevision: "r1",
+		},
+	}
+}
+
+func TestComputeStatus(t *testing.T) {
+	tests := []struct {
+		name        string
+		primary     string
+		sts         *appsv1.StatefulSet
+		pods        []corev1.Pod
+		refused     error
+		phase       holdfastv1.ClusterPhase
+		ready       int32
+		conditions  map[string]metav1.ConditionStatus
+		messageHint string
+	}{
+		{"no StatefulSet yet", "", nil, nil, nil, holdfastv1.PhaseCreating, 0,
+			map[string]metav1.ConditionStatus{"Ready": "False", "Progressing": "True", "Degraded": "False"}, ""},
+		{"first pod coming up", "", settled(1), []corev1.Pod{pod("demo-0", false)}, nil, holdfastv1.PhaseCreating, 0,
+			map[string]metav1.ConditionStatus{"Ready": "False", "Progressing": "True", "Degraded": "False"}, ""},
+		{"all ready", "demo-0", settled(3), []corev1.Pod{pod("demo-0", true), pod("demo-1", true), pod("demo-2", true)}, nil,
+			holdfastv1.PhaseHealthy, 3, map[string]metav1.ConditionStatus{"Ready": "True", "Progressing": "False", "Degraded": "False"}, ""},
+		{"bad image", "demo-0", settled(3), []corev1.Pod{pod("demo-0", true), pod("demo-1", false, waiting("ImagePullBackOff")), pod("demo-2", true)}, nil,
+			holdfastv1.PhaseDegraded, 2, map[string]metav1.ConditionStatus{"Ready": "False", "Degraded": "True"}, "demo-1: container postgres: ImagePullBackOff details"},
+		{"instance lost after it was healthy", "demo-0", settled(3), []corev1.Pod{pod("demo-0", true), pod("demo-1", false), pod("demo-2", true)}, nil,
+			holdfastv1.PhaseDegraded, 2, map[string]metav1.ConditionStatus{"Ready": "False", "Progressing": "False", "Degraded": "True"}, "demo-1: not ready"},
+		{"scaling up", "demo-0", settled(3), []corev1.Pod{pod("demo-0", true), pod("demo-1", true)}, nil,
+			holdfastv1.PhaseUpdating, 2, map[string]metav1.ConditionStatus{"Ready": "False", "Progressing": "True"}, ""},
+		{"new template waits for restarts", "demo-0", func() *appsv1.StatefulSet {
+			s := settled(3)
+			s.Status.UpdateRevision, s.Status.UpdatedReplicas = "r2", 0
+			return s
+		}(), []corev1.Pod{pod("demo-0", true), pod("demo-1", true), pod("demo-2", true)}, nil,
+			holdfastv1.PhaseUpdating, 3, map[string]metav1.ConditionStatus{"Ready": "True", "Progressing": "True"}, ""},
+		{"spec refused", "", nil, nil, errors.New(`resources.requests[cpu]: Invalid value: "-1"`),
+			holdfastv1.PhaseDegraded, 0, map[string]metav1.ConditionStatus{"Progressing": "False", "Degraded": "True"}, "resources.requests[cpu]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &holdfastv1.PostgresCluster{
+				ObjectMeta: metav1.ObjectMeta{Name: "demo", Generation: 4},
+				Spec:       holdfastv1.PostgresClusterSpec{Instances: 3},
+				Status:     holdfastv1.PostgresClusterStatus{CurrentPrimary: tt.primary},
+			}
+			st := computeStatus(c, tt.sts, tt.pods, tt.refused)
+			if st.Phase != tt.phase {
+				t.Errorf("phase %s, want %s", st.Phase, tt.phase)
+			}
+			if st.ReadyInstances != tt.ready {
+				t.Errorf("ready %d, want %d", st.ReadyInstances, tt.ready)
+			}
+			if st.ObservedGeneration != 4 || st.TargetPrimary != "demo-0" || st.CurrentPrimary != tt.primary {
+				t.Errorf("observedGeneration %d targetPrimary %q currentPrimary %q", st.ObservedGeneration, st.TargetPrimary, st.CurrentPrimary)
+			}
+			for typ, want := range tt.conditions {
+				cond := meta.FindStatusCondition(st.Conditions, typ)
+				if cond == nil || cond.Status != want || cond.ObservedGeneration != 4 {
+					t.Errorf("condition %s = %+v, want %s", typ, cond, want)
+				}
+			}
+			if tt.messageHint != "" {
+				cond := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded)
+				if !strings.Contains(cond.Message, tt.messageHint) {
+					t.Errorf("Degraded message %q lacks %q", cond.Message, tt.messageHint)
+				}
+			}
+		})
+	}
+}
+
+func TestConditionTimesSurviveUnchangedStatus(t *testing.T) {
+	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 1}}
+	pods := []corev1.Pod{pod("demo-0", true)}
+	c.Status = computeStatus(c, settled(1), pods, nil)
+	again := computeStatus(c, settled(1), pods, nil)
+	for i := range again.Conditions {
+		if !again.Conditions[i].LastTransitionTime.Equal(&c.Status.Conditions[i].LastTransitionTime) {
+			t.Errorf("condition %s moved its transition time", again.Conditions[i].Type)
+		}
+	}
+}
