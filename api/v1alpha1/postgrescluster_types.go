@@ -286,4 +286,3 @@ type PostgresClusterList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []PostgresCluster `json:"items"`
 }
-
