@@ -4,10 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"holdfast.dev/holdfast/internal/instance"
+	"holdfast.dev/holdfast/internal/postgres"
 )
 
 func newInstanceCmd() *cobra.Command {
@@ -22,14 +29,50 @@ func newInstanceCmd() *cobra.Command {
 		RunE: func(_ *cobra.Command, args []string) error {
 			return installSelf(args[0])
 		},
-	}, &cobra.Command{
+	}, newInstanceRunCmd())
+	return cmd
+}
+
+func newInstanceRunCmd() *cobra.Command {
+	cfg := instance.Config{StopTimeout: 50 * time.Second}
+	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run and supervise postgres in this pod (not built yet: see issue 3)",
+		Short: "Run and supervise postgres in this pod, converging it to the state the operator asks for",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("the instance manager is not built yet (issue 3)")
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Name == "" || cfg.DataDir == "" {
+				return errors.New("--name (POD_NAME) and --data-dir (PGDATA) are required")
+			}
+			log := zap.New()
+			ctrl.SetLogger(log)
+			ctx := ctrl.SetupSignalHandler()
+			m := instance.NewManager(cfg, log.WithName("instance"))
+			srv := &http.Server{Addr: cfg.StatusAddr, Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+			errs := make(chan error, 1)
+			go func() { errs <- srv.ListenAndServe() }()
+			defer srv.Close()
+			runErr := m.Run(ctx)
+			select {
+			case err := <-errs:
+				return fmt.Errorf("serving the instance API on %s: %w", cfg.StatusAddr, err)
+			default:
+			}
+			return runErr
 		},
-	})
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Name, "name", os.Getenv("POD_NAME"), "instance name (the pod name)")
+	f.StringVar(&cfg.DataDir, "data-dir", os.Getenv("PGDATA"), "postgres data directory")
+	f.StringVar(&cfg.RunDir, "run-dir", "/var/run/postgresql", "socket and password file folder")
+	f.StringVar(&cfg.PGBinDir, "pg-bin-dir", "", "folder of the postgres binaries (default: PATH)")
+	f.IntVar(&cfg.Port, "port", postgres.Port, "postgres port")
+	f.StringVar(&cfg.StatusAddr, "status-addr", fmt.Sprintf(":%d", instance.StatusPort), "address of the instance API")
+	f.StringVar(&cfg.SecretsDir, "secrets-dir", "/etc/holdfast/secrets", "mounted credentials")
+	f.StringVar(&cfg.CustomConf, "custom-conf", "/etc/holdfast/config/custom.conf", "the user's postgresql.conf settings")
+	f.StringVar(&cfg.TokenFile, "token-file", "/etc/holdfast/secrets/instance/token", "bearer token that authorises state changes")
+	f.StringVar(&cfg.Database, "database", os.Getenv("HOLDFAST_DATABASE"), "application database initdb creates")
+	f.StringVar(&cfg.Owner, "owner", os.Getenv("HOLDFAST_OWNER"), "owner of the application database")
+	f.Int64Var(&cfg.MaxLagBytes, "max-lag-bytes", 16<<20, "replay lag beyond which a replica is not ready")
 	return cmd
 }
 

@@ -13,3 +13,10 @@ const (
 	// ReadinessPath answers 200 while the instance can serve its role.
 	ReadinessPath = "/readyz"
 )
+
+const (
+	// StatusPath serves the instance's Report.
+	StatusPath = "/v1/status"
+	// DesiredPath takes the operator's Desired state.
+	DesiredPath = "/v1/desired"
+)

@@ -1,0 +1,150 @@
+package instance
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"holdfast.dev/holdfast/internal/postgres"
+)
+
+// Config is where an instance keeps things and how it reaches its peers.
+// In a pod it comes from the flags' defaults and the environment the
+// StatefulSet sets; tests run several instances side by side on one machine.
+type Config struct {
+	Name       string // the pod name: application_name and slot name
+	DataDir    string // PGDATA
+	RunDir     string // socket and password file; not persistent
+	PGBinDir   string // postgres, initdb, pg_basebackup, pg_rewind; "" searches PATH
+	Port       int
+	StatusAddr string // the HTTP API
+	SecretsDir string // <role>/username and <role>/password for superuser, replication, app
+	CustomConf string // the user's settings (the ConfigMap's custom.conf)
+	TokenFile  string // bearer token that authorises state changes
+	// AdvertiseHost is how peers reach this instance (its pod's DNS name).
+	AdvertiseHost string
+	// Database and Owner are created by initdb on the first primary.
+	Database, Owner string
+	// MaxLagBytes is the replay lag beyond which a replica is not ready.
+	MaxLagBytes int64
+	// StopTimeout bounds a fast shutdown before postgres is killed.
+	StopTimeout time.Duration
+	// RunAs is the user postgres runs as when this process is root (which
+	// postgres refuses); nil runs it as this process's user.
+	RunAs *syscall.Credential
+}
+
+// Credentials of one role, read from the mounted Secret.
+type Credentials struct{ Username, Password string }
+
+func (c Config) credentials(role string) (Credentials, error) {
+	read := func(key string) (string, error) {
+		b, err := os.ReadFile(filepath.Join(c.SecretsDir, role, key))
+		if err != nil {
+			return "", fmt.Errorf("reading the %s %s: %w", role, key, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	u, err := read("username")
+	if err != nil {
+		return Credentials{}, err
+	}
+	p, err := read("password")
+	if err != nil {
+		return Credentials{}, err
+	}
+	return Credentials{u, p}, nil
+}
+
+func (c Config) bin(name string) string {
+	if c.PGBinDir == "" {
+		return name
+	}
+	return filepath.Join(c.PGBinDir, name)
+}
+
+// Desired is what the operator wants of this instance. The operator sends
+// it whole on every reconcile (level-triggered); the instance converges.
+type Desired struct {
+	Role postgres.Role `json:"role"`
+	// PrimaryHost and PrimaryPort locate the primary a replica follows.
+	PrimaryHost string `json:"primaryHost,omitempty"`
+	PrimaryPort int    `json:"primaryPort,omitempty"`
+	// Replicas are the instances a primary keeps replication slots for.
+	Replicas []string `json:"replicas,omitempty"`
+	// SyncQuorum, when above zero, makes a primary wait for that many of
+	// Replicas to confirm each commit.
+	SyncQuorum int `json:"syncQuorum,omitempty"`
+	// Fenced stops postgres until unfenced.
+	Fenced bool `json:"fenced,omitempty"`
+	// Epoch grows with every change of primary; an instance ignores a
+	// Desired older than the last it accepted, so a delayed message from
+	// before a failover cannot undo it.
+	Epoch int64 `json:"epoch"`
+}
+
+func (d Desired) validate() error {
+	switch d.Role {
+	case postgres.Primary:
+	case postgres.Replica:
+		if d.PrimaryHost == "" || d.PrimaryPort == 0 {
+			return errors.New("a replica needs primaryHost and primaryPort")
+		}
+	default:
+		return fmt.Errorf("role %q: want primary or replica", d.Role)
+	}
+	if d.SyncQuorum < 0 || d.SyncQuorum > len(d.Replicas) {
+		return fmt.Errorf("syncQuorum %d: want 0 to %d (the number of replicas)", d.SyncQuorum, len(d.Replicas))
+	}
+	return nil
+}
+
+// desiredFile keeps the last accepted Desired beside PGDATA, so that an
+// instance that restarts resumes its role without waiting for the operator.
+func (c Config) desiredFile() string { return filepath.Join(filepath.Dir(c.DataDir), "holdfast-desired.json") }
+
+func (c Config) loadDesired() (*Desired, error) {
+	b, err := os.ReadFile(c.desiredFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the last desired state: %w", err)
+	}
+	var d Desired
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", c.desiredFile(), err)
+	}
+	return &d, nil
+}
+
+func (c Config) saveDesired(d Desired) error {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(c.desiredFile(), b, 0o600, nil)
+}
+
+// writeFileAtomic writes through a temporary file and a rename, so that a
+// crash leaves the old or the new content, never half of it.
+func writeFileAtomic(path string, data []byte, mode os.FileMode, owner *syscall.Credential) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return fmt.Errorf("writing %s: %w", tmp, err)
+	}
+	if owner != nil {
+		if err := os.Chown(tmp, int(owner.Uid), int(owner.Gid)); err != nil {
+			return fmt.Errorf("chown %s: %w", tmp, err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("renaming %s: %w", tmp, err)
+	}
+	return nil
+}

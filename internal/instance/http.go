@@ -1,0 +1,78 @@
+package instance
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"strings"
+)
+
+// Handler serves the probes, the status document and, for callers with the
+// token, the desired state.
+//
+//	GET /healthz     200 while the manager's loop runs (it restarts postgres itself)
+//	GET /readyz      200 while the instance serves its role
+//	GET /startupz    200 once postgres has come up in its role
+//	GET /v1/status   the Report, as JSON
+//	PUT /v1/desired  a Desired, as JSON, with "Authorization: Bearer <token>"
+func (m *Manager) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+LivenessPath, func(w http.ResponseWriter, _ *http.Request) {
+		probe(w, m.Alive(), "the instance manager's loop has stalled")
+	})
+	mux.HandleFunc("GET "+ReadinessPath, func(w http.ResponseWriter, _ *http.Request) {
+		r := m.Report()
+		probe(w, r.Ready, r.Message+" "+r.Error)
+	})
+	mux.HandleFunc("GET "+StartupPath, func(w http.ResponseWriter, _ *http.Request) {
+		r := m.Report()
+		probe(w, r.Started, r.Message+" "+r.Error)
+	})
+	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(m.Report())
+	})
+	mux.HandleFunc("PUT "+DesiredPath, func(w http.ResponseWriter, req *http.Request) {
+		if !m.authorized(req) {
+			http.Error(w, "a bearer token from the cluster's instance Secret is required", http.StatusUnauthorized)
+			return
+		}
+		var d Desired
+		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&d); err != nil {
+			http.Error(w, "decoding the desired state: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		switch err := m.SetDesired(d); {
+		case errors.Is(err, ErrStale):
+			http.Error(w, err.Error(), http.StatusConflict)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+	})
+	return mux
+}
+
+func probe(w http.ResponseWriter, ok bool, why string) {
+	if ok {
+		_, _ = w.Write([]byte("ok\n"))
+		return
+	}
+	http.Error(w, strings.TrimSpace(why), http.StatusServiceUnavailable)
+}
+
+// authorized compares the bearer token in constant time. The token file is
+// read on every call so that a rotated Secret takes effect.
+func (m *Manager) authorized(req *http.Request) bool {
+	want, err := os.ReadFile(m.cfg.TokenFile)
+	if err != nil || len(strings.TrimSpace(string(want))) == 0 {
+		return false
+	}
+	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(strings.TrimSpace(string(want)))) == 1
+}

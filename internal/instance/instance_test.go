@@ -1,0 +1,508 @@
+package instance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"holdfast.dev/holdfast/internal/postgres"
+)
+
+// pgBinDir is Debian's postgresql-15, which `make test` installs.
+const pgBinDir = "/usr/lib/postgresql/15/bin"
+
+const token = "test-token-not-a-secret"
+
+// node is one instance manager with its postgres, as a pod would hold it.
+type node struct {
+	name   string
+	port   int
+	dir    string
+	mgr    *Manager
+	api    *httptest.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type harness struct {
+	t       *testing.T
+	base    string
+	secrets string
+	runAs   *syscall.Credential
+	nodes   []*node
+	epoch   int64
+}
+
+func newHarness(t *testing.T) *harness {
+	if testing.Short() {
+		t.Skip("starts real postgres servers")
+	}
+	if _, err := os.Stat(filepath.Join(pgBinDir, "postgres")); err != nil {
+		t.Fatalf("postgresql-15 is not installed (%v): run `make test`, which installs it", err)
+	}
+	h := &harness{t: t}
+	// postgres refuses to run as root: when the test is root, the
+	// instances run it as the postgres user, as a pod would run as uid 999.
+	if os.Getuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatalf("running as root needs a postgres user: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		h.runAs = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	// Not t.TempDir(): its parent is private to root, so postgres could
+	// not reach the data directories inside.
+	base, err := os.MkdirTemp("", "holdfast-instance-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	h.base = base
+	h.chown(h.base, 0o755)
+	h.secrets = filepath.Join(h.base, "secrets")
+	for role, user := range map[string]string{"superuser": "postgres", "replication": "streaming_replica", "app": "app"} {
+		dir := filepath.Join(h.secrets, role)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "username"), []byte(user), 0o600)
+		os.WriteFile(filepath.Join(dir, "password"), []byte(role+"-pw-"+strconv.Itoa(os.Getpid())), 0o600)
+	}
+	os.WriteFile(filepath.Join(h.base, "token"), []byte(token+"\n"), 0o600)
+	os.WriteFile(filepath.Join(h.base, "custom.conf"), []byte("max_connections = '50'\n"), 0o644)
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
+	return h
+}
+
+func (h *harness) chown(path string, mode os.FileMode) {
+	if err := os.Chmod(path, mode); err != nil {
+		h.t.Fatal(err)
+	}
+	if h.runAs != nil {
+		if err := os.Chown(path, int(h.runAs.Uid), int(h.runAs.Gid)); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func (h *harness) add(name string) *node {
+	n := &node{name: name, port: freePort(h.t), dir: filepath.Join(h.base, name)}
+	if err := os.MkdirAll(n.dir, 0o700); err != nil {
+		h.t.Fatal(err)
+	}
+	h.chown(n.dir, 0o700)
+	h.nodes = append(h.nodes, n)
+	h.start(n)
+	h.t.Cleanup(func() { h.stop(n) })
+	return n
+}
+
+func (h *harness) start(n *node) {
+	cfg := Config{
+		Name: n.name, DataDir: filepath.Join(n.dir, "pgdata"), RunDir: filepath.Join(n.dir, "run"),
+		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets, CustomConf: filepath.Join(h.base, "custom.conf"),
+		TokenFile: filepath.Join(h.base, "token"), Database: "app", Owner: "app",
+		StopTimeout: 30 * time.Second, RunAs: h.runAs,
+	}
+	n.mgr = NewManager(cfg, ctrl.Log.WithName(n.name))
+	n.api = httptest.NewServer(n.mgr.Handler())
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, make(chan error, 1)
+	go func() { n.done <- n.mgr.Run(ctx) }()
+}
+
+// stop is what SIGTERM does to `holdfast instance run`: cancel the manager's context.
+func (h *harness) stop(n *node) {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	if err := <-n.done; err != nil {
+		h.t.Errorf("%s: manager: %v", n.name, err)
+	}
+	n.api.Close()
+	n.cancel = nil
+}
+
+func (h *harness) put(n *node, d Desired, tok string) (int, string) {
+	body, _ := json.Marshal(d)
+	req, _ := http.NewRequest(http.MethodPut, n.api.URL+DesiredPath, bytes.NewReader(body))
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatalf("PUT desired to %s: %v", n.name, err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	_, _ = fmt.Fprint(&b, resp.Status)
+	return resp.StatusCode, b.String()
+}
+
+func (h *harness) want(n *node, d Desired) {
+	h.t.Helper()
+	if code, status := h.put(n, d, token); code != http.StatusAccepted {
+		h.t.Fatalf("PUT desired %+v to %s: %s", d, n.name, status)
+	}
+}
+
+func (h *harness) primary(n *node, replicas ...*node) Desired {
+	d := Desired{Role: postgres.Primary, Epoch: h.epoch}
+	for _, r := range replicas {
+		d.Replicas = append(d.Replicas, r.name)
+	}
+	return d
+}
+
+func (h *harness) replica(of *node) Desired {
+	return Desired{Role: postgres.Replica, PrimaryHost: "127.0.0.1", PrimaryPort: of.port, Epoch: h.epoch}
+}
+
+func (h *harness) report(n *node) Report {
+	resp, err := http.Get(n.api.URL + StatusPath)
+	if err != nil {
+		h.t.Fatalf("GET status of %s: %v", n.name, err)
+	}
+	defer resp.Body.Close()
+	var r Report
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		h.t.Fatalf("decoding status of %s: %v", n.name, err)
+	}
+	return r
+}
+
+func (h *harness) probe(n *node, path string) int {
+	resp, err := http.Get(n.api.URL + path)
+	if err != nil {
+		h.t.Fatalf("GET %s of %s: %v", path, n.name, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitFor polls check until it returns nil, and returns how long that took.
+func (h *harness) waitFor(timeout time.Duration, what string, check func() error) time.Duration {
+	h.t.Helper()
+	start := time.Now()
+	var last error
+	err := wait.PollUntilContextTimeout(h.t.Context(), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		last = check()
+		return last == nil, nil
+	})
+	if err != nil {
+		h.t.Fatalf("%s: not true after %s: %v", what, timeout, last)
+	}
+	return time.Since(start)
+}
+
+func (h *harness) ready(n *node, role postgres.Role) func() error {
+	return func() error {
+		r := h.report(n)
+		if !r.Ready || r.Role != role {
+			return fmt.Errorf("%s: ready=%v role=%q message=%q error=%q", n.name, r.Ready, r.Role, r.Message, r.Error)
+		}
+		if code := h.probe(n, ReadinessPath); code != http.StatusOK {
+			return fmt.Errorf("%s: /readyz %d", n.name, code)
+		}
+		return nil
+	}
+}
+
+// conn connects as the application owner over TCP, as a client would.
+func (h *harness) conn(ctx context.Context, n *node) (*pgx.Conn, error) {
+	pw, _ := os.ReadFile(filepath.Join(h.secrets, "app", "password"))
+	return pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=app password=%s dbname=app sslmode=disable connect_timeout=3", n.port, pw))
+}
+
+func (h *harness) exec(n *node, sql string, args ...any) error {
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := h.conn(ctx, n)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, sql, args...)
+	return err
+}
+
+func (h *harness) rows(n *node) ([]string, error) {
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := h.conn(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, `SELECT v FROM t ORDER BY v`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func (h *harness) hasRows(n *node, want ...string) func() error {
+	return func() error {
+		got, err := h.rows(n)
+		if err != nil {
+			return err
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("%s has rows %v, want %v", n.name, got, want)
+		}
+		return nil
+	}
+}
+
+func controlState(t *testing.T, n *node) string {
+	out, err := exec.Command(filepath.Join(pgBinDir, "pg_controldata"), filepath.Join(n.dir, "pgdata")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_controldata: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Database cluster state:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func TestInstanceLifecycle(t *testing.T) {
+	h := newHarness(t)
+	n0, n1, n2 := h.add("pg-0"), h.add("pg-1"), h.add("pg-2")
+
+	if r := h.report(n0); r.Ready || r.Running {
+		t.Fatalf("an instance told nothing runs nothing: %+v", r)
+	}
+
+	t.Run("bootstrap a primary and two replicas", func(t *testing.T) {
+		h.epoch = 1
+		h.want(n0, h.primary(n0, n1, n2))
+		took := h.waitFor(2*time.Minute, "primary ready", h.ready(n0, postgres.Primary))
+		t.Logf("initdb and first start: %s", took)
+		h.want(n1, h.replica(n0))
+		h.want(n2, h.replica(n0))
+		for _, n := range []*node{n1, n2} {
+			took := h.waitFor(2*time.Minute, n.name+" streaming", h.ready(n, postgres.Replica))
+			t.Logf("%s cloned and streaming: %s", n.name, took)
+		}
+		r := h.report(n0)
+		if len(r.Postgres.Standbys) != 2 {
+			t.Errorf("primary sees standbys %+v, want 2", r.Postgres.Standbys)
+		}
+		if r.Postgres.SystemIdentifier == "" || r.Postgres.SystemIdentifier != h.report(n1).Postgres.SystemIdentifier {
+			t.Errorf("system identifiers differ: a replica is not a clone of the primary")
+		}
+	})
+
+	t.Run("a row written on the primary is read on both replicas", func(t *testing.T) {
+		if err := h.exec(n0, `CREATE TABLE t (v text PRIMARY KEY)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.exec(n0, `INSERT INTO t VALUES ('a')`); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []*node{n1, n2} {
+			h.waitFor(30*time.Second, "row on "+n.name, h.hasRows(n, "a"))
+		}
+		if err := h.exec(n1, `INSERT INTO t VALUES ('x')`); err == nil || !strings.Contains(err.Error(), "read-only") {
+			t.Errorf("a replica accepted a write (err %v)", err)
+		}
+	})
+
+	t.Run("the primary keeps a slot per replica", func(t *testing.T) {
+		h.waitFor(30*time.Second, "slots", func() error {
+			ctx := t.Context()
+			c, err := n0.mgr.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close(ctx)
+			rows, _ := c.Query(ctx, `SELECT slot_name FROM pg_replication_slots WHERE active ORDER BY 1`)
+			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			if strings.Join(got, ",") != "holdfast_pg_1,holdfast_pg_2" {
+				return fmt.Errorf("active slots %v", got)
+			}
+			return nil
+		})
+	})
+
+	t.Run("state changes need the token", func(t *testing.T) {
+		if code, _ := h.put(n1, h.primary(n1), ""); code != http.StatusUnauthorized {
+			t.Errorf("PUT without a token: %d, want 401", code)
+		}
+		if code, _ := h.put(n1, h.primary(n1), "wrong"); code != http.StatusUnauthorized {
+			t.Errorf("PUT with a wrong token: %d, want 401", code)
+		}
+		if code, _ := h.put(n1, Desired{Role: "leader", Epoch: h.epoch}, token); code != http.StatusBadRequest {
+			t.Errorf("PUT with a bad role: %d, want 400", code)
+		}
+		if r := h.report(n1); r.Role != postgres.Replica {
+			t.Errorf("refused requests changed the instance: %+v", r)
+		}
+	})
+
+	t.Run("a crashed postgres is restarted", func(t *testing.T) {
+		pid := n1.mgr.server.cmd.Process.Pid
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		took := h.waitFor(time.Minute, "replica back after SIGKILL", func() error {
+			if r := h.report(n1); r.Restarts != 1 {
+				return fmt.Errorf("restarts %d", r.Restarts)
+			}
+			return h.ready(n1, postgres.Replica)()
+		})
+		t.Logf("restart after crash: %s (from SIGKILL to streaming again)", took)
+	})
+
+	t.Run("a fenced primary refuses writes until unfenced", func(t *testing.T) {
+		d := h.primary(n0, n1, n2)
+		d.Fenced = true
+		h.want(n0, d)
+		took := h.waitFor(time.Minute, "fenced", func() error {
+			if err := h.exec(n0, `INSERT INTO t VALUES ('fenced')`); err == nil {
+				return fmt.Errorf("write accepted")
+			}
+			if r := h.report(n0); r.Running || r.Ready || !r.Fenced {
+				return fmt.Errorf("report %+v", r)
+			}
+			return nil
+		})
+		t.Logf("fence: %s", took)
+		if code := h.probe(n0, ReadinessPath); code != http.StatusServiceUnavailable {
+			t.Errorf("fenced /readyz %d, want 503", code)
+		}
+		if code := h.probe(n0, LivenessPath); code != http.StatusOK {
+			t.Errorf("fenced /healthz %d, want 200: a fenced instance is alive", code)
+		}
+		h.want(n0, h.primary(n0, n1, n2))
+		h.waitFor(time.Minute, "unfenced", h.ready(n0, postgres.Primary))
+		if err := h.exec(n0, `INSERT INTO t VALUES ('b')`); err != nil {
+			t.Fatalf("write after unfencing: %v", err)
+		}
+		for _, n := range []*node{n1, n2} {
+			h.waitFor(30*time.Second, "row b on "+n.name, h.hasRows(n, "a", "b"))
+		}
+	})
+
+	t.Run("promote a replica, then rejoin the diverged old primary with pg_rewind", func(t *testing.T) {
+		h.epoch = 2
+		start := time.Now()
+		h.want(n1, h.primary(n1, n0, n2))
+		h.waitFor(time.Minute, "write on the promoted replica", func() error {
+			return h.exec(n1, `INSERT INTO t VALUES ('c')`)
+		})
+		t.Logf("promote: %s (from the request to the first write accepted)", time.Since(start))
+		h.waitFor(10*time.Second, "promoted instance reports timeline 2", func() error {
+			if r := h.report(n1); r.Postgres == nil || r.Postgres.Timeline != 2 {
+				return fmt.Errorf("report %+v", r.Postgres)
+			}
+			return nil
+		})
+		// The old primary was never told: it still takes writes, so its
+		// history now diverges from the new primary's.
+		if err := h.exec(n0, `INSERT INTO t VALUES ('lost')`); err != nil {
+			t.Fatalf("write on the old primary: %v", err)
+		}
+		h.want(n2, h.replica(n1))
+
+		start = time.Now()
+		h.want(n0, h.replica(n1))
+		h.waitFor(2*time.Minute, "old primary streams from the new one", h.ready(n0, postgres.Replica))
+		t.Logf("rewind and rejoin: %s", time.Since(start))
+		h.waitFor(time.Minute, "n2 follows the new primary", h.ready(n2, postgres.Replica))
+		if err := h.exec(n1, `INSERT INTO t VALUES ('d')`); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []*node{n0, n2} {
+			h.waitFor(30*time.Second, "new primary's rows on "+n.name, h.hasRows(n, "a", "b", "c", "d"))
+		}
+		h.waitFor(10*time.Second, "rejoined instance reports timeline 2", func() error {
+			if r := h.report(n0); r.Postgres == nil || r.Postgres.Timeline != 2 {
+				return fmt.Errorf("report %+v", r.Postgres)
+			}
+			return nil
+		})
+	})
+
+	t.Run("a stale desired state is refused", func(t *testing.T) {
+		if code, _ := h.put(n0, Desired{Role: postgres.Primary, Epoch: 1}, token); code != http.StatusConflict {
+			t.Errorf("epoch 1 after epoch 2: %d, want 409", code)
+		}
+		if r := h.report(n0); r.Role != postgres.Replica {
+			t.Errorf("stale request changed the instance: %+v", r)
+		}
+	})
+
+	t.Run("a setting that needs a restart is reported, not applied", func(t *testing.T) {
+		pid := n1.mgr.server.cmd.Process.Pid
+		os.WriteFile(filepath.Join(h.base, "custom.conf"), []byte("max_connections = '60'\nwork_mem = '8MB'\n"), 0o644)
+		h.waitFor(30*time.Second, "pending restart reported", func() error {
+			r := h.report(n1)
+			if r.Postgres == nil || strings.Join(r.Postgres.PendingRestart, ",") != "max_connections" {
+				return fmt.Errorf("pending %+v", r.Postgres)
+			}
+			return nil
+		})
+		if n1.mgr.server.cmd.Process.Pid != pid {
+			t.Errorf("postgres was restarted behind the operator's back")
+		}
+		if err := h.exec(n1, `DO $$BEGIN IF current_setting('work_mem') <> '8MB' THEN RAISE 'work_mem %', current_setting('work_mem'); END IF; END$$`); err != nil {
+			t.Errorf("reloadable setting not applied: %v", err)
+		}
+	})
+
+	t.Run("SIGTERM leaves cleanly shut-down data directories", func(t *testing.T) {
+		for _, n := range []*node{n0, n2, n1} {
+			h.stop(n)
+		}
+		if s := controlState(t, n1); s != "shut down" {
+			t.Errorf("primary state %q, want shut down", s)
+		}
+		for _, n := range []*node{n0, n2} {
+			if s := controlState(t, n); s != "shut down in recovery" {
+				t.Errorf("%s state %q, want shut down in recovery", n.name, s)
+			}
+		}
+	})
+
+	t.Run("a restarted instance resumes its last role without the operator", func(t *testing.T) {
+		h.start(n1)
+		h.waitFor(time.Minute, "primary back", h.ready(n1, postgres.Primary))
+		h.waitFor(10*time.Second, "rows kept", h.hasRows(n1, "a", "b", "c", "d"))
+	})
+}

@@ -1,0 +1,676 @@
+package instance
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/jackc/pgx/v5"
+
+	"holdfast.dev/holdfast/internal/postgres"
+)
+
+// Report is the instance's state as its HTTP API tells it.
+type Report struct {
+	Name    string   `json:"name"`
+	Desired *Desired `json:"desired,omitempty"`
+	// Role is what postgres is now: primary, replica, or "" when stopped.
+	Role    postgres.Role    `json:"role,omitempty"`
+	Running bool             `json:"running"`
+	Fenced  bool             `json:"fenced"`
+	Ready   bool             `json:"ready"`
+	Started bool             `json:"started"`
+	Postgres *postgres.Status `json:"postgres,omitempty"`
+	// Restarts counts postgres crashes this manager restarted it after.
+	Restarts int    `json:"restarts"`
+	Message  string `json:"message,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Manager runs and supervises postgres in one instance and converges it to
+// the Desired state the operator sends.
+type Manager struct {
+	cfg Config
+	log logr.Logger
+
+	mu      sync.Mutex // guards desired and report
+	desired *Desired
+	report  Report
+
+	wake chan struct{}
+
+	// Owned by the converge loop.
+	server        *server
+	crashes       int
+	nextStart     time.Time
+	appliedConf   [32]byte
+	rolesApplied  [32]byte
+	lastLoop      time.Time
+	lastLoopMu    sync.Mutex
+	everStarted   bool
+	needRewind    bool
+}
+
+// NewManager makes a manager; Run starts it.
+func NewManager(cfg Config, log logr.Logger) *Manager {
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = 30 * time.Second
+	}
+	if cfg.MaxLagBytes == 0 {
+		cfg.MaxLagBytes = 16 << 20
+	}
+	return &Manager{cfg: cfg, log: log, wake: make(chan struct{}, 1), report: Report{Name: cfg.Name}}
+}
+
+func (m *Manager) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// SetDesired accepts a new desired state unless it is older than the current one.
+func (m *Manager) SetDesired(d Desired) error {
+	if err := d.validate(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if m.desired != nil && d.Epoch < m.desired.Epoch {
+		cur := m.desired.Epoch
+		m.mu.Unlock()
+		return fmt.Errorf("%w: epoch %d is older than %d", ErrStale, d.Epoch, cur)
+	}
+	m.desired = &d
+	m.mu.Unlock()
+	if err := m.cfg.saveDesired(d); err != nil {
+		return err
+	}
+	m.poke()
+	return nil
+}
+
+// ErrStale refuses a desired state older than the one in force.
+var ErrStale = errors.New("stale desired state")
+
+// Report returns the latest report.
+func (m *Manager) Report() Report {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.report
+	return r
+}
+
+// Run converges until ctx ends, then shuts postgres down cleanly.
+func (m *Manager) Run(ctx context.Context) error {
+	d, err := m.cfg.loadDesired()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if m.desired == nil {
+		m.desired = d
+	}
+	m.mu.Unlock()
+	for _, dir := range []string{m.cfg.RunDir, filepath.Dir(m.cfg.DataDir)} {
+		if err := m.ensureDir(dir, 0o700); err != nil {
+			return err
+		}
+	}
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		m.converge(ctx)
+		select {
+		case <-ctx.Done():
+			m.stopServer()
+			m.setReport(func(r *Report) { r.Running, r.Ready, r.Role = false, false, "" })
+			return nil
+		case <-tick.C:
+		case <-m.wake:
+		}
+	}
+}
+
+func (m *Manager) setReport(f func(r *Report)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(&m.report)
+}
+
+// Alive reports whether the converge loop ran recently.
+func (m *Manager) Alive() bool {
+	m.lastLoopMu.Lock()
+	defer m.lastLoopMu.Unlock()
+	return time.Since(m.lastLoop) < 30*time.Second
+}
+
+func (m *Manager) converge(ctx context.Context) {
+	m.lastLoopMu.Lock()
+	m.lastLoop = time.Now()
+	m.lastLoopMu.Unlock()
+
+	m.mu.Lock()
+	var d *Desired
+	if m.desired != nil {
+		dd := *m.desired
+		d = &dd
+	}
+	m.mu.Unlock()
+
+	msg, err := m.step(ctx, d)
+	var st *postgres.Status
+	if m.server != nil && m.server.alive() {
+		if s, qerr := m.status(ctx); qerr == nil {
+			st = &s
+		} else if err == nil {
+			msg = "postgres is not answering yet: " + qerr.Error()
+		}
+	}
+	m.setReport(func(r *Report) {
+		r.Desired = d
+		r.Running = m.server != nil && m.server.alive()
+		r.Fenced = d != nil && d.Fenced
+		r.Postgres = st
+		r.Restarts = m.crashes
+		r.Message = msg
+		r.Error = ""
+		if err != nil {
+			r.Error = err.Error()
+			m.log.Error(err, "converging")
+		}
+		r.Role = ""
+		if st != nil {
+			r.Role = postgres.Primary
+			if st.InRecovery {
+				r.Role = postgres.Replica
+			}
+		}
+		r.Ready = m.ready(d, st)
+		if r.Ready {
+			m.everStarted = true
+		}
+		r.Started = m.everStarted || (st != nil && d != nil && r.Role == d.Role)
+	})
+}
+
+// ready: a primary while it takes writes; a replica while it streams
+// within the lag bound.
+func (m *Manager) ready(d *Desired, st *postgres.Status) bool {
+	if d == nil || d.Fenced || st == nil {
+		return false
+	}
+	if d.Role == postgres.Primary {
+		return !st.InRecovery
+	}
+	return st.InRecovery && st.Streaming && st.LagBytes <= m.cfg.MaxLagBytes
+}
+
+// step does the next thing that brings the instance closer to d, and says what.
+func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
+	if d == nil {
+		return "waiting for the operator to say what this instance should be", nil
+	}
+	if d.Fenced {
+		m.stopServer()
+		return "fenced: postgres is stopped until the operator unfences it", nil
+	}
+	if s := m.server; s != nil && !s.alive() {
+		m.crashes++
+		backoff := min(time.Duration(1<<min(m.crashes-1, 5))*time.Second, 30*time.Second)
+		if time.Since(s.started) > time.Minute {
+			backoff = 0 // it ran a good while: restart at once
+		}
+		m.nextStart = time.Now().Add(backoff)
+		m.log.Info("postgres exited; restarting", "status", fmt.Sprint(s.err), "backoff", backoff.String())
+		m.server = nil
+	}
+
+	if !exists(filepath.Join(m.cfg.DataDir, "PG_VERSION")) {
+		if err := m.bootstrap(ctx, d); err != nil {
+			return "", err
+		}
+	}
+
+	if m.server != nil {
+		st, err := m.status(ctx)
+		if err != nil {
+			return "starting: " + err.Error(), nil
+		}
+		switch {
+		case d.Role == postgres.Primary && st.InRecovery:
+			m.log.Info("promoting")
+			if err := m.exec(ctx, `SELECT pg_promote(true, 60)`); err != nil {
+				return "", fmt.Errorf("promoting: %w", err)
+			}
+			// The end-of-recovery checkpoint runs in the background; until it
+			// is done the control file still names the old timeline, and
+			// pg_rewind against this server would see nothing to rewind.
+			if err := m.exec(ctx, `CHECKPOINT`); err != nil {
+				return "", fmt.Errorf("checkpoint after promotion: %w", err)
+			}
+			return "promoted", m.writeConfig(ctx, d, true)
+		case d.Role == postgres.Replica && !st.InRecovery:
+			m.log.Info("demoting: stopping the primary to rejoin as a replica")
+			m.stopServer()
+		case d.Role == postgres.Replica && !st.Streaming:
+			if err := m.writeConfig(ctx, d, true); err != nil {
+				return "", err
+			}
+			diverged, err := m.diverged(ctx, d, st)
+			if err != nil {
+				return "not streaming: " + err.Error(), nil
+			}
+			if !diverged {
+				return "not streaming yet", nil
+			}
+			m.log.Info("this replica's history diverged from the primary's; stopping to rewind")
+			m.stopServer()
+			m.needRewind = true
+		default:
+			if err := m.writeConfig(ctx, d, true); err != nil {
+				return "", err
+			}
+			if d.Role == postgres.Primary {
+				if err := m.ensureRoles(ctx); err != nil {
+					return "", err
+				}
+				return "running", m.ensureSlots(ctx, d)
+			}
+			return "running", nil
+		}
+	}
+
+	if time.Now().Before(m.nextStart) {
+		return fmt.Sprintf("postgres crashed; restarting in %s", time.Until(m.nextStart).Round(time.Second)), nil
+	}
+	standby := filepath.Join(m.cfg.DataDir, "standby.signal")
+	if d.Role == postgres.Replica && (!exists(standby) || m.needRewind) {
+		// This data directory was a primary's, or followed one past the
+		// point where the new primary's history forked.
+		if err := m.rewind(ctx, d); err != nil {
+			return "", err
+		}
+		m.needRewind = false
+	}
+	if err := m.writeConfig(ctx, d, false); err != nil {
+		return "", err
+	}
+	if d.Role == postgres.Replica {
+		if err := m.writeFile(standby, nil, 0o600); err != nil {
+			return "", err
+		}
+	} else if err := os.Remove(standby); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("removing standby.signal: %w", err)
+	}
+	m.log.Info("starting postgres", "role", d.Role)
+	return "starting postgres", m.startServer()
+}
+
+// bootstrap fills an empty data directory: initdb for the first primary, a
+// clone of the primary for a replica. Both write to a scratch directory and
+// rename it into place, so a crash never leaves half a data directory.
+func (m *Manager) bootstrap(ctx context.Context, d *Desired) error {
+	scratch := m.cfg.DataDir + ".new"
+	if err := os.RemoveAll(scratch); err != nil {
+		return fmt.Errorf("clearing %s: %w", scratch, err)
+	}
+	if err := m.writePassFile(); err != nil {
+		return err
+	}
+	if d.Role == postgres.Primary {
+		su, err := m.cfg.credentials("superuser")
+		if err != nil {
+			return err
+		}
+		pwfile := filepath.Join(m.cfg.RunDir, "initdb-pw")
+		if err := m.writeFile(pwfile, []byte(su.Password+"\n"), 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(pwfile)
+		m.log.Info("initdb")
+		if err := m.run(ctx, "initdb", "-D", scratch, "--data-checksums", "--auth=scram-sha-256",
+			"--username="+su.Username, "--pwfile="+pwfile, "--encoding=UTF8", "--locale=C.UTF-8"); err != nil {
+			return err
+		}
+	} else {
+		m.log.Info("cloning the primary", "host", d.PrimaryHost)
+		if err := m.clone(ctx, d, scratch); err != nil {
+			return err
+		}
+		// A clone is a standby from birth; without the signal file it would
+		// look like a former primary that needs pg_rewind.
+		if err := m.writeFile(filepath.Join(scratch, "standby.signal"), nil, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(scratch, m.cfg.DataDir); err != nil {
+		return fmt.Errorf("moving the new data directory into place: %w", err)
+	}
+	return nil
+}
+
+func (m *Manager) clone(ctx context.Context, d *Desired, dest string) error {
+	repl, err := m.cfg.credentials("replication")
+	if err != nil {
+		return err
+	}
+	return m.run(ctx, "pg_basebackup", "-D", dest, "-h", d.PrimaryHost, "-p", strconv.Itoa(d.PrimaryPort),
+		"-U", repl.Username, "--no-password", "--wal-method=stream", "--checkpoint=fast")
+}
+
+// rewind turns a former primary's data directory into one that can follow
+// the new primary; when pg_rewind cannot, it clones the primary afresh and
+// keeps the old directory aside.
+func (m *Manager) rewind(ctx context.Context, d *Desired) error {
+	if err := m.writePassFile(); err != nil {
+		return err
+	}
+	su, err := m.cfg.credentials("superuser")
+	if err != nil {
+		return err
+	}
+	source := postgres.ConnInfo(map[string]string{
+		"host": d.PrimaryHost, "port": strconv.Itoa(d.PrimaryPort), "user": su.Username, "dbname": "postgres",
+	})
+	// A primary promoted a moment ago may not have checkpointed its new
+	// timeline yet; pg_rewind reads the timeline from the control file.
+	if primary, err := m.connectPrimary(ctx, d); err == nil {
+		_, _ = primary.Exec(ctx, `CHECKPOINT`)
+		primary.Close(ctx)
+	}
+	start := time.Now()
+	err = m.run(ctx, "pg_rewind", "--target-pgdata="+m.cfg.DataDir, "--source-server="+source)
+	if err == nil {
+		m.log.Info("pg_rewind done", "took", time.Since(start).String())
+		return nil
+	}
+	m.log.Error(err, "pg_rewind failed; cloning the primary afresh")
+	aside := m.cfg.DataDir + ".before-rewind"
+	if err := os.RemoveAll(aside); err != nil {
+		return fmt.Errorf("clearing %s: %w", aside, err)
+	}
+	if err := os.Rename(m.cfg.DataDir, aside); err != nil {
+		return fmt.Errorf("moving the old data directory aside: %w", err)
+	}
+	return m.bootstrap(ctx, d)
+}
+
+// writeConfig writes postgresql.conf, pg_hba.conf and the password file,
+// and reloads a running server when its settings changed.
+func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) error {
+	if err := m.writePassFile(); err != nil {
+		return err
+	}
+	repl, err := m.cfg.credentials("replication")
+	if err != nil {
+		return err
+	}
+	hba := filepath.Join(m.cfg.DataDir, "pg_hba.conf")
+	conf := postgres.RenderConf(postgres.ServerConf{
+		Name: m.cfg.Name, Port: m.cfg.Port, SocketDir: m.cfg.RunDir, HBAFile: hba,
+		CustomFile: m.cfg.CustomConf, Role: d.Role,
+		PrimaryConnInfo: postgres.ConnInfo(map[string]string{
+			"host": d.PrimaryHost, "port": strconv.Itoa(d.PrimaryPort), "user": repl.Username,
+			"passfile": m.passFile(), "application_name": m.cfg.Name, "connect_timeout": "5",
+		}),
+		SlotName:     postgres.SlotName(m.cfg.Name),
+		SyncStandbys: d.Replicas, SyncQuorum: d.SyncQuorum,
+	})
+	custom, _ := os.ReadFile(m.cfg.CustomConf)
+	sum := sha256.Sum256([]byte(conf + postgres.RenderHBA() + string(custom)))
+	if running && sum == m.appliedConf {
+		return nil
+	}
+	if err := m.writeFile(filepath.Join(m.cfg.DataDir, "postgresql.conf"), []byte(conf), 0o600); err != nil {
+		return err
+	}
+	if err := m.writeFile(hba, []byte(postgres.RenderHBA()), 0o600); err != nil {
+		return err
+	}
+	if running {
+		if err := m.exec(ctx, `SELECT pg_reload_conf()`); err != nil {
+			return fmt.Errorf("reloading the configuration: %w", err)
+		}
+		m.log.Info("configuration reloaded")
+	}
+	m.appliedConf = sum
+	return nil
+}
+
+func (m *Manager) passFile() string { return filepath.Join(m.cfg.RunDir, "pgpass") }
+
+func (m *Manager) writePassFile() error {
+	var b strings.Builder
+	for _, role := range []string{"replication", "superuser"} {
+		c, err := m.cfg.credentials(role)
+		if err != nil {
+			return err
+		}
+		esc := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
+		fmt.Fprintf(&b, "*:*:*:%s:%s\n", esc.Replace(c.Username), esc.Replace(c.Password))
+	}
+	return m.writeFile(m.passFile(), []byte(b.String()), 0o600)
+}
+
+// ensureRoles creates the replication role, the application owner and its
+// database, and sets every password from the mounted Secrets. It runs once
+// per change of the Secrets, so that a password rotated in a Secret reaches
+// the database.
+func (m *Manager) ensureRoles(ctx context.Context) error {
+	repl, err := m.cfg.credentials("replication")
+	if err != nil {
+		return err
+	}
+	app, err := m.cfg.credentials("app")
+	if err != nil {
+		return err
+	}
+	su, err := m.cfg.credentials("superuser")
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{repl.Username, repl.Password, app.Username, app.Password, su.Password, m.cfg.Database, m.cfg.Owner}, "\x00")))
+	if sum == m.rolesApplied {
+		return nil
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	ident := func(s string) string { return pgx.Identifier{s}.Sanitize() }
+	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	stmts := []string{
+		fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s REPLICATION LOGIN; END IF; END$$`, lit(repl.Username), ident(repl.Username)),
+		fmt.Sprintf(`ALTER ROLE %s WITH REPLICATION LOGIN PASSWORD %s`, ident(repl.Username), lit(repl.Password)),
+		fmt.Sprintf(`ALTER ROLE %s WITH PASSWORD %s`, ident(su.Username), lit(su.Password)),
+	}
+	if m.cfg.Owner != "" {
+		stmts = append(stmts,
+			fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s LOGIN; END IF; END$$`, lit(m.cfg.Owner), ident(m.cfg.Owner)),
+			fmt.Sprintf(`ALTER ROLE %s WITH LOGIN PASSWORD %s`, ident(app.Username), lit(app.Password)))
+	}
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("setting up roles: %w", err)
+		}
+	}
+	if m.cfg.Database != "" {
+		var found bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, m.cfg.Database).Scan(&found); err != nil {
+			return fmt.Errorf("looking for database %s: %w", m.cfg.Database, err)
+		}
+		if !found {
+			if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s OWNER %s`, ident(m.cfg.Database), ident(m.cfg.Owner))); err != nil {
+				return fmt.Errorf("creating database %s: %w", m.cfg.Database, err)
+			}
+		}
+	}
+	m.rolesApplied = sum
+	return nil
+}
+
+// ensureSlots keeps one physical slot per replica and drops Holdfast's
+// slots of instances that are gone, so their WAL is not kept forever.
+func (m *Manager) ensureSlots(ctx context.Context, d *Desired) error {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical' AND slot_name LIKE 'holdfast\_%'`)
+	if err != nil {
+		return fmt.Errorf("listing slots: %w", err)
+	}
+	have := map[string]bool{}
+	var name string
+	var active bool
+	_, err = pgx.ForEachRow(rows, []any{&name, &active}, func() error { have[name] = active; return nil })
+	if err != nil {
+		return fmt.Errorf("reading slots: %w", err)
+	}
+	want := map[string]bool{}
+	for _, r := range d.Replicas {
+		if r != m.cfg.Name {
+			want[postgres.SlotName(r)] = true
+		}
+	}
+	for slot := range want {
+		if _, ok := have[slot]; !ok {
+			if _, err := conn.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true)`, slot); err != nil {
+				return fmt.Errorf("creating slot %s: %w", slot, err)
+			}
+		}
+	}
+	for slot, active := range have {
+		if !want[slot] && !active {
+			if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+				return fmt.Errorf("dropping slot %s: %w", slot, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
+	su, err := m.cfg.credentials("superuser")
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = m.cfg.RunDir, uint16(m.cfg.Port), su.Username, su.Password, "postgres"
+	cfg.ConnectTimeout = 3 * time.Second
+	cfg.RuntimeParams["application_name"] = "holdfast-instance"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to postgres: %w", err)
+	}
+	return conn, nil
+}
+
+// connectPrimary connects to the primary as the superuser, over the network.
+func (m *Manager) connectPrimary(ctx context.Context, d *Desired) (*pgx.Conn, error) {
+	su, err := m.cfg.credentials("superuser")
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = d.PrimaryHost, uint16(d.PrimaryPort), su.Username, su.Password, "postgres"
+	cfg.ConnectTimeout = 3 * time.Second
+	cfg.RuntimeParams["application_name"] = "holdfast-instance-" + m.cfg.Name
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the primary %s:%d: %w", d.PrimaryHost, d.PrimaryPort, err)
+	}
+	return conn, nil
+}
+
+// diverged asks the primary for its timeline history and tells whether this
+// replica holds WAL the primary's history does not.
+func (m *Manager) diverged(ctx context.Context, d *Desired, st postgres.Status) (bool, error) {
+	conn, err := m.connectPrimary(ctx, d)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(ctx)
+	pst, err := postgres.QueryStatus(ctx, conn)
+	if err != nil {
+		return false, err
+	}
+	if pst.InRecovery {
+		return false, errors.New("the server named as primary is in recovery")
+	}
+	if pst.Timeline == st.Timeline {
+		return false, nil
+	}
+	var history string
+	if pst.Timeline > 1 {
+		if err := conn.QueryRow(ctx, `SELECT pg_read_file(format('pg_wal/%s.history', lpad(upper(to_hex($1::int)), 8, '0')))`, pst.Timeline).Scan(&history); err != nil {
+			return false, fmt.Errorf("reading the primary's timeline history: %w", err)
+		}
+	}
+	posText := st.ReceivedLSN
+	if posText == "" {
+		posText = st.ReplayedLSN
+	}
+	pos, err := postgres.ParseLSN(posText)
+	if err != nil {
+		return false, err
+	}
+	return postgres.Diverged(st.Timeline, pos, pst.Timeline, history)
+}
+
+func (m *Manager) exec(ctx context.Context, sql string) error {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+func (m *Manager) status(ctx context.Context) (postgres.Status, error) {
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return postgres.Status{}, err
+	}
+	defer conn.Close(ctx)
+	return postgres.QueryStatus(ctx, conn)
+}
+
+func (m *Manager) writeFile(path string, data []byte, mode os.FileMode) error {
+	return writeFileAtomic(path, data, mode, m.cfg.RunAs)
+}
+
+func (m *Manager) ensureDir(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return fmt.Errorf("making %s: %w", dir, err)
+	}
+	if m.cfg.RunAs != nil {
+		if err := os.Chown(dir, int(m.cfg.RunAs.Uid), int(m.cfg.RunAs.Gid)); err != nil {
+			return fmt.Errorf("chown %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

@@ -1,0 +1,129 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// server is one run of the postgres server, a child of this process.
+type server struct {
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process has exited
+	err     error         // its exit status, valid once exited is closed
+	started time.Time
+}
+
+func (s *server) alive() bool {
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// command makes a postgres tool's command, run as cfg.RunAs.
+func (m *Manager) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, m.cfg.bin(name), args...)
+	cmd.Env = append(os.Environ(), "PGPASSFILE="+m.passFile(), "PGCONNECT_TIMEOUT=5")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if m.cfg.RunAs != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: m.cfg.RunAs}
+	}
+	return cmd
+}
+
+// run runs a postgres tool to completion, with its output in the error.
+func (m *Manager) run(ctx context.Context, name string, args ...string) error {
+	cmd := m.command(ctx, name, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// startServer starts postgres on the data directory as it is.
+func (m *Manager) startServer() error {
+	if err := m.stopOrphan(); err != nil {
+		return err
+	}
+	cmd := m.command(context.Background(), "postgres", "-D", m.cfg.DataDir)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting postgres: %w", err)
+	}
+	s := &server{cmd: cmd, exited: make(chan struct{}), started: time.Now()}
+	go func() {
+		s.err = cmd.Wait()
+		close(s.exited)
+		m.poke()
+	}()
+	m.server = s
+	return nil
+}
+
+// stopServer shuts postgres down fast (SIGINT: roll back clients, checkpoint)
+// and escalates to an immediate stop, then a kill, if it takes too long.
+func (m *Manager) stopServer() {
+	s := m.server
+	if s == nil || !s.alive() {
+		m.server = nil
+		return
+	}
+	for _, step := range []struct {
+		sig  syscall.Signal
+		wait time.Duration
+	}{{syscall.SIGINT, m.cfg.StopTimeout}, {syscall.SIGQUIT, 5 * time.Second}, {syscall.SIGKILL, time.Minute}} {
+		_ = s.cmd.Process.Signal(step.sig)
+		select {
+		case <-s.exited:
+			m.server = nil
+			return
+		case <-time.After(step.wait):
+			m.log.Info("postgres did not stop in time; escalating", "signal", step.sig)
+		}
+	}
+}
+
+// stopOrphan stops a postmaster left running by an earlier instance manager,
+// which this process cannot supervise.
+func (m *Manager) stopOrphan() error {
+	b, err := os.ReadFile(filepath.Join(m.cfg.DataDir, "postmaster.pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading postmaster.pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+	if err != nil || pid <= 0 {
+		return nil // postgres itself checks a stale file
+	}
+	if syscall.Kill(pid, 0) != nil {
+		return nil
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if !strings.Contains(string(cmdline), "postgres") {
+		return nil
+	}
+	m.log.Info("stopping a postmaster this manager did not start", "pid", pid)
+	_ = syscall.Kill(pid, syscall.SIGINT)
+	deadline := time.Now().Add(m.cfg.StopTimeout)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	return nil
+}

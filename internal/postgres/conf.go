@@ -1,0 +1,111 @@
+package postgres
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Role is what an instance is, or is asked to be.
+type Role string
+
+const (
+	Primary Role = "primary"
+	Replica Role = "replica"
+)
+
+// ServerConf is what decides the settings Holdfast owns on one instance.
+type ServerConf struct {
+	Name       string // instance name: cluster_name and application_name
+	Port       int
+	SocketDir  string
+	HBAFile    string
+	CustomFile string // the user's settings, included first so that ours win
+	Role       Role
+	// PrimaryConnInfo and SlotName are set on a replica.
+	PrimaryConnInfo string
+	SlotName        string
+	// SyncStandbys and SyncQuorum set quorum commit on a primary.
+	SyncStandbys []string
+	SyncQuorum   int
+}
+
+// RenderConf writes postgresql.conf. Everything a replica needs to follow a
+// primary is reloadable (PostgreSQL 13+), so a role's settings can change
+// without a restart.
+func RenderConf(c ServerConf) string {
+	var b strings.Builder
+	b.WriteString("# Written by the Holdfast instance manager; edits are overwritten.\n")
+	if c.CustomFile != "" {
+		fmt.Fprintf(&b, "include_if_exists = %s\n", QuoteValue(c.CustomFile))
+	}
+	set := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, QuoteValue(v)) }
+	set("listen_addresses", "*")
+	set("port", fmt.Sprint(c.Port))
+	set("unix_socket_directories", c.SocketDir)
+	set("hba_file", c.HBAFile)
+	set("cluster_name", c.Name)
+	set("wal_level", "replica")
+	set("hot_standby", "on")
+	set("wal_log_hints", "on")
+	set("archive_mode", "off")
+	set("max_wal_senders", "16")
+	set("max_replication_slots", "16")
+	set("wal_keep_size", "256MB")
+	set("hot_standby_feedback", "on")
+	set("password_encryption", "scram-sha-256")
+	set("logging_collector", "off")
+	set("log_destination", "stderr")
+	if c.Role == Replica {
+		set("primary_conninfo", c.PrimaryConnInfo)
+		set("primary_slot_name", c.SlotName)
+	} else {
+		set("synchronous_standby_names", SyncStandbyNames(c.SyncQuorum, c.SyncStandbys))
+	}
+	return b.String()
+}
+
+// SyncStandbyNames is quorum commit over the named standbys, or "" (asynchronous).
+func SyncStandbyNames(quorum int, standbys []string) string {
+	if quorum <= 0 || len(standbys) == 0 {
+		return ""
+	}
+	names := slices.Clone(standbys)
+	slices.Sort(names)
+	for i, n := range names {
+		names[i] = `"` + n + `"`
+	}
+	return fmt.Sprintf("ANY %d (%s)", quorum, strings.Join(names, ", "))
+}
+
+// RenderHBA writes pg_hba.conf: every connection, local or remote, proves a
+// SCRAM password; replication is for the replication role only.
+func RenderHBA() string {
+	return `# Written by the Holdfast instance manager; edits are overwritten.
+# TYPE  DATABASE     USER               ADDRESS   METHOD
+local   all          all                          scram-sha-256
+local   replication  all                          scram-sha-256
+host    replication  ` + ReplicationUser + `  all       scram-sha-256
+host    all          all                all       scram-sha-256
+`
+}
+
+// SlotName is the physical replication slot the primary keeps for an instance.
+func SlotName(instance string) string {
+	return "holdfast_" + strings.NewReplacer("-", "_", ".", "_").Replace(instance)
+}
+
+// ConnInfo renders libpq key=value pairs, quoting values as libpq requires.
+func ConnInfo(kv map[string]string) string {
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		v := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(kv[k])
+		parts = append(parts, k+"='"+v+"'")
+	}
+	return strings.Join(parts, " ")
+}
