@@ -106,7 +106,9 @@ func (d Desired) validate() error {
 
 // desiredFile keeps the last accepted Desired beside PGDATA, so that an
 // instance that restarts resumes its role without waiting for the operator.
-func (c Config) desiredFile() string { return filepath.Join(filepath.Dir(c.DataDir), "holdfast-desired.json") }
+func (c Config) desiredFile() string {
+	return filepath.Join(filepath.Dir(c.DataDir), "holdfast-desired.json")
+}
 
 func (c Config) loadDesired() (*Desired, error) {
 	b, err := os.ReadFile(c.desiredFile())

@@ -23,11 +23,11 @@ type Report struct {
 	Name    string   `json:"name"`
 	Desired *Desired `json:"desired,omitempty"`
 	// Role is what postgres is now: primary, replica, or "" when stopped.
-	Role    postgres.Role    `json:"role,omitempty"`
-	Running bool             `json:"running"`
-	Fenced  bool             `json:"fenced"`
-	Ready   bool             `json:"ready"`
-	Started bool             `json:"started"`
+	Role     postgres.Role    `json:"role,omitempty"`
+	Running  bool             `json:"running"`
+	Fenced   bool             `json:"fenced"`
+	Ready    bool             `json:"ready"`
+	Started  bool             `json:"started"`
 	Postgres *postgres.Status `json:"postgres,omitempty"`
 	// Restarts counts postgres crashes this manager restarted it after.
 	Restarts int    `json:"restarts"`
@@ -48,15 +48,15 @@ type Manager struct {
 	wake chan struct{}
 
 	// Owned by the converge loop.
-	server        *server
-	crashes       int
-	nextStart     time.Time
-	appliedConf   [32]byte
-	rolesApplied  [32]byte
-	lastLoop      time.Time
-	lastLoopMu    sync.Mutex
-	everStarted   bool
-	needRewind    bool
+	server       *server
+	crashes      int
+	nextStart    time.Time
+	appliedConf  [32]byte
+	rolesApplied [32]byte
+	lastLoop     time.Time
+	lastLoopMu   sync.Mutex
+	everStarted  bool
+	needRewind   bool
 }
 
 // NewManager makes a manager; Run starts it.
