@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need, when they are missing.
-# Nothing is needed yet beyond Go and git; the instance-manager tests will add postgresql-15.
+# Installs the Debian packages the tests need, when they are missing:
+# postgresql-15 (the instance-manager tests run real servers from
+# /usr/lib/postgresql/15/bin).
 set -euo pipefail
 need=()
 command -v git >/dev/null || need+=(git)
-if ((${#need[@]})); then
-	sudo=""
-	[[ $(id -u) == 0 ]] || sudo=sudo
-	$sudo apt-get update -q
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"
-fi
+[[ -x /usr/lib/postgresql/15/bin/postgres ]] || need+=(postgresql-15)
+((${#need[@]})) || exit 0
+
+sudo=""
+[[ $(id -u) == 0 ]] || sudo=sudo
+# The tests make their own data directories; Debian's default cluster would
+# only take a port and memory.
+$sudo mkdir -p /etc/postgresql-common/createcluster.d
+echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/holdfast.conf >/dev/null
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"

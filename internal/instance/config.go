@@ -26,8 +26,6 @@ type Config struct {
 	SecretsDir string // <role>/username and <role>/password for superuser, replication, app
 	CustomConf string // the user's settings (the ConfigMap's custom.conf)
 	TokenFile  string // bearer token that authorises state changes
-	// AdvertiseHost is how peers reach this instance (its pod's DNS name).
-	AdvertiseHost string
 	// Database and Owner are created by initdb on the first primary.
 	Database, Owner string
 	// MaxLagBytes is the replay lag beyond which a replica is not ready.

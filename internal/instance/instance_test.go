@@ -284,6 +284,30 @@ func (h *harness) hasRows(n *node, want ...string) func() error {
 	}
 }
 
+// hasSlots checks the replication slots on n, filtered by where.
+func (h *harness) hasSlots(n *node, where string, want ...string) func() error {
+	return func() error {
+		ctx := h.t.Context()
+		c, err := n.mgr.connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		rows, err := c.Query(ctx, `SELECT slot_name FROM pg_replication_slots `+where+` ORDER BY 1`)
+		if err != nil {
+			return err
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("%s has slots %v, want %v", n.name, got, want)
+		}
+		return nil
+	}
+}
+
 func controlState(t *testing.T, n *node) string {
 	out, err := exec.Command(filepath.Join(pgBinDir, "pg_controldata"), filepath.Join(n.dir, "pgdata")).CombinedOutput()
 	if err != nil {
@@ -341,23 +365,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	})
 
 	t.Run("the primary keeps a slot per replica", func(t *testing.T) {
-		h.waitFor(30*time.Second, "slots", func() error {
-			ctx := t.Context()
-			c, err := n0.mgr.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close(ctx)
-			rows, _ := c.Query(ctx, `SELECT slot_name FROM pg_replication_slots WHERE active ORDER BY 1`)
-			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return err
-			}
-			if strings.Join(got, ",") != "holdfast_pg_1,holdfast_pg_2" {
-				return fmt.Errorf("active slots %v", got)
-			}
-			return nil
-		})
+		h.waitFor(30*time.Second, "slots", h.hasSlots(n0, "WHERE active", "holdfast_pg_1", "holdfast_pg_2"))
 	})
 
 	t.Run("state changes need the token", func(t *testing.T) {
@@ -376,7 +384,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	})
 
 	t.Run("a crashed postgres is restarted", func(t *testing.T) {
-		pid := n1.mgr.server.cmd.Process.Pid
+		pid := h.report(n1).PID
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -433,18 +441,31 @@ func TestInstanceLifecycle(t *testing.T) {
 			}
 			return nil
 		})
+		// A replica that has not gone past the fork follows the new primary
+		// by a reload: the same postgres process, a new primary_conninfo.
+		pid := h.report(n2).PID
+		start = time.Now()
+		h.want(n2, h.replica(n1))
+		h.waitFor(time.Minute, "n2 follows the new primary", func() error {
+			if r := h.report(n2); r.Postgres == nil || r.Postgres.Timeline != 2 {
+				return fmt.Errorf("n2 not on timeline 2 yet: %+v", r.Postgres)
+			}
+			return h.ready(n2, postgres.Replica)()
+		})
+		t.Logf("replica switched to the new primary: %s", time.Since(start))
+		if h.report(n2).PID != pid {
+			t.Errorf("following the new primary restarted postgres")
+		}
 		// The old primary was never told: it still takes writes, so its
 		// history now diverges from the new primary's.
 		if err := h.exec(n0, `INSERT INTO t VALUES ('lost')`); err != nil {
 			t.Fatalf("write on the old primary: %v", err)
 		}
-		h.want(n2, h.replica(n1))
 
 		start = time.Now()
 		h.want(n0, h.replica(n1))
 		h.waitFor(2*time.Minute, "old primary streams from the new one", h.ready(n0, postgres.Replica))
 		t.Logf("rewind and rejoin: %s", time.Since(start))
-		h.waitFor(time.Minute, "n2 follows the new primary", h.ready(n2, postgres.Replica))
 		if err := h.exec(n1, `INSERT INTO t VALUES ('d')`); err != nil {
 			t.Fatal(err)
 		}
@@ -469,7 +490,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	})
 
 	t.Run("a setting that needs a restart is reported, not applied", func(t *testing.T) {
-		pid := n1.mgr.server.cmd.Process.Pid
+		pid := h.report(n1).PID
 		os.WriteFile(filepath.Join(h.base, "custom.conf"), []byte("max_connections = '60'\nwork_mem = '8MB'\n"), 0o644)
 		h.waitFor(30*time.Second, "pending restart reported", func() error {
 			r := h.report(n1)
@@ -478,7 +499,7 @@ func TestInstanceLifecycle(t *testing.T) {
 			}
 			return nil
 		})
-		if n1.mgr.server.cmd.Process.Pid != pid {
+		if h.report(n1).PID != pid {
 			t.Errorf("postgres was restarted behind the operator's back")
 		}
 		if err := h.exec(n1, `DO $$BEGIN IF current_setting('work_mem') <> '8MB' THEN RAISE 'work_mem %', current_setting('work_mem'); END IF; END$$`); err != nil {
@@ -504,5 +525,29 @@ func TestInstanceLifecycle(t *testing.T) {
 		h.start(n1)
 		h.waitFor(time.Minute, "primary back", h.ready(n1, postgres.Primary))
 		h.waitFor(10*time.Second, "rows kept", h.hasRows(n1, "a", "b", "c", "d"))
+	})
+
+	t.Run("the primary drops the slot of an instance that is gone", func(t *testing.T) {
+		h.want(n1, h.primary(n1, n0))
+		h.waitFor(30*time.Second, "slot of pg-2 dropped", h.hasSlots(n1, "", "holdfast_pg_0"))
+	})
+
+	t.Run("a data directory that cannot be rewound is cloned afresh and kept aside", func(t *testing.T) {
+		// Another cluster's data directory shares no history with pg-1's:
+		// pg_rewind refuses it, and the instance must clone instead.
+		h.stop(n2)
+		os.RemoveAll(filepath.Join(n2.dir, "pgdata"))
+		os.Remove(filepath.Join(n2.dir, "holdfast-desired.json"))
+		h.start(n2)
+		h.epoch = 3
+		h.want(n2, h.primary(n2))
+		h.waitFor(2*time.Minute, "pg-2 a primary of its own", h.ready(n2, postgres.Primary))
+		h.want(n1, h.primary(n1, n0, n2))
+		h.want(n2, h.replica(n1))
+		h.waitFor(2*time.Minute, "pg-2 cloned from pg-1", h.ready(n2, postgres.Replica))
+		h.waitFor(30*time.Second, "pg-1's rows on pg-2", h.hasRows(n2, "a", "b", "c", "d"))
+		if _, err := os.Stat(filepath.Join(n2.dir, "pgdata.before-rewind", "PG_VERSION")); err != nil {
+			t.Errorf("the old data directory was not kept aside: %v", err)
+		}
 	})
 }

@@ -23,8 +23,10 @@ type Report struct {
 	Name    string   `json:"name"`
 	Desired *Desired `json:"desired,omitempty"`
 	// Role is what postgres is now: primary, replica, or "" when stopped.
-	Role     postgres.Role    `json:"role,omitempty"`
-	Running  bool             `json:"running"`
+	Role    postgres.Role `json:"role,omitempty"`
+	Running bool          `json:"running"`
+	// PID is the postmaster's process ID while it runs; a change means a restart.
+	PID      int              `json:"pid,omitempty"`
 	Fenced   bool             `json:"fenced"`
 	Ready    bool             `json:"ready"`
 	Started  bool             `json:"started"`
@@ -178,6 +180,10 @@ func (m *Manager) converge(ctx context.Context) {
 	m.setReport(func(r *Report) {
 		r.Desired = d
 		r.Running = m.server != nil && m.server.alive()
+		r.PID = 0
+		if r.Running {
+			r.PID = m.server.cmd.Process.Pid
+		}
 		r.Fenced = d != nil && d.Fenced
 		r.Postgres = st
 		r.Restarts = m.crashes
@@ -614,6 +620,9 @@ func (m *Manager) diverged(ctx context.Context, d *Desired, st postgres.Status) 
 	}
 	if pst.InRecovery {
 		return false, errors.New("the server named as primary is in recovery")
+	}
+	if pst.SystemIdentifier != st.SystemIdentifier {
+		return true, nil // another cluster's data: rewind fails and a clone follows
 	}
 	if pst.Timeline == st.Timeline {
 		return false, nil

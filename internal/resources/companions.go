@@ -37,9 +37,10 @@ func PodDisruptionBudget(c *holdfastv1.PostgresCluster) *policyv1.PodDisruptionB
 	}
 }
 
-// Credentials are the passwords of the cluster's three roles.
+// Credentials are the passwords of the cluster's three roles and the
+// instance managers' API token.
 type Credentials struct {
-	Superuser, App, Replication string
+	Superuser, App, Replication, InstanceToken string
 }
 
 // Secrets hold the credentials. They are created once and never rewritten,
@@ -71,6 +72,12 @@ func Secrets(c *holdfastv1.PostgresCluster, creds Credentials) []*corev1.Secret 
 			SecretKeyUsername: postgres.ReplicationUser,
 			SecretKeyPassword: creds.Replication,
 		}),
+		{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+			ObjectMeta: metav1.ObjectMeta{Name: SecretInstanceTokenName(c), Namespace: c.Namespace, Labels: Labels(c)},
+			Type:       corev1.SecretTypeOpaque,
+			StringData: map[string]string{SecretKeyToken: creds.InstanceToken},
+		},
 	}
 }
 

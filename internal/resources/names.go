@@ -55,6 +55,7 @@ const (
 	SecretKeyPort     = "port"
 	SecretKeyDatabase = "dbname"
 	SecretKeyURI      = "uri"
+	SecretKeyToken    = "token"
 )
 
 // StatefulSetName is the StatefulSet's name; pods are <name>-0, <name>-1, ...
@@ -82,6 +83,10 @@ func SecretAppName(c *holdfastv1.PostgresCluster) string { return c.Name + "-app
 
 // SecretReplicationName holds the replication role's credentials.
 func SecretReplicationName(c *holdfastv1.PostgresCluster) string { return c.Name + "-replication" }
+
+// SecretInstanceTokenName holds the bearer token that authorises the
+// operator's calls to the instance managers.
+func SecretInstanceTokenName(c *holdfastv1.PostgresCluster) string { return c.Name + "-instance-token" }
 
 // ConfigMapName holds the rendered postgresql.conf settings.
 func ConfigMapName(c *holdfastv1.PostgresCluster) string { return c.Name + "-config" }

@@ -47,7 +47,7 @@ func TestGolden(t *testing.T) {
 		"services":    Services(c),
 		"configmap":   ConfigMap(c),
 		"pdb":         PodDisruptionBudget(c),
-		"secrets":     Secrets(c, Credentials{Superuser: "su-pw", App: "app-pw", Replication: "repl-pw"}),
+		"secrets":     Secrets(c, Credentials{Superuser: "su-pw", App: "app-pw", Replication: "repl-pw", InstanceToken: "token"}),
 	}
 	for name, obj := range objs {
 		t.Run(name, func(t *testing.T) {

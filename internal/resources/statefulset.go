@@ -127,6 +127,8 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 				{Name: "CLUSTER_NAME", Value: c.Name},
 				{Name: "PGDATA", Value: PGDataPath},
 				{Name: "PG_MAJOR", Value: itoa(c.Spec.PostgresVersion)},
+				{Name: "HOLDFAST_DATABASE", Value: c.Spec.Bootstrap.InitDB.Database},
+				{Name: "HOLDFAST_OWNER", Value: c.Spec.Bootstrap.InitDB.Owner},
 			},
 			Ports: []corev1.ContainerPort{
 				{Name: "postgres", ContainerPort: postgres.Port, Protocol: corev1.ProtocolTCP},
@@ -160,6 +162,10 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 					secretProjection(SecretSuperuserName(c), "superuser"),
 					secretProjection(SecretReplicationName(c), "replication"),
 					secretProjection(SecretAppName(c), "app"),
+					{Secret: &corev1.SecretProjection{
+						LocalObjectReference: corev1.LocalObjectReference{Name: SecretInstanceTokenName(c)},
+						Items:                []corev1.KeyToPath{{Key: SecretKeyToken, Path: "instance/" + SecretKeyToken}},
+					}},
 				},
 			}}},
 			{Name: VolumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{

@@ -116,7 +116,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // Secret is never rewritten: its password is the one in the database.
 func (r *Reconciler) ensureSecrets(ctx context.Context, c *holdfastv1.PostgresCluster) error {
 	var creds resources.Credentials
-	for _, p := range []*string{&creds.Superuser, &creds.App, &creds.Replication} {
+	for _, p := range []*string{&creds.Superuser, &creds.App, &creds.Replication, &creds.InstanceToken} {
 		pw, err := credentials.Password()
 		if err != nil {
 			return err
