@@ -215,6 +215,9 @@ type InstanceStatus struct {
 	Role InstanceRole `json:"role"`
 	// Ready is whether the pod passes its readiness probe.
 	Ready bool `json:"ready"`
+	// Timeline is the instance's postgres timeline, as it last reported.
+	// +optional
+	Timeline int `json:"timeline,omitempty"`
 	// Message says why an instance is not ready, when known.
 	// +optional
 	Message string `json:"message,omitempty"`
@@ -244,6 +247,11 @@ type PostgresClusterStatus struct {
 	// from CurrentPrimary during a failover or switchover.
 	// +optional
 	TargetPrimary string `json:"targetPrimary,omitempty"`
+
+	// Epoch grows with every change of primary. Instances refuse orders of
+	// an older epoch, so a delayed order cannot undo a failover.
+	// +optional
+	Epoch int64 `json:"epoch,omitempty"`
 
 	// ReadyInstances counts instances passing their readiness probe. It is
 	// written even when zero, so that kubectl's Ready column shows 0.

@@ -4,6 +4,8 @@ package operator
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +24,7 @@ import (
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/controller/postgrescluster"
+	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -92,6 +95,11 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("holdfast-operator"),
 		Options:  opts.Resources,
+		Instances: instance.Client{HTTP: &http.Client{
+			Timeout: 5 * time.Second,
+			// The instance API answers on pod IPs, never through a proxy.
+			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
+		}},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the PostgresCluster controller: %w", err)

@@ -26,6 +26,7 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/apply"
 	"holdfast.dev/holdfast/internal/credentials"
+	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -37,7 +38,13 @@ type Reconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
 	Options  resources.Options
+	// Instances reaches the instance managers; nil leaves them alone.
+	Instances InstanceAPI
 }
+
+// pollInstances is how often a cluster with running instances is looked at
+// again: instance state changes are not API events.
+const pollInstances = 5 * time.Second
 
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/status,verbs=get;update;patch
@@ -45,7 +52,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -104,12 +111,41 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 	}
-	err = r.updateStatus(ctx, &c, sts, refused)
+
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(c.Namespace), client.MatchingLabels(resources.SelectorLabels(&c))); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing pods: %w", err)
+	}
+	var reports map[string]*instance.Report
+	var result ctrl.Result
+	if r.Instances != nil && refused == nil {
+		before := c.Status.DeepCopy()
+		reports, err = r.orchestrate(ctx, &c, pods.Items)
+		if err != nil {
+			r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, "InstanceUnreachable", "Orchestrate", "%v", err)
+			c.Status = *before
+			return ctrl.Result{}, err
+		}
+		if len(reports) > 0 || anyPodAddressed(pods.Items) {
+			result.RequeueAfter = pollInstances
+		}
+	}
+
+	err = r.updateStatus(ctx, &c, sts, pods.Items, reports, refused)
 	if apierrors.IsConflict(err) {
 		// The cache was behind the cluster; the newer version is on its way.
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
 	}
-	return ctrl.Result{}, err
+	return result, err
+}
+
+func anyPodAddressed(pods []corev1.Pod) bool {
+	for _, p := range pods {
+		if p.Status.PodIP != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // ensureSecrets creates the credential Secrets that are missing. An existing
@@ -221,13 +257,14 @@ func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresClust
 }
 
 // updateStatus writes the status only when it changed.
-func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, refused error) error {
-	var pods corev1.PodList
-	if err := r.Client.List(ctx, &pods, client.InNamespace(c.Namespace), client.MatchingLabels(resources.SelectorLabels(c))); err != nil {
-		return fmt.Errorf("listing pods: %w", err)
+func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet,
+	pods []corev1.Pod, reports map[string]*instance.Report, refused error) error {
+	st := computeStatus(c, sts, pods, reports, refused)
+	var stored holdfastv1.PostgresCluster
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(c), &stored); err != nil {
+		return fmt.Errorf("reading the cluster: %w", err)
 	}
-	st := computeStatus(c, sts, pods.Items, refused)
-	if equality.Semantic.DeepEqual(st, c.Status) {
+	if equality.Semantic.DeepEqual(st, stored.Status) {
 		return nil
 	}
 	before := c.Status.Phase

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -25,7 +26,8 @@ var failingReasons = []string{
 // computeStatus derives the cluster's status from its StatefulSet and pods,
 // and from refused, the API server's refusal of the objects the spec makes. It starts from the current status so that fields other parts of the
 // operator own (the primaries) and condition transition times carry over.
-func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []corev1.Pod, refused error) holdfastv1.PostgresClusterStatus {
+func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []corev1.Pod,
+	reports map[string]*instance.Report, refused error) holdfastv1.PostgresClusterStatus {
 	st := *c.Status.DeepCopy()
 	st.ObservedGeneration = c.Generation
 	if st.TargetPrimary == "" {
@@ -40,6 +42,9 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		is := holdfastv1.InstanceStatus{Name: p.Name, Role: holdfastv1.RoleUnknown, Ready: podReady(&p)}
 		if r := p.Labels[resources.LabelRole]; r != "" {
 			is.Role = holdfastv1.InstanceRole(r)
+		}
+		if rep := reports[p.Name]; rep != nil && rep.Postgres != nil {
+			is.Timeline = rep.Postgres.Timeline
 		}
 		if is.Ready {
 			st.ReadyInstances++

@@ -89,7 +89,7 @@ func TestComputeStatus(t *testing.T) {
 				Spec:       holdfastv1.PostgresClusterSpec{Instances: 3},
 				Status:     holdfastv1.PostgresClusterStatus{CurrentPrimary: tt.primary},
 			}
-			st := computeStatus(c, tt.sts, tt.pods, tt.refused)
+			st := computeStatus(c, tt.sts, tt.pods, nil, tt.refused)
 			if st.Phase != tt.phase {
 				t.Errorf("phase %s, want %s", st.Phase, tt.phase)
 			}
@@ -118,8 +118,8 @@ func TestComputeStatus(t *testing.T) {
 func TestConditionTimesSurviveUnchangedStatus(t *testing.T) {
 	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 1}}
 	pods := []corev1.Pod{pod("demo-0", true)}
-	c.Status = computeStatus(c, settled(1), pods, nil)
-	again := computeStatus(c, settled(1), pods, nil)
+	c.Status = computeStatus(c, settled(1), pods, nil, nil)
+	again := computeStatus(c, settled(1), pods, nil, nil)
 	for i := range again.Conditions {
 		if !again.Conditions[i].LastTransitionTime.Equal(&c.Status.Conditions[i].LastTransitionTime) {
 			t.Errorf("condition %s moved its transition time", again.Conditions[i].Type)
