@@ -1,7 +1,8 @@
 // Package controlplane starts a real Kubernetes control plane from the
 // pinned binaries (hack/build-k8s.sh): etcd and kube-apiserver through
-// envtest, and kube-controller-manager beside them, so that StatefulSets,
-// garbage collection and claim retention behave as in a cluster.
+// envtest, and kube-controller-manager and kube-scheduler beside them, so
+// that StatefulSets, garbage collection, claim retention and scheduling
+// behave as in a cluster.
 package controlplane
 
 import (
@@ -30,6 +31,8 @@ type Options struct {
 	Dir string
 	// ControllerManager starts kube-controller-manager too.
 	ControllerManager bool
+	// Scheduler starts kube-scheduler too.
+	Scheduler bool
 	// Log receives the controller manager's output; nil discards it.
 	Log io.Writer
 }
@@ -41,11 +44,8 @@ type ControlPlane struct {
 	// Kubeconfig is the path of an admin kubeconfig file.
 	Kubeconfig string
 
-	env *envtest.Environment
-	kcm *exec.Cmd
-	// kcmExited is closed once the controller manager has exited, with kcmErr set.
-	kcmExited chan struct{}
-	kcmErr    error
+	env        *envtest.Environment
+	components []*component
 }
 
 // Start brings the control plane up and returns once the API server answers.
@@ -93,15 +93,16 @@ func Start(opts Options) (*ControlPlane, error) {
 			return nil, cp.failed(err)
 		}
 	}
+	if opts.Scheduler {
+		if err := cp.startScheduler(opts); err != nil {
+			return nil, cp.failed(err)
+		}
+	}
 	return cp, nil
 }
 
 func (cp *ControlPlane) startControllerManager(opts Options) error {
-	out := opts.Log
-	if out == nil {
-		out = io.Discard
-	}
-	cmd := exec.Command(filepath.Join(opts.BinDir, "kube-controller-manager"),
+	c, err := startComponent(opts, "kube-controller-manager",
 		"--kubeconfig="+cp.Kubeconfig,
 		"--authentication-kubeconfig="+cp.Kubeconfig,
 		"--authorization-kubeconfig="+cp.Kubeconfig,
@@ -114,18 +115,63 @@ func (cp *ControlPlane) startControllerManager(opts Options) error {
 		// Pods and claims come and go in tests: react at once.
 		"--concurrent-statefulset-syncs=5",
 	)
+	if err != nil {
+		return err
+	}
+	cp.components = append(cp.components, c)
+	return nil
+}
+
+func (cp *ControlPlane) startScheduler(opts Options) error {
+	c, err := startComponent(opts, "kube-scheduler",
+		"--kubeconfig="+cp.Kubeconfig,
+		"--authentication-kubeconfig="+cp.Kubeconfig,
+		"--authorization-kubeconfig="+cp.Kubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+	)
+	if err != nil {
+		return err
+	}
+	cp.components = append(cp.components, c)
+	return nil
+}
+
+// component is one control-plane process this package started itself.
+type component struct {
+	name   string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited, with err set
+	err    error
+}
+
+func startComponent(opts Options, name string, args ...string) (*component, error) {
+	out := opts.Log
+	if out == nil {
+		out = io.Discard
+	}
+	cmd := exec.Command(filepath.Join(opts.BinDir, name), args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting kube-controller-manager: %w", err)
+		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	cp.kcm = cmd
-	cp.kcmExited = make(chan struct{})
+	c := &component{name: name, cmd: cmd, exited: make(chan struct{})}
 	go func() {
-		cp.kcmErr = cmd.Wait()
-		close(cp.kcmExited)
+		c.err = cmd.Wait()
+		close(c.exited)
 	}()
-	return nil
+	return c, nil
+}
+
+func (c *component) stop() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
 }
 
 func (cp *ControlPlane) failed(err error) error {
@@ -134,32 +180,31 @@ func (cp *ControlPlane) failed(err error) error {
 
 // Stop stops every process it started.
 func (cp *ControlPlane) Stop() error {
-	var errs []error
-	if cp.kcm != nil && cp.kcm.Process != nil {
-		_ = cp.kcm.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-cp.kcmExited:
-		case <-time.After(10 * time.Second):
-			_ = cp.kcm.Process.Kill()
-			<-cp.kcmExited
-		}
+	for i := len(cp.components) - 1; i >= 0; i-- {
+		cp.components[i].stop()
 	}
 	if err := cp.env.Stop(); err != nil {
-		errs = append(errs, fmt.Errorf("stopping etcd and kube-apiserver: %w", err))
+		return fmt.Errorf("stopping etcd and kube-apiserver: %w", err)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
-// Wait blocks until ctx ends or the controller manager exits.
+// Wait blocks until ctx ends or a component exits.
 func (cp *ControlPlane) Wait(ctx context.Context) error {
-	if cp.kcm == nil {
-		<-ctx.Done()
-		return nil
+	exited := make(chan *component, len(cp.components))
+	for _, c := range cp.components {
+		go func() {
+			select {
+			case <-c.exited:
+				exited <- c
+			case <-ctx.Done():
+			}
+		}()
 	}
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-cp.kcmExited:
-		return fmt.Errorf("kube-controller-manager exited: %w", cp.kcmErr)
+	case c := <-exited:
+		return fmt.Errorf("%s exited: %w", c.name, c.err)
 	}
 }

@@ -37,7 +37,7 @@ const settle = 30 * time.Second
 // size in it for the PV binder in kube-controller-manager to bind a claim to.
 func storageClass(t *testing.T, size string) string {
 	t.Helper()
-	name := "test-" + strings.ToLower(rand8(t))
+	name := "test-" + rand8(t)
 	sc := &storagev1.StorageClass{
 		ObjectMeta:           metav1.ObjectMeta{Name: name},
 		Provisioner:          "holdfast.dev/none",
@@ -71,7 +71,7 @@ func rand8(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p[:8]
+	return strings.ToLower(p[:8]) // object names are lower case
 }
 
 func newCluster(ns, name string, instances int32, class string) *holdfastv1.PostgresCluster {

@@ -61,6 +61,7 @@ func run(m *testing.M) int {
 	cp, err = controlplane.Start(controlplane.Options{
 		CRDDirs:           []string{filepath.Join(repoDir, "config", "crd", "bases")},
 		ControllerManager: true,
+		Scheduler:         true,
 		Log:               logFile,
 	})
 	if err != nil {
