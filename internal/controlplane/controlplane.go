@@ -102,19 +102,14 @@ func Start(opts Options) (*ControlPlane, error) {
 }
 
 func (cp *ControlPlane) startControllerManager(opts Options) error {
-	c, err := startComponent(opts, "kube-controller-manager",
-		"--kubeconfig="+cp.Kubeconfig,
-		"--authentication-kubeconfig="+cp.Kubeconfig,
-		"--authorization-kubeconfig="+cp.Kubeconfig,
+	c, err := startComponent(opts, "kube-controller-manager", append(cp.clientFlags(),
 		// The token controller needs the API server's signing key, which
 		// envtest keeps to itself; clients here use the admin kubeconfig.
 		"--controllers=*,-serviceaccount-token",
 		"--use-service-account-credentials=false",
-		"--leader-elect=false",
-		"--secure-port=0",
 		// Pods and claims come and go in tests: react at once.
 		"--concurrent-statefulset-syncs=5",
-	)
+	)...)
 	if err != nil {
 		return err
 	}
@@ -123,18 +118,24 @@ func (cp *ControlPlane) startControllerManager(opts Options) error {
 }
 
 func (cp *ControlPlane) startScheduler(opts Options) error {
-	c, err := startComponent(opts, "kube-scheduler",
-		"--kubeconfig="+cp.Kubeconfig,
-		"--authentication-kubeconfig="+cp.Kubeconfig,
-		"--authorization-kubeconfig="+cp.Kubeconfig,
-		"--leader-elect=false",
-		"--secure-port=0",
-	)
+	c, err := startComponent(opts, "kube-scheduler", cp.clientFlags()...)
 	if err != nil {
 		return err
 	}
 	cp.components = append(cp.components, c)
 	return nil
+}
+
+// clientFlags connect a component to the API server as admin, alone (no
+// leader election) and without a serving port of its own.
+func (cp *ControlPlane) clientFlags() []string {
+	return []string{
+		"--kubeconfig=" + cp.Kubeconfig,
+		"--authentication-kubeconfig=" + cp.Kubeconfig,
+		"--authorization-kubeconfig=" + cp.Kubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+	}
 }
 
 // component is one control-plane process this package started itself.
