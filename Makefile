@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash -o pipefail
 
 CONTROLLER_GEN := go tool controller-gen
 
-.PHONY: all build test test-unit test-envtest manifests verify-generated lint run sandbox bench k8s-bin deps clean
+.PHONY: all build test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin deps clean
 
 all: build
 
@@ -33,7 +33,7 @@ lint: ## gofmt, go vet and staticcheck
 	go vet ./...
 	go tool staticcheck ./...
 
-test: deps k8s-bin verify-generated lint ## Every test: unit and envtest (end-to-end arrives with the sandbox)
+test: deps k8s-bin verify-generated lint ## Every test: unit, instance (real postgres), envtest, end-to-end
 	KUBEBUILDER_ASSETS=$$(hack/build-k8s.sh --dir) go test -count=1 -timeout 30m ./...
 
 test-unit: ## Unit tests only
@@ -42,11 +42,22 @@ test-unit: ## Unit tests only
 run: k8s-bin ## etcd + kube-apiserver + kube-controller-manager from bin/, the operator, and the sample
 	KUBEBUILDER_ASSETS=$$(hack/build-k8s.sh --dir) go run ./hack/run
 
-sandbox: ## The sandbox is not built yet (issue 4)
-	@echo "make sandbox: the sandbox (a control plane plus a node that runs pods as processes) is not built yet." >&2
-	@echo "Until it lands, 'make run' starts etcd, kube-apiserver and kube-controller-manager, runs the operator" >&2
-	@echo "against them and applies config/samples: every object is made, but no pod runs." >&2
-	@exit 2
+K8S_BIN = $$(hack/build-k8s.sh --dir)
+
+sandbox: k8s-bin build ## Control plane on this machine, Holdfast installed, the sample applied (no node yet: see README)
+	bin/holdfast sandbox up --bin-dir $(K8S_BIN)
+	$(K8S_BIN)/kubectl --kubeconfig .sandbox/kubeconfig apply --server-side -k config/default
+	$(K8S_BIN)/kubectl --kubeconfig .sandbox/kubeconfig wait --for condition=Established crd/postgresclusters.holdfast.dev --timeout=60s
+	$(K8S_BIN)/kubectl --kubeconfig .sandbox/kubeconfig apply --server-side -f config/samples/postgrescluster.yaml
+	@echo
+	@echo "Not there yet: the sandbox has no node (issue 4 is in progress), so the operator's pod and"
+	@echo "the database pods stay Pending and no psql connection is possible. What runs: etcd,"
+	@echo "kube-apiserver, kube-controller-manager and kube-scheduler. 'make run' runs the operator"
+	@echo "against a control plane in-process; 'make sandbox-down' stops the sandbox."
+	@echo "  export KUBECONFIG=$$PWD/.sandbox/kubeconfig"
+
+sandbox-down: ## Stop the sandbox
+	bin/holdfast sandbox down --bin-dir $(K8S_BIN)
 
 bench: ## Benchmarks (none yet: failover and backup benchmarks arrive with issues 5 and 6)
 	@echo "no benchmarks yet" >&2

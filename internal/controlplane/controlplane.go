@@ -45,7 +45,7 @@ type ControlPlane struct {
 	Kubeconfig string
 
 	env        *envtest.Environment
-	components []*component
+	components []*Process
 }
 
 // Start brings the control plane up and returns once the API server answers.
@@ -102,14 +102,14 @@ func Start(opts Options) (*ControlPlane, error) {
 }
 
 func (cp *ControlPlane) startControllerManager(opts Options) error {
-	c, err := startComponent(opts, "kube-controller-manager", append(cp.clientFlags(),
+	c, err := StartProcess("kube-controller-manager", filepath.Join(opts.BinDir, "kube-controller-manager"), append(cp.clientFlags(),
 		// The token controller needs the API server's signing key, which
 		// envtest keeps to itself; clients here use the admin kubeconfig.
 		"--controllers=*,-serviceaccount-token",
 		"--use-service-account-credentials=false",
 		// Pods and claims come and go in tests: react at once.
 		"--concurrent-statefulset-syncs=5",
-	)...)
+	), opts.Log)
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func (cp *ControlPlane) startControllerManager(opts Options) error {
 }
 
 func (cp *ControlPlane) startScheduler(opts Options) error {
-	c, err := startComponent(opts, "kube-scheduler", cp.clientFlags()...)
+	c, err := StartProcess("kube-scheduler", filepath.Join(opts.BinDir, "kube-scheduler"), cp.clientFlags(), opts.Log)
 	if err != nil {
 		return err
 	}
@@ -138,40 +138,49 @@ func (cp *ControlPlane) clientFlags() []string {
 	}
 }
 
-// component is one control-plane process this package started itself.
-type component struct {
-	name   string
+// Process is one control-plane process started from the pinned binaries.
+type Process struct {
+	Name   string
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once the process has exited, with err set
 	err    error
 }
 
-func startComponent(opts Options, name string, args ...string) (*component, error) {
-	out := opts.Log
+// StartProcess starts bin with args, its output to out. The process dies
+// with this one's thread (PR_SET_PDEATHSIG), so a crashed parent leaves no
+// control plane behind.
+func StartProcess(name, bin string, args []string, out io.Writer) (*Process, error) {
 	if out == nil {
 		out = io.Discard
 	}
-	cmd := exec.Command(filepath.Join(opts.BinDir, name), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	c := &component{name: name, cmd: cmd, exited: make(chan struct{})}
+	p := &Process{Name: name, cmd: cmd, exited: make(chan struct{})}
 	go func() {
-		c.err = cmd.Wait()
-		close(c.exited)
+		p.err = cmd.Wait()
+		close(p.exited)
 	}()
-	return c, nil
+	return p, nil
 }
 
-func (c *component) stop() {
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+// Exited is closed when the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// Err is the exit status, once Exited is closed.
+func (p *Process) Err() error { return p.err }
+
+// Stop asks the process to stop and kills it if it takes over 10 seconds.
+func (p *Process) Stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-c.exited:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
+		_ = p.cmd.Process.Kill()
+		<-p.exited
 	}
 }
 
@@ -182,7 +191,7 @@ func (cp *ControlPlane) failed(err error) error {
 // Stop stops every process it started.
 func (cp *ControlPlane) Stop() error {
 	for i := len(cp.components) - 1; i >= 0; i-- {
-		cp.components[i].stop()
+		cp.components[i].Stop()
 	}
 	if err := cp.env.Stop(); err != nil {
 		return fmt.Errorf("stopping etcd and kube-apiserver: %w", err)
@@ -192,12 +201,17 @@ func (cp *ControlPlane) Stop() error {
 
 // Wait blocks until ctx ends or a component exits.
 func (cp *ControlPlane) Wait(ctx context.Context) error {
-	exited := make(chan *component, len(cp.components))
-	for _, c := range cp.components {
+	return WaitAny(ctx, cp.components)
+}
+
+// WaitAny blocks until ctx ends (nil) or one of ps exits (an error naming it).
+func WaitAny(ctx context.Context, ps []*Process) error {
+	exited := make(chan *Process, len(ps))
+	for _, p := range ps {
 		go func() {
 			select {
-			case <-c.exited:
-				exited <- c
+			case <-p.exited:
+				exited <- p
 			case <-ctx.Done():
 			}
 		}()
@@ -205,7 +219,7 @@ func (cp *ControlPlane) Wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case c := <-exited:
-		return fmt.Errorf("%s exited: %w", c.name, c.err)
+	case p := <-exited:
+		return fmt.Errorf("%s exited: %w", p.Name, p.err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,11 +18,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"holdfast.dev/holdfast/internal/postgres"
+	"holdfast.dev/holdfast/internal/testutil"
 )
 
 // pgBinDir is Debian's postgresql-15, which `make test` installs.
@@ -105,17 +104,8 @@ func (h *harness) chown(path string, mode os.FileMode) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func (h *harness) add(name string) *node {
-	n := &node{name: name, port: freePort(h.t), dir: filepath.Join(h.base, name)}
+	n := &node{name: name, port: testutil.FreePort(h.t), dir: filepath.Join(h.base, name)}
 	if err := os.MkdirAll(n.dir, 0o700); err != nil {
 		h.t.Fatal(err)
 	}
@@ -213,16 +203,7 @@ func (h *harness) probe(n *node, path string) int {
 // waitFor polls check until it returns nil, and returns how long that took.
 func (h *harness) waitFor(timeout time.Duration, what string, check func() error) time.Duration {
 	h.t.Helper()
-	start := time.Now()
-	var last error
-	err := wait.PollUntilContextTimeout(h.t.Context(), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		last = check()
-		return last == nil, nil
-	})
-	if err != nil {
-		h.t.Fatalf("%s: not true after %s: %v", what, timeout, last)
-	}
-	return time.Since(start)
+	return testutil.Eventually(h.t, 50*time.Millisecond, timeout, what, func(context.Context) error { return check() })
 }
 
 func (h *harness) ready(n *node, role postgres.Role) func() error {

@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,6 +25,7 @@ import (
 	"holdfast.dev/holdfast/internal/controlplane"
 	"holdfast.dev/holdfast/internal/operator"
 	"holdfast.dev/holdfast/internal/resources"
+	"holdfast.dev/holdfast/internal/testutil"
 )
 
 var (
@@ -140,18 +140,7 @@ func kubectl(args ...string) ([]byte, error) {
 // last error when the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx context.Context) error) {
 	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		err := check(ctx)
-		// A check cut short by the deadline says less than the one before it.
-		if last == nil || ctx.Err() == nil {
-			last = err
-		}
-		return err == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: not true after %s: %v", what, timeout, last)
-	}
+	testutil.Eventually(t, 100*time.Millisecond, timeout, what, check)
 }
 
 // newNamespace makes a namespace for one test, under the restricted Pod

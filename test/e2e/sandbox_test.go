@@ -1,0 +1,133 @@
+// Package e2e drives the holdfast binary as a user would. Today it covers
+// the sandbox's control plane; suites that run PostgresClusters in the
+// sandbox arrive with its process node (issue 4).
+package e2e
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"holdfast.dev/holdfast/internal/testutil"
+)
+
+func TestSandboxUpDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane")
+	}
+	bins := os.Getenv("KUBEBUILDER_ASSETS")
+	if bins == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set; run `make test`")
+	}
+	tmp := t.TempDir()
+	holdfast := filepath.Join(tmp, "holdfast")
+	if out, err := exec.Command("go", "build", "-o", holdfast, "../../cmd/holdfast").CombinedOutput(); err != nil {
+		t.Fatalf("building holdfast: %v\n%s", err, out)
+	}
+	dir := filepath.Join(tmp, "sandbox")
+	apiPort, etcdPort := testutil.FreePort(t), freePortPair(t)
+	sandbox := func(args ...string) (string, error) {
+		args = append(args, "--dir", dir, "--bin-dir", bins, "--api-port", strconv.Itoa(apiPort), "--etcd-port", strconv.Itoa(etcdPort))
+		out, err := exec.Command(holdfast, append([]string{"sandbox"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { _, _ = sandbox("down") })
+
+	out, err := sandbox("up")
+	if err != nil {
+		t.Fatalf("sandbox up: %v\n%s", err, out)
+	}
+	for _, step := range []string{"starting etcd", "starting kube-apiserver", "control plane ready", "export KUBECONFIG="} {
+		if !strings.Contains(out, step) {
+			t.Errorf("sandbox up did not say %q:\n%s", step, out)
+		}
+	}
+	kubeconfig, err := sandbox("kubeconfig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(args ...string) (string, error) {
+		out, err := exec.Command(filepath.Join(bins, "kubectl"), append([]string{"--kubeconfig", strings.TrimSpace(kubeconfig)}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	// The controller manager runs with service-account credentials: it
+	// creates the default ServiceAccount and mints tokens for it.
+	poll(t, time.Minute, "default ServiceAccount", func() error {
+		_, err := kubectl("get", "serviceaccount", "default")
+		return err
+	})
+	if out, err := kubectl("create", "token", "default"); err != nil || !strings.HasPrefix(out, "ey") {
+		t.Errorf("minting a token: %v %s", err, out)
+	}
+	// The Deployment and ReplicaSet controllers run: a Deployment gets a pod.
+	if out, err := kubectl("create", "deployment", "web", "--image=nginx"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	poll(t, time.Minute, "a pod for the Deployment", func() error {
+		out, err := kubectl("get", "pods", "-l", "app=web", "-o", "name")
+		if err == nil && !strings.Contains(out, "pod/web-") {
+			err = errorString("no pod yet: " + out)
+		}
+		return err
+	})
+
+	if out, err := sandbox("up"); err != nil || !strings.Contains(out, "already up") {
+		t.Errorf("a second up: %v\n%s", err, out)
+	}
+	if out, err := sandbox("status"); err != nil || !strings.Contains(out, "is running") {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+
+	if out, err := sandbox("down"); err != nil || !strings.Contains(out, "has stopped") {
+		t.Fatalf("sandbox down: %v\n%s", err, out)
+	}
+	if left := processesMentioning(dir); len(left) > 0 {
+		t.Errorf("processes left after down: %v", left)
+	}
+	if out, _ := sandbox("status"); !strings.Contains(out, "not running") {
+		t.Errorf("status after down: %s", out)
+	}
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+func poll(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	testutil.Eventually(t, 200*time.Millisecond, timeout, what, func(context.Context) error { return check() })
+}
+
+// freePortPair finds a port whose successor is free too (etcd's peer port).
+func freePortPair(t *testing.T) int {
+	for range 50 {
+		p := testutil.FreePort(t)
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1)); err == nil {
+			l.Close()
+			return p
+		}
+	}
+	t.Fatal("no pair of free ports")
+	return 0
+}
+
+func processesMentioning(dir string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var found []string
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), dir+"/") {
+			found = append(found, e.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return found
+}
