@@ -15,8 +15,15 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"holdfast.dev/holdfast/internal/controlplane"
+	"holdfast.dev/holdfast/internal/sandbox/storage"
 )
+
+// NodeName is the sandbox's one node, where its volumes live.
+const NodeName = "holdfast-sandbox"
 
 // progressPrefix marks the lines of the sandbox log that `up` echoes.
 const progressPrefix = "==> "
@@ -48,7 +55,7 @@ func Serve(ctx context.Context, c Config) error {
 	}
 	defer os.Remove(c.pidFile())
 	// Every `up` starts a fresh cluster: new PKI, empty etcd.
-	for _, d := range []string{"pki", "etcd", "logs"} {
+	for _, d := range []string{"pki", "etcd", "logs", "volumes"} {
 		if err := os.RemoveAll(c.path(d)); err != nil {
 			return err
 		}
@@ -62,6 +69,27 @@ func Serve(ctx context.Context, c Config) error {
 		return err
 	}
 	defer cp.stop()
+
+	progress("starting the hostpath provisioner")
+	restCfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	if err := storage.EnsureClasses(ctx, cs); err != nil {
+		return err
+	}
+	volumes := c.path("volumes")
+	if err := os.MkdirAll(volumes, 0o755); err != nil {
+		return err
+	}
+	storageCtx, stopStorage := context.WithCancel(ctx)
+	defer stopStorage()
+	go storage.Run(storageCtx, cs, storage.HostPath{Root: volumes, NodeHostname: NodeName})
+
 	if err := os.WriteFile(c.readyFile(), nil, 0o644); err != nil {
 		return err
 	}

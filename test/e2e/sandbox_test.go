@@ -77,6 +77,65 @@ func TestSandboxUpDown(t *testing.T) {
 		return err
 	})
 
+	t.Run("hostpath volumes: Retain keeps the folder, Delete removes it", func(t *testing.T) {
+		for _, tc := range []struct{ class, claim string }{{"", "kept"}, {"holdfast-hostpath-delete", "dropped"}} {
+			manifest := `{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{"name":"` + tc.claim + `"},
+				"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}`
+			if tc.class != "" {
+				manifest += `,"storageClassName":"` + tc.class + `"`
+			}
+			manifest += `}}`
+			cmd := exec.Command(filepath.Join(bins, "kubectl"), "--kubeconfig", strings.TrimSpace(kubeconfig), "apply", "-f", "-")
+			cmd.Stdin = strings.NewReader(manifest)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("creating claim %s: %v %s", tc.claim, err, out)
+			}
+		}
+		volumeOf := map[string]string{}
+		for _, claim := range []string{"kept", "dropped"} {
+			poll(t, time.Minute, "claim "+claim+" bound", func() error {
+				out, err := kubectl("get", "pvc", claim, "-o", "jsonpath={.status.phase} {.spec.volumeName}")
+				if err != nil {
+					return err
+				}
+				phase, pv, _ := strings.Cut(out, " ")
+				if phase != "Bound" {
+					return errorString("phase " + phase)
+				}
+				volumeOf[claim] = pv
+				return nil
+			})
+			if _, err := os.Stat(filepath.Join(dir, "volumes", volumeOf[claim])); err != nil {
+				t.Errorf("claim %s: no folder for its volume: %v", claim, err)
+			}
+		}
+		if out, err := kubectl("delete", "pvc", "kept", "dropped", "--wait=true"); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		poll(t, time.Minute, "the Delete volume and its folder removed", func() error {
+			if _, err := kubectl("get", "pv", volumeOf["dropped"]); err == nil {
+				return errorString("volume still there")
+			}
+			if _, err := os.Stat(filepath.Join(dir, "volumes", volumeOf["dropped"])); err == nil {
+				return errorString("folder still there")
+			}
+			return nil
+		})
+		poll(t, time.Minute, "the Retain volume released and kept", func() error {
+			out, err := kubectl("get", "pv", volumeOf["kept"], "-o", "jsonpath={.status.phase}")
+			if err != nil {
+				return err
+			}
+			if out != "Released" {
+				return errorString("phase " + out)
+			}
+			return nil
+		})
+		if _, err := os.Stat(filepath.Join(dir, "volumes", volumeOf["kept"])); err != nil {
+			t.Errorf("the Retain volume's folder is gone: %v", err)
+		}
+	})
+
 	if out, err := sandbox("up"); err != nil || !strings.Contains(out, "already up") {
 		t.Errorf("a second up: %v\n%s", err, out)
 	}
