@@ -17,15 +17,18 @@ import (
 // In a pod it comes from the flags' defaults and the environment the
 // StatefulSet sets; tests run several instances side by side on one machine.
 type Config struct {
-	Name       string // the pod name: application_name and slot name
-	DataDir    string // PGDATA
-	RunDir     string // socket and password file; not persistent
-	PGBinDir   string // postgres, initdb, pg_basebackup, pg_rewind; "" searches PATH
-	Port       int
-	StatusAddr string // the HTTP API
-	SecretsDir string // <role>/username and <role>/password for superuser, replication, app
-	CustomConf string // the user's settings (the ConfigMap's custom.conf)
-	TokenFile  string // bearer token that authorises state changes
+	Name     string // the pod name: application_name and slot name
+	DataDir  string // PGDATA
+	RunDir   string // socket and password file; not persistent
+	PGBinDir string // postgres, initdb, pg_basebackup, pg_rewind; "" searches PATH
+	Port     int
+	// ListenAddresses is where postgres listens; empty means every address
+	// (a pod has its own network namespace).
+	ListenAddresses string
+	StatusAddr      string // the HTTP API
+	SecretsDir      string // <role>/username and <role>/password for superuser, replication, app
+	CustomConf      string // the user's settings (the ConfigMap's custom.conf)
+	TokenFile       string // bearer token that authorises state changes
 	// Database and Owner are created by initdb on the first primary.
 	Database, Owner string
 	// MaxLagBytes is the replay lag beyond which a replica is not ready.

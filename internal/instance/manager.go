@@ -422,7 +422,7 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 	}
 	hba := filepath.Join(m.cfg.DataDir, "pg_hba.conf")
 	conf := postgres.RenderConf(postgres.ServerConf{
-		Name: m.cfg.Name, Port: m.cfg.Port, SocketDir: m.cfg.RunDir, HBAFile: hba,
+		Name: m.cfg.Name, ListenAddresses: m.cfg.ListenAddresses, Port: m.cfg.Port, SocketDir: m.cfg.RunDir, HBAFile: hba,
 		CustomFile: m.cfg.CustomConf, Role: d.Role,
 		PrimaryConnInfo: postgres.ConnInfo(map[string]string{
 			"host": d.PrimaryHost, "port": strconv.Itoa(d.PrimaryPort), "user": repl.Username,

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -91,9 +92,18 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("adding the readiness check: %w", err)
 	}
-	r := &postgrescluster.Reconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("holdfast-operator"),
+	r := NewReconciler(mgr.GetClient(), mgr.GetEventRecorder("holdfast-operator"), opts)
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the PostgresCluster controller: %w", err)
+	}
+	return mgr, nil
+}
+
+// NewReconciler wires the PostgresCluster reconciler as the operator runs it.
+func NewReconciler(c client.Client, rec events.EventRecorder, opts Options) *postgrescluster.Reconciler {
+	return &postgrescluster.Reconciler{
+		Client:   c,
+		Recorder: rec,
 		Options:  opts.Resources,
 		Instances: instance.Client{HTTP: &http.Client{
 			Timeout: 5 * time.Second,
@@ -101,10 +111,6 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
 		}},
 	}
-	if err := r.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up the PostgresCluster controller: %w", err)
-	}
-	return mgr, nil
 }
 
 // Run runs the operator until ctx ends.

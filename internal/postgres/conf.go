@@ -16,12 +16,14 @@ const (
 
 // ServerConf is what decides the settings Holdfast owns on one instance.
 type ServerConf struct {
-	Name       string // instance name: cluster_name and application_name
-	Port       int
-	SocketDir  string
-	HBAFile    string
-	CustomFile string // the user's settings, included first so that ours win
-	Role       Role
+	Name string // instance name: cluster_name and application_name
+	// ListenAddresses is where postgres listens; empty means every address.
+	ListenAddresses string
+	Port            int
+	SocketDir       string
+	HBAFile         string
+	CustomFile      string // the user's settings, included first so that ours win
+	Role            Role
 	// PrimaryConnInfo and SlotName are set on a replica.
 	PrimaryConnInfo string
 	SlotName        string
@@ -40,7 +42,11 @@ func RenderConf(c ServerConf) string {
 		fmt.Fprintf(&b, "include_if_exists = %s\n", QuoteValue(c.CustomFile))
 	}
 	set := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, QuoteValue(v)) }
-	set("listen_addresses", "*")
+	listen := c.ListenAddresses
+	if listen == "" {
+		listen = "*"
+	}
+	set("listen_addresses", listen)
 	set("port", fmt.Sprint(c.Port))
 	set("unix_socket_directories", c.SocketDir)
 	set("hba_file", c.HBAFile)

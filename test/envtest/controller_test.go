@@ -27,8 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/controller/postgrescluster"
 	"holdfast.dev/holdfast/internal/credentials"
+	"holdfast.dev/holdfast/internal/operator"
 )
 
 const settle = 30 * time.Second
@@ -438,7 +438,7 @@ func checkNoWrites(t *testing.T, ns, name string) {
 		},
 	})
 	recorder := &noteRecorder{}
-	r := &postgrescluster.Reconciler{Client: c, Recorder: recorder, Options: opOpts.Resources}
+	r := operator.NewReconciler(c, recorder, opOpts)
 	req := ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}
 	reconcile := func(ctx context.Context) error {
 		writes.Store(0)

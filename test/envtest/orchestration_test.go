@@ -1,0 +1,316 @@
+package envtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/instance"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+const pgBinDir = "/usr/lib/postgresql/15/bin"
+
+// podRunner does a kubelet's part for one cluster's pods, so that the
+// operator can be tested with real instance managers and real postgres
+// before the sandbox's node exists: it runs `holdfast instance run`'s
+// manager for each pod the StatefulSet controller creates, with the pod's
+// Secrets and ConfigMap as files, on its own loopback address
+// (127.0.0.10+ordinal, standing in for a pod IP), and reports the pod
+// Running, with that IP, and Ready while the instance's /readyz says so.
+type podRunner struct {
+	t       *testing.T
+	ns      string
+	cluster string
+	base    string
+	runAs   *syscall.Credential
+
+	mu      sync.Mutex
+	running map[string]*runningPod
+}
+
+type runningPod struct {
+	ip     string
+	mgr    *instance.Manager
+	srv    *http.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newPodRunner(t *testing.T, ns, cluster string) *podRunner {
+	if _, err := os.Stat(filepath.Join(pgBinDir, "postgres")); err != nil {
+		t.Fatalf("postgresql-15 is not installed (%v): run `make test`, which installs it", err)
+	}
+	base, err := os.MkdirTemp("", "holdfast-podrunner-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &podRunner{t: t, ns: ns, cluster: cluster, base: base, running: map[string]*runningPod{}}
+	if os.Getuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatalf("running as root needs a postgres user: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		r.runAs = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	r.own(base, 0o755)
+	ctx, cancel := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		for ctx.Err() == nil {
+			r.sync(ctx)
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-loopDone
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, p := range r.running {
+			p.cancel()
+			<-p.done
+			p.srv.Close()
+		}
+		os.RemoveAll(base)
+	})
+	return r
+}
+
+func (r *podRunner) own(path string, mode os.FileMode) {
+	if err := os.Chmod(path, mode); err != nil {
+		r.t.Error(err)
+	}
+	if r.runAs != nil {
+		if err := os.Chown(path, int(r.runAs.Uid), int(r.runAs.Gid)); err != nil {
+			r.t.Error(err)
+		}
+	}
+}
+
+// sync starts instances for new pods and reports every pod's state.
+func (r *podRunner) sync(ctx context.Context) {
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, client.InNamespace(r.ns), client.MatchingLabels{resources.LabelCluster: r.cluster}); err != nil {
+		return
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		r.mu.Lock()
+		p, ok := r.running[pod.Name]
+		r.mu.Unlock()
+		if !ok {
+			var err error
+			if p, err = r.start(ctx, pod); err != nil {
+				r.t.Logf("starting %s: %v", pod.Name, err)
+				continue
+			}
+			r.mu.Lock()
+			r.running[pod.Name] = p
+			r.mu.Unlock()
+		}
+		r.report(ctx, pod, p)
+	}
+}
+
+func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, error) {
+	dir := filepath.Join(r.base, pod.Name)
+	secrets := filepath.Join(dir, "secrets")
+	for role, name := range map[string]string{
+		"superuser": r.cluster + "-superuser", "replication": r.cluster + "-replication",
+		"app": r.cluster + "-app", "instance": r.cluster + "-instance-token",
+	} {
+		var s corev1.Secret
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: name}, &s); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Join(secrets, role), 0o700); err != nil {
+			return nil, err
+		}
+		for k, v := range s.Data {
+			if err := os.WriteFile(filepath.Join(secrets, role, k), v, 0o600); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var cm corev1.ConfigMap
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: r.cluster + "-config"}, &cm); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "custom.conf"), []byte(cm.Data["custom.conf"]), 0o644); err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, err
+	}
+	r.own(dir, 0o755)
+	r.own(data, 0o700)
+
+	ip := "127.0.0." + strconv.Itoa(10+podOrdinal(pod.Name))
+	env := map[string]string{}
+	for _, e := range pod.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	cfg := instance.Config{
+		Name: pod.Name, DataDir: filepath.Join(data, "pgdata"), RunDir: filepath.Join(dir, "run"), PGBinDir: pgBinDir,
+		Port: 5432, ListenAddresses: ip, SecretsDir: secrets, CustomConf: filepath.Join(dir, "custom.conf"),
+		TokenFile: filepath.Join(secrets, "instance", "token"), Database: env["HOLDFAST_DATABASE"], Owner: env["HOLDFAST_OWNER"],
+		StopTimeout: 30 * time.Second, RunAs: r.runAs,
+	}
+	m := instance.NewManager(cfg, ctrl.Log.WithName(pod.Name))
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(instance.StatusPort)))
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	mctx, cancel := context.WithCancel(context.Background())
+	p := &runningPod{ip: ip, mgr: m, srv: srv, cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- m.Run(mctx) }()
+	return p, nil
+}
+
+// report writes what a kubelet would: Running, the pod IP, and Ready from
+// the readiness probe the pod spec names.
+func (r *podRunner) report(ctx context.Context, pod *corev1.Pod, p *runningPod) {
+	ready := corev1.ConditionFalse
+	if resp, err := http.Get("http://" + net.JoinHostPort(p.ip, strconv.Itoa(instance.StatusPort)) + pod.Spec.Containers[0].ReadinessProbe.HTTPGet.Path); err == nil {
+		if resp.StatusCode == http.StatusOK {
+			ready = corev1.ConditionTrue
+		}
+		resp.Body.Close()
+	}
+	if pod.Status.PodIP == p.ip && pod.Status.Phase == corev1.PodRunning {
+		if c := podCondition(pod, corev1.PodReady); c != nil && c.Status == ready {
+			return
+		}
+	}
+	pod.Status.Phase = corev1.PodRunning
+	pod.Status.PodIP = p.ip
+	pod.Status.PodIPs = []corev1.PodIP{{IP: p.ip}}
+	now := metav1.Now()
+	for _, typ := range []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady} {
+		if c := podCondition(pod, typ); c != nil {
+			if c.Status != ready {
+				c.Status, c.LastTransitionTime = ready, now
+			}
+		} else {
+			pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{Type: typ, Status: ready, LastTransitionTime: now})
+		}
+	}
+	_ = k8s.Status().Update(ctx, pod) // a conflict is retried on the next round
+}
+
+func podCondition(pod *corev1.Pod, typ corev1.PodConditionType) *corev1.PodCondition {
+	for i := range pod.Status.Conditions {
+		if pod.Status.Conditions[i].Type == typ {
+			return &pod.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func podOrdinal(name string) int {
+	n, _ := strconv.Atoi(name[strings.LastIndexByte(name, '-')+1:])
+	return n
+}
+
+// TestOperatorBootstrapsRealInstances runs the operator against instance
+// managers running real postgres: it must make demo-0 the primary, clone
+// the others from it, label the pods so the Services follow the roles, and
+// report the cluster Healthy with 3 of 3 ready.
+func TestOperatorBootstrapsRealInstances(t *testing.T) {
+	ns := newNamespace(t)
+	c := newCluster(ns, "real", 3, "standard")
+	if err := k8s.Create(t.Context(), c); err != nil {
+		t.Fatalf("creating cluster: %v", err)
+	}
+	newPodRunner(t, ns, "real")
+
+	start := time.Now()
+	eventually(t, 3*time.Minute, "cluster Healthy with 3 of 3 ready", func(ctx context.Context) error {
+		got, err := get(ctx, ns, "real", &holdfastv1.PostgresCluster{})
+		if err != nil {
+			return err
+		}
+		st := got.Status
+		ready := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionReady)
+		if st.Phase != holdfastv1.PhaseHealthy || st.ReadyInstances != 3 || st.CurrentPrimary != "real-0" || ready == nil || ready.Status != metav1.ConditionTrue {
+			return fmt.Errorf("phase %s ready %d primary %q instances %+v", st.Phase, st.ReadyInstances, st.CurrentPrimary, st.Instances)
+		}
+		for _, is := range st.Instances {
+			if is.Timeline != 1 {
+				return fmt.Errorf("instance %s timeline %d", is.Name, is.Timeline)
+			}
+		}
+		return nil
+	})
+	t.Logf("from creation to 3/3 ready: %s", time.Since(start))
+
+	for name, role := range map[string]string{"real-0": "primary", "real-1": "replica", "real-2": "replica"} {
+		pod, err := get(t.Context(), ns, name, &corev1.Pod{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pod.Labels[resources.LabelRole] != role {
+			t.Errorf("pod %s labelled %q, want %q", name, pod.Labels[resources.LabelRole], role)
+		}
+	}
+
+	// The app Secret's credentials work against the primary, and what is
+	// written there is read on each replica.
+	var app corev1.Secret
+	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "real-app"}, &app); err != nil {
+		t.Fatal(err)
+	}
+	connect := func(ctx context.Context, ip string) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=%s password=%s dbname=%s sslmode=disable connect_timeout=3",
+			ip, app.Data["username"], app.Data["password"], app.Data["dbname"]))
+	}
+	primary, err := connect(t.Context(), "127.0.0.10")
+	if err != nil {
+		t.Fatalf("connecting to the primary with the app Secret: %v", err)
+	}
+	defer primary.Close(context.Background())
+	if _, err := primary.Exec(t.Context(), `CREATE TABLE t (v text); INSERT INTO t VALUES ('hello')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"127.0.0.11", "127.0.0.12"} {
+		eventually(t, 30*time.Second, "row on "+ip, func(ctx context.Context) error {
+			conn, err := connect(ctx, ip)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(ctx)
+			var v string
+			return conn.QueryRow(ctx, `SELECT v FROM t`).Scan(&v)
+		})
+	}
+
+	t.Run("an unchanged healthy cluster reconciles without writes", func(t *testing.T) { checkNoWrites(t, ns, "real") })
+}
