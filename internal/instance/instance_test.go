@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,8 +24,7 @@ import (
 	"holdfast.dev/holdfast/internal/testutil"
 )
 
-// pgBinDir is Debian's postgresql-15, which `make test` installs.
-const pgBinDir = "/usr/lib/postgresql/15/bin"
+const pgBinDir = testutil.PostgresBinDir
 
 const token = "test-token-not-a-secret"
 
@@ -54,30 +52,8 @@ func newHarness(t *testing.T) *harness {
 	if testing.Short() {
 		t.Skip("starts real postgres servers")
 	}
-	if _, err := os.Stat(filepath.Join(pgBinDir, "postgres")); err != nil {
-		t.Fatalf("postgresql-15 is not installed (%v): run `make test`, which installs it", err)
-	}
 	h := &harness{t: t}
-	// postgres refuses to run as root: when the test is root, the
-	// instances run it as the postgres user, as a pod would run as uid 999.
-	if os.Getuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root needs a postgres user: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		h.runAs = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
-	// Not t.TempDir(): its parent is private to root, so postgres could
-	// not reach the data directories inside.
-	base, err := os.MkdirTemp("", "holdfast-instance-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	h.base = base
-	h.chown(h.base, 0o755)
+	h.runAs, h.base = testutil.PostgresHost(t)
 	h.secrets = filepath.Join(h.base, "secrets")
 	for role, user := range map[string]string{"superuser": "postgres", "replication": "streaming_replica", "app": "app"} {
 		dir := filepath.Join(h.secrets, role)
@@ -93,23 +69,12 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-func (h *harness) chown(path string, mode os.FileMode) {
-	if err := os.Chmod(path, mode); err != nil {
-		h.t.Fatal(err)
-	}
-	if h.runAs != nil {
-		if err := os.Chown(path, int(h.runAs.Uid), int(h.runAs.Gid)); err != nil {
-			h.t.Fatal(err)
-		}
-	}
-}
-
 func (h *harness) add(name string) *node {
 	n := &node{name: name, port: testutil.FreePort(h.t), dir: filepath.Join(h.base, name)}
 	if err := os.MkdirAll(n.dir, 0o700); err != nil {
 		h.t.Fatal(err)
 	}
-	h.chown(n.dir, 0o700)
+	testutil.Own(h.t, n.dir, 0o700, h.runAs)
 	h.nodes = append(h.nodes, n)
 	h.start(n)
 	h.t.Cleanup(func() { h.stop(n) })

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,9 +24,8 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/resources"
+	"holdfast.dev/holdfast/internal/testutil"
 )
-
-const pgBinDir = "/usr/lib/postgresql/15/bin"
 
 // podRunner does a kubelet's part for one cluster's pods, so that the
 // operator can be tested with real instance managers and real postgres
@@ -56,24 +54,8 @@ type runningPod struct {
 }
 
 func newPodRunner(t *testing.T, ns, cluster string) *podRunner {
-	if _, err := os.Stat(filepath.Join(pgBinDir, "postgres")); err != nil {
-		t.Fatalf("postgresql-15 is not installed (%v): run `make test`, which installs it", err)
-	}
-	base, err := os.MkdirTemp("", "holdfast-podrunner-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &podRunner{t: t, ns: ns, cluster: cluster, base: base, running: map[string]*runningPod{}}
-	if os.Getuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root needs a postgres user: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		r.runAs = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
-	r.own(base, 0o755)
+	runAs, base := testutil.PostgresHost(t)
+	r := &podRunner{t: t, ns: ns, cluster: cluster, base: base, runAs: runAs, running: map[string]*runningPod{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	loopDone := make(chan struct{})
 	go func() {
@@ -96,20 +78,8 @@ func newPodRunner(t *testing.T, ns, cluster string) *podRunner {
 			<-p.done
 			p.srv.Close()
 		}
-		os.RemoveAll(base)
 	})
 	return r
-}
-
-func (r *podRunner) own(path string, mode os.FileMode) {
-	if err := os.Chmod(path, mode); err != nil {
-		r.t.Error(err)
-	}
-	if r.runAs != nil {
-		if err := os.Chown(path, int(r.runAs.Uid), int(r.runAs.Gid)); err != nil {
-			r.t.Error(err)
-		}
-	}
 }
 
 // sync starts instances for new pods and reports every pod's state.
@@ -168,8 +138,8 @@ func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, er
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return nil, err
 	}
-	r.own(dir, 0o755)
-	r.own(data, 0o700)
+	testutil.Own(r.t, dir, 0o755, r.runAs)
+	testutil.Own(r.t, data, 0o700, r.runAs)
 
 	ip := "127.0.0." + strconv.Itoa(10+podOrdinal(pod.Name))
 	env := map[string]string{}
@@ -177,7 +147,7 @@ func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, er
 		env[e.Name] = e.Value
 	}
 	cfg := instance.Config{
-		Name: pod.Name, DataDir: filepath.Join(data, "pgdata"), RunDir: filepath.Join(dir, "run"), PGBinDir: pgBinDir,
+		Name: pod.Name, DataDir: filepath.Join(data, "pgdata"), RunDir: filepath.Join(dir, "run"), PGBinDir: testutil.PostgresBinDir,
 		Port: 5432, ListenAddresses: ip, SecretsDir: secrets, CustomConf: filepath.Join(dir, "custom.conf"),
 		TokenFile: filepath.Join(secrets, "instance", "token"), Database: env["HOLDFAST_DATABASE"], Owner: env["HOLDFAST_OWNER"],
 		StopTimeout: 30 * time.Second, RunAs: r.runAs,

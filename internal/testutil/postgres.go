@@ -1,0 +1,57 @@
+package testutil
+
+import (
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+)
+
+// PostgresBinDir is Debian's postgresql-15, which `make test` installs.
+const PostgresBinDir = "/usr/lib/postgresql/15/bin"
+
+// PostgresHost prepares a test to run real postgres servers: it fails
+// the test when postgresql-15 is missing, and returns the user postgres must
+// run as (postgres refuses root, so a root test runs it as the postgres
+// user, as a pod runs it as uid 999; nil when the test is not root) and a
+// folder, removed afterwards, that this user can reach.
+func PostgresHost(t testing.TB) (*syscall.Credential, string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(PostgresBinDir, "postgres")); err != nil {
+		t.Fatalf("postgresql-15 is not installed (%v): run `make test`, which installs it", err)
+	}
+	var runAs *syscall.Credential
+	if os.Getuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatalf("running as root needs a postgres user: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		runAs = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	// Not t.TempDir(): its parent is private to root, so postgres could not
+	// reach the data directories inside.
+	base, err := os.MkdirTemp("", "holdfast-postgres-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	Own(t, base, 0o755, runAs)
+	return runAs, base
+}
+
+// Own sets path's mode and, when owner is set, hands it to owner.
+func Own(t testing.TB, path string, mode os.FileMode, owner *syscall.Credential) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	if owner != nil {
+		if err := os.Chown(path, int(owner.Uid), int(owner.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
