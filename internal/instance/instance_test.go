@@ -286,10 +286,21 @@ func TestInstanceLifecycle(t *testing.T) {
 			took := h.waitFor(2*time.Minute, n.name+" streaming", h.ready(n, postgres.Replica))
 			t.Logf("%s cloned and streaming: %s", n.name, took)
 		}
+		// Reports are refreshed once a second: the primary's may still
+		// predate its replicas.
+		h.waitFor(10*time.Second, "primary reports both standbys streaming", func() error {
+			r := h.report(n0)
+			if r.Postgres == nil || len(r.Postgres.Standbys) != 2 {
+				return fmt.Errorf("standbys %+v", r.Postgres)
+			}
+			for _, sb := range r.Postgres.Standbys {
+				if sb.State != "streaming" {
+					return fmt.Errorf("standby %s is %s", sb.Name, sb.State)
+				}
+			}
+			return nil
+		})
 		r := h.report(n0)
-		if len(r.Postgres.Standbys) != 2 {
-			t.Errorf("primary sees standbys %+v, want 2", r.Postgres.Standbys)
-		}
 		if r.Postgres.SystemIdentifier == "" || r.Postgres.SystemIdentifier != h.report(n1).Postgres.SystemIdentifier {
 			t.Errorf("system identifiers differ: a replica is not a clone of the primary")
 		}
@@ -347,16 +358,18 @@ func TestInstanceLifecycle(t *testing.T) {
 		d := h.primary(n0, n1, n2)
 		d.Fenced = true
 		h.want(n0, d)
+		// Writes sent before the fence takes effect are legitimately
+		// accepted; once the instance reports itself fenced, none may be.
 		took := h.waitFor(time.Minute, "fenced", func() error {
-			if err := h.exec(n0, `INSERT INTO t VALUES ('fenced')`); err == nil {
-				return fmt.Errorf("write accepted")
-			}
 			if r := h.report(n0); r.Running || r.Ready || !r.Fenced {
 				return fmt.Errorf("report %+v", r)
 			}
 			return nil
 		})
 		t.Logf("fence: %s", took)
+		if err := h.exec(n0, `INSERT INTO t VALUES ('fenced')`); err == nil {
+			t.Fatalf("a fenced primary accepted a write")
+		}
 		if code := h.probe(n0, ReadinessPath); code != http.StatusServiceUnavailable {
 			t.Errorf("fenced /readyz %d, want 503", code)
 		}
