@@ -70,24 +70,31 @@ func TestPodsReachEachOtherAndTheHost(t *testing.T) {
 		b, err := io.ReadAll(c)
 		return string(b), err
 	}
-	// The first connection after a bridge port comes up can fail while the
-	// port learns; poll briefly.
-	var got string
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if got, err = read(func() (net.Conn, error) { return net.DialTimeout("tcp", "10.251.0.2:7000", time.Second) }); err == nil {
-			break
+	// The first connections after a bridge port comes up can fail while
+	// the port settles; poll briefly. (The node must likewise wait for a
+	// pod's port to forward before it reports the pod ready.)
+	dialA := func() (net.Conn, error) { return net.DialTimeout("tcp", "10.251.0.2:7000", time.Second) }
+	poll := func(what string, attempt func() (string, error)) {
+		t.Helper()
+		var got string
+		var err error
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if got, err = attempt(); err == nil {
+				break
+			}
+		}
+		if err != nil || got != "hello from a" {
+			t.Fatalf("%s: %q, %v", what, got, err)
 		}
 	}
-	if err != nil || got != "hello from a" {
-		t.Fatalf("host to pod a: %q, %v", got, err)
-	}
-	if err := InNamespace(Namespace("test-b"), func() error {
-		got, err = read(func() (net.Conn, error) { return net.DialTimeout("tcp", "10.251.0.2:7000", time.Second) })
-		return err
-	}); err != nil || got != "hello from a" {
-		t.Fatalf("pod b to pod a: %q, %v", got, err)
-	}
+	poll("host to pod a", func() (string, error) { return read(dialA) })
+	poll("pod b to pod a", func() (got string, err error) {
+		err = InNamespace(Namespace("test-b"), func() error {
+			got, err = read(dialA)
+			return err
+		})
+		return got, err
+	})
 	// Inside pod a, loopback is the pod's own: its server answers there.
 	if err := InNamespace(Namespace("test-a"), func() error {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:7000", time.Second)
