@@ -567,27 +567,18 @@ func (m *Manager) ensureSlots(ctx context.Context, d *Desired) error {
 	return nil
 }
 
+// connect connects to this instance's postgres as the superuser, over its socket.
 func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
-	su, err := m.cfg.credentials("superuser")
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = m.cfg.RunDir, uint16(m.cfg.Port), su.Username, su.Password, "postgres"
-	cfg.ConnectTimeout = 3 * time.Second
-	cfg.RuntimeParams["application_name"] = "holdfast-instance"
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to postgres: %w", err)
-	}
-	return conn, nil
+	return m.connectAsSuperuser(ctx, m.cfg.RunDir, m.cfg.Port)
 }
 
 // connectPrimary connects to the primary as the superuser, over the network.
 func (m *Manager) connectPrimary(ctx context.Context, d *Desired) (*pgx.Conn, error) {
+	return m.connectAsSuperuser(ctx, d.PrimaryHost, d.PrimaryPort)
+}
+
+// connectAsSuperuser connects to host (a socket folder or an address).
+func (m *Manager) connectAsSuperuser(ctx context.Context, host string, port int) (*pgx.Conn, error) {
 	su, err := m.cfg.credentials("superuser")
 	if err != nil {
 		return nil, err
@@ -596,12 +587,12 @@ func (m *Manager) connectPrimary(ctx context.Context, d *Desired) (*pgx.Conn, er
 	if err != nil {
 		return nil, err
 	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = d.PrimaryHost, uint16(d.PrimaryPort), su.Username, su.Password, "postgres"
+	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = host, uint16(port), su.Username, su.Password, "postgres"
 	cfg.ConnectTimeout = 3 * time.Second
 	cfg.RuntimeParams["application_name"] = "holdfast-instance-" + m.cfg.Name
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the primary %s:%d: %w", d.PrimaryHost, d.PrimaryPort, err)
+		return nil, fmt.Errorf("connecting to postgres at %s:%d: %w", host, port, err)
 	}
 	return conn, nil
 }
