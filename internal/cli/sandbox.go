@@ -11,6 +11,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"holdfast.dev/holdfast/internal/sandbox"
+	"holdfast.dev/holdfast/internal/sandbox/launch"
 )
 
 func newSandboxCmd() *cobra.Command {
@@ -99,6 +100,16 @@ pods stay Pending.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Fprintln(cmd.OutOrStdout(), cfg.Kubeconfig())
 			return nil
+		},
+	}, &cobra.Command{
+		Use:    "launch SPEC",
+		Short:  "Become a container's process as SPEC describes (the node starts containers through this)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		// It runs before any of the sandbox's own flags matter.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		RunE: func(_ *cobra.Command, args []string) error {
+			return launch.Exec(args[0])
 		},
 	}, &cobra.Command{
 		Use:    "serve",
