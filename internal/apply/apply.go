@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -118,17 +117,6 @@ func (a Applier) diff(ctx context.Context, owner, desired client.Object) (Result
 	}
 	log.FromContext(ctx).V(1).Info("out of shape", "kind", kind.Kind, "name", desired.GetName(), "field", diff)
 	return Updated, u, nil
-}
-
-// GVK fills in an object's TypeMeta from the scheme, for builders' callers
-// that hold typed objects without it.
-func GVK(obj client.Object, scheme *runtime.Scheme) error {
-	gvk, err := apiutil.GVKForObject(obj, scheme)
-	if err != nil {
-		return err
-	}
-	obj.GetObjectKind().SetGroupVersionKind(gvk)
-	return nil
 }
 
 // toMap turns a typed object into the map to apply: without status, which

@@ -102,7 +102,7 @@ func Start(opts Options) (*ControlPlane, error) {
 }
 
 func (cp *ControlPlane) startControllerManager(opts Options) error {
-	c, err := StartProcess("kube-controller-manager", filepath.Join(opts.BinDir, "kube-controller-manager"), append(cp.clientFlags(),
+	c, err := StartProcess("kube-controller-manager", filepath.Join(opts.BinDir, "kube-controller-manager"), append(ComponentFlags(cp.Kubeconfig),
 		// The token controller needs the API server's signing key, which
 		// envtest keeps to itself; clients here use the admin kubeconfig.
 		"--controllers=*,-serviceaccount-token",
@@ -118,7 +118,7 @@ func (cp *ControlPlane) startControllerManager(opts Options) error {
 }
 
 func (cp *ControlPlane) startScheduler(opts Options) error {
-	c, err := StartProcess("kube-scheduler", filepath.Join(opts.BinDir, "kube-scheduler"), cp.clientFlags(), opts.Log)
+	c, err := StartProcess("kube-scheduler", filepath.Join(opts.BinDir, "kube-scheduler"), ComponentFlags(cp.Kubeconfig), opts.Log)
 	if err != nil {
 		return err
 	}
@@ -126,13 +126,14 @@ func (cp *ControlPlane) startScheduler(opts Options) error {
 	return nil
 }
 
-// clientFlags connect a component to the API server as admin, alone (no
-// leader election) and without a serving port of its own.
-func (cp *ControlPlane) clientFlags() []string {
+// ComponentFlags connect kube-controller-manager or kube-scheduler to the
+// API server with kubeconfig, alone (no leader election) and without a
+// serving port of its own.
+func ComponentFlags(kubeconfig string) []string {
 	return []string{
-		"--kubeconfig=" + cp.Kubeconfig,
-		"--authentication-kubeconfig=" + cp.Kubeconfig,
-		"--authorization-kubeconfig=" + cp.Kubeconfig,
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
 		"--leader-elect=false",
 		"--secure-port=0",
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -55,10 +56,12 @@ type Manager struct {
 	nextStart    time.Time
 	appliedConf  [32]byte
 	rolesApplied [32]byte
-	lastLoop     time.Time
-	lastLoopMu   sync.Mutex
 	everStarted  bool
 	needRewind   bool
+
+	// lastLoop is when the converge loop last ran, in Unix nanoseconds;
+	// the liveness probe reads it from another goroutine.
+	lastLoop atomic.Int64
 }
 
 // NewManager makes a manager; Run starts it.
@@ -150,15 +153,11 @@ func (m *Manager) setReport(f func(r *Report)) {
 
 // Alive reports whether the converge loop ran recently.
 func (m *Manager) Alive() bool {
-	m.lastLoopMu.Lock()
-	defer m.lastLoopMu.Unlock()
-	return time.Since(m.lastLoop) < 30*time.Second
+	return time.Since(time.Unix(0, m.lastLoop.Load())) < 30*time.Second
 }
 
 func (m *Manager) converge(ctx context.Context) {
-	m.lastLoopMu.Lock()
-	m.lastLoop = time.Now()
-	m.lastLoopMu.Unlock()
+	m.lastLoop.Store(time.Now().UnixNano())
 
 	m.mu.Lock()
 	var d *Desired

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"holdfast.dev/holdfast/internal/proc"
 )
 
 // server is one run of the postgres server, a child of this process.
@@ -117,13 +119,9 @@ func (m *Manager) stopOrphan() error {
 	}
 	m.log.Info("stopping a postmaster this manager did not start", "pid", pid)
 	_ = syscall.Kill(pid, syscall.SIGINT)
-	deadline := time.Now().Add(m.cfg.StopTimeout)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !proc.WaitGone(pid, m.cfg.StopTimeout) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		proc.WaitGone(pid, 10*time.Second)
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 	return nil
 }

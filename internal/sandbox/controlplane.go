@@ -226,23 +226,14 @@ func startControlPlane(ctx context.Context, c Config, progress func(string)) (*c
 	}
 
 	progress("starting kube-controller-manager and kube-scheduler")
-	if err := start("kube-controller-manager",
-		"--kubeconfig="+pk("kube-controller-manager.kubeconfig"),
-		"--authentication-kubeconfig="+pk("kube-controller-manager.kubeconfig"),
-		"--authorization-kubeconfig="+pk("kube-controller-manager.kubeconfig"),
+	if err := start("kube-controller-manager", append(controlplane.ComponentFlags(pk("kube-controller-manager.kubeconfig")),
 		"--service-account-private-key-file="+pk("sa.key"), "--root-ca-file="+pk("ca.crt"),
 		"--use-service-account-credentials=true",
 		"--cluster-signing-cert-file="+pk("ca.crt"), "--cluster-signing-key-file="+pk("ca.key"),
-		"--leader-elect=false", "--secure-port=0",
-	); err != nil {
+	)...); err != nil {
 		return fail(err)
 	}
-	if err := start("kube-scheduler",
-		"--kubeconfig="+pk("kube-scheduler.kubeconfig"),
-		"--authentication-kubeconfig="+pk("kube-scheduler.kubeconfig"),
-		"--authorization-kubeconfig="+pk("kube-scheduler.kubeconfig"),
-		"--leader-elect=false", "--secure-port=0",
-	); err != nil {
+	if err := start("kube-scheduler", controlplane.ComponentFlags(pk("kube-scheduler.kubeconfig"))...); err != nil {
 		return fail(err)
 	}
 	return cp, nil

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"holdfast.dev/holdfast/internal/controlplane"
+	"holdfast.dev/holdfast/internal/proc"
 	"holdfast.dev/holdfast/internal/sandbox/storage"
 )
 
@@ -193,9 +194,9 @@ func Down(c Config, out io.Writer) error {
 		fmt.Fprintln(out, "the sandbox is not running")
 	} else {
 		_ = syscall.Kill(pid, syscall.SIGTERM)
-		if !waitGone(pid, 90*time.Second) {
+		if !proc.WaitGone(pid, 90*time.Second) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
-			waitGone(pid, 10*time.Second)
+			proc.WaitGone(pid, 10*time.Second)
 		}
 		fmt.Fprintf(out, "the sandbox (pid %d) has stopped\n", pid)
 	}
@@ -206,17 +207,6 @@ func Down(c Config, out io.Writer) error {
 		_ = syscall.Kill(p, syscall.SIGKILL)
 	}
 	return nil
-}
-
-func waitGone(pid int, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
-			return true
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return false
 }
 
 // processesUsing lists processes whose command line mentions dir.

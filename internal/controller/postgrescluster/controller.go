@@ -92,6 +92,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 
+	// orchestrate records the primary in c.Status; the status as stored
+	// decides whether anything changed.
+	stored := *c.Status.DeepCopy()
+
 	if err := r.ensureSecrets(ctx, &c); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -119,19 +123,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var reports map[string]*instance.Report
 	var result ctrl.Result
 	if r.Instances != nil && refused == nil {
-		before := c.Status.DeepCopy()
 		reports, err = r.orchestrate(ctx, &c, pods.Items)
 		if err != nil {
 			r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, "InstanceUnreachable", "Orchestrate", "%v", err)
-			c.Status = *before
 			return ctrl.Result{}, err
 		}
-		if len(reports) > 0 || anyPodAddressed(pods.Items) {
+		if anyPodAddressed(pods.Items) {
 			result.RequeueAfter = pollInstances
 		}
 	}
 
-	err = r.updateStatus(ctx, &c, sts, pods.Items, reports, refused)
+	err = r.updateStatus(ctx, &c, stored, sts, pods.Items, reports, refused)
 	if apierrors.IsConflict(err) {
 		// The cache was behind the cluster; the newer version is on its way.
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
@@ -256,18 +258,14 @@ func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresClust
 	return nil
 }
 
-// updateStatus writes the status only when it changed.
-func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet,
-	pods []corev1.Pod, reports map[string]*instance.Report, refused error) error {
+// updateStatus writes the status only when it differs from stored.
+func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, stored holdfastv1.PostgresClusterStatus,
+	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
-	var stored holdfastv1.PostgresCluster
-	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(c), &stored); err != nil {
-		return fmt.Errorf("reading the cluster: %w", err)
-	}
-	if equality.Semantic.DeepEqual(st, stored.Status) {
+	if equality.Semantic.DeepEqual(st, stored) {
 		return nil
 	}
-	before := c.Status.Phase
+	before := stored.Phase
 	c.Status = st
 	if err := r.Client.Status().Update(ctx, c); err != nil {
 		return fmt.Errorf("updating status: %w", err)
