@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"holdfast.dev/holdfast/internal/sandbox"
 	"holdfast.dev/holdfast/internal/sandbox/launch"
@@ -108,8 +109,12 @@ pods stay Pending.`,
 		Args:   cobra.ExactArgs(1),
 		// It runs before any of the sandbox's own flags matter.
 		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
-		RunE: func(_ *cobra.Command, args []string) error {
-			return launch.Exec(args[0])
+		Run: func(_ *cobra.Command, args []string) {
+			err := launch.Exec(args[0])
+			// The container's log holds why it could not start; 128 is the
+			// exit code a kubelet reports for a container that never ran.
+			fmt.Fprintf(os.Stderr, "holdfast sandbox launch: %v\n", err)
+			os.Exit(launch.StartFailedCode)
 		},
 	}, &cobra.Command{
 		Use:    "serve",
@@ -117,6 +122,7 @@ pods stay Pending.`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
+			ctrl.SetLogger(zap.New())
 			return sandbox.Serve(ctrl.SetupSignalHandler(), cfg)
 		},
 	})

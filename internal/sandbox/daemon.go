@@ -20,6 +20,7 @@ import (
 
 	"holdfast.dev/holdfast/internal/controlplane"
 	"holdfast.dev/holdfast/internal/proc"
+	"holdfast.dev/holdfast/internal/sandbox/network"
 	"holdfast.dev/holdfast/internal/sandbox/storage"
 )
 
@@ -56,7 +57,7 @@ func Serve(ctx context.Context, c Config) error {
 	}
 	defer os.Remove(c.pidFile())
 	// Every `up` starts a fresh cluster: new PKI, empty etcd.
-	for _, d := range []string{"pki", "etcd", "logs", "volumes"} {
+	for _, d := range []string{"pki", "etcd", "logs", "volumes", "pods"} {
 		if err := os.RemoveAll(c.path(d)); err != nil {
 			return err
 		}
@@ -90,6 +91,29 @@ func Serve(ctx context.Context, c Config) error {
 	storageCtx, stopStorage := context.WithCancel(ctx)
 	defer stopStorage()
 	go storage.Run(storageCtx, cs, storage.HostPath{Root: volumes, NodeHostname: NodeName})
+
+	progress("starting the pod network and Services")
+	if err := PodBridge.Ensure(); err != nil {
+		return err
+	}
+	defer func() { _ = PodBridge.Remove() }()
+	svcProcs, err := startServices(ctx, c, cs, progress)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, p := range svcProcs {
+			p.Stop()
+		}
+	}()
+	cp.procs = append(cp.procs, svcProcs...)
+
+	progress("starting the node " + NodeName)
+	stopNode, err := startNode(ctx, c, cs)
+	if err != nil {
+		return err
+	}
+	defer stopNode()
 
 	if err := os.WriteFile(c.readyFile(), nil, 0o644); err != nil {
 		return err
@@ -205,6 +229,12 @@ func Down(c Config, out io.Writer) error {
 	for _, p := range processesUsing(c.Dir) {
 		fmt.Fprintf(out, "stopping leftover process %d\n", p)
 		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	// A sandbox that was killed leaves its pods' namespaces and the bridge.
+	if n, err := network.RemoveAll(PodBridge); err != nil {
+		return fmt.Errorf("removing the pod network: %w", err)
+	} else if n > 0 {
+		fmt.Fprintf(out, "removed %d leftover pod network namespaces\n", n)
 	}
 	return nil
 }

@@ -17,6 +17,9 @@ type Program struct {
 	Files map[string]string
 	// PathPrefix goes in front of the container's PATH.
 	PathPrefix []string
+	// Entrypoint runs when the container gives no command, as an image's
+	// ENTRYPOINT would.
+	Entrypoint []string
 }
 
 // Table resolves images; HoldfastBinary is the holdfast binary on this machine.
@@ -40,14 +43,14 @@ func (t Table) Resolve(image string) (Program, error) {
 	name := stripRegistry(image)
 	switch {
 	case holdfastImage.MatchString(name):
-		return Program{Files: map[string]string{"/holdfast": t.HoldfastBinary}}, nil
+		return Program{Files: map[string]string{"/holdfast": t.HoldfastBinary}, Entrypoint: []string{"/holdfast"}}, nil
 	case postgresImage.MatchString(name):
 		major := postgresImage.FindStringSubmatch(name)[1]
 		bin := filepath.Join(t.PostgresRoot, major, "bin")
 		if _, err := os.Stat(filepath.Join(bin, "postgres")); err != nil {
 			return Program{}, fmt.Errorf("image %s needs PostgreSQL %s on this machine (apt-get install postgresql-%s): %w", image, major, major, err)
 		}
-		return Program{PathPrefix: []string{bin}}, nil
+		return Program{PathPrefix: []string{bin}, Entrypoint: []string{"postgres"}}, nil
 	}
 	return Program{}, fmt.Errorf("image %s is not in the sandbox's image table (see docs/sandbox.md): the sandbox runs holdfast and postgres images only", image)
 }

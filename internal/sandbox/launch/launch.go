@@ -18,11 +18,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
+
+// StartFailedCode is the launcher's exit code when the container's program
+// could not be started at all.
+const StartFailedCode = 128
 
 // Mount binds Source (a file or folder on this machine) at Target inside the container.
 type Mount struct {
@@ -43,8 +48,13 @@ type Spec struct {
 	GID     uint32   `json:"gid"`
 	Groups  []uint32 `json:"groups,omitempty"`
 	Dir     string   `json:"dir,omitempty"`
-	Argv    []string `json:"argv"`
-	Env     []string `json:"env,omitempty"`
+	// Hostname is set in a UTS namespace of the container's own.
+	Hostname string `json:"hostname,omitempty"`
+	// ReadOnlyRoot makes the root read-only once volumes are in place, as
+	// readOnlyRootFilesystem asks; volumes keep their own mode.
+	ReadOnlyRoot bool     `json:"readOnlyRoot,omitempty"`
+	Argv         []string `json:"argv"`
+	Env          []string `json:"env,omitempty"`
 }
 
 // Command returns the command that runs spec: self (the holdfast binary)
@@ -77,8 +87,13 @@ func Exec(specFile string) error {
 	}
 	runtime.LockOSThread() // namespaces, root and credentials belong to this thread until exec
 
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("unsharing the mount namespace: %w", err)
+	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWUTS); err != nil {
+		return fmt.Errorf("unsharing the mount and UTS namespaces: %w", err)
+	}
+	if s.Hostname != "" {
+		if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+			return fmt.Errorf("setting the hostname: %w", err)
+		}
 	}
 	// Nothing mounted from here on propagates back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -99,9 +114,25 @@ func Exec(specFile string) error {
 	if err != nil {
 		return err
 	}
+	// Images run as users the host has never heard of; programs such as
+	// initdb refuse to run as a uid without a name.
+	if err := ensureUser(root, s.UID, s.GID); err != nil {
+		return err
+	}
 	for _, m := range s.Mounts {
-		if err := bind(m.Source, filepath.Join(root, m.Target), m.ReadOnly); err != nil {
+		// Resolve the target inside the root: /var/run, say, is a link to
+		// /run, which read from outside the root is the host's own.
+		target, err := inRoot(root, m.Target)
+		if err != nil {
+			return fmt.Errorf("mount point %s: %w", m.Target, err)
+		}
+		if err := bind(m.Source, target, m.ReadOnly); err != nil {
 			return err
+		}
+	}
+	if s.ReadOnlyRoot {
+		if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("making the root read-only: %w", err)
 		}
 	}
 	if err := unix.Chroot(root); err != nil {
@@ -190,6 +221,72 @@ func bind(source, target string, readOnly bool) error {
 		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("making %s read-only: %w", target, err)
 		}
+	}
+	return nil
+}
+
+// inRoot resolves path as if root were /, following symbolic links
+// without ever leaving root. Missing components are kept as they are.
+func inRoot(root, path string) (string, error) {
+	rest := strings.Split(filepath.Clean("/"+path), "/")[1:]
+	cur := root
+	for hops := 0; len(rest) > 0; {
+		name := rest[0]
+		rest = rest[1:]
+		if name == "" || name == "." {
+			continue
+		}
+		if name == ".." {
+			if cur != root {
+				cur = filepath.Dir(cur)
+			}
+			continue
+		}
+		next := filepath.Join(cur, name)
+		st, err := os.Lstat(next)
+		if err != nil || st.Mode()&os.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", errors.New("too many symbolic links")
+		}
+		link, err := os.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(link) {
+			cur = root
+		}
+		rest = append(strings.Split(link, "/"), rest...)
+	}
+	return cur, nil
+}
+
+// ensureUser adds uid to the root's /etc/passwd when it has no entry there,
+// as container images do for the users they run as.
+func ensureUser(root string, uid, gid uint32) error {
+	passwd := filepath.Join(root, "etc/passwd")
+	b, err := os.ReadFile(passwd)
+	if err != nil {
+		return fmt.Errorf("reading the container's /etc/passwd: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Split(line, ":"); len(f) > 2 && f[2] == strconv.FormatUint(uint64(uid), 10) {
+			return nil
+		}
+	}
+	entry := fmt.Sprintf("user%d:x:%d:%d:container user:/:/usr/sbin/nologin\n", uid, uid, gid)
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		entry = "\n" + entry
+	}
+	f, err := os.OpenFile(passwd, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("adding uid %d to the container's /etc/passwd: %w", uid, err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(entry); err != nil {
+		return fmt.Errorf("adding uid %d to the container's /etc/passwd: %w", uid, err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,5 +125,56 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestContainerHasItsHostnameUserAndReadOnlyRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("namespaces and chroot need root")
+	}
+	if _, err := user.LookupId("4242"); err == nil {
+		t.Skip("uid 4242 exists on this host; the test would prove nothing")
+	}
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	must(t, os.Mkdir(data, 0o755))
+	must(t, os.Chown(data, 4242, 4242))
+	host, _ := os.Hostname()
+	spec := Spec{
+		Scratch: filepath.Join(dir, "scratch"),
+		Mounts:  []Mount{{Source: data, Target: "/data"}},
+		UID:     4242, GID: 4242,
+		Hostname: "pod-a", ReadOnlyRoot: true,
+		Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Argv: []string{"sh", "-c", `hostname; whoami
+awk '$2=="/" {split($4, o, ","); print "root-" o[1]}' /proc/mounts
+echo ok > /data/y && echo volume-writable`},
+	}
+	out := run(t, spec, filepath.Join(dir, "spec.json"))
+	want := "pod-a\nuser4242\nroot-ro\nvolume-writable"
+	if strings.TrimSpace(out) != want {
+		t.Fatalf("container said:\n%s\nwant:\n%s", out, want)
+	}
+	if now, _ := os.Hostname(); now != host {
+		t.Errorf("the host's name changed from %q to %q", host, now)
+	}
+}
+
+func TestInRootFollowsLinksWithoutLeavingTheRoot(t *testing.T) {
+	root := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(root, "run"), 0o755))
+	must(t, os.MkdirAll(filepath.Join(root, "var"), 0o755))
+	must(t, os.Symlink("/run", filepath.Join(root, "var/run")))
+	must(t, os.Symlink("../../..", filepath.Join(root, "run/up")))
+	for in, want := range map[string]string{
+		"/var/run/secrets/token": "/run/secrets/token",
+		"/run/up/etc":            "/etc",
+		"/var/../../x":           "/x",
+		"/new/dir":               "/new/dir",
+	} {
+		got, err := inRoot(root, in)
+		if err != nil || got != filepath.Join(root, want) {
+			t.Errorf("inRoot(%q) = %q, %v; want %q", in, got, err, filepath.Join(root, want))
+		}
 	}
 }

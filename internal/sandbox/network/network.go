@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -67,7 +68,9 @@ func (b Bridge) Remove() error {
 
 // Namespace names the network namespace of a pod by its UID, so that a
 // pod recreated under the same name gets a fresh one.
-func Namespace(podUID string) string { return "hf-" + podUID }
+func Namespace(podUID string) string { return namespacePrefix + podUID }
+
+const namespacePrefix = "hf-"
 
 // NamespacePath is where `ip netns` and nsenter find a namespace.
 func NamespacePath(ns string) string { return filepath.Join("/var/run/netns", ns) }
@@ -191,4 +194,23 @@ func InNamespace(ns string, f func() error) error {
 	}
 	defer func() { _ = netns.Set(orig) }()
 	return f()
+}
+
+// RemoveAll deletes every pod namespace this package made and the bridge,
+// and says how many namespaces there were.
+func RemoveAll(b Bridge) (int, error) {
+	entries, err := os.ReadDir("/var/run/netns")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	var errs []error
+	n := 0
+	for _, e := range entries {
+		if ns := e.Name(); strings.HasPrefix(ns, namespacePrefix) {
+			n++
+			errs = append(errs, b.RemovePod(ns))
+		}
+	}
+	errs = append(errs, b.Remove())
+	return n, errors.Join(errs...)
 }
