@@ -44,17 +44,8 @@ run: k8s-bin ## etcd + kube-apiserver + kube-controller-manager from bin/, the o
 
 K8S_BIN = $$(hack/build-k8s.sh --dir)
 
-sandbox: k8s-bin build ## Control plane on this machine, Holdfast installed, the sample applied (no node yet: see README)
-	bin/holdfast sandbox up --bin-dir $(K8S_BIN)
-	$(K8S_BIN)/kubectl --kubeconfig .sandbox/kubeconfig apply --server-side -k config/default
-	$(K8S_BIN)/kubectl --kubeconfig .sandbox/kubeconfig wait --for condition=Established crd/postgresclusters.holdfast.dev --timeout=60s
-	$(K8S_BIN)/kubectl --kubeconfig .sandbox/kubeconfig apply --server-side -f config/samples/postgrescluster.yaml
-	@echo
-	@echo "Not there yet: the sandbox has no node (issue 4 is in progress), so the operator's pod and"
-	@echo "the database pods stay Pending and no psql connection is possible. What runs: etcd,"
-	@echo "kube-apiserver, kube-controller-manager and kube-scheduler. 'make run' runs the operator"
-	@echo "against a control plane in-process; 'make sandbox-down' stops the sandbox."
-	@echo "  export KUBECONFIG=$$PWD/.sandbox/kubeconfig"
+sandbox: deps k8s-bin build ## The sandbox, Holdfast installed, a 3-instance cluster ready, a row written through -rw and read through -ro
+	hack/sandbox.sh
 
 sandbox-down: ## Stop the sandbox
 	bin/holdfast sandbox down --bin-dir $(K8S_BIN)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd) from Go modules into a version-keyed cache outside
-# the clone, and links it as bin/k8s/<key>. Skips the build when the cache holds them.
+# kube-scheduler, kube-proxy, kubectl, etcd, and CoreDNS for the sandbox's cluster DNS)
+# from Go modules into a version-keyed cache outside the clone, and links it as
+# bin/k8s/<key>. Skips the build when the cache holds them.
 #
 #   hack/build-k8s.sh          build if missing, print the binaries' folder
 #   hack/build-k8s.sh --dir    print the folder without building
@@ -12,9 +13,12 @@ root=$(cd "$here/.." && pwd)
 
 k8s_version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/k8s/go.mod")
 etcd_version=$(awk '$1=="require" && $2=="go.etcd.io/etcd/server/v3" {print $3}' "$here/etcd/go.mod")
-# The key also covers the lock files, so any change of a dependency rebuilds.
-sum=$(cat "$here/k8s/go.sum" "$here/etcd/go.sum" "$here/etcd/main.go" | sha256sum | cut -c1-10)
-key="k8s-${k8s_version}_etcd-${etcd_version}_${sum}"
+coredns_version=$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print $3}' "$here/coredns/go.mod")
+# The key also covers the lock files, the command list and the mains, so any
+# change of a dependency or of what is built rebuilds.
+sum=$(cat "$here/k8s/go.sum" "$here/k8s/tools.go" "$here/etcd/go.sum" "$here/etcd/main.go" \
+	"$here/coredns/go.sum" "$here/coredns/main.go" | sha256sum | cut -c1-10)
+key="k8s-${k8s_version}_etcd-${etcd_version}_coredns-${coredns_version}_${sum}"
 
 cache=${HOLDFAST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/holdfast}
 dest="$cache/bin/$key"
@@ -25,7 +29,7 @@ if [[ "${1:-}" == "--dir" ]]; then
 	exit 0
 fi
 
-bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
+bins=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl etcd coredns)
 missing=()
 for b in "${bins[@]}"; do
 	[[ -x "$dest/$b" ]] || missing+=("$b")
@@ -41,13 +45,16 @@ if ((${#missing[@]})); then
 	ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor} -X k8s.io/component-base/version.gitTreeState=clean"
 	k8s_pkgs=()
 	for b in "${missing[@]}"; do
-		[[ "$b" == etcd ]] || k8s_pkgs+=("k8s.io/kubernetes/cmd/$b")
+		[[ "$b" == etcd || "$b" == coredns ]] || k8s_pkgs+=("k8s.io/kubernetes/cmd/$b")
 	done
 	if ((${#k8s_pkgs[@]})); then
 		(cd "$here/k8s" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${k8s_pkgs[@]}")
 	fi
 	if [[ " ${missing[*]} " == *" etcd "* ]]; then
 		(cd "$here/etcd" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" .)
+	fi
+	if [[ " ${missing[*]} " == *" coredns "* ]]; then
+		(cd "$here/coredns" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/coredns" .)
 	fi
 	mkdir -p "$dest"
 	for b in "${missing[@]}"; do

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, when they are missing:
 # postgresql-15 (the instance-manager tests run real servers from
-# /usr/lib/postgresql/15/bin).
+# /usr/lib/postgresql/15/bin); iptables and conntrack for the sandbox's
+# kube-proxy.
 set -euo pipefail
 need=()
 command -v git >/dev/null || need+=(git)
 [[ -x /usr/lib/postgresql/15/bin/postgres ]] || need+=(postgresql-15)
+# root's PATH has /usr/sbin, a user's may not: look there too.
+PATH=$PATH:/usr/sbin:/sbin
+command -v iptables >/dev/null || need+=(iptables)
+command -v conntrack >/dev/null || need+=(conntrack)
 ((${#need[@]})) || exit 0
 
 sudo=""

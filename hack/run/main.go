@@ -18,9 +18,9 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"holdfast.dev/holdfast/internal/controlplane"
 	"holdfast.dev/holdfast/internal/operator"
 	"holdfast.dev/holdfast/internal/resources"
+	"holdfast.dev/holdfast/internal/testcluster"
 )
 
 func main() {
@@ -49,7 +49,7 @@ func run() error {
 	defer kcmLog.Close()
 
 	fmt.Println("starting etcd, kube-apiserver and kube-controller-manager ...")
-	cp, err := controlplane.Start(controlplane.Options{
+	cp, err := testcluster.Start(testcluster.Options{
 		CRDDirs:           []string{filepath.Join("config", "crd", "bases")},
 		Dir:               dir,
 		ControllerManager: true,

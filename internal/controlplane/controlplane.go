@@ -1,130 +1,18 @@
-// Package controlplane starts a real Kubernetes control plane from the
-// pinned binaries (hack/build-k8s.sh): etcd and kube-apiserver through
-// envtest, and kube-controller-manager and kube-scheduler beside them, so
-// that StatefulSets, garbage collection, claim retention and scheduling
-// behave as in a cluster.
+// Package controlplane runs the processes of a Kubernetes control plane
+// from the pinned binaries (hack/build-k8s.sh): started, supervised and
+// stopped with the process that owns them. It stays free of envtest, which
+// the holdfast binary must not carry (its init writes to /tmp).
 package controlplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
-
-	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
-
-// Options say what to start.
-type Options struct {
-	// BinDir holds etcd, kube-apiserver and kube-controller-manager.
-	// Empty means $KUBEBUILDER_ASSETS.
-	BinDir string
-	// CRDDirs are installed once the API server is up.
-	CRDDirs []string
-	// Dir keeps the kubeconfig and logs. Empty means a new temporary folder.
-	Dir string
-	// ControllerManager starts kube-controller-manager too.
-	ControllerManager bool
-	// Scheduler starts kube-scheduler too.
-	Scheduler bool
-	// Log receives the controller manager's output; nil discards it.
-	Log io.Writer
-}
-
-// ControlPlane is a running control plane.
-type ControlPlane struct {
-	// Config is an admin client configuration.
-	Config *rest.Config
-	// Kubeconfig is the path of an admin kubeconfig file.
-	Kubeconfig string
-
-	env        *envtest.Environment
-	components []*Process
-}
-
-// Start brings the control plane up and returns once the API server answers.
-func Start(opts Options) (*ControlPlane, error) {
-	if opts.BinDir == "" {
-		opts.BinDir = os.Getenv("KUBEBUILDER_ASSETS")
-	}
-	if opts.BinDir == "" {
-		return nil, errors.New("no control-plane binaries: set KUBEBUILDER_ASSETS to the folder hack/build-k8s.sh prints")
-	}
-	if opts.Dir == "" {
-		dir, err := os.MkdirTemp("", "holdfast-controlplane-")
-		if err != nil {
-			return nil, fmt.Errorf("making the control plane's folder: %w", err)
-		}
-		opts.Dir = dir
-	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: opts.BinDir,
-		CRDDirectoryPaths:     opts.CRDDirs,
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		return nil, fmt.Errorf("starting etcd and kube-apiserver from %s: %w", opts.BinDir, err)
-	}
-	cp := &ControlPlane{Config: cfg, env: env}
-
-	admin, err := env.AddUser(envtest.User{Name: "holdfast-admin", Groups: []string{"system:masters"}}, cfg)
-	if err != nil {
-		return nil, cp.failed(fmt.Errorf("adding an admin user: %w", err))
-	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		return nil, cp.failed(fmt.Errorf("writing the admin kubeconfig: %w", err))
-	}
-	cp.Kubeconfig = filepath.Join(opts.Dir, "kubeconfig")
-	if err := os.WriteFile(cp.Kubeconfig, kubeconfig, 0o600); err != nil {
-		return nil, cp.failed(fmt.Errorf("writing %s: %w", cp.Kubeconfig, err))
-	}
-	cp.Config = admin.Config()
-
-	if opts.ControllerManager {
-		if err := cp.startControllerManager(opts); err != nil {
-			return nil, cp.failed(err)
-		}
-	}
-	if opts.Scheduler {
-		if err := cp.startScheduler(opts); err != nil {
-			return nil, cp.failed(err)
-		}
-	}
-	return cp, nil
-}
-
-func (cp *ControlPlane) startControllerManager(opts Options) error {
-	c, err := StartProcess("kube-controller-manager", filepath.Join(opts.BinDir, "kube-controller-manager"), append(ComponentFlags(cp.Kubeconfig),
-		// The token controller needs the API server's signing key, which
-		// envtest keeps to itself; clients here use the admin kubeconfig.
-		"--controllers=*,-serviceaccount-token",
-		"--use-service-account-credentials=false",
-		// Pods and claims come and go in tests: react at once.
-		"--concurrent-statefulset-syncs=5",
-	), opts.Log)
-	if err != nil {
-		return err
-	}
-	cp.components = append(cp.components, c)
-	return nil
-}
-
-func (cp *ControlPlane) startScheduler(opts Options) error {
-	c, err := StartProcess("kube-scheduler", filepath.Join(opts.BinDir, "kube-scheduler"), ComponentFlags(cp.Kubeconfig), opts.Log)
-	if err != nil {
-		return err
-	}
-	cp.components = append(cp.components, c)
-	return nil
-}
 
 // ComponentFlags connect kube-controller-manager or kube-scheduler to the
 // API server with kubeconfig, alone (no leader election) and without a
@@ -142,9 +30,13 @@ func ComponentFlags(kubeconfig string) []string {
 // Process is one control-plane process started from the pinned binaries.
 type Process struct {
 	Name   string
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process has exited, with err set
+	exited chan struct{} // closed once the process has exited for good, with err set
 	err    error
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd     // the current run
+	stopped chan struct{} // closed by Stop, so that a supervised process is not started again
+	stop    sync.Once
 }
 
 // StartProcess starts bin with args, its output to out. The process dies
@@ -154,13 +46,11 @@ func StartProcess(name, bin string, args []string, out io.Writer) (*Process, err
 	if out == nil {
 		out = io.Discard
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+	cmd, err := startCmd(name, bin, args, out)
+	if err != nil {
+		return nil, err
 	}
-	p := &Process{Name: name, cmd: cmd, exited: make(chan struct{})}
+	p := &Process{Name: name, cmd: cmd, exited: make(chan struct{}), stopped: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
@@ -168,7 +58,93 @@ func StartProcess(name, bin string, args []string, out io.Writer) (*Process, err
 	return p, nil
 }
 
-// Exited is closed when the process has exited.
+func startCmd(name, bin string, args []string, out io.Writer) (*exec.Cmd, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	return cmd, nil
+}
+
+// Restart says how Supervise restarts a process that exits.
+type Restart struct {
+	// Delay is the pause between an exit and the next start.
+	Delay time.Duration
+	// Limit is how many starts Window may hold: a process that exits
+	// again after Limit starts within Window stays down, and Exited closes.
+	Limit  int
+	Window time.Duration
+	// AfterStop, if set, runs once the process is down for good (after
+	// Stop, or past the limit), before Exited closes.
+	AfterStop func()
+}
+
+// Supervise starts bin like StartProcess and starts it again whenever it
+// exits, as the kubelet restarts a DaemonSet's pod, until Stop or until it
+// exits too often (r.Limit). Exited closes only then.
+func Supervise(name, bin string, args []string, out io.Writer, r Restart) (*Process, error) {
+	if out == nil {
+		out = io.Discard
+	}
+	cmd, err := startCmd(name, bin, args, out)
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{Name: name, cmd: cmd, exited: make(chan struct{}), stopped: make(chan struct{})}
+	go func() {
+		defer close(p.exited)
+		if r.AfterStop != nil {
+			defer r.AfterStop()
+		}
+		starts := []time.Time{time.Now()}
+		for {
+			err := cmd.Wait()
+			select {
+			case <-p.stopped:
+				p.err = err
+				return
+			default:
+			}
+			for len(starts) > 0 && time.Since(starts[0]) > r.Window {
+				starts = starts[1:]
+			}
+			if len(starts) >= r.Limit {
+				p.err = fmt.Errorf("exited %d times within %s, last: %v", len(starts), r.Window, err)
+				return
+			}
+			fmt.Fprintf(out, "holdfast: %s exited (%v); starting it again in %s\n", name, err, r.Delay)
+			select {
+			case <-p.stopped:
+				p.err = err
+				return
+			case <-time.After(r.Delay):
+			}
+			p.mu.Lock()
+			select {
+			case <-p.stopped:
+				p.mu.Unlock()
+				p.err = err
+				return
+			default:
+			}
+			next, startErr := startCmd(name, bin, args, out)
+			if startErr != nil {
+				p.mu.Unlock()
+				p.err = startErr
+				return
+			}
+			p.cmd, cmd = next, next
+			p.mu.Unlock()
+			starts = append(starts, time.Now())
+		}
+	}()
+	return p, nil
+}
+
+// Exited is closed when the process has exited (for a supervised process:
+// for good).
 func (p *Process) Exited() <-chan struct{} { return p.exited }
 
 // Err is the exit status, once Exited is closed.
@@ -176,33 +152,17 @@ func (p *Process) Err() error { return p.err }
 
 // Stop asks the process to stop and kills it if it takes over 10 seconds.
 func (p *Process) Stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.mu.Lock()
+	p.stop.Do(func() { close(p.stopped) })
+	cmd := p.cmd
+	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
 	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		<-p.exited
 	}
-}
-
-func (cp *ControlPlane) failed(err error) error {
-	return errors.Join(err, cp.Stop())
-}
-
-// Stop stops every process it started.
-func (cp *ControlPlane) Stop() error {
-	for i := len(cp.components) - 1; i >= 0; i-- {
-		cp.components[i].Stop()
-	}
-	if err := cp.env.Stop(); err != nil {
-		return fmt.Errorf("stopping etcd and kube-apiserver: %w", err)
-	}
-	return nil
-}
-
-// Wait blocks until ctx ends or a component exits.
-func (cp *ControlPlane) Wait(ctx context.Context) error {
-	return WaitAny(ctx, cp.components)
 }
 
 // WaitAny blocks until ctx ends (nil) or one of ps exits (an error naming it).

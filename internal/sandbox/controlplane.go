@@ -27,7 +27,7 @@ import (
 // Config says where the sandbox lives and what it listens on.
 type Config struct {
 	Dir    string // state: pki, etcd data, logs, kubeconfig
-	BinDir string // etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+	BinDir string // etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, coredns, kubectl
 	// APIPort is the API server's port on all addresses; EtcdPort is etcd's
 	// client port on loopback (its peer port is the next one).
 	APIPort, EtcdPort int
@@ -132,6 +132,10 @@ func writePKI(c Config) error {
 		"kubeconfig":                             {"holdfast-admin", "system:masters"},
 		"pki/kube-controller-manager.kubeconfig": {"system:kube-controller-manager", ""},
 		"pki/kube-scheduler.kubeconfig":          {"system:kube-scheduler", ""},
+		// The bootstrap policy binds system:kube-proxy to system:node-proxier.
+		"pki/kube-proxy.kubeconfig": {"system:kube-proxy", ""},
+		// startServices binds this user to the ClusterRole CoreDNS needs.
+		"pki/coredns.kubeconfig": {corednsUser, ""},
 	} {
 		var groups []string
 		if user[1] != "" {

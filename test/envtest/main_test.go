@@ -22,14 +22,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"holdfast.dev/holdfast/internal/controlplane"
 	"holdfast.dev/holdfast/internal/operator"
 	"holdfast.dev/holdfast/internal/resources"
+	"holdfast.dev/holdfast/internal/testcluster"
 	"holdfast.dev/holdfast/internal/testutil"
 )
 
 var (
-	cp      *controlplane.ControlPlane
+	cp      *testcluster.ControlPlane
 	scheme  *runtime.Scheme
 	k8s     client.Client // an uncached admin client
 	opOpts  = operator.Options{Resources: resources.Options{InstanceImage: "holdfast:test"}, MetricsAddr: "0", HealthAddr: "0", SkipNameValidation: true}
@@ -58,7 +58,7 @@ func run(m *testing.M) int {
 	}
 	defer logFile.Close()
 
-	cp, err = controlplane.Start(controlplane.Options{
+	cp, err = testcluster.Start(testcluster.Options{
 		CRDDirs:           []string{filepath.Join(repoDir, "config", "crd", "bases")},
 		ControllerManager: true,
 		Scheduler:         true,

@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"holdfast.dev/holdfast/internal/testutil"
+)
+
+// sandboxEnv is a sandbox started for one test, with the holdfast binary
+// built from this tree.
+type sandboxEnv struct {
+	t          *testing.T
+	bins       string // the Kubernetes binaries
+	holdfast   string
+	dir        string
+	kubeconfig string
+	apiPort    int
+	etcdPort   int
+}
+
+// startSandbox builds holdfast and brings a sandbox up; it goes down when
+// the test ends.
+func startSandbox(t *testing.T) *sandboxEnv {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a sandbox")
+	}
+	if os.Getuid() != 0 {
+		t.Skip("the sandbox's node needs root for its namespaces")
+	}
+	bins := os.Getenv("KUBEBUILDER_ASSETS")
+	if bins == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set; run `make test`")
+	}
+	// Not t.TempDir: pods run as other users and must reach their volumes.
+	tmp, err := os.MkdirTemp("", "holdfast-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := &sandboxEnv{t: t, bins: bins, holdfast: filepath.Join(tmp, "holdfast"), dir: filepath.Join(tmp, "sandbox"),
+		apiPort: testutil.FreePort(t), etcdPort: freePortPair(t)}
+	if out, err := exec.Command("go", "build", "-o", e.holdfast, "../../cmd/holdfast").CombinedOutput(); err != nil {
+		t.Fatalf("building holdfast: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := e.sandbox("down"); err != nil {
+			t.Errorf("sandbox down: %v\n%s", err, out)
+		}
+		if t.Failed() {
+			t.Logf("sandbox state kept for debugging in %s", tmp)
+			return
+		}
+		os.RemoveAll(tmp)
+	})
+	if out, err := e.sandbox("up"); err != nil {
+		t.Fatalf("sandbox up: %v\n%s", err, out)
+	}
+	kc, err := e.sandbox("kubeconfig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.kubeconfig = strings.TrimSpace(kc)
+	return e
+}
+
+func (e *sandboxEnv) sandbox(args ...string) (string, error) {
+	args = append(args, "--dir", e.dir, "--bin-dir", e.bins, "--api-port", strconv.Itoa(e.apiPort), "--etcd-port", strconv.Itoa(e.etcdPort))
+	out, err := exec.Command(e.holdfast, append([]string{"sandbox"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// kubectl runs the pinned kubectl against the sandbox; stdin, if given, is its input.
+func (e *sandboxEnv) kubectl(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(e.bins, "kubectl"), append([]string{"--kubeconfig", e.kubeconfig}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// mustKubectl runs kubectl and fails the test when it fails.
+func (e *sandboxEnv) mustKubectl(stdin string, args ...string) string {
+	e.t.Helper()
+	out, err := e.kubectl(stdin, args...)
+	if err != nil {
+		e.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// installOperator applies the manifests a user applies to a real cluster
+// and waits for the operator's pod to be ready.
+func (e *sandboxEnv) installOperator() {
+	e.t.Helper()
+	poll(e.t, time.Minute, "the default ServiceAccount", func() error {
+		_, err := e.kubectl("", "get", "serviceaccount", "default")
+		return err
+	})
+	e.mustKubectl("", "apply", "--server-side", "-k", "../../config/default")
+	e.mustKubectl("", "wait", "--for", "condition=Established", "crd/postgresclusters.holdfast.dev", "--timeout=60s")
+	poll(e.t, 3*time.Minute, "the operator's pod ready", func() error {
+		out, err := e.kubectl("", "-n", "holdfast-system", "get", "pods", "-o",
+			`jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{end}`)
+		if err != nil {
+			return err
+		}
+		if out != "True" {
+			return errorString("operator pod ready: " + out)
+		}
+		return nil
+	})
+}
+
+// secretValue reads one key of a Secret.
+func (e *sandboxEnv) secretValue(ns, name, key string) string {
+	e.t.Helper()
+	out := e.mustKubectl("", "-n", ns, "get", "secret", name, "-o", "jsonpath={.data."+key+"}")
+	b, err := base64.StdEncoding.DecodeString(out)
+	if err != nil {
+		e.t.Fatalf("secret %s/%s key %s: %v", ns, name, key, err)
+	}
+	return string(b)
+}

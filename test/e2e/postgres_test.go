@@ -1,0 +1,333 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const ns = "e2e"
+
+// TestPostgresClusterInSandbox runs PostgresClusters under the operator,
+// installed in the sandbox as users install it, on real pods: creation,
+// replication through the Services, pod loss, scaling, deletion and a bad
+// image. The steps share one cluster and run in order.
+func TestPostgresClusterInSandbox(t *testing.T) {
+	e := startSandbox(t)
+	e.installOperator()
+	e.mustKubectl("", "create", "namespace", ns)
+	t.Cleanup(func() { _, _ = e.kubectl("", "delete", "namespace", ns, "--wait=false") })
+
+	var primary string
+	t.Run("a 3-instance cluster becomes ready", func(t *testing.T) {
+		began := time.Now()
+		e.mustKubectl(clusterManifest("pg", 3, ""), "apply", "-f", "-")
+		e.waitReady(t, "pg", 3, 6*time.Minute)
+		t.Logf("3 of 3 instances ready %s after the cluster was applied", time.Since(began).Round(time.Second))
+		primary = e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		if primary != "pg-0" {
+			t.Errorf("primary %q, want pg-0", primary)
+		}
+	})
+	if t.Failed() {
+		e.dumpState(t)
+		t.FailNow()
+	}
+
+	t.Run("a row written through -rw is on every replica and read through -ro", func(t *testing.T) {
+		e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE e2e (id int PRIMARY KEY, note text); INSERT INTO e2e VALUES (1, 'first')")
+		for _, pod := range []string{"pg-1", "pg-2"} {
+			e.waitRow(t, e.podIP(t, pod), 1, "first")
+		}
+		e.waitRow(t, e.serviceIP(t, "pg-ro"), 1, "first")
+	})
+
+	t.Run("a deleted replica comes back with the same name, claim and data", func(t *testing.T) {
+		oldUID := e.mustKubectl("", "-n", ns, "get", "pod", "pg-2", "-o", "jsonpath={.metadata.uid}")
+		volume := e.mustKubectl("", "-n", ns, "get", "pvc", "pgdata-pg-2", "-o", "jsonpath={.spec.volumeName}")
+		e.mustKubectl("", "-n", ns, "delete", "pod", "pg-2", "--wait=false")
+		poll(t, 3*time.Minute, "pg-2 back and ready", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pod", "pg-2", "-o",
+				`jsonpath={.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}`)
+			if err != nil {
+				return err
+			}
+			if uid, ready, _ := strings.Cut(out, " "); uid == oldUID || ready != "True" {
+				return errorString("pg-2: " + out)
+			}
+			return nil
+		})
+		if now := e.mustKubectl("", "-n", ns, "get", "pvc", "pgdata-pg-2", "-o", "jsonpath={.spec.volumeName}"); now != volume {
+			t.Errorf("pg-2's claim is bound to %s, was %s", now, volume)
+		}
+		e.waitRow(t, e.podIP(t, "pg-2"), 1, "first")
+		e.waitReady(t, "pg", 3, 3*time.Minute)
+	})
+
+	t.Run("scaling 3 to 5 to 2 creates and removes pods in order and keeps the claims", func(t *testing.T) {
+		watch := e.watchPods(t, "pg")
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"instances":5}}`)
+		e.waitReady(t, "pg", 5, 6*time.Minute)
+		e.sql(t, e.serviceIP(t, "pg-rw"), "INSERT INTO e2e VALUES (2, 'after scale-up')")
+		e.waitRow(t, e.podIP(t, "pg-4"), 2, "after scale-up")
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"instances":2}}`)
+		poll(t, 3*time.Minute, "pods pg-2 to pg-4 gone", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pods", "-l", "holdfast.dev/cluster=pg", "-o", "name")
+			if err != nil {
+				return err
+			}
+			if out != "pod/pg-0\npod/pg-1" {
+				return errorString(out)
+			}
+			return nil
+		})
+		e.waitReady(t, "pg", 2, 3*time.Minute)
+		for _, v := range watch.stop() {
+			t.Error(v)
+		}
+		for i := range 5 {
+			if _, err := e.kubectl("", "-n", ns, "get", "pvc", fmt.Sprintf("pgdata-pg-%d", i)); err != nil {
+				t.Errorf("claim of pg-%d gone after scaling down (whenScaled: Retain): %v", i, err)
+			}
+		}
+		e.waitRow(t, e.serviceIP(t, "pg-rw"), 2, "after scale-up")
+	})
+
+	t.Run("deleting a cluster keeps its claims by default and removes them when asked", func(t *testing.T) {
+		e.mustKubectl("", "-n", ns, "delete", "pgc", "pg")
+		poll(t, 2*time.Minute, "pg's pods gone", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pods", "-l", "holdfast.dev/cluster=pg", "-o", "name")
+			if err == nil && out != "" {
+				err = errorString(out)
+			}
+			return err
+		})
+		for i := range 5 {
+			if _, err := e.kubectl("", "-n", ns, "get", "pvc", fmt.Sprintf("pgdata-pg-%d", i)); err != nil {
+				t.Errorf("claim of pg-%d gone after the cluster was deleted (whenDeleted: Retain): %v", i, err)
+			}
+		}
+		e.mustKubectl(clusterManifest("gone", 1, `
+    retentionPolicy:
+      whenDeleted: Delete`), "apply", "-f", "-")
+		e.waitReady(t, "gone", 1, 4*time.Minute)
+		e.mustKubectl("", "-n", ns, "delete", "pgc", "gone")
+		poll(t, 2*time.Minute, "gone's claim removed", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pvc", "pgdata-gone-0", "-o", "name")
+			if err == nil {
+				return errorString("still there: " + out)
+			}
+			if !strings.Contains(out, "NotFound") {
+				return errorString(out)
+			}
+			return nil
+		})
+		e.mustKubectl("", "-n", ns, "delete", "pvc", "--all")
+	})
+
+	t.Run("a bad image gives a clear status, not a hang", func(t *testing.T) {
+		m := strings.Replace(clusterManifest("bad", 1, ""), "postgresVersion: 15", "postgresVersion: 15\n  image: registry.example.com/no-such/postgres-image:1", 1)
+		e.mustKubectl(m, "apply", "-f", "-")
+		poll(t, 2*time.Minute, "the cluster Degraded, naming the image", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pgc", "bad", "-o",
+				`jsonpath={.status.phase} {.status.conditions[?(@.type=="Degraded")].message}`)
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(out, "Degraded ") || !strings.Contains(out, "no-such/postgres-image") || !strings.Contains(out, "image table") {
+				return errorString(out)
+			}
+			return nil
+		})
+		reason := e.mustKubectl("", "-n", ns, "get", "pod", "bad-0", "-o", `jsonpath={.status.containerStatuses[0].state.waiting.reason}`)
+		if reason != "ErrImagePull" && reason != "ImagePullBackOff" {
+			t.Errorf("bad-0's container waits with reason %q, want ErrImagePull or ImagePullBackOff", reason)
+		}
+		e.mustKubectl("", "-n", ns, "delete", "pgc", "bad")
+		e.mustKubectl("", "-n", ns, "delete", "pvc", "--all")
+	})
+}
+
+func clusterManifest(name string, instances int, storageExtra string) string {
+	return fmt.Sprintf(`apiVersion: holdfast.dev/v1alpha1
+kind: PostgresCluster
+metadata:
+  name: %s
+  namespace: %s
+spec:
+  instances: %d
+  postgresVersion: 15
+  storage:
+    size: 1Gi%s
+  resources:
+    requests:
+      memory: 128Mi
+  postgresql:
+    parameters:
+      shared_buffers: 16MB
+`, name, ns, instances, storageExtra)
+}
+
+// waitReady waits for the cluster to report n ready instances and Healthy.
+func (e *sandboxEnv) waitReady(t *testing.T, cluster string, n int, timeout time.Duration) {
+	t.Helper()
+	poll(t, timeout, fmt.Sprintf("%s: %d instances ready and Healthy", cluster, n), func() error {
+		out, err := e.kubectl("", "-n", ns, "get", "pgc", cluster, "-o", "jsonpath={.status.readyInstances} {.status.phase}")
+		if err != nil {
+			return err
+		}
+		if out != fmt.Sprintf("%d Healthy", n) {
+			return errorString(out)
+		}
+		return nil
+	})
+}
+
+func (e *sandboxEnv) serviceIP(t *testing.T, svc string) string {
+	t.Helper()
+	return e.mustKubectl("", "-n", ns, "get", "service", svc, "-o", "jsonpath={.spec.clusterIP}")
+}
+
+func (e *sandboxEnv) podIP(t *testing.T, pod string) string {
+	t.Helper()
+	return e.mustKubectl("", "-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
+}
+
+// connect opens a connection as the app user of the cluster the host belongs to.
+func (e *sandboxEnv) connect(ctx context.Context, host string) (*pgx.Conn, error) {
+	user := e.secretValue(ns, "pg-app", "username")
+	password := e.secretValue(ns, "pg-app", "password")
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 dbname=app sslmode=disable connect_timeout=5", host))
+	if err != nil {
+		return nil, err
+	}
+	cfg.User, cfg.Password = user, password
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// sql runs statements at host, retrying until the Service routes there.
+func (e *sandboxEnv) sql(t *testing.T, host, statements string) {
+	t.Helper()
+	poll(t, time.Minute, "running SQL at "+host, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		conn, err := e.connect(ctx, host)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, statements)
+		return err
+	})
+}
+
+// waitRow waits until host serves the row id with note.
+func (e *sandboxEnv) waitRow(t *testing.T, host string, id int, note string) {
+	t.Helper()
+	poll(t, time.Minute, fmt.Sprintf("row %d at %s", id, host), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := e.connect(ctx, host)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT note FROM e2e WHERE id = $1", id).Scan(&got); err != nil {
+			return err
+		}
+		if got != note {
+			return errorString("note " + got)
+		}
+		return nil
+	})
+}
+
+// podWatch records a cluster's pods a few times a second and checks the
+// StatefulSet's ordering: a pod exists only when every lower ordinal is
+// ready, and pods go from the highest ordinal down.
+type podWatch struct {
+	done       chan struct{}
+	violations chan []string
+}
+
+func (e *sandboxEnv) watchPods(t *testing.T, cluster string) *podWatch {
+	w := &podWatch{done: make(chan struct{}), violations: make(chan []string, 1)}
+	go func() {
+		var found []string
+		seen := map[int]bool{}
+		first := true
+		for {
+			select {
+			case <-w.done:
+				w.violations <- found
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			out, err := e.kubectl("", "-n", ns, "get", "pods", "-l", "holdfast.dev/cluster="+cluster, "-o",
+				`jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.metadata.deletionTimestamp}{"\n"}{end}`)
+			if err != nil {
+				continue
+			}
+			ready := map[int]bool{}
+			exists := map[int]bool{}
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) == 0 {
+					continue
+				}
+				var ord int
+				if _, err := fmt.Sscanf(f[0], cluster+"-%d", &ord); err != nil {
+					continue
+				}
+				exists[ord] = true
+				ready[ord] = len(f) > 1 && f[1] == "True"
+			}
+			var ords []int
+			for o := range exists {
+				ords = append(ords, o)
+			}
+			slices.Sort(ords)
+			if first {
+				// Pods there when the watch began were not created under it.
+				for _, o := range ords {
+					seen[o] = true
+				}
+				first = false
+			}
+			for _, o := range ords {
+				for lower := 0; lower < o; lower++ {
+					if !exists[lower] {
+						found = append(found, fmt.Sprintf("%s-%d exists while %s-%d does not", cluster, o, cluster, lower))
+					} else if !seen[o] && !ready[lower] {
+						// OrderedReady: a pod is created only once its predecessors are ready.
+						found = append(found, fmt.Sprintf("%s-%d appeared while %s-%d was not ready", cluster, o, cluster, lower))
+					}
+				}
+			}
+			for _, o := range ords {
+				seen[o] = true
+			}
+		}
+	}()
+	return w
+}
+
+func (w *podWatch) stop() []string {
+	close(w.done)
+	v := <-w.violations
+	// One report per kind of violation is enough.
+	slices.Sort(v)
+	return slices.Compact(v)
+}
+
+// dumpState logs what a failed step leaves behind.
+func (e *sandboxEnv) dumpState(t *testing.T) {
+	out, _ := e.kubectl("", "get", "pods,pgc,pvc,events", "-A", "-o", "wide")
+	t.Logf("cluster state:\n%s", out)
+}
