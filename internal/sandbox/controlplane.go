@@ -107,6 +107,20 @@ func writePKI(c Config) error {
 	if err := pki.WriteLeaf(dir, "apiserver", serving); err != nil {
 		return err
 	}
+	// The node's API (logs, exec) serves with its own certificate; the API
+	// server calls it with a client certificate of its own, as with kubelets.
+	nodeServing, err := ca.Serving("system:node:"+NodeName, []string{NodeName, "localhost"},
+		[]net.IP{net.ParseIP("127.0.0.1"), c.AdvertiseIP})
+	if err != nil {
+		return err
+	}
+	kubeletClient, err := ca.Client("kube-apiserver-kubelet-client", "system:masters")
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(pki.WriteLeaf(dir, "node", nodeServing), pki.WriteLeaf(dir, "apiserver-kubelet-client", kubeletClient)); err != nil {
+		return err
+	}
 	// The service-account signing key: the API server signs tokens, the
 	// token controller and the API server verify them.
 	sa, err := ca.Client("service-accounts")
@@ -217,6 +231,8 @@ func startControlPlane(ctx context.Context, c Config, progress func(string)) (*c
 		"--advertise-address="+c.AdvertiseIP.String(),
 		"--tls-cert-file="+pk("apiserver.crt"), "--tls-private-key-file="+pk("apiserver.key"),
 		"--client-ca-file="+pk("ca.crt"),
+		"--kubelet-client-certificate="+pk("apiserver-kubelet-client.crt"), "--kubelet-client-key="+pk("apiserver-kubelet-client.key"),
+		"--kubelet-certificate-authority="+pk("ca.crt"), "--kubelet-preferred-address-types=InternalIP",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+pk("sa.pub"), "--service-account-signing-key-file="+pk("sa.key"),
 		"--service-cluster-ip-range="+c.ServiceCIDR,

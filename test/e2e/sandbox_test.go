@@ -1,6 +1,7 @@
-// Package e2e drives the holdfast binary as a user would. Today it covers
-// the sandbox's control plane; suites that run PostgresClusters in the
-// sandbox arrive with its process node (issue 4).
+// Package e2e drives the holdfast binary as a user would, in the sandbox:
+// its control plane, Services, process node, and PostgresClusters run by
+// the operator installed from config/default. One sandbox runs at a time
+// on a machine (they share the pod bridge), so these tests run in order.
 package e2e
 
 import (
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -148,6 +150,13 @@ func TestSandboxUpDown(t *testing.T) {
 	}
 	if left := processesMentioning(dir); len(left) > 0 {
 		t.Errorf("processes left after down: %v", left)
+	}
+	// The Deployment's pod had a network namespace; down removes it and the bridge.
+	if out, _ := exec.Command("ip", "netns", "list").CombinedOutput(); regexp.MustCompile(`hf-[0-9a-f]{8}-`).Match(out) {
+		t.Errorf("pod network namespaces left after down:\n%s", out)
+	}
+	if out, err := exec.Command("ip", "link", "show", "hf0").CombinedOutput(); err == nil {
+		t.Errorf("the pod bridge is left after down:\n%s", out)
 	}
 	if out, _ := sandbox("status"); !strings.Contains(out, "not running") {
 		t.Errorf("status after down: %s", out)

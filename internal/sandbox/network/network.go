@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 
@@ -71,6 +72,8 @@ func (b Bridge) Remove() error {
 func Namespace(podUID string) string { return namespacePrefix + podUID }
 
 const namespacePrefix = "hf-"
+
+var podUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // NamespacePath is where `ip netns` and nsenter find a namespace.
 func NamespacePath(ns string) string { return filepath.Join("/var/run/netns", ns) }
@@ -206,7 +209,8 @@ func RemoveAll(b Bridge) (int, error) {
 	var errs []error
 	n := 0
 	for _, e := range entries {
-		if ns := e.Name(); strings.HasPrefix(ns, namespacePrefix) {
+		// Pod UIDs only: tests make namespaces of their own with the prefix.
+		if ns := e.Name(); strings.HasPrefix(ns, namespacePrefix) && podUID.MatchString(strings.TrimPrefix(ns, namespacePrefix)) {
 			n++
 			errs = append(errs, b.RemovePod(ns))
 		}

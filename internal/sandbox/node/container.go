@@ -38,6 +38,8 @@ type container struct {
 	spec    corev1.Container
 	init    bool
 	volumes map[string]string
+	// pathPrefix is the image's programs, for commands run inside the container.
+	pathPrefix []string
 
 	state, last corev1.ContainerState
 	restarts    int32
@@ -171,6 +173,9 @@ func (c *container) start() error {
 		return err
 	}
 	env := containerEnv(r.pod, c.spec, prog.PathPrefix)
+	r.mu.Lock()
+	c.pathPrefix = prog.PathPrefix
+	r.mu.Unlock()
 	argv := append(append([]string(nil), c.spec.Command...), c.spec.Args...)
 	if len(c.spec.Command) == 0 {
 		argv = append(append([]string(nil), prog.Entrypoint...), c.spec.Args...)

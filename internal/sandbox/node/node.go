@@ -52,6 +52,10 @@ type Options struct {
 	// ClusterDNS and ClusterDomain go into each pod's resolv.conf.
 	ClusterDNS    string
 	ClusterDomain string
+	// ServingCert and ServingKey are the node API's certificate (logs,
+	// exec); ClientCA verifies the API server's client certificate. Empty
+	// ServingCert: no node API.
+	ServingCert, ServingKey, ClientCA string
 	// ShutdownGrace caps the containers' grace when the node stops.
 	ShutdownGrace time.Duration
 	Log           logr.Logger
@@ -109,6 +113,9 @@ func Run(ctx context.Context, o Options, ready func()) error {
 		return nil
 	}
 
+	if err := p.serveAPI(ctx); err != nil {
+		return err
+	}
 	nc, err := vknode.NewNodeController(vknode.NaiveNodeProvider{}, nodeObject(o), o.Client.CoreV1().Nodes(),
 		vknode.WithNodeEnableLeaseV1(o.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease), 0))
 	if err != nil {

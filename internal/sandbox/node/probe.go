@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -201,15 +200,10 @@ func (c *container) check(ctx context.Context, p *corev1.Probe) (bool, string) {
 		if proc == nil {
 			return false, "the container is not running"
 		}
-		uid, gid, _, err := identity(c.r.pod, c.spec)
+		cmd, err := c.enter(ctx, proc.Pid, p.Exec.Command)
 		if err != nil {
 			return false, err.Error()
 		}
-		// Enter the running container: its root, mounts, network and PIDs.
-		args := []string{"--target", strconv.Itoa(proc.Pid), "--mount", "--net", "--uts", "--pid", "--root", "--wd",
-			"--setuid", strconv.Itoa(int(uid)), "--setgid", strconv.Itoa(int(gid)), "--"}
-		cmd := exec.CommandContext(ctx, "nsenter", append(args, p.Exec.Command...)...)
-		cmd.Env = containerEnv(c.r.pod, c.spec, nil)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return false, strings.TrimSpace(fmt.Sprintf("%v: %s", err, out))
