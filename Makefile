@@ -50,8 +50,9 @@ sandbox: deps k8s-bin build ## The sandbox, Holdfast installed, a 3-instance clu
 sandbox-down: ## Stop the sandbox
 	bin/holdfast sandbox down --bin-dir $(K8S_BIN)
 
-bench: ## Benchmarks (none yet: failover and backup benchmarks arrive with issues 5 and 6)
-	@echo "no benchmarks yet" >&2
+bench: deps k8s-bin build ## Performance figures: sandbox start-up and time to a ready 3-instance cluster
+	hack/bench-sandbox.sh
+	@echo "(failover and backup benchmarks come with issues 5 and 6)"
 
 clean:
 	rm -rf bin
