@@ -136,9 +136,13 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			},
 			// A startup that clones a large primary may take long; liveness
 			// only starts counting once startup has succeeded.
-			StartupProbe:    httpProbe(instance.StartupPath, 360),
-			LivenessProbe:   httpProbe(instance.LivenessPath, 3),
-			ReadinessProbe:  httpProbe(instance.ReadinessPath, 3),
+			// The instance manager answers these from its last reading, so
+			// they are cheap to ask often: a pod is ready within a second of
+			// postgres, and a StatefulSet creates the next pod only then.
+			// Startup still allows an hour (a long clone or recovery).
+			StartupProbe:    httpProbe(instance.StartupPath, 1, 3600),
+			LivenessProbe:   httpProbe(instance.LivenessPath, 10, 3),
+			ReadinessProbe:  httpProbe(instance.ReadinessPath, 2, 3),
 			Resources:       c.Spec.Resources,
 			SecurityContext: containerSecurityContext(),
 			VolumeMounts: []corev1.VolumeMount{
@@ -191,13 +195,13 @@ func containerSecurityContext() *corev1.SecurityContext {
 	}
 }
 
-func httpProbe(path string, failureThreshold int32) *corev1.Probe {
+func httpProbe(path string, period, failureThreshold int32) *corev1.Probe {
 	return &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 			Path: path,
 			Port: intstr.FromString("status"),
 		}},
-		PeriodSeconds:    10,
+		PeriodSeconds:    period,
 		TimeoutSeconds:   5,
 		FailureThreshold: failureThreshold,
 	}
