@@ -55,6 +55,24 @@ type PostgresClusterSpec struct {
 	// Scheduling places instance pods on nodes.
 	// +optional
 	Scheduling SchedulingSpec `json:"scheduling,omitempty"`
+
+	// Failover says when the operator replaces a failed primary.
+	// +kubebuilder:default={}
+	// +optional
+	Failover FailoverSpec `json:"failover,omitempty"`
+}
+
+// FailoverSpec tunes automated failover. A primary whose pod is gone or
+// whose container is not running is replaced at once: its processes are
+// gone. One that is merely silent may be alive, so the operator waits.
+type FailoverSpec struct {
+	// UnreachableSeconds is how long the primary's instance manager may go
+	// unanswered, or its postgres stay down, before a replica is promoted.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +kubebuilder:default=10
+	// +optional
+	UnreachableSeconds int32 `json:"unreachableSeconds,omitempty"`
 }
 
 // StorageSpec is the PersistentVolumeClaim each instance gets.
@@ -195,6 +213,9 @@ const (
 	ConditionReady       = "Ready"
 	ConditionProgressing = "Progressing"
 	ConditionDegraded    = "Degraded"
+	// ConditionPrimaryAvailable: a primary takes writes; when False, the
+	// reason says whether it is failing, being replaced, or cannot be.
+	ConditionPrimaryAvailable = "PrimaryAvailable"
 )
 
 // InstanceRole is what an instance is in its cluster.
@@ -221,6 +242,31 @@ type InstanceStatus struct {
 	// Message says why an instance is not ready, when known.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// CurrentLSN is a primary's write position; ReceivedLSN and ReplayedLSN
+	// a replica's, as last reported.
+	// +optional
+	CurrentLSN string `json:"currentLSN,omitempty"`
+	// +optional
+	ReceivedLSN string `json:"receivedLSN,omitempty"`
+	// +optional
+	ReplayedLSN string `json:"replayedLSN,omitempty"`
+	// LagBytes is how far a replica's replay trails the primary.
+	// +optional
+	LagBytes int64 `json:"lagBytes,omitempty"`
+}
+
+// RoleChange records one failover or switchover.
+type RoleChange struct {
+	// From is the primary being replaced; To the instance promoted.
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Reason says why.
+	Reason string `json:"reason"`
+	// StartedAt is when the operator judged the primary failed (or the
+	// switchover was asked for); CompletedAt when the new primary reported.
+	StartedAt metav1.Time `json:"startedAt"`
+	// +optional
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
 }
 
 // PostgresClusterStatus is the cluster as the operator last saw it.
@@ -257,6 +303,22 @@ type PostgresClusterStatus struct {
 	// written even when zero, so that kubectl's Ready column shows 0.
 	// +optional
 	ReadyInstances int32 `json:"readyInstances"`
+
+	// PrimaryFailingSince is when the operator first found the primary
+	// unreachable or down; it clears when the primary answers again.
+	// +optional
+	PrimaryFailingSince *metav1.Time `json:"primaryFailingSince,omitempty"`
+
+	// SyncStandbys are the standbys the primary last reported as
+	// synchronous: with synchronous replication, only they may be promoted.
+	// +optional
+	SyncStandbys []string `json:"syncStandbys,omitempty"`
+
+	// LastFailover and LastSwitchover record the latest change of primary of each kind.
+	// +optional
+	LastFailover *RoleChange `json:"lastFailover,omitempty"`
+	// +optional
+	LastSwitchover *RoleChange `json:"lastSwitchover,omitempty"`
 
 	// Instances lists every instance pod.
 	// +listType=map

@@ -480,10 +480,24 @@ func TestInstanceLifecycle(t *testing.T) {
 		}
 	})
 
-	t.Run("a restarted instance resumes its last role without the operator", func(t *testing.T) {
+	t.Run("a restarted replica resumes its role; a restarted primary waits for the operator", func(t *testing.T) {
 		h.start(n1)
+		h.start(n0)
+		// The primary may have been replaced while it was down: it must not
+		// take writes on its own word.
+		h.waitFor(30*time.Second, "the primary waiting for the operator", func() error {
+			if r := h.report(n1); r.Running || r.Desired != nil || !strings.Contains(r.Message, "waiting for the operator") {
+				return fmt.Errorf("running %v desired %+v message %q", r.Running, r.Desired, r.Message)
+			}
+			return nil
+		})
+		if code, _ := h.put(n1, Desired{Role: postgres.Primary, Epoch: h.epoch - 1}, token); code != http.StatusConflict {
+			t.Errorf("an older epoch than the one held before the restart: %d, want 409", code)
+		}
+		h.want(n1, h.primary(n1, n0))
 		h.waitFor(time.Minute, "primary back", h.ready(n1, postgres.Primary))
 		h.waitFor(10*time.Second, "rows kept", h.hasRows(n1, "a", "b", "c", "d"))
+		h.waitFor(time.Minute, "replica back without new orders", h.ready(n0, postgres.Replica))
 	})
 
 	t.Run("the primary drops the slot of an instance that is gone", func(t *testing.T) {

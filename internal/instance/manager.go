@@ -44,9 +44,12 @@ type Manager struct {
 	cfg Config
 	log logr.Logger
 
-	mu      sync.Mutex // guards desired and report
+	mu      sync.Mutex // guards desired, epochFloor and report
 	desired *Desired
-	report  Report
+	// epochFloor is the epoch of a primary role held before a restart and
+	// not yet confirmed: nothing older is accepted.
+	epochFloor int64
+	report     Report
 
 	wake chan struct{}
 
@@ -88,8 +91,7 @@ func (m *Manager) SetDesired(d Desired) error {
 		return err
 	}
 	m.mu.Lock()
-	if m.desired != nil && d.Epoch < m.desired.Epoch {
-		cur := m.desired.Epoch
+	if cur := m.currentEpoch(); d.Epoch < cur {
 		m.mu.Unlock()
 		return fmt.Errorf("%w: epoch %d is older than %d", ErrStale, d.Epoch, cur)
 	}
@@ -100,6 +102,14 @@ func (m *Manager) SetDesired(d Desired) error {
 	}
 	m.poke()
 	return nil
+}
+
+// currentEpoch is the epoch a new desired state must not be older than.
+func (m *Manager) currentEpoch() int64 {
+	if m.desired != nil {
+		return max(m.desired.Epoch, m.epochFloor)
+	}
+	return m.epochFloor
 }
 
 // ErrStale refuses a desired state older than the one in force.
@@ -120,7 +130,16 @@ func (m *Manager) Run(ctx context.Context) error {
 		return err
 	}
 	m.mu.Lock()
-	if m.desired == nil {
+	switch {
+	case m.desired != nil:
+	case d != nil && d.Role == postgres.Primary:
+		// A primary that restarts may have been replaced meanwhile (its pod
+		// looked dead, so a replica was promoted at once): it takes no write
+		// until the operator says again that it is the primary. Replicas
+		// resume at once; they take no writes anyway.
+		m.epochFloor = d.Epoch
+		m.log.Info("restarted as primary: waiting for the operator to confirm the role", "epoch", d.Epoch)
+	default:
 		m.desired = d
 	}
 	m.mu.Unlock()

@@ -44,7 +44,7 @@ type Reconciler struct {
 
 // pollInstances is how often a cluster with running instances is looked at
 // again: instance state changes are not API events.
-const pollInstances = 5 * time.Second
+const pollInstances = time.Second
 
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/status,verbs=get;update;patch

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -32,24 +34,37 @@ type plan struct {
 	// Roles holds the role label each pod should carry; "" removes it.
 	Roles          map[string]holdfastv1.InstanceRole
 	CurrentPrimary string
+	TargetPrimary  string
 	Epoch          int64
+	// PrimaryFailingSince, SyncStandbys and LastFailover are the status
+	// fields of those names as they should become.
+	PrimaryFailingSince *metav1.Time
+	SyncStandbys        []string
+	LastFailover        *holdfastv1.RoleChange
+	// Waiting says why a failing primary is not replaced yet; Blocked why a
+	// failed one cannot be.
+	Waiting, Blocked string
 }
 
-// decide is the operator's judgement as a pure function of the cluster and
-// what its instances report. Today it bootstraps and keeps a cluster
-// together around status.targetPrimary; choosing a new primary when that one
-// fails is the HA work's (issue 5).
-func decide(c *holdfastv1.PostgresCluster, views []view) plan {
+// decide is the operator's judgement as a pure function of the cluster,
+// what its instances report and the time: it keeps the cluster together
+// around status.targetPrimary, and replaces that primary when it fails.
+func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time) plan {
 	p := plan{
-		Desired:        map[string]instance.Desired{},
-		Roles:          map[string]holdfastv1.InstanceRole{},
-		CurrentPrimary: c.Status.CurrentPrimary,
-		Epoch:          max(c.Status.Epoch, 1),
+		Desired:             map[string]instance.Desired{},
+		Roles:               map[string]holdfastv1.InstanceRole{},
+		CurrentPrimary:      c.Status.CurrentPrimary,
+		TargetPrimary:       c.Status.TargetPrimary,
+		Epoch:               max(c.Status.Epoch, 1),
+		PrimaryFailingSince: c.Status.PrimaryFailingSince,
+		SyncStandbys:        c.Status.SyncStandbys,
+		LastFailover:        c.Status.LastFailover.DeepCopy(),
 	}
-	target := c.Status.TargetPrimary
-	if target == "" {
-		target = resources.InstanceName(c, 0)
+	if p.TargetPrimary == "" {
+		p.TargetPrimary = resources.InstanceName(c, 0)
 	}
+	considerFailover(c, views, now, &p)
+	target := p.TargetPrimary
 	var replicas []string
 	for i := range int(c.Spec.Instances) {
 		if name := resources.InstanceName(c, i); name != target {
@@ -67,17 +82,34 @@ func decide(c *holdfastv1.PostgresCluster, views []view) plan {
 			primary = &views[i]
 		}
 	}
-	if primary != nil && primary.Report != nil {
+	if primary != nil && primary.Report != nil && primary.Pod.DeletionTimestamp == nil {
 		p.Desired[target] = instance.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch}
-		if primary.Report.Role == postgres.Primary && !primary.Report.Fenced {
+		if r := primary.Report; r.Role == postgres.Primary && !r.Fenced && r.Desired != nil && r.Desired.Epoch == p.Epoch {
 			p.CurrentPrimary = target
+			if r.Postgres != nil {
+				p.SyncStandbys = syncStandbys(r.Postgres)
+			}
 		}
 	}
+	failingOver := p.LastFailover != nil && p.LastFailover.CompletedAt == nil && p.LastFailover.To == target
+	if failingOver && p.CurrentPrimary == target {
+		p.LastFailover.CompletedAt = &metav1.Time{Time: now}
+		failingOver = false
+	}
+	// Replicas clone or follow the primary, so they wait until it reports
+	// itself; during a failover they follow the promoted replica at once
+	// (cascading until its promotion, then along its new timeline).
+	follow := primary != nil && primary.Pod.Status.PodIP != "" && (p.CurrentPrimary == target || failingOver)
 
 	for _, v := range views {
 		name := v.Pod.Name
 		if v.Report == nil {
-			continue // unreachable: its label stays until the HA logic judges it
+			// A silent instance keeps its label until judged, but a
+			// replaced primary loses it at once, whether it answers or not.
+			if p.LastFailover != nil && p.LastFailover.From == name && name != target && v.Pod.Labels[resources.LabelRole] != "" {
+				p.Roles[name] = ""
+			}
+			continue
 		}
 		switch {
 		case v.Report.Role == postgres.Primary && name == p.CurrentPrimary:
@@ -87,15 +119,24 @@ func decide(c *holdfastv1.PostgresCluster, views []view) plan {
 		default:
 			p.Roles[name] = ""
 		}
-		// Replicas clone the primary, so they wait until it reports itself.
-		if name != target && p.CurrentPrimary == target && primary != nil && primary.Pod.Status.PodIP != "" &&
-			ordinal(name) < int(c.Spec.Instances) {
+		if name != target && follow && ordinal(name) < int(c.Spec.Instances) && v.Pod.DeletionTimestamp == nil {
 			p.Desired[name] = instance.Desired{
 				Role: postgres.Replica, PrimaryHost: primary.Pod.Status.PodIP, PrimaryPort: postgres.Port, Epoch: p.Epoch,
 			}
 		}
 	}
 	return p
+}
+
+// syncStandbys are the standbys a primary reports as synchronous.
+func syncStandbys(st *postgres.Status) []string {
+	var out []string
+	for _, s := range st.Standbys {
+		if s.SyncState == "sync" || s.SyncState == "quorum" {
+			out = append(out, s.Name)
+		}
+	}
+	return out
 }
 
 // InstanceAPI is how the operator talks to instance managers.
@@ -110,12 +151,15 @@ type InstanceAPI interface {
 func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod) (map[string]*instance.Report, error) {
 	reports := map[string]*instance.Report{}
 	var views []view
+	addressed := false
 	for i := range pods {
 		pod := &pods[i]
+		v := view{Pod: pod}
 		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil {
+			views = append(views, v)
 			continue
 		}
-		v := view{Pod: pod}
+		addressed = true
 		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		rep, err := r.Instances.Status(qctx, instanceURL(pod))
 		cancel()
@@ -127,15 +171,20 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		}
 		views = append(views, v)
 	}
-	if len(views) == 0 {
+	if !addressed && c.Status.CurrentPrimary == "" {
 		return reports, nil
 	}
-	p := decide(c, views)
+	p := decide(c, views, time.Now())
 
 	token, err := r.instanceToken(ctx, c)
 	if err != nil {
 		return reports, err
 	}
+	r.recordFailover(c, p)
+	// The promotion goes first: the other orders point at the new primary.
+	slices.SortStableFunc(views, func(a, b view) int {
+		return boolInt(b.Pod.Name == p.TargetPrimary) - boolInt(a.Pod.Name == p.TargetPrimary)
+	})
 	for _, v := range views {
 		d, ok := p.Desired[v.Pod.Name]
 		if !ok || v.Report == nil || (v.Report.Desired != nil && reflect.DeepEqual(*v.Report.Desired, d)) {
@@ -144,8 +193,13 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := r.Instances.Desire(qctx, instanceURL(v.Pod), token, d)
 		cancel()
-		if err != nil {
+		if err != nil && v.Pod.Name == p.TargetPrimary {
 			return reports, err
+		}
+		if err != nil {
+			// One silent replica must not hold up the others.
+			log.FromContext(ctx).Info("instance refused its desired state", "pod", v.Pod.Name, "error", err.Error())
+			continue
 		}
 		log.FromContext(ctx).Info("told instance its desired state", "pod", v.Pod.Name, "role", d.Role, "epoch", d.Epoch)
 	}
@@ -168,8 +222,35 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "PrimaryReady", "Observe", "%s is the primary", p.CurrentPrimary)
 	}
 	c.Status.CurrentPrimary = p.CurrentPrimary
+	c.Status.TargetPrimary = p.TargetPrimary
 	c.Status.Epoch = p.Epoch
+	c.Status.PrimaryFailingSince = p.PrimaryFailingSince
+	c.Status.SyncStandbys = p.SyncStandbys
+	c.Status.LastFailover = p.LastFailover
+	setPrimaryCondition(c, p)
 	return reports, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// recordFailover says with Events when a failover starts and ends.
+func (r *Reconciler) recordFailover(c *holdfastv1.PostgresCluster, p plan) {
+	was, now := c.Status.LastFailover, p.LastFailover
+	if now == nil {
+		return
+	}
+	if was == nil || was.StartedAt != now.StartedAt || was.To != now.To {
+		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "FailoverStarted", "Failover", "%s", now.Reason)
+	}
+	if now.CompletedAt != nil && (was == nil || was.CompletedAt == nil) {
+		r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "FailoverCompleted", "Failover", "%s is the primary, %s after %s failed",
+			now.To, now.CompletedAt.Sub(now.StartedAt.Time).Round(time.Millisecond), now.From)
+	}
 }
 
 func instanceURL(pod *corev1.Pod) string {

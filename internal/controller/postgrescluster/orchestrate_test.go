@@ -2,6 +2,7 @@ package postgrescluster
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,8 +21,15 @@ func podAt(name, ip string, role string) *corev1.Pod {
 }
 
 func reportOf(role postgres.Role, ready bool) *instance.Report {
-	return &instance.Report{Role: role, Ready: ready, Running: role != ""}
+	r := &instance.Report{Role: role, Ready: ready, Running: role != ""}
+	if role != "" {
+		r.Desired = &instance.Desired{Role: role, Epoch: 1}
+		r.Postgres = &postgres.Status{InRecovery: role == postgres.Replica}
+	}
+	return r
 }
+
+var now = time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)
 
 func TestDecide(t *testing.T) {
 	cluster := func(currentPrimary string, quorum int32) *holdfastv1.PostgresCluster {
@@ -37,7 +45,7 @@ func TestDecide(t *testing.T) {
 	}
 
 	t.Run("first instance told to be primary, others wait", func(t *testing.T) {
-		p := decide(cluster("", 0), []view{{podAt("demo-0", "10.0.0.5", ""), reportOf("", false)}})
+		p := decide(cluster("", 0), []view{{podAt("demo-0", "10.0.0.5", ""), reportOf("", false)}}, now)
 		d, ok := p.Desired["demo-0"]
 		if !ok || d.Role != postgres.Primary || d.Epoch != 1 || len(d.Replicas) != 2 || d.Replicas[0] != "demo-1" {
 			t.Fatalf("desired for demo-0 = %+v", d)
@@ -54,7 +62,7 @@ func TestDecide(t *testing.T) {
 		p := decide(cluster("", 1), []view{
 			{podAt("demo-0", "10.0.0.5", ""), reportOf(postgres.Primary, true)},
 			{podAt("demo-1", "10.0.0.6", ""), reportOf("", false)},
-		})
+		}, now)
 		if p.CurrentPrimary != "demo-0" || p.Roles["demo-0"] != holdfastv1.RolePrimary {
 			t.Errorf("currentPrimary %q roles %v", p.CurrentPrimary, p.Roles)
 		}
@@ -72,7 +80,7 @@ func TestDecide(t *testing.T) {
 			{podAt("demo-0", "10.0.0.5", "primary"), reportOf(postgres.Primary, true)},
 			{podAt("demo-1", "10.0.0.6", "replica"), reportOf(postgres.Replica, false)},
 			{podAt("demo-2", "10.0.0.7", ""), reportOf(postgres.Replica, true)},
-		})
+		}, now)
 		if p.Roles["demo-1"] != "" || p.Roles["demo-2"] != holdfastv1.RoleReplica {
 			t.Errorf("roles %v", p.Roles)
 		}
@@ -81,7 +89,7 @@ func TestDecide(t *testing.T) {
 	t.Run("a fenced primary loses its label", func(t *testing.T) {
 		rep := reportOf("", false)
 		rep.Fenced = true
-		p := decide(cluster("demo-0", 0), []view{{podAt("demo-0", "10.0.0.5", "primary"), rep}})
+		p := decide(cluster("demo-0", 0), []view{{podAt("demo-0", "10.0.0.5", "primary"), rep}}, now)
 		if role, ok := p.Roles["demo-0"]; !ok || role != "" {
 			t.Errorf("fenced primary keeps role %q", role)
 		}
@@ -91,7 +99,7 @@ func TestDecide(t *testing.T) {
 		p := decide(cluster("demo-0", 0), []view{
 			{podAt("demo-0", "10.0.0.5", "primary"), reportOf(postgres.Primary, true)},
 			{podAt("demo-1", "10.0.0.6", "replica"), nil},
-		})
+		}, now)
 		if _, ok := p.Roles["demo-1"]; ok {
 			t.Errorf("unreachable pod's label touched")
 		}
@@ -106,7 +114,7 @@ func TestDecide(t *testing.T) {
 		p := decide(c, []view{
 			{podAt("demo-0", "10.0.0.5", "primary"), reportOf(postgres.Primary, true)},
 			{podAt("demo-2", "10.0.0.7", "replica"), reportOf(postgres.Replica, true)},
-		})
+		}, now)
 		if _, ok := p.Desired["demo-2"]; ok {
 			t.Errorf("an instance being removed got orders")
 		}

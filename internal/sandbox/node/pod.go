@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -144,7 +145,10 @@ func (r *podRuntime) setUp() bool {
 		return false
 	}
 	for attempt := 0; ; attempt++ {
-		vols, err := volumeWriter{client: o.Client, pod: r.pod, dir: filepath.Join(r.dir, "volumes"), fsGroup: fsGroup(r.pod)}.write(r.ctx)
+		r.mu.Lock()
+		pod := r.pod.DeepCopy() // labels may change meanwhile
+		r.mu.Unlock()
+		vols, err := volumeWriter{client: o.Client, pod: pod, dir: filepath.Join(r.dir, "volumes"), fsGroup: fsGroup(pod)}.write(r.ctx)
 		if err == nil {
 			r.mu.Lock()
 			for _, c := range append(append([]*container(nil), r.inits...), r.containers...) {
@@ -261,14 +265,13 @@ func (r *podRuntime) changed() {
 	r.p.notify(r.snapshot())
 }
 
-// update takes the pod's new metadata (labels move, annotations change);
-// the spec of a running pod is the one it started with.
+// update takes the pod's new labels and annotations (the operator moves
+// role labels); the spec of a running pod is the one it started with, and
+// its name and UID never change, so readers of those need no lock.
 func (r *podRuntime) update(pod *corev1.Pod) {
 	r.mu.Lock()
-	spec := r.pod.Spec
-	status := r.pod.Status
-	r.pod = pod.DeepCopy()
-	r.pod.Spec, r.pod.Status = spec, status
+	r.pod.Labels = maps.Clone(pod.Labels)
+	r.pod.Annotations = maps.Clone(pod.Annotations)
 	r.mu.Unlock()
 }
 

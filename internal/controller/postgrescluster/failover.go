@@ -1,0 +1,210 @@
+package postgrescluster
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/postgres"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+// health is the operator's judgement of the primary.
+type health int
+
+const (
+	healthy health = iota
+	// failing: silent or down, but its processes may still live, so it
+	// may still take writes: wait spec.failover.unreachableSeconds.
+	failing
+	// dead: its processes are gone (pod gone, container not running), so it
+	// can take no write: replace it at once.
+	dead
+)
+
+// judgePrimary says how the primary is and why.
+func judgePrimary(v *view) (health, string) {
+	if v == nil {
+		return dead, "its pod is gone"
+	}
+	pod := v.Pod
+	if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+		return dead, "its pod has " + strings.ToLower(string(pod.Status.Phase))
+	}
+	if cs := containerStatus(pod, resources.ContainerPostgres); cs != nil && cs.State.Running == nil {
+		why := "its postgres container is not running"
+		switch {
+		case cs.State.Terminated != nil:
+			why += fmt.Sprintf(" (exited %d, %s)", cs.State.Terminated.ExitCode, cs.State.Terminated.Reason)
+		case cs.State.Waiting != nil:
+			why += " (" + cs.State.Waiting.Reason + ")"
+		}
+		return dead, why
+	}
+	if pod.DeletionTimestamp != nil {
+		return failing, "its pod is being deleted"
+	}
+	switch r := v.Report; {
+	case r == nil:
+		return failing, "its instance manager does not answer"
+	case !r.Running && !r.Fenced:
+		why := "its postgres is not running"
+		if r.Error != "" {
+			why += ": " + r.Error
+		}
+		return failing, why
+	}
+	return healthy, ""
+}
+
+func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
+	for i := range pod.Status.ContainerStatuses {
+		if pod.Status.ContainerStatuses[i].Name == name {
+			return &pod.Status.ContainerStatuses[i]
+		}
+	}
+	return nil
+}
+
+// chooseCandidate picks the replica to promote: a healthy streaming-capable
+// replica with the most WAL received (then replayed). With synchronous
+// replication only a standby that was synchronous qualifies, and enough of
+// them must answer that one of them surely holds every acknowledged commit.
+func chooseCandidate(c *holdfastv1.PostgresCluster, views []view, old string) (string, string) {
+	quorum := 0
+	if c.Spec.Synchronous != nil {
+		quorum = int(c.Spec.Synchronous.Quorum)
+	}
+	var best *view
+	answering := 0
+	for i := range views {
+		v := &views[i]
+		name := v.Pod.Name
+		if name == old || ordinal(name) >= int(c.Spec.Instances) || v.Pod.DeletionTimestamp != nil {
+			continue
+		}
+		if h, _ := judgePrimary(v); h != healthy {
+			continue
+		}
+		r := v.Report
+		if r.Role != postgres.Replica || r.Postgres == nil || r.Fenced {
+			continue
+		}
+		if quorum > 0 && !slices.Contains(c.Status.SyncStandbys, name) {
+			continue
+		}
+		answering++
+		if best == nil || moreAdvanced(r.Postgres, best.Report.Postgres) {
+			best = v
+		}
+	}
+	if quorum > 0 {
+		// A commit was acknowledged by quorum of the synchronous standbys:
+		// seeing all but quorum-1 of them guarantees one holds it.
+		need := len(c.Status.SyncStandbys) - quorum + 1
+		if answering < need {
+			return "", fmt.Sprintf("only %d of the synchronous standbys %v answer and %d are needed to be sure no acknowledged write is lost",
+				answering, c.Status.SyncStandbys, need)
+		}
+	}
+	if best == nil {
+		return "", "no healthy replica to promote"
+	}
+	return best.Pod.Name, fmt.Sprintf("the most advanced replica (received %s)", best.Report.Postgres.ReceivedLSN)
+}
+
+func moreAdvanced(a, b *postgres.Status) bool {
+	if x, y := parseLSN(a.ReceivedLSN), parseLSN(b.ReceivedLSN); x != y {
+		return x > y
+	}
+	return parseLSN(a.ReplayedLSN) > parseLSN(b.ReplayedLSN)
+}
+
+// parseLSN reads postgres's "X/Y" notation; anything else is 0.
+func parseLSN(s string) uint64 {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0
+	}
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return h<<32 | l
+}
+
+// considerFailover judges the primary and, when it has failed, picks the
+// new one. It fills p's TargetPrimary, Epoch, PrimaryFailingSince,
+// LastFailover and Blocked.
+func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time, p *plan) {
+	target := p.TargetPrimary
+	// Only a cluster that has had this primary can lose it; during
+	// bootstrap or a change of primary there is nothing to replace yet.
+	if c.Status.CurrentPrimary != target {
+		return
+	}
+	var pv *view
+	for i := range views {
+		if views[i].Pod.Name == target {
+			pv = &views[i]
+		}
+	}
+	h, why := judgePrimary(pv)
+	switch h {
+	case healthy:
+		p.PrimaryFailingSince = nil
+		return
+	case failing:
+		if p.PrimaryFailingSince == nil {
+			p.PrimaryFailingSince = &metav1.Time{Time: now}
+		}
+		wait := time.Duration(c.Spec.Failover.UnreachableSeconds) * time.Second
+		if wait <= 0 {
+			wait = 10 * time.Second
+		}
+		if now.Sub(p.PrimaryFailingSince.Time) < wait {
+			p.Waiting = fmt.Sprintf("primary %s: %s; failover after %s", target, why, wait)
+			return
+		}
+		why = fmt.Sprintf("%s for %s", why, now.Sub(p.PrimaryFailingSince.Time).Round(time.Second))
+	}
+	cand, how := chooseCandidate(c, views, target)
+	if cand == "" {
+		p.Blocked = fmt.Sprintf("primary %s failed (%s) but no replica can be promoted: %s", target, why, how)
+		return
+	}
+	started := now
+	if p.PrimaryFailingSince != nil {
+		started = p.PrimaryFailingSince.Time
+	}
+	p.LastFailover = &holdfastv1.RoleChange{From: target, To: cand, StartedAt: metav1.Time{Time: started},
+		Reason: fmt.Sprintf("primary %s failed: %s; promoting %s, %s", target, why, cand, how)}
+	p.TargetPrimary = cand
+	p.CurrentPrimary = ""
+	p.PrimaryFailingSince = nil
+	p.Epoch++
+}
+
+// setPrimaryCondition says whether the cluster has a primary taking
+// writes, and if not, why and what the operator is doing about it.
+func setPrimaryCondition(c *holdfastv1.PostgresCluster, p plan) {
+	ok, reason, msg := true, "PrimaryReady", p.CurrentPrimary+" is the primary"
+	switch {
+	case p.Blocked != "":
+		ok, reason, msg = false, "FailoverBlocked", p.Blocked
+	case p.Waiting != "":
+		ok, reason, msg = false, "PrimaryFailing", p.Waiting
+	case p.CurrentPrimary == "" && p.LastFailover != nil && p.LastFailover.CompletedAt == nil:
+		ok, reason, msg = false, "FailingOver", p.LastFailover.Reason
+	case p.CurrentPrimary == "":
+		ok, reason, msg = false, "NoPrimary", "no instance has reported itself primary yet"
+	}
+	setCondition(&c.Status, c, holdfastv1.ConditionPrimaryAvailable, ok, reason, msg)
+}

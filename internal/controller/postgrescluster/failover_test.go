@@ -1,0 +1,153 @@
+package postgrescluster
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/postgres"
+)
+
+
+
+func healthyCluster(quorum int32, syncStandbys ...string) *holdfastv1.PostgresCluster {
+	c := &holdfastv1.PostgresCluster{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo"},
+		Spec:       holdfastv1.PostgresClusterSpec{Instances: 3, Failover: holdfastv1.FailoverSpec{UnreachableSeconds: 10}},
+		Status:     holdfastv1.PostgresClusterStatus{TargetPrimary: "demo-0", CurrentPrimary: "demo-0", Epoch: 1, SyncStandbys: syncStandbys},
+	}
+	if quorum > 0 {
+		c.Spec.Synchronous = &holdfastv1.SynchronousSpec{Quorum: quorum}
+	}
+	return c
+}
+
+func runningPod(name, ip, role string) *corev1.Pod {
+	p := podAt(name, ip, role)
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "postgres", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+	return p
+}
+
+func replicaView(name, ip, received string) view {
+	r := reportOf(postgres.Replica, true)
+	r.Postgres.ReceivedLSN, r.Postgres.ReplayedLSN = received, received
+	return view{runningPod(name, ip, "replica"), r}
+}
+
+func TestFailover(t *testing.T) {
+	t.Run("a primary whose pod is gone is replaced at once by the most advanced replica", func(t *testing.T) {
+		p := decide(healthyCluster(0), []view{
+			replicaView("demo-1", "10.0.0.6", "0/3000060"),
+			replicaView("demo-2", "10.0.0.7", "0/3000100"),
+		}, now)
+		if p.TargetPrimary != "demo-2" || p.Epoch != 2 || p.CurrentPrimary != "" {
+			t.Fatalf("target %q epoch %d current %q, want demo-2, 2, none", p.TargetPrimary, p.Epoch, p.CurrentPrimary)
+		}
+		if d := p.Desired["demo-2"]; d.Role != postgres.Primary || d.Epoch != 2 {
+			t.Errorf("demo-2 told %+v, want primary at epoch 2", d)
+		}
+		if d := p.Desired["demo-1"]; d.Role != postgres.Replica || d.PrimaryHost != "10.0.0.7" || d.Epoch != 2 {
+			t.Errorf("demo-1 told %+v, want to follow demo-2 at epoch 2", d)
+		}
+		f := p.LastFailover
+		if f == nil || f.From != "demo-0" || f.To != "demo-2" || !strings.Contains(f.Reason, "pod is gone") || f.CompletedAt != nil {
+			t.Errorf("lastFailover %+v", f)
+		}
+	})
+
+	t.Run("a primary whose container is not running is replaced at once", func(t *testing.T) {
+		dead := runningPod("demo-0", "10.0.0.5", "primary")
+		dead.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+		p := decide(healthyCluster(0), []view{{dead, nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}, now)
+		if p.TargetPrimary != "demo-1" {
+			t.Fatalf("target %q, want demo-1", p.TargetPrimary)
+		}
+		if role, ok := p.Roles["demo-0"]; !ok || role != "" {
+			t.Errorf("the replaced primary keeps its label (%q, %v)", role, ok)
+		}
+	})
+
+	t.Run("a silent primary is replaced only after unreachableSeconds", func(t *testing.T) {
+		c := healthyCluster(0)
+		views := []view{{runningPod("demo-0", "10.0.0.5", "primary"), nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
+		p := decide(c, views, now)
+		if p.TargetPrimary != "demo-0" || p.PrimaryFailingSince == nil || !p.PrimaryFailingSince.Time.Equal(now) || p.Waiting == "" {
+			t.Fatalf("first look: target %q since %v waiting %q", p.TargetPrimary, p.PrimaryFailingSince, p.Waiting)
+		}
+		c.Status.PrimaryFailingSince = p.PrimaryFailingSince
+		if p := decide(c, views, now.Add(9*time.Second)); p.TargetPrimary != "demo-0" {
+			t.Fatalf("replaced after 9 s of 10")
+		}
+		p = decide(c, views, now.Add(10*time.Second))
+		if p.TargetPrimary != "demo-1" || !p.LastFailover.StartedAt.Time.Equal(now) {
+			t.Fatalf("after 10 s: target %q failover %+v", p.TargetPrimary, p.LastFailover)
+		}
+		// The primary answering again before the delay clears the clock.
+		c.Status.PrimaryFailingSince = &metav1.Time{Time: now}
+		views[0].Report = reportOf(postgres.Primary, true)
+		if p := decide(c, views, now.Add(5*time.Second)); p.PrimaryFailingSince != nil || p.TargetPrimary != "demo-0" {
+			t.Errorf("a recovered primary: since %v target %q", p.PrimaryFailingSince, p.TargetPrimary)
+		}
+	})
+
+	t.Run("with synchronous replication only a synchronous standby is promoted", func(t *testing.T) {
+		c := healthyCluster(1, "demo-1", "demo-2")
+		p := decide(c, []view{
+			replicaView("demo-1", "10.0.0.6", "0/3000000"),
+			replicaView("demo-2", "10.0.0.7", "0/4000000"),
+		}, now)
+		if p.TargetPrimary != "demo-2" {
+			t.Fatalf("target %q, want demo-2", p.TargetPrimary)
+		}
+		c.Status.SyncStandbys = []string{"demo-1"}
+		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000"), replicaView("demo-2", "10.0.0.7", "0/4000000")}, now); p.TargetPrimary != "demo-1" {
+			t.Errorf("target %q, want demo-1, the only synchronous standby", p.TargetPrimary)
+		}
+	})
+
+	t.Run("with too few synchronous standbys answering, failover waits and says why", func(t *testing.T) {
+		c := healthyCluster(1, "demo-1", "demo-2")
+		c.Spec.Instances = 3
+		p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000")}, now)
+		// ANY 1 (demo-1, demo-2): a commit may be on demo-2 alone.
+		if p.TargetPrimary != "demo-0" || !strings.Contains(p.Blocked, "synchronous standbys") {
+			t.Fatalf("target %q blocked %q", p.TargetPrimary, p.Blocked)
+		}
+		if p := decide(c, nil, now); !strings.Contains(p.Blocked, "synchronous") {
+			t.Errorf("no replica at all: blocked %q", p.Blocked)
+		}
+	})
+
+	t.Run("the failover completes when the new primary reports at the new epoch", func(t *testing.T) {
+		c := healthyCluster(0)
+		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+		c.Status.LastFailover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.Time{Time: now}}
+		promoted := reportOf(postgres.Primary, true)
+		promoted.Desired.Epoch = 2
+		p := decide(c, []view{{runningPod("demo-1", "10.0.0.6", ""), promoted}, replicaView("demo-2", "10.0.0.7", "0/1")}, now.Add(3*time.Second))
+		if p.CurrentPrimary != "demo-1" || p.LastFailover.CompletedAt == nil || p.LastFailover.CompletedAt.Sub(now) != 3*time.Second {
+			t.Fatalf("current %q failover %+v", p.CurrentPrimary, p.LastFailover)
+		}
+		if p.Roles["demo-1"] != holdfastv1.RolePrimary {
+			t.Errorf("the new primary is not labelled: %v", p.Roles)
+		}
+	})
+
+	t.Run("bootstrap is not a failover", func(t *testing.T) {
+		c := healthyCluster(0)
+		c.Status.CurrentPrimary = ""
+		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/1")}, now); p.TargetPrimary != "demo-0" || p.LastFailover != nil {
+			t.Errorf("target %q failover %+v", p.TargetPrimary, p.LastFailover)
+		}
+	})
+}
+
+func TestParseLSN(t *testing.T) {
+	if parseLSN("16/B374D848") != 0x16<<32|0xB374D848 || parseLSN("") != 0 || parseLSN("x/1") != 0 {
+		t.Error("parseLSN")
+	}
+}
