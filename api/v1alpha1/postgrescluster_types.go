@@ -57,22 +57,44 @@ type PostgresClusterSpec struct {
 	Scheduling SchedulingSpec `json:"scheduling,omitempty"`
 
 	// Failover says when the operator replaces a failed primary.
-	// +kubebuilder:default={}
+	// +kubebuilder:default={unreachableSeconds: 6, leaseDurationSeconds: 6, renewDeadlineSeconds: 4}
 	// +optional
 	Failover FailoverSpec `json:"failover,omitempty"`
 }
 
 // FailoverSpec tunes automated failover. A primary whose pod is gone or
 // whose container is not running is replaced at once: its processes are
-// gone. One that is merely silent may be alive, so the operator waits.
+// gone. One that is merely silent may be alive and cut off, so the operator
+// waits until its lease on the primary role has expired: by then it has
+// stopped taking writes on its own (it stops postgres when it cannot renew
+// the lease within renewDeadlineSeconds).
+//
+// +kubebuilder:validation:XValidation:rule="self.renewDeadlineSeconds + 2 <= self.leaseDurationSeconds",message="spec.failover.renewDeadlineSeconds must be at least 2 seconds shorter than leaseDurationSeconds: a primary must have stopped taking writes before its lease expires and a replica is promoted"
+// +kubebuilder:validation:XValidation:rule="self.unreachableSeconds >= self.leaseDurationSeconds",message="spec.failover.unreachableSeconds must be at least leaseDurationSeconds"
 type FailoverSpec struct {
 	// UnreachableSeconds is how long the primary's instance manager may go
 	// unanswered, or its postgres stay down, before a replica is promoted.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=3600
-	// +kubebuilder:default=10
+	// +kubebuilder:default=6
 	// +optional
 	UnreachableSeconds int32 `json:"unreachableSeconds,omitempty"`
+
+	// LeaseDurationSeconds is how long the primary's hold on its role (a
+	// coordination.k8s.io Lease it renews every second) lasts unrenewed.
+	// +kubebuilder:validation:Minimum=3
+	// +kubebuilder:validation:Maximum=600
+	// +kubebuilder:default=6
+	// +optional
+	LeaseDurationSeconds int32 `json:"leaseDurationSeconds,omitempty"`
+
+	// RenewDeadlineSeconds is how long the primary keeps taking writes
+	// without renewing its lease before it stops postgres.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=598
+	// +kubebuilder:default=4
+	// +optional
+	RenewDeadlineSeconds int32 `json:"renewDeadlineSeconds,omitempty"`
 }
 
 // StorageSpec is the PersistentVolumeClaim each instance gets.
@@ -197,6 +219,11 @@ type SchedulingSpec struct {
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 }
 
+// AnnotationSwitchoverTo on a PostgresCluster asks for a planned
+// switchover to the instance it names (`holdfast promote` sets it). The
+// operator removes it once the switchover is done or refused.
+const AnnotationSwitchoverTo = "holdfast.dev/switchover-to"
+
 // ClusterPhase is a one-word summary of the cluster; conditions carry the detail.
 type ClusterPhase string
 
@@ -264,9 +291,9 @@ type RoleChange struct {
 	Reason string `json:"reason"`
 	// StartedAt is when the operator judged the primary failed (or the
 	// switchover was asked for); CompletedAt when the new primary reported.
-	StartedAt metav1.Time `json:"startedAt"`
+	StartedAt metav1.MicroTime `json:"startedAt"`
 	// +optional
-	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+	CompletedAt *metav1.MicroTime `json:"completedAt,omitempty"`
 }
 
 // PostgresClusterStatus is the cluster as the operator last saw it.

@@ -17,6 +17,6 @@ func NewRoot() *cobra.Command {
 		SilenceErrors: true,
 		Version:       Version,
 	}
-	root.AddCommand(newOperatorCmd(), newInstanceCmd(), newSandboxCmd())
+	root.AddCommand(newOperatorCmd(), newInstanceCmd(), newSandboxCmd(), newPromoteCmd())
 	return root
 }

@@ -81,12 +81,21 @@ type Desired struct {
 	// SyncQuorum, when above zero, makes a primary wait for that many of
 	// Replicas to confirm each commit.
 	SyncQuorum int `json:"syncQuorum,omitempty"`
+	// Lease, for a primary, is the Lease it must hold to take writes.
+	Lease *LeaseTerms `json:"lease,omitempty"`
 	// Fenced stops postgres until unfenced.
 	Fenced bool `json:"fenced,omitempty"`
 	// Epoch grows with every change of primary; an instance ignores a
 	// Desired older than the last it accepted, so a delayed message from
 	// before a failover cannot undo it.
 	Epoch int64 `json:"epoch"`
+}
+
+// LeaseTerms name a primary's Lease and how long the primary may go
+// without renewing it before it stops taking writes.
+type LeaseTerms struct {
+	Name                 string `json:"name"`
+	RenewDeadlineSeconds int    `json:"renewDeadlineSeconds"`
 }
 
 func (d Desired) validate() error {

@@ -42,7 +42,9 @@ func cluster() *holdfastv1.PostgresCluster {
 // them shows up as a reviewable diff of testdata (go test -update rewrites it).
 func TestGolden(t *testing.T) {
 	c := cluster()
+	sa, role, binding := InstanceAccess(c)
 	objs := map[string]any{
+		"access":      []any{sa, role, binding},
 		"statefulset": StatefulSet(c, Options{InstanceImage: "ghcr.io/holdfast-dev/holdfast:dev"}),
 		"services":    Services(c),
 		"configmap":   ConfigMap(c),

@@ -92,8 +92,10 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 		}}
 	}
 	return corev1.PodSpec{
-		// Instances get what they need from mounted Secrets and the operator, not the API.
-		AutomountServiceAccountToken:  ptr.To(false),
+		// Instances get what they need from mounted Secrets and the operator;
+		// the token only lets the primary renew its Lease (InstanceAccess).
+		ServiceAccountName:            InstanceServiceAccountName(c),
+		AutomountServiceAccountToken:  ptr.To(true),
 		EnableServiceLinks:            ptr.To(false),
 		TerminationGracePeriodSeconds: ptr.To[int64](terminationGracePeriod),
 		SecurityContext: &corev1.PodSecurityContext{

@@ -40,13 +40,16 @@ type Reconciler struct {
 	Options  resources.Options
 	// Instances reaches the instance managers; nil leaves them alone.
 	Instances InstanceAPI
+
+	leases leaseWatch
 }
 
 // pollInstances is how often a cluster with running instances is looked at
 // again: instance state changes are not API events.
 const pollInstances = time.Second
 
-// +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch;patch
+// (patch: to remove the switchover annotation once it is carried out)
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
@@ -56,6 +59,9 @@ const pollInstances = time.Second
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update
 
 // SetupWithManager registers the reconciler and what it watches.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -197,7 +203,8 @@ func (r *Reconciler) ensureObjects(ctx context.Context, c *holdfastv1.PostgresCl
 		// storage resizes the claims themselves (growClaims).
 		keepClaimSize(sts, &live)
 	}
-	objs := []client.Object{resources.ConfigMap(c), resources.PodDisruptionBudget(c)}
+	sa, role, binding := resources.InstanceAccess(c)
+	objs := []client.Object{resources.ConfigMap(c), resources.PodDisruptionBudget(c), sa, role, binding}
 	for _, s := range resources.Services(c) {
 		objs = append(objs, s)
 	}

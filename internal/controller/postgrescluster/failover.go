@@ -143,7 +143,7 @@ func parseLSN(s string) uint64 {
 // considerFailover judges the primary and, when it has failed, picks the
 // new one. It fills p's TargetPrimary, Epoch, PrimaryFailingSince,
 // LastFailover and Blocked.
-func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time, p *plan) {
+func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQuiet time.Duration, p *plan) {
 	target := p.TargetPrimary
 	// Only a cluster that has had this primary can lose it; during
 	// bootstrap or a change of primary there is nothing to replace yet.
@@ -173,6 +173,12 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 			p.Waiting = fmt.Sprintf("primary %s: %s; failover after %s", target, why, wait)
 			return
 		}
+		// It may be alive and cut off: promote only once its lease has
+		// expired, by which time it has stopped postgres itself.
+		if lease := time.Duration(c.Spec.Failover.LeaseDurationSeconds) * time.Second; leaseQuiet < lease {
+			p.Waiting = fmt.Sprintf("primary %s: %s; its lease was renewed %s ago and lasts %s", target, why, leaseQuiet.Round(time.Second), lease)
+			return
+		}
 		why = fmt.Sprintf("%s for %s", why, now.Sub(p.PrimaryFailingSince.Time).Round(time.Second))
 	}
 	cand, how := chooseCandidate(c, views, target)
@@ -184,7 +190,7 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 	if p.PrimaryFailingSince != nil {
 		started = p.PrimaryFailingSince.Time
 	}
-	p.LastFailover = &holdfastv1.RoleChange{From: target, To: cand, StartedAt: metav1.Time{Time: started},
+	p.LastFailover = &holdfastv1.RoleChange{From: target, To: cand, StartedAt: metav1.MicroTime{Time: started},
 		Reason: fmt.Sprintf("primary %s failed: %s; promoting %s, %s", target, why, cand, how)}
 	p.TargetPrimary = cand
 	p.CurrentPrimary = ""
@@ -201,10 +207,66 @@ func setPrimaryCondition(c *holdfastv1.PostgresCluster, p plan) {
 		ok, reason, msg = false, "FailoverBlocked", p.Blocked
 	case p.Waiting != "":
 		ok, reason, msg = false, "PrimaryFailing", p.Waiting
-	case p.CurrentPrimary == "" && p.LastFailover != nil && p.LastFailover.CompletedAt == nil:
+	case p.CurrentPrimary == "" && inProgress(p.LastFailover):
 		ok, reason, msg = false, "FailingOver", p.LastFailover.Reason
+	case p.CurrentPrimary == "" && inProgress(p.LastSwitchover):
+		ok, reason, msg = false, "SwitchingOver", p.LastSwitchover.Reason
 	case p.CurrentPrimary == "":
 		ok, reason, msg = false, "NoPrimary", "no instance has reported itself primary yet"
 	}
 	setCondition(&c.Status, c, holdfastv1.ConditionPrimaryAvailable, ok, reason, msg)
+}
+
+// considerSwitchover starts a switchover the cluster's annotation asks for,
+// when the cluster is settled and the instance named is a ready replica.
+func considerSwitchover(c *holdfastv1.PostgresCluster, views []view, now time.Time, p *plan) {
+	want := c.Annotations[holdfastv1.AnnotationSwitchoverTo]
+	if want == "" || want == p.TargetPrimary || inProgress(p.LastSwitchover) || inProgress(p.LastFailover) {
+		return
+	}
+	if c.Status.CurrentPrimary != p.TargetPrimary {
+		return // no primary to hand over from yet: try again later
+	}
+	refuse := func(why string) { p.SwitchoverRefused = fmt.Sprintf("switchover to %s refused: %s", want, why) }
+	var v *view
+	for i := range views {
+		if views[i].Pod.Name == want {
+			v = &views[i]
+		}
+	}
+	switch {
+	case v == nil || ordinal(want) >= int(c.Spec.Instances):
+		refuse("no such instance")
+		return
+	case v.Report == nil || v.Report.Role != postgres.Replica || !v.Report.Ready:
+		refuse("it is not a ready, streaming replica")
+		return
+	case c.Spec.Synchronous != nil && !slices.Contains(c.Status.SyncStandbys, want):
+		refuse("it is not a synchronous standby, so it may lack acknowledged writes")
+		return
+	}
+	p.LastSwitchover = &holdfastv1.RoleChange{From: p.TargetPrimary, To: want, StartedAt: metav1.MicroTime{Time: now},
+		Reason: fmt.Sprintf("switchover from %s to %s asked for with the %s annotation", p.TargetPrimary, want, holdfastv1.AnnotationSwitchoverTo)}
+	p.TargetPrimary = want
+	p.CurrentPrimary = ""
+	p.Epoch++
+}
+
+func inProgress(rc *holdfastv1.RoleChange) bool { return rc != nil && rc.CompletedAt == nil }
+
+// oldPrimaryStopped: the primary a switchover replaces has stopped taking
+// writes at the new epoch (its clean shutdown has sent every WAL record to
+// the streaming replicas), or is gone.
+func oldPrimaryStopped(views []view, old string, epoch int64) bool {
+	for _, v := range views {
+		if v.Pod.Name != old {
+			continue
+		}
+		if h, _ := judgePrimary(&v); h == dead {
+			return true
+		}
+		r := v.Report
+		return r != nil && r.Desired != nil && r.Desired.Epoch == epoch && (!r.Running || r.Role == postgres.Replica)
+	}
+	return true
 }

@@ -5,19 +5,21 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/postgres"
 )
-
-
 
 func healthyCluster(quorum int32, syncStandbys ...string) *holdfastv1.PostgresCluster {
 	c := &holdfastv1.PostgresCluster{
 		ObjectMeta: metav1.ObjectMeta{Name: "demo"},
-		Spec:       holdfastv1.PostgresClusterSpec{Instances: 3, Failover: holdfastv1.FailoverSpec{UnreachableSeconds: 10}},
+		Spec:       holdfastv1.PostgresClusterSpec{Instances: 3, Failover: holdfastv1.FailoverSpec{UnreachableSeconds: 10, LeaseDurationSeconds: 6, RenewDeadlineSeconds: 4}},
 		Status:     holdfastv1.PostgresClusterStatus{TargetPrimary: "demo-0", CurrentPrimary: "demo-0", Epoch: 1, SyncStandbys: syncStandbys},
 	}
 	if quorum > 0 {
@@ -43,7 +45,7 @@ func TestFailover(t *testing.T) {
 		p := decide(healthyCluster(0), []view{
 			replicaView("demo-1", "10.0.0.6", "0/3000060"),
 			replicaView("demo-2", "10.0.0.7", "0/3000100"),
-		}, now)
+		}, now, time.Hour)
 		if p.TargetPrimary != "demo-2" || p.Epoch != 2 || p.CurrentPrimary != "" {
 			t.Fatalf("target %q epoch %d current %q, want demo-2, 2, none", p.TargetPrimary, p.Epoch, p.CurrentPrimary)
 		}
@@ -62,7 +64,7 @@ func TestFailover(t *testing.T) {
 	t.Run("a primary whose container is not running is replaced at once", func(t *testing.T) {
 		dead := runningPod("demo-0", "10.0.0.5", "primary")
 		dead.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
-		p := decide(healthyCluster(0), []view{{dead, nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}, now)
+		p := decide(healthyCluster(0), []view{{dead, nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}, now, time.Hour)
 		if p.TargetPrimary != "demo-1" {
 			t.Fatalf("target %q, want demo-1", p.TargetPrimary)
 		}
@@ -74,22 +76,22 @@ func TestFailover(t *testing.T) {
 	t.Run("a silent primary is replaced only after unreachableSeconds", func(t *testing.T) {
 		c := healthyCluster(0)
 		views := []view{{runningPod("demo-0", "10.0.0.5", "primary"), nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
-		p := decide(c, views, now)
+		p := decide(c, views, now, time.Hour)
 		if p.TargetPrimary != "demo-0" || p.PrimaryFailingSince == nil || !p.PrimaryFailingSince.Time.Equal(now) || p.Waiting == "" {
 			t.Fatalf("first look: target %q since %v waiting %q", p.TargetPrimary, p.PrimaryFailingSince, p.Waiting)
 		}
 		c.Status.PrimaryFailingSince = p.PrimaryFailingSince
-		if p := decide(c, views, now.Add(9*time.Second)); p.TargetPrimary != "demo-0" {
+		if p := decide(c, views, now.Add(9*time.Second), time.Hour); p.TargetPrimary != "demo-0" {
 			t.Fatalf("replaced after 9 s of 10")
 		}
-		p = decide(c, views, now.Add(10*time.Second))
+		p = decide(c, views, now.Add(10*time.Second), time.Hour)
 		if p.TargetPrimary != "demo-1" || !p.LastFailover.StartedAt.Time.Equal(now) {
 			t.Fatalf("after 10 s: target %q failover %+v", p.TargetPrimary, p.LastFailover)
 		}
 		// The primary answering again before the delay clears the clock.
 		c.Status.PrimaryFailingSince = &metav1.Time{Time: now}
 		views[0].Report = reportOf(postgres.Primary, true)
-		if p := decide(c, views, now.Add(5*time.Second)); p.PrimaryFailingSince != nil || p.TargetPrimary != "demo-0" {
+		if p := decide(c, views, now.Add(5*time.Second), time.Hour); p.PrimaryFailingSince != nil || p.TargetPrimary != "demo-0" {
 			t.Errorf("a recovered primary: since %v target %q", p.PrimaryFailingSince, p.TargetPrimary)
 		}
 	})
@@ -99,12 +101,12 @@ func TestFailover(t *testing.T) {
 		p := decide(c, []view{
 			replicaView("demo-1", "10.0.0.6", "0/3000000"),
 			replicaView("demo-2", "10.0.0.7", "0/4000000"),
-		}, now)
+		}, now, time.Hour)
 		if p.TargetPrimary != "demo-2" {
 			t.Fatalf("target %q, want demo-2", p.TargetPrimary)
 		}
 		c.Status.SyncStandbys = []string{"demo-1"}
-		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000"), replicaView("demo-2", "10.0.0.7", "0/4000000")}, now); p.TargetPrimary != "demo-1" {
+		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000"), replicaView("demo-2", "10.0.0.7", "0/4000000")}, now, time.Hour); p.TargetPrimary != "demo-1" {
 			t.Errorf("target %q, want demo-1, the only synchronous standby", p.TargetPrimary)
 		}
 	})
@@ -112,12 +114,12 @@ func TestFailover(t *testing.T) {
 	t.Run("with too few synchronous standbys answering, failover waits and says why", func(t *testing.T) {
 		c := healthyCluster(1, "demo-1", "demo-2")
 		c.Spec.Instances = 3
-		p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000")}, now)
+		p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000")}, now, time.Hour)
 		// ANY 1 (demo-1, demo-2): a commit may be on demo-2 alone.
 		if p.TargetPrimary != "demo-0" || !strings.Contains(p.Blocked, "synchronous standbys") {
 			t.Fatalf("target %q blocked %q", p.TargetPrimary, p.Blocked)
 		}
-		if p := decide(c, nil, now); !strings.Contains(p.Blocked, "synchronous") {
+		if p := decide(c, nil, now, time.Hour); !strings.Contains(p.Blocked, "synchronous") {
 			t.Errorf("no replica at all: blocked %q", p.Blocked)
 		}
 	})
@@ -125,10 +127,10 @@ func TestFailover(t *testing.T) {
 	t.Run("the failover completes when the new primary reports at the new epoch", func(t *testing.T) {
 		c := healthyCluster(0)
 		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
-		c.Status.LastFailover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.Time{Time: now}}
+		c.Status.LastFailover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
 		promoted := reportOf(postgres.Primary, true)
 		promoted.Desired.Epoch = 2
-		p := decide(c, []view{{runningPod("demo-1", "10.0.0.6", ""), promoted}, replicaView("demo-2", "10.0.0.7", "0/1")}, now.Add(3*time.Second))
+		p := decide(c, []view{{runningPod("demo-1", "10.0.0.6", ""), promoted}, replicaView("demo-2", "10.0.0.7", "0/1")}, now.Add(3*time.Second), time.Hour)
 		if p.CurrentPrimary != "demo-1" || p.LastFailover.CompletedAt == nil || p.LastFailover.CompletedAt.Sub(now) != 3*time.Second {
 			t.Fatalf("current %q failover %+v", p.CurrentPrimary, p.LastFailover)
 		}
@@ -140,7 +142,7 @@ func TestFailover(t *testing.T) {
 	t.Run("bootstrap is not a failover", func(t *testing.T) {
 		c := healthyCluster(0)
 		c.Status.CurrentPrimary = ""
-		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/1")}, now); p.TargetPrimary != "demo-0" || p.LastFailover != nil {
+		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour); p.TargetPrimary != "demo-0" || p.LastFailover != nil {
 			t.Errorf("target %q failover %+v", p.TargetPrimary, p.LastFailover)
 		}
 	})
@@ -149,5 +151,103 @@ func TestFailover(t *testing.T) {
 func TestParseLSN(t *testing.T) {
 	if parseLSN("16/B374D848") != 0x16<<32|0xB374D848 || parseLSN("") != 0 || parseLSN("x/1") != 0 {
 		t.Error("parseLSN")
+	}
+}
+
+func TestSwitchover(t *testing.T) {
+	asked := func(to string) *holdfastv1.PostgresCluster {
+		c := healthyCluster(0)
+		c.Annotations = map[string]string{holdfastv1.AnnotationSwitchoverTo: to}
+		return c
+	}
+	primaryView := func(epoch int64) view {
+		r := reportOf(postgres.Primary, true)
+		r.Desired.Epoch = epoch
+		return view{runningPod("demo-0", "10.0.0.5", "primary"), r}
+	}
+
+	t.Run("the old primary is told to step down first; the new one waits for it", func(t *testing.T) {
+		p := decide(asked("demo-1"), []view{primaryView(1), replicaView("demo-1", "10.0.0.6", "0/1"), replicaView("demo-2", "10.0.0.7", "0/1")}, now, time.Hour)
+		if p.TargetPrimary != "demo-1" || p.Epoch != 2 || p.LastSwitchover == nil || p.LastSwitchover.From != "demo-0" {
+			t.Fatalf("target %q epoch %d switchover %+v", p.TargetPrimary, p.Epoch, p.LastSwitchover)
+		}
+		if d := p.Desired["demo-0"]; d.Role != postgres.Replica || d.PrimaryHost != "10.0.0.6" || d.Epoch != 2 {
+			t.Errorf("old primary told %+v, want to follow demo-1 at epoch 2", d)
+		}
+		if d, ok := p.Desired["demo-1"]; ok {
+			t.Errorf("demo-1 told %+v while the old primary still takes writes", d)
+		}
+	})
+
+	t.Run("once the old primary has stopped at the new epoch, the new one is promoted", func(t *testing.T) {
+		c := asked("demo-1")
+		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+		c.Status.LastSwitchover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
+		stopped := reportOf("", false)
+		stopped.Desired = &instance.Desired{Role: postgres.Replica, Epoch: 2}
+		p := decide(c, []view{{runningPod("demo-0", "10.0.0.5", "primary"), stopped}, replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour)
+		if d := p.Desired["demo-1"]; d.Role != postgres.Primary || d.Epoch != 2 {
+			t.Fatalf("demo-1 told %+v, want primary at epoch 2", d)
+		}
+		if p.Roles["demo-0"] != "" {
+			t.Errorf("the old primary keeps its label: %v", p.Roles)
+		}
+	})
+
+	t.Run("a switchover to an instance that is not a ready replica is refused", func(t *testing.T) {
+		lagging := replicaView("demo-1", "10.0.0.6", "0/1")
+		lagging.Report.Ready = false
+		for name, views := range map[string][]view{
+			"demo-1": {primaryView(1), lagging},
+			"demo-7": {primaryView(1)},
+		} {
+			p := decide(asked(name), views, now, time.Hour)
+			if p.TargetPrimary != "demo-0" || !strings.Contains(p.SwitchoverRefused, name) {
+				t.Errorf("switchover to %s: target %q refused %q", name, p.TargetPrimary, p.SwitchoverRefused)
+			}
+		}
+	})
+}
+
+func TestSyncQuorumHoldsWhenStandbysFail(t *testing.T) {
+	c := healthyCluster(1)
+	r := reportOf(postgres.Primary, true)
+	r.Desired.SyncQuorum = 1
+	// Both standbys are silent: writes must wait for them, not go async.
+	p := decide(c, []view{{runningPod("demo-0", "10.0.0.5", "primary"), r}, {runningPod("demo-1", "10.0.0.6", "replica"), nil}}, now, time.Hour)
+	if d := p.Desired["demo-0"]; d.SyncQuorum != 1 {
+		t.Errorf("sync quorum %d with the standbys down, want it kept at 1", d.SyncQuorum)
+	}
+}
+
+func TestASilentPrimaryWithALiveLeaseIsNotReplaced(t *testing.T) {
+	c := healthyCluster(0)
+	c.Status.PrimaryFailingSince = &metav1.Time{Time: now}
+	views := []view{{runningPod("demo-0", "10.0.0.5", "primary"), nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
+	// The operator cannot reach it, but it still renews its lease: it is
+	// cut off from the operator, not from the API server, and may take writes.
+	p := decide(c, views, now.Add(time.Minute), 2*time.Second)
+	if p.TargetPrimary != "demo-0" || !strings.Contains(p.Waiting, "lease") {
+		t.Fatalf("target %q waiting %q", p.TargetPrimary, p.Waiting)
+	}
+	if p := decide(c, views, now.Add(time.Minute), 6*time.Second); p.TargetPrimary != "demo-1" {
+		t.Fatalf("lease expired: target %q, want demo-1", p.TargetPrimary)
+	}
+}
+
+func TestLeaseWatchCountsFromTheOperatorsOwnSightings(t *testing.T) {
+	var w leaseWatch
+	key := types.NamespacedName{Namespace: "ns", Name: "demo"}
+	l := &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("demo-0"), RenewTime: &metav1.MicroTime{Time: now}}}
+	if q := w.quietFor(key, l, now); q != 0 {
+		t.Errorf("first sighting: quiet %s, want 0", q)
+	}
+	if q := w.quietFor(key, l, now.Add(3*time.Second)); q != 3*time.Second {
+		t.Errorf("unchanged for 3 s: quiet %s", q)
+	}
+	renewed := l.DeepCopy()
+	renewed.Spec.RenewTime = &metav1.MicroTime{Time: now.Add(-time.Hour)} // a skewed clock still counts as a renewal
+	if q := w.quietFor(key, renewed, now.Add(4*time.Second)); q != 0 {
+		t.Errorf("after a renewal: quiet %s, want 0", q)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,6 +42,9 @@ type plan struct {
 	PrimaryFailingSince *metav1.Time
 	SyncStandbys        []string
 	LastFailover        *holdfastv1.RoleChange
+	LastSwitchover      *holdfastv1.RoleChange
+	// SwitchoverRefused says why the switchover asked for cannot happen.
+	SwitchoverRefused string
 	// Waiting says why a failing primary is not replaced yet; Blocked why a
 	// failed one cannot be.
 	Waiting, Blocked string
@@ -49,7 +53,8 @@ type plan struct {
 // decide is the operator's judgement as a pure function of the cluster,
 // what its instances report and the time: it keeps the cluster together
 // around status.targetPrimary, and replaces that primary when it fails.
-func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time) plan {
+// leaseQuiet is how long the operator has seen no renewal of the primary's Lease.
+func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQuiet time.Duration) plan {
 	p := plan{
 		Desired:             map[string]instance.Desired{},
 		Roles:               map[string]holdfastv1.InstanceRole{},
@@ -59,11 +64,13 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time) plan {
 		PrimaryFailingSince: c.Status.PrimaryFailingSince,
 		SyncStandbys:        c.Status.SyncStandbys,
 		LastFailover:        c.Status.LastFailover.DeepCopy(),
+		LastSwitchover:      c.Status.LastSwitchover.DeepCopy(),
 	}
 	if p.TargetPrimary == "" {
 		p.TargetPrimary = resources.InstanceName(c, 0)
 	}
-	considerFailover(c, views, now, &p)
+	considerFailover(c, views, now, leaseQuiet, &p)
+	considerSwitchover(c, views, now, &p)
 	target := p.TargetPrimary
 	var replicas []string
 	for i := range int(c.Spec.Instances) {
@@ -71,19 +78,20 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time) plan {
 			replicas = append(replicas, name)
 		}
 	}
-	quorum := 0
-	if c.Spec.Synchronous != nil {
-		quorum = min(int(c.Spec.Synchronous.Quorum), len(replicas))
-	}
-
 	var primary *view
 	for i, v := range views {
 		if v.Pod.Name == target {
 			primary = &views[i]
 		}
 	}
-	if primary != nil && primary.Report != nil && primary.Pod.DeletionTimestamp == nil {
-		p.Desired[target] = instance.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch}
+	quorum := syncQuorum(c, views, primary, target, p.Epoch, len(replicas))
+	// A switchover promotes only once the old primary has stopped cleanly,
+	// so that the new one holds every write the old one took.
+	switching := inProgress(p.LastSwitchover) && p.LastSwitchover.To == target
+	hold := switching && !oldPrimaryStopped(views, p.LastSwitchover.From, p.Epoch)
+	if primary != nil && primary.Report != nil && primary.Pod.DeletionTimestamp == nil && !hold {
+		p.Desired[target] = instance.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch,
+			Lease: &instance.LeaseTerms{Name: resources.LeaseName(c), RenewDeadlineSeconds: int(c.Spec.Failover.RenewDeadlineSeconds)}}
 		if r := primary.Report; r.Role == postgres.Primary && !r.Fenced && r.Desired != nil && r.Desired.Epoch == p.Epoch {
 			p.CurrentPrimary = target
 			if r.Postgres != nil {
@@ -91,11 +99,13 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time) plan {
 			}
 		}
 	}
-	failingOver := p.LastFailover != nil && p.LastFailover.CompletedAt == nil && p.LastFailover.To == target
-	if failingOver && p.CurrentPrimary == target {
-		p.LastFailover.CompletedAt = &metav1.Time{Time: now}
-		failingOver = false
+	failingOver := inProgress(p.LastFailover) && p.LastFailover.To == target
+	for _, rc := range []*holdfastv1.RoleChange{p.LastFailover, p.LastSwitchover} {
+		if inProgress(rc) && rc.To == target && p.CurrentPrimary == target {
+			rc.CompletedAt = &metav1.MicroTime{Time: now}
+		}
 	}
+	failingOver = failingOver && p.CurrentPrimary != target || switching && p.CurrentPrimary != target
 	// Replicas clone or follow the primary, so they wait until it reports
 	// itself; during a failover they follow the promoted replica at once
 	// (cascading until its promotion, then along its new timeline).
@@ -106,7 +116,7 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time) plan {
 		if v.Report == nil {
 			// A silent instance keeps its label until judged, but a
 			// replaced primary loses it at once, whether it answers or not.
-			if p.LastFailover != nil && p.LastFailover.From == name && name != target && v.Pod.Labels[resources.LabelRole] != "" {
+			if replacedPrimary(p, name) && v.Pod.Labels[resources.LabelRole] != "" {
 				p.Roles[name] = ""
 			}
 			continue
@@ -126,6 +136,40 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time) plan {
 		}
 	}
 	return p
+}
+
+// syncQuorum is how many standbys must confirm each commit. It counts
+// only standbys that have joined (cloned and reported), and never goes down
+// while the primary keeps its epoch: a replica that fails still counts, so
+// writes wait for it (the trade-off the user chose), but a cluster that is
+// still bootstrapping, whose replicas do not exist yet, can commit at all.
+func syncQuorum(c *holdfastv1.PostgresCluster, views []view, primary *view, target string, epoch int64, replicas int) int {
+	if c.Spec.Synchronous == nil {
+		return 0
+	}
+	joined := 0
+	for _, v := range views {
+		if v.Pod.Name != target && ordinal(v.Pod.Name) < int(c.Spec.Instances) && v.Report != nil &&
+			v.Report.Role == postgres.Replica && v.Report.Postgres != nil {
+			joined++
+		}
+	}
+	if primary != nil && primary.Report != nil {
+		if d := primary.Report.Desired; d != nil && d.Role == postgres.Primary && d.Epoch == epoch {
+			joined = max(joined, d.SyncQuorum)
+		}
+	}
+	return min(int(c.Spec.Synchronous.Quorum), replicas, joined)
+}
+
+// replacedPrimary: name was the primary before the latest change of primary.
+func replacedPrimary(p plan, name string) bool {
+	for _, rc := range []*holdfastv1.RoleChange{p.LastFailover, p.LastSwitchover} {
+		if rc != nil && rc.From == name && name != p.TargetPrimary {
+			return true
+		}
+	}
+	return false
 }
 
 // syncStandbys are the standbys a primary reports as synchronous.
@@ -174,7 +218,17 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	if !addressed && c.Status.CurrentPrimary == "" {
 		return reports, nil
 	}
-	p := decide(c, views, time.Now())
+	now := time.Now()
+	lease, err := r.primaryLease(ctx, c)
+	if err != nil {
+		return reports, err
+	}
+	p := decide(c, views, now, r.leases.quietFor(client.ObjectKeyFromObject(c), lease, now))
+	// The lease goes to the primary before it is told to be one: it renews
+	// the lease before it takes writes.
+	if err := r.handLease(ctx, c, lease, p.TargetPrimary); err != nil {
+		return reports, err
+	}
 
 	token, err := r.instanceToken(ctx, c)
 	if err != nil {
@@ -227,7 +281,11 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	c.Status.PrimaryFailingSince = p.PrimaryFailingSince
 	c.Status.SyncStandbys = p.SyncStandbys
 	c.Status.LastFailover = p.LastFailover
+	c.Status.LastSwitchover = p.LastSwitchover
 	setPrimaryCondition(c, p)
+	if err := r.settleSwitchoverAnnotation(ctx, c, p); err != nil {
+		return reports, err
+	}
 	return reports, nil
 }
 
@@ -238,19 +296,53 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// recordFailover says with Events when a failover starts and ends.
+// recordFailover says with Events when a failover or switchover starts and ends.
 func (r *Reconciler) recordFailover(c *holdfastv1.PostgresCluster, p plan) {
-	was, now := c.Status.LastFailover, p.LastFailover
-	if now == nil {
-		return
+	for _, k := range []struct {
+		kind     string
+		was, now *holdfastv1.RoleChange
+		started  string
+	}{
+		{"Failover", c.Status.LastFailover, p.LastFailover, corev1.EventTypeWarning},
+		{"Switchover", c.Status.LastSwitchover, p.LastSwitchover, corev1.EventTypeNormal},
+	} {
+		was, now := k.was, k.now
+		if now == nil {
+			continue
+		}
+		if was == nil || was.StartedAt != now.StartedAt || was.To != now.To {
+			r.Recorder.Eventf(c, nil, k.started, k.kind+"Started", k.kind, "%s", now.Reason)
+		}
+		if now.CompletedAt != nil && (was == nil || was.CompletedAt == nil) {
+			r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, k.kind+"Completed", k.kind, "%s is the primary, %s after %s started",
+				now.To, now.CompletedAt.Sub(now.StartedAt.Time).Round(time.Millisecond), strings.ToLower(k.kind))
+		}
 	}
-	if was == nil || was.StartedAt != now.StartedAt || was.To != now.To {
-		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "FailoverStarted", "Failover", "%s", now.Reason)
+	if p.SwitchoverRefused != "" {
+		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "SwitchoverRefused", "Switchover", "%s", p.SwitchoverRefused)
 	}
-	if now.CompletedAt != nil && (was == nil || was.CompletedAt == nil) {
-		r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "FailoverCompleted", "Failover", "%s is the primary, %s after %s failed",
-			now.To, now.CompletedAt.Sub(now.StartedAt.Time).Round(time.Millisecond), now.From)
+}
+
+// settleSwitchoverAnnotation removes the switchover annotation once the
+// switchover it asked for is done or refused, so that it cannot start again.
+func (r *Reconciler) settleSwitchoverAnnotation(ctx context.Context, c *holdfastv1.PostgresCluster, p plan) error {
+	want, ok := c.Annotations[holdfastv1.AnnotationSwitchoverTo]
+	if !ok {
+		return nil
 	}
+	done := p.SwitchoverRefused != "" || want == "" ||
+		(want == p.TargetPrimary && !inProgress(p.LastSwitchover) && p.CurrentPrimary == want)
+	if !done {
+		return nil
+	}
+	status := c.Status.DeepCopy()
+	patch := client.MergeFrom(c.DeepCopy())
+	delete(c.Annotations, holdfastv1.AnnotationSwitchoverTo)
+	if err := r.Client.Patch(ctx, c, patch); err != nil {
+		return fmt.Errorf("removing the %s annotation: %w", holdfastv1.AnnotationSwitchoverTo, err)
+	}
+	c.Status = *status // the patch answer carries the stored status, not this one
+	return nil
 }
 
 func instanceURL(pod *corev1.Pod) string {
