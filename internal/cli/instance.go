@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -47,6 +49,15 @@ func newInstanceRunCmd() *cobra.Command {
 			ctrl.SetLogger(log)
 			ctx := ctrl.SetupSignalHandler()
 			m := instance.NewManager(cfg, log.WithName("instance"))
+			if restCfg, err := rest.InClusterConfig(); err != nil {
+				log.Info("no Kubernetes API access: the primary lease is not used", "reason", err.Error())
+			} else {
+				cs, err := kubernetes.NewForConfig(restCfg)
+				if err != nil {
+					return err
+				}
+				m.UseLease(&instance.LeaseKeeper{Leases: cs.CoordinationV1(), Namespace: os.Getenv("NAMESPACE"), Identity: cfg.Name})
+			}
 			srv := &http.Server{Addr: cfg.StatusAddr, Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
 			errs := make(chan error, 1)
 			go func() { errs <- srv.ListenAndServe() }()

@@ -523,4 +523,24 @@ func TestInstanceLifecycle(t *testing.T) {
 			t.Errorf("the old data directory was not kept aside: %v", err)
 		}
 	})
+
+	t.Run("a stopped standby wanted as primary is promoted onto a new timeline", func(t *testing.T) {
+		// Started without its standby.signal it would go on writing the
+		// timeline the old primary's WAL also extends: two histories under
+		// one timeline, which no rewind could tell apart.
+		before := h.report(n2).Postgres
+		if before == nil || !before.InRecovery {
+			t.Fatalf("pg-2 is not a running standby: %+v", before)
+		}
+		h.stop(n2)
+		// Without a saved role it stays down until told: then it is told primary.
+		os.Remove(filepath.Join(n2.dir, "holdfast-desired.json"))
+		h.start(n2)
+		h.epoch = 4
+		h.want(n2, h.primary(n2))
+		h.waitFor(time.Minute, "pg-2 promoted", h.ready(n2, postgres.Primary))
+		if after := h.report(n2).Postgres; after.Timeline <= before.Timeline {
+			t.Errorf("pg-2 is primary on timeline %d, was a standby on %d: it was not promoted", after.Timeline, before.Timeline)
+		}
+	})
 }

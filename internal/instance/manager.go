@@ -53,6 +53,10 @@ type Manager struct {
 
 	wake chan struct{}
 
+	// lease, when set, must be held for this instance to act as primary.
+	lease     *LeaseKeeper
+	leaseWake chan struct{}
+
 	// Owned by the converge loop.
 	server       *server
 	crashes      int
@@ -75,8 +79,13 @@ func NewManager(cfg Config, log logr.Logger) *Manager {
 	if cfg.MaxLagBytes == 0 {
 		cfg.MaxLagBytes = 16 << 20
 	}
-	return &Manager{cfg: cfg, log: log, wake: make(chan struct{}, 1), report: Report{Name: cfg.Name}}
+	return &Manager{cfg: cfg, log: log, wake: make(chan struct{}, 1), leaseWake: make(chan struct{}, 1), report: Report{Name: cfg.Name}}
 }
+
+// UseLease makes the primary role depend on holding the cluster's Lease
+// (call before Run). Without it, as outside Kubernetes, the operator's word
+// alone makes a primary.
+func (m *Manager) UseLease(k *LeaseKeeper) { m.lease = k }
 
 func (m *Manager) poke() {
 	select {
@@ -100,8 +109,23 @@ func (m *Manager) SetDesired(d Desired) error {
 	if err := m.cfg.saveDesired(d); err != nil {
 		return err
 	}
+	// A new primary renews its lease at once rather than at the next tick.
+	select {
+	case m.leaseWake <- struct{}{}:
+	default:
+	}
 	m.poke()
 	return nil
+}
+
+// holdsLease says whether this instance may take writes as the primary:
+// it holds the lease, or no lease applies (outside Kubernetes).
+func (m *Manager) holdsLease(d *Desired) bool {
+	if m.lease == nil || d.Lease == nil {
+		return true
+	}
+	ok, _ := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
+	return ok
 }
 
 // currentEpoch is the epoch a new desired state must not be older than.
@@ -149,6 +173,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 	}
 
+	if m.lease != nil {
+		go m.keepLease(ctx)
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -247,6 +274,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 		m.stopServer()
 		return "fenced: postgres is stopped until the operator unfences it", nil
 	}
+
 	if s := m.server; s != nil && !s.alive() {
 		m.crashes++
 		backoff := min(time.Duration(1<<min(m.crashes-1, 5))*time.Second, 30*time.Second)
@@ -270,6 +298,17 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			return "starting: " + err.Error(), nil
 		}
 		switch {
+		case d.Role == postgres.Primary && !st.InRecovery && !m.holdsLease(d):
+			// It can no longer renew its hold on the primary role: another
+			// instance may be promoted once the lease expires, so it stops
+			// taking writes first.
+			_, why := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
+			m.log.Info("self-fencing: stopping postgres", "reason", why)
+			m.stopServer()
+			return "self-fenced, taking no writes: " + why, nil
+		case d.Role == postgres.Primary && st.InRecovery && !m.holdsLease(d):
+			_, why := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
+			return "waiting for the primary lease before promoting: " + why, nil
 		case d.Role == postgres.Primary && st.InRecovery:
 			m.log.Info("promoting")
 			if err := m.exec(ctx, `SELECT pg_promote(true, 60)`); err != nil {
@@ -334,12 +373,19 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 	if err := m.writeConfig(ctx, d, false); err != nil {
 		return "", err
 	}
-	if d.Role == postgres.Replica {
+	switch {
+	case d.Role == postgres.Replica:
 		if err := m.writeFile(standby, nil, 0o600); err != nil {
 			return "", err
 		}
-	} else if err := os.Remove(standby); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("removing standby.signal: %w", err)
+	case exists(standby):
+		// A standby wanted as primary starts as a standby and is promoted
+		// once running: promotion opens a new timeline, while starting it
+		// without the signal file would go on writing the old one, which
+		// the former primary's WAL also extends.
+	case !m.holdsLease(d):
+		_, why := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
+		return "not starting as primary without the primary lease: " + why, nil
 	}
 	m.log.Info("starting postgres", "role", d.Role)
 	return "starting postgres", m.startServer()

@@ -73,6 +73,40 @@ func TestFailoverInSandbox(t *testing.T) {
 		})
 	}
 
+	t.Run("a partitioned primary fences itself before a replica is promoted", func(t *testing.T) {
+		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		uid := e.mustKubectl("", "-n", ns, "get", "pod", old, "-o", "jsonpath={.metadata.uid}")
+		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+		w.waitAcks(t, 20)
+		at := time.Now()
+		heal := partition(t, "hf-"+uid)
+		var promoted string
+		poll(t, 2*time.Minute, "a replica promoted", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.lastFailover.from} {.status.lastFailover.to} {.status.lastFailover.completedAt}")
+			if err != nil {
+				return err
+			}
+			f := strings.Fields(out)
+			if len(f) != 3 || f[0] != old {
+				return errorString(out)
+			}
+			promoted = f[1]
+			return nil
+		})
+		t.Logf("partition: %s promoted; first acknowledged write through pg-rw %s after the partition",
+			promoted, w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute).Round(time.Millisecond))
+		w.waitAcks(t, 20)
+		heal()
+		acks := w.stop()
+		e.checkAcks(t, promoted, old, acks)
+		// The cut-off primary stopped postgres on its own, unable to renew its lease.
+		logs := e.mustKubectl("", "-n", ns, "logs", old)
+		if !strings.Contains(logs, "self-fencing") {
+			t.Errorf("%s did not fence itself; its log:\n%s", old, logs)
+		}
+		e.waitReady(t, "pg", 3, 4*time.Minute)
+	})
+
 	t.Run("a planned switchover loses no write", func(t *testing.T) {
 		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 		to := "pg-1"
@@ -126,6 +160,33 @@ func longestGap(acks []ack) time.Duration {
 		gap = max(gap, acks[i].at.Sub(acks[i-1].at))
 	}
 	return gap
+}
+
+// partition cuts a pod's network namespace off: nothing in or out on its
+// eth0 (its loopback keeps working, so it goes on running). The returned
+// func heals it.
+func partition(t *testing.T, netns string) func() {
+	t.Helper()
+	rules := [][]string{{"INPUT", "-i", "eth0", "-j", "DROP"}, {"OUTPUT", "-o", "eth0", "-j", "DROP"}}
+	for _, r := range rules {
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", netns, "iptables", "-I"}, r...)...).CombinedOutput(); err != nil {
+			t.Fatalf("partitioning %s: %v\n%s", netns, err, out)
+		}
+	}
+	healed := false
+	heal := func() {
+		if healed {
+			return
+		}
+		healed = true
+		for _, r := range rules {
+			if out, err := exec.Command("ip", append([]string{"netns", "exec", netns, "iptables", "-D"}, r...)...).CombinedOutput(); err != nil {
+				t.Errorf("healing %s: %v\n%s", netns, err, out)
+			}
+		}
+	}
+	t.Cleanup(heal)
+	return heal
 }
 
 // killPod SIGKILLs every process in the pod's network namespace: its
@@ -323,5 +384,5 @@ func (e *sandboxEnv) checkAcks(t *testing.T, promoted, old string, acks []ack) {
 	if !seenNew {
 		t.Errorf("no write acknowledged by the new primary %s", promoted)
 	}
-	t.Logf("%d acknowledged writes, all on the new primary; timelines up to %d; old primary %s", len(acks), maxTimeline, old)
+	t.Logf("%d acknowledged writes, every one present on the new primary, none taken by another instance once it took writes; timelines up to %d; old primary %s", len(acks), maxTimeline, old)
 }

@@ -79,6 +79,15 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 		{"synchronous quorum as large as the cluster", func(u *unstructured.Unstructured) {
 			set(u, map[string]any{"quorum": int64(3)}, "spec", "synchronous")
 		}, []string{"spec.synchronous.quorum must be less than spec.instances"}},
+		{"a renew deadline that leaves no margin before the lease expires", func(u *unstructured.Unstructured) {
+			set(u, map[string]any{"leaseDurationSeconds": int64(6), "renewDeadlineSeconds": int64(5)}, "spec", "failover")
+		}, []string{"renewDeadlineSeconds must be at least 2 seconds shorter than leaseDurationSeconds"}},
+		{"failover on silence sooner than the lease expires", func(u *unstructured.Unstructured) {
+			set(u, map[string]any{"unreachableSeconds": int64(3), "leaseDurationSeconds": int64(10), "renewDeadlineSeconds": int64(5)}, "spec", "failover")
+		}, []string{"unreachableSeconds must be at least leaseDurationSeconds"}},
+		{"a lease shorter than 3 seconds", func(u *unstructured.Unstructured) {
+			set(u, map[string]any{"leaseDurationSeconds": int64(2)}, "spec", "failover")
+		}, []string{"spec.failover.leaseDurationSeconds"}},
 		{"synchronous quorum zero", func(u *unstructured.Unstructured) {
 			set(u, map[string]any{"quorum": int64(0)}, "spec", "synchronous")
 		}, []string{"spec.synchronous.quorum", "greater than or equal to 1"}},

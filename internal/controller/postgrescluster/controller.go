@@ -204,17 +204,24 @@ func (r *Reconciler) ensureObjects(ctx context.Context, c *holdfastv1.PostgresCl
 		keepClaimSize(sts, &live)
 	}
 	sa, role, binding := resources.InstanceAccess(c)
-	objs := []client.Object{resources.ConfigMap(c), resources.PodDisruptionBudget(c), sa, role, binding}
+	objs := []client.Object{resources.ConfigMap(c), resources.PodDisruptionBudget(c), binding}
 	for _, s := range resources.Services(c) {
 		objs = append(objs, s)
 	}
 	objs = append(objs, sts)
 
 	applier := apply.Applier{Client: r.Client, FieldOwner: FieldOwner}
-	changes, err := applier.Ensure(ctx, c, objs...)
+	// The Role goes first: the API server checks a RoleBinding against the
+	// Role it names, even in a dry run.
+	changes, err := applier.Ensure(ctx, c, sa, role)
 	if err != nil {
 		return nil, err
 	}
+	more, err := applier.Ensure(ctx, c, objs...)
+	if err != nil {
+		return nil, err
+	}
+	changes = append(changes, more...)
 	for _, ch := range changes {
 		kind := ch.Object.GetObjectKind().GroupVersionKind().Kind
 		r.Recorder.Eventf(c, ch.Object, corev1.EventTypeNormal, string(ch.Result), "Apply", "%s %s %s", ch.Result, kind, ch.Object.GetName())

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -183,6 +184,10 @@ func syncStandbys(st *postgres.Status) []string {
 	return out
 }
 
+// instanceTimeout bounds each call to an instance manager: they answer from
+// memory, so a slow answer is as good as none.
+const instanceTimeout = 2 * time.Second
+
 // InstanceAPI is how the operator talks to instance managers.
 type InstanceAPI interface {
 	Status(ctx context.Context, base string) (instance.Report, error)
@@ -194,26 +199,36 @@ type InstanceAPI interface {
 // memory; updateStatus writes it). It returns the reports by pod name.
 func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod) (map[string]*instance.Report, error) {
 	reports := map[string]*instance.Report{}
-	var views []view
+	// All at once, and briefly: a silent instance must not delay the
+	// judgement of the others, least of all the primary's.
+	views := make([]view, len(pods))
+	var wg sync.WaitGroup
 	addressed := false
 	for i := range pods {
 		pod := &pods[i]
-		v := view{Pod: pod}
+		views[i] = view{Pod: pod}
 		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil {
-			views = append(views, v)
 			continue
 		}
 		addressed = true
-		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		rep, err := r.Instances.Status(qctx, instanceURL(pod))
-		cancel()
-		if err != nil {
-			log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
-		} else {
-			v.Report = &rep
-			reports[pod.Name] = &rep
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			qctx, cancel := context.WithTimeout(ctx, instanceTimeout)
+			defer cancel()
+			rep, err := r.Instances.Status(qctx, instanceURL(pod))
+			if err != nil {
+				log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
+				return
+			}
+			views[i].Report = &rep
+		}()
+	}
+	wg.Wait()
+	for _, v := range views {
+		if v.Report != nil {
+			reports[v.Pod.Name] = v.Report
 		}
-		views = append(views, v)
 	}
 	if !addressed && c.Status.CurrentPrimary == "" {
 		return reports, nil
@@ -244,7 +259,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		if !ok || v.Report == nil || (v.Report.Desired != nil && reflect.DeepEqual(*v.Report.Desired, d)) {
 			continue
 		}
-		qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		qctx, cancel := context.WithTimeout(ctx, instanceTimeout)
 		err := r.Instances.Desire(qctx, instanceURL(v.Pod), token, d)
 		cancel()
 		if err != nil && v.Pod.Name == p.TargetPrimary {

@@ -41,6 +41,9 @@ func key(namespace, name string) string { return namespace + "/" + name }
 
 // CreatePod starts a pod bound to this node.
 func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	if pod.DeletionTimestamp != nil {
+		return nil // on its way out: nothing to start
+	}
 	p.mu.Lock()
 	if r, ok := p.pods[key(pod.Namespace, pod.Name)]; ok {
 		p.mu.Unlock()
@@ -78,12 +81,15 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
-// UpdatePod takes new labels and annotations.
-func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
+// UpdatePod takes new labels and annotations. virtual-kubelet also calls
+// it for a new pod whose predecessor of the same name is still being torn
+// down here (it finds that one by name): that is a creation.
+func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 	if r := p.runtime(pod); r != nil {
 		r.update(pod)
+		return nil
 	}
-	return nil
+	return p.CreatePod(ctx, pod)
 }
 
 // DeletePod stops a pod: its containers get the deletion's grace period;

@@ -1,0 +1,121 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/utils/ptr"
+)
+
+// LeaseKeeper renews the primary's coordination.k8s.io Lease. The API
+// server arbitrates it: the operator hands it to the primary before telling
+// the primary so, and promotes another instance only once it has gone
+// unrenewed for its whole duration. A primary that cannot renew it within
+// its renew deadline stops postgres first, so that two primaries never take
+// writes, even when this one is cut off from everything but its clients.
+type LeaseKeeper struct {
+	Leases    coordinationv1client.LeasesGetter
+	Namespace string
+	Identity  string // this instance's name, the Lease's holderIdentity when it is primary
+
+	mu        sync.Mutex
+	renewed   time.Time // when this instance last renewed it (its own clock)
+	holder    string    // the holder it last read
+	lastError string
+}
+
+// errNotHolder: the lease names another instance; this one must not take writes.
+var errNotHolder = errors.New("the primary lease is held by another instance")
+
+// renew renews the named lease if this instance holds it.
+func (k *LeaseKeeper) renew(ctx context.Context, name string) error {
+	leases := k.Leases.Leases(k.Namespace)
+	l, err := leases.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		k.failed(err)
+		return fmt.Errorf("reading lease %s: %w", name, err)
+	}
+	holder := ptr.Deref(l.Spec.HolderIdentity, "")
+	k.mu.Lock()
+	k.holder = holder
+	k.mu.Unlock()
+	if holder != k.Identity {
+		k.failed(errNotHolder)
+		return fmt.Errorf("%w (%s)", errNotHolder, holder)
+	}
+	started := time.Now()
+	now := metav1.NewMicroTime(started)
+	l.Spec.RenewTime = &now
+	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		k.failed(err)
+		return fmt.Errorf("renewing lease %s: %w", name, err)
+	}
+	k.mu.Lock()
+	// The renewal counts from before the request: the operator may have seen
+	// it as soon as it was sent.
+	k.renewed, k.lastError = started, ""
+	k.mu.Unlock()
+	return nil
+}
+
+func (k *LeaseKeeper) failed(err error) {
+	k.mu.Lock()
+	k.lastError = err.Error()
+	k.mu.Unlock()
+}
+
+// holds says whether this instance may take writes as the primary: it
+// renewed the lease within deadline, and the lease named it then.
+func (k *LeaseKeeper) holds(deadline time.Duration) (bool, string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case k.holder != "" && k.holder != k.Identity:
+		return false, fmt.Sprintf("the primary lease is held by %s", k.holder)
+	case k.renewed.IsZero():
+		return false, "the primary lease has not been renewed yet" + k.errSuffix()
+	case time.Since(k.renewed) > deadline:
+		return false, fmt.Sprintf("the primary lease was last renewed %s ago%s", time.Since(k.renewed).Round(100*time.Millisecond), k.errSuffix())
+	}
+	return true, ""
+}
+
+func (k *LeaseKeeper) errSuffix() string {
+	if k.lastError == "" {
+		return ""
+	}
+	return " (" + k.lastError + ")"
+}
+
+// keepLease renews the lease every second while the desired role is primary.
+func (m *Manager) keepLease(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		m.mu.Lock()
+		d := m.desired
+		m.mu.Unlock()
+		if d != nil && d.Role == "primary" && d.Lease != nil {
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := m.lease.renew(rctx, d.Lease.Name)
+			cancel()
+			if err != nil {
+				m.log.V(1).Info("lease not renewed", "error", err.Error())
+			}
+			if ok, _ := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second); !ok {
+				m.poke() // the converge loop fences postgres
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-m.leaseWake:
+		}
+	}
+}
