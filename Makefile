@@ -50,9 +50,12 @@ sandbox: deps k8s-bin build ## The sandbox, Holdfast installed, a 3-instance clu
 sandbox-down: ## Stop the sandbox
 	bin/holdfast sandbox down --bin-dir $(K8S_BIN)
 
-bench: deps k8s-bin build ## Performance figures: sandbox start-up and time to a ready 3-instance cluster
+BENCH_N ?= 20
+
+bench: deps k8s-bin build ## Performance figures: sandbox start-up, then failover against Patroni (BENCH_N=20 injections per fault: about 2 hours)
+	hack/install-bench-deps.sh
 	hack/bench-sandbox.sh
-	@echo "(failover and backup benchmarks come with issues 5 and 6)"
+	go run ./hack/bench failover -n $(BENCH_N)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,206 @@
+// Command bench runs the failover benchmarks of issue 5 on this machine,
+// one suite per subcommand, and writes a report under bench/:
+//
+//	go run ./hack/bench patroni [-n 20] [-out bench] [-faults kill,stop,partition,switchover] [-configs defaults,tuned]
+//
+// It needs root (network namespaces) and the packages of
+// hack/install-bench-deps.sh. -n 1 is a smoke run of a few minutes.
+// A suite is a function from the common flags to []bench.Result; the
+// holdfast suite joins as another entry of suites.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"holdfast.dev/holdfast/internal/bench"
+	"holdfast.dev/holdfast/internal/bench/holdfast"
+	"holdfast.dev/holdfast/internal/bench/patroni"
+)
+
+// common are the flags every suite takes.
+type common struct {
+	n       int
+	out     string
+	faults  []bench.Fault
+	configs []string
+	keep    bool
+}
+
+type suite struct {
+	about string
+	run   func(ctx context.Context, c common) (results []bench.Result, header string, err error)
+}
+
+var suites = map[string]suite{
+	"patroni":  {"Patroni 3.0.2 + etcd, 3 members in network namespaces", runPatroni},
+	"holdfast": {"Holdfast in the sandbox: 3 instances, synchronous quorum 1", runHoldfast},
+	"failover": {"Holdfast, then Patroni (defaults and tuned), and the ratios", runBoth},
+}
+
+func main() {
+	if len(os.Args) < 2 || suites[os.Args[1]].run == nil {
+		fmt.Fprintln(os.Stderr, "usage: go run ./hack/bench <suite> [flags]; suites:")
+		for name, s := range suites {
+			fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, s.about)
+		}
+		os.Exit(2)
+	}
+	name := os.Args[1]
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	n := fs.Int("n", 20, "injections of each fault per configuration")
+	out := fs.String("out", "bench", "folder for the report")
+	faults := fs.String("faults", "kill,stop,partition,switchover", "faults to inject, in round order")
+	configs := fs.String("configs", "defaults,tuned", "configurations to measure")
+	keep := fs.Bool("keep", false, "keep the last cluster's data and logs")
+	_ = fs.Parse(os.Args[2:])
+	c := common{n: *n, out: *out, configs: strings.Split(*configs, ","), keep: *keep}
+	for f := range strings.SplitSeq(*faults, ",") {
+		c.faults = append(c.faults, bench.Fault(f))
+	}
+
+	// Benchmarks share the machine's cores and the bench network: one at a
+	// time. The lock goes with the process, however it ends.
+	lock, err := os.OpenFile("/run/lock/holdfast-bench.lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err == nil {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: another benchmark is running (/run/lock/holdfast-bench.lock): %v\n", err)
+		os.Exit(1)
+	}
+
+	// Ctrl-C cancels the run; the suite then cleans up and the partial
+	// results are still reported. A second Ctrl-C kills outright.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() { <-ctx.Done(); stop() }()
+
+	started := time.Now()
+	results, header, err := suites[name].run(ctx, c)
+	if len(results) > 0 {
+		text := fmt.Sprintf("failover benchmark: %s suite\n%s%s%s\ntook %s, go run ./hack/bench %s\n\n%s\n%s",
+			name, bench.Machine(started), header, note(err), time.Since(started).Round(time.Second), strings.Join(os.Args[1:], " "),
+			bench.Table(results), details(results))
+		fmt.Print(text)
+		path, werr := bench.WriteReport(c.out, "failover-"+name, text)
+		if werr != nil {
+			err = errors.Join(err, werr)
+		} else {
+			fmt.Fprintf(os.Stderr, "report written to %s\n", path)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+func note(err error) string {
+	if err == nil {
+		return ""
+	}
+	return fmt.Sprintf("INCOMPLETE: %v\n", err)
+}
+
+// details lists the settings, the checker's verdict and every sample.
+func details(results []bench.Result) string {
+	var b strings.Builder
+	b.WriteString("times: fault -> first write acknowledged by a new primary through the read-write target; gap: longest time without an acknowledged write in that window (the write unavailability of a switchover)\nsamples in seconds, in the order taken:\n\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "%s %s: %s\n", r.Suite, r.Config, r.Settings)
+		for _, f := range r.Faults {
+			fmt.Fprintf(&b, "  %s:", f.Fault)
+			for _, s := range f.Samples {
+				if s.Err != "" {
+					b.WriteString(" FAILED")
+					continue
+				}
+				fmt.Fprintf(&b, " %.2f", s.Outage.Seconds())
+				if f.Fault == bench.Switchover {
+					fmt.Fprintf(&b, "(gap %.2f)", s.Gap.Seconds())
+				}
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+func runPatroni(ctx context.Context, c common) ([]bench.Result, string, error) {
+	o := patroni.Options{N: c.n, Faults: c.faults, Keep: c.keep, Etcd: etcdBinary()}
+	for _, name := range c.configs {
+		switch name {
+		case patroni.Defaults.Name:
+			o.Configs = append(o.Configs, patroni.Defaults)
+		case patroni.Tuned.Name:
+			o.Configs = append(o.Configs, patroni.Tuned)
+		default:
+			return nil, "", fmt.Errorf("unknown configuration %q", name)
+		}
+	}
+	header := fmt.Sprintf("%s; %s; %s; 3 members, synchronous_mode, each in its own network namespace on bridge hfbench0; client: pgx, target_session_attrs=read-write over the 3 members, connect timeout 1s, write timeout 2s, one insert every 10ms\n",
+		bench.Version("patroni", "--version"), bench.Version("/usr/lib/postgresql/15/bin/postgres", "--version"), bench.Version(o.Etcd, "--version"))
+	results, err := patroni.Run(ctx, o)
+	return results, header, err
+}
+
+func runHoldfast(ctx context.Context, c common) ([]bench.Result, string, error) {
+	o := holdfast.Options{Holdfast: "bin/holdfast", BinDir: k8sBinDir(), Manifest: "config/default", N: c.n, Faults: c.faults}
+	header := fmt.Sprintf("holdfast %s; %s; 3 instances, synchronous quorum 1, in the sandbox (one node, pods as processes in their own network namespaces); client: pgx through the pg-rw Service's ClusterIP (kube-proxy), connect timeout 1s, write timeout 2s, one insert every 10ms\n",
+		gitDescribe(), bench.Version("/usr/lib/postgresql/15/bin/postgres", "--version"))
+	results, err := holdfast.Run(ctx, o)
+	return results, header, err
+}
+
+// runBoth measures Holdfast and then Patroni in one run, and puts the
+// ratios first.
+func runBoth(ctx context.Context, c common) ([]bench.Result, string, error) {
+	hc := c
+	hc.configs = nil
+	hf, hh, err := runHoldfast(ctx, hc)
+	if err != nil {
+		return hf, hh, err
+	}
+	pc, ph, err := runPatroni(ctx, c)
+	results := append(hf, pc...)
+	return results, hh + ph + "\n" + bench.Ratios(results) + "\n", err
+}
+
+func k8sBinDir() string {
+	out, err := exec.Command("hack/build-k8s.sh", "--dir").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func gitDescribe() string {
+	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return "(no git)"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// etcdBinary is the project's pinned etcd when it is built, else one on PATH.
+func etcdBinary() string {
+	if out, err := exec.Command("hack/build-k8s.sh", "--dir").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "etcd")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("etcd"); err == nil {
+		return p
+	}
+	return "etcd"
+}

@@ -1,0 +1,272 @@
+// Package bench holds what the failover benchmarks share: the faults, the
+// shape of their results, the machine they ran on, and the report file.
+// Each system under test (Holdfast, Patroni) is a suite in a subpackage
+// that returns []Result, so a report can set them side by side.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"holdfast.dev/holdfast/internal/loadcheck"
+)
+
+// Fault is something done to the current primary.
+type Fault string
+
+const (
+	// Kill sends SIGKILL to every process of the primary's member (pod).
+	Kill Fault = "kill"
+	// Stop stops the primary's member gracefully, as deleting its pod does.
+	Stop Fault = "stop"
+	// Partition cuts the primary's network namespace off and heals it once
+	// a new primary has taken a write.
+	Partition Fault = "partition"
+	// Switchover asks for a planned change of primary.
+	Switchover Fault = "switchover"
+)
+
+// Faults are all faults, in the order a round injects them.
+var Faults = []Fault{Kill, Stop, Partition, Switchover}
+
+// Sample is one injection of a fault.
+type Sample struct {
+	// At is when the fault was injected.
+	At time.Time
+	// Outage is from the fault to the first write acknowledged by a new
+	// primary.
+	Outage time.Duration
+	// Gap is the longest time without any acknowledged write between the
+	// fault and that first write: for a switchover, its write
+	// unavailability.
+	Gap time.Duration
+	// Err says why no new primary took a write, if none did.
+	Err string
+	// Lost counts acknowledged writes of this sample's window (from this
+	// fault to the next) that the final table lacks.
+	Lost int
+}
+
+// FaultResult is every sample of one fault in one configuration.
+type FaultResult struct {
+	Fault   Fault
+	Samples []Sample
+}
+
+// Outage summarises the outages of the samples that recovered.
+func (f FaultResult) Outage() loadcheck.Stats {
+	return f.stats(func(s Sample) time.Duration { return s.Outage })
+}
+
+// Gap summarises the gaps of the samples that recovered.
+func (f FaultResult) Gap() loadcheck.Stats {
+	return f.stats(func(s Sample) time.Duration { return s.Gap })
+}
+
+func (f FaultResult) stats(get func(Sample) time.Duration) loadcheck.Stats {
+	var ds []time.Duration
+	for _, s := range f.Samples {
+		if s.Err == "" {
+			ds = append(ds, get(s))
+		}
+	}
+	return loadcheck.Summarize(ds)
+}
+
+// Failed counts samples with no new primary.
+func (f FaultResult) Failed() int {
+	n := 0
+	for _, s := range f.Samples {
+		if s.Err != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Lost counts the lost acknowledged writes over all samples.
+func (f FaultResult) Lost() int {
+	n := 0
+	for _, s := range f.Samples {
+		n += s.Lost
+	}
+	return n
+}
+
+// Result is one system in one configuration under every fault.
+type Result struct {
+	// Suite names the system ("patroni", "holdfast"), Config its settings
+	// ("defaults", "tuned").
+	Suite, Config string
+	// Settings describes the configuration in a line.
+	Settings       string
+	Started, Ended time.Time
+	Faults         []FaultResult
+	// Check is the verdict on all writes of the run.
+	Check loadcheck.Report
+}
+
+// Ratios sets the first result (Holdfast) against each other one, fault by
+// fault: median and max time to the first acknowledged write after the
+// fault, and how many times longer the other took.
+func Ratios(results []Result) string {
+	if len(results) < 2 {
+		return ""
+	}
+	base := results[0]
+	var b strings.Builder
+	fmt.Fprintf(&b, "ratios: %s %s against each (other's median / %s's median; >1 means %s recovers sooner)\n", base.Suite, base.Config, base.Suite, base.Suite)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "fault\t%s median\tother\tother median\tratio\t\n", base.Suite)
+	for _, f := range base.Faults {
+		bm := f.Outage().Median
+		for _, o := range results[1:] {
+			of, ok := o.Fault(f.Fault)
+			if !ok || bm <= 0 {
+				continue
+			}
+			om := of.Outage().Median
+			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%.1fx\t\n", f.Fault, secs(bm), o.Suite, o.Config, secs(om), om.Seconds()/bm.Seconds())
+		}
+	}
+	tw.Flush()
+	return b.String()
+}
+
+// AttributeLost gives each sample the lost writes (r.Check.Lost) that were
+// acknowledged in its window: after its fault, before the next one's.
+func (r *Result) AttributeLost(h loadcheck.History) {
+	ackedAt := map[int64]time.Time{}
+	for _, a := range h.Acks {
+		ackedAt[a.Seq] = a.At
+	}
+	for _, seq := range r.Check.Lost {
+		at := ackedAt[seq]
+		var owner *Sample
+		for fi := range r.Faults {
+			for si := range r.Faults[fi].Samples {
+				s := &r.Faults[fi].Samples[si]
+				if !s.At.After(at) && (owner == nil || s.At.After(owner.At)) {
+					owner = s
+				}
+			}
+		}
+		if owner != nil {
+			owner.Lost++
+		}
+	}
+}
+
+// Fault returns the result of fault f, if the run had it.
+func (r Result) Fault(f Fault) (FaultResult, bool) {
+	for _, fr := range r.Faults {
+		if fr.Fault == f {
+			return fr, true
+		}
+	}
+	return FaultResult{}, false
+}
+
+// Table formats results: a line per configuration and fault, then the
+// checker's verdict per configuration.
+func Table(results []Result) string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "suite\tconfig\tfault\tn\tfailed\tmedian\tp95\tmax\tgap median\tgap p95\tgap max\tlost acked\t")
+	for _, r := range results {
+		for _, f := range r.Faults {
+			o, g := f.Outage(), f.Gap()
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.Suite, r.Config, f.Fault, len(f.Samples), f.Failed(),
+				secs(o.Median), secs(o.P95), secs(o.Max), secs(g.Median), secs(g.P95), secs(g.Max), f.Lost())
+		}
+	}
+	tw.Flush()
+	b.WriteString("\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "%s %s checker: %s\n", r.Suite, r.Config, r.Check)
+	}
+	return b.String()
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+// Machine describes this machine and when the run went, for a report's
+// header.
+func Machine(started time.Time) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "host %s, %d cores (%s), %s memory, kernel %s, Debian %s\n", host, runtime.NumCPU(),
+		firstMatch("/proc/cpuinfo", "model name"), memory(),
+		strings.TrimSpace(read("/proc/sys/kernel/osrelease")), strings.TrimSpace(read("/etc/debian_version")))
+	fmt.Fprintf(&b, "ran from %s to %s\n", started.UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
+	return b.String()
+}
+
+// Version runs a program's version flag and returns its first line, or
+// why it could not.
+func Version(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s: %v", name, err)
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+func memory() string {
+	var kb int64
+	_, _ = fmt.Sscanf(firstMatch("/proc/meminfo", "MemTotal"), "%d kB", &kb)
+	return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+}
+
+func read(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+func firstMatch(path, key string) string {
+	for line := range strings.SplitSeq(read(path), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == key {
+			return strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return "?"
+}
+
+// WriteReport writes text to dir/<name>-<date>.txt and returns the path.
+func WriteReport(dir, name, text string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s-%s.txt", name, time.Now().UTC().Format("2006-01-02")))
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return "", fmt.Errorf("writing %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// Poll calls f until it succeeds, ctx ends or timeout passes, and then
+// returns f's last error.
+func Poll(ctx context.Context, timeout time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %s: %w", timeout, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,258 @@
+// Package holdfast is the Holdfast suite of the failover benchmark: a
+// 3-instance PostgresCluster with synchronous replication, run by the
+// operator installed in a fresh sandbox exactly as `make sandbox` installs
+// it, with a client writing through the -rw Service while faults hit the
+// primary.
+package holdfast
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"holdfast.dev/holdfast/internal/bench"
+	"holdfast.dev/holdfast/internal/loadcheck"
+	"holdfast.dev/holdfast/internal/sandbox/faults"
+	"holdfast.dev/holdfast/internal/sandbox/network"
+)
+
+// Options say what to run.
+type Options struct {
+	Holdfast string // the holdfast binary (bin/holdfast)
+	BinDir   string // the pinned Kubernetes binaries
+	Manifest string // kustomize folder of the operator (config/default)
+	N        int
+	Faults   []bench.Fault
+	Log      io.Writer
+}
+
+// Settings is the configuration measured: Holdfast's defaults.
+const Settings = "failover.unreachableSeconds=6 leaseDurationSeconds=6 renewDeadlineSeconds=4 (the defaults); synchronous quorum 1"
+
+const ns = "bench"
+
+type run struct {
+	o          Options
+	dir        string
+	kubeconfig string
+}
+
+// Run brings up a sandbox, measures every fault o.N times and tears it down.
+func Run(ctx context.Context, o Options) ([]bench.Result, error) {
+	if o.Log == nil {
+		o.Log = os.Stderr
+	}
+	dir, err := os.MkdirTemp("", "holdfast-bench-sandbox-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	r := &run{o: o, dir: dir, kubeconfig: filepath.Join(dir, "kubeconfig")}
+	defer func() {
+		_ = exec.Command(o.Holdfast, "sandbox", "down", "--dir", dir, "--bin-dir", o.BinDir).Run()
+		os.RemoveAll(dir)
+	}()
+	if out, err := exec.CommandContext(ctx, o.Holdfast, "sandbox", "up", "--dir", dir, "--bin-dir", o.BinDir).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("sandbox up: %v\n%s", err, out)
+	}
+	if err := r.install(ctx); err != nil {
+		return nil, err
+	}
+	res := bench.Result{Suite: "holdfast", Config: "defaults", Settings: Settings, Started: time.Now()}
+	for _, f := range o.Faults {
+		res.Faults = append(res.Faults, bench.FaultResult{Fault: f})
+	}
+
+	user, password := r.secret("pg-app", "username"), r.secret("pg-app", "password")
+	rw, err := r.kubectl(ctx, "-n", ns, "get", "service", "pg-rw", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil {
+		return nil, err
+	}
+	w := &loadcheck.Writer{ConnString: fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=disable", rw, user, password), Table: "bench"}
+	if err := bench.Poll(ctx, time.Minute, func() error { return w.Setup(ctx) }); err != nil {
+		return nil, fmt.Errorf("creating the bench table: %w", err)
+	}
+	wctx, stopWriter := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = w.Run(wctx); close(done) }()
+
+	var runErr error
+rounds:
+	for i := 0; i < o.N; i++ {
+		for fi, f := range o.Faults {
+			s, err := r.inject(ctx, w, f)
+			res.Faults[fi].Samples = append(res.Faults[fi].Samples, s)
+			fmt.Fprintf(o.Log, "holdfast round %d %s: outage %s gap %s %s\n", i+1, f, s.Outage.Round(time.Millisecond), s.Gap.Round(time.Millisecond), s.Err)
+			if err != nil {
+				runErr = err
+				break rounds
+			}
+		}
+	}
+	stopWriter()
+	<-done
+	res.Ended = time.Now()
+	primary, _ := r.kubectl(context.WithoutCancel(ctx), "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+	ip, _ := r.kubectl(context.WithoutCancel(ctx), "-n", ns, "get", "pod", primary, "-o", "jsonpath={.status.podIP}")
+	su, supw := r.secret("pg-superuser", "username"), r.secret("pg-superuser", "password")
+	conn := fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=disable", ip, su, supw)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	var final loadcheck.Final
+	if err := bench.Poll(rctx, time.Minute, func() (err error) { final, err = loadcheck.ReadFinal(rctx, conn, "bench"); return err }); err != nil {
+		return []bench.Result{res}, errors.Join(runErr, fmt.Errorf("reading the final table: %w", err))
+	}
+	res.Check = loadcheck.Check(w.History(), final)
+	res.AttributeLost(w.History())
+	fmt.Fprintf(o.Log, "holdfast: %s\n", res.Check)
+	return []bench.Result{res}, runErr
+}
+
+// install applies the operator's manifests and a 3-instance cluster with
+// synchronous replication, and waits for it.
+func (r *run) install(ctx context.Context) error {
+	if err := bench.Poll(ctx, time.Minute, func() error {
+		_, err := r.kubectl(ctx, "get", "serviceaccount", "default")
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"apply", "--server-side", "-k", r.o.Manifest},
+		{"wait", "--for", "condition=Established", "crd/postgresclusters.holdfast.dev", "--timeout=60s"},
+		{"-n", "holdfast-system", "rollout", "status", "deployment/holdfast-operator", "--timeout=5m"},
+		{"create", "namespace", ns},
+	} {
+		if _, err := r.kubectl(ctx, args...); err != nil {
+			return err
+		}
+	}
+	cluster := `apiVersion: holdfast.dev/v1alpha1
+kind: PostgresCluster
+metadata: {name: pg, namespace: ` + ns + `}
+spec:
+  instances: 3
+  postgresVersion: 15
+  storage: {size: 1Gi}
+  synchronous: {quorum: 1}
+  resources: {requests: {memory: 128Mi}}
+`
+	cmd := exec.CommandContext(ctx, filepath.Join(r.o.BinDir, "kubectl"), "--kubeconfig", r.kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(cluster)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("applying the cluster: %v: %s", err, out)
+	}
+	return r.waitHealthy(ctx, 6*time.Minute)
+}
+
+// waitHealthy waits for 3 ready instances, a primary, and no change of
+// primary in progress.
+func (r *run) waitHealthy(ctx context.Context, timeout time.Duration) error {
+	return bench.Poll(ctx, timeout, func() error {
+		out, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o",
+			`jsonpath={.status.readyInstances} {.status.phase} {.status.conditions[?(@.type=="PrimaryAvailable")].status} {.status.syncStandbys}`)
+		if err != nil {
+			return err
+		}
+		// Synchronous standbys reported: a failover has a replica it may promote.
+		if f := strings.Fields(out); len(f) < 4 || f[0] != "3" || f[1] != "Healthy" || f[2] != "True" {
+			return errors.New("not healthy: " + out)
+		}
+		return nil
+	})
+}
+
+// inject waits for a healthy cluster, does f to the primary, and measures
+// until a write is acknowledged by another instance.
+func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (bench.Sample, error) {
+	if err := r.waitHealthy(ctx, 5*time.Minute); err != nil {
+		return bench.Sample{Err: err.Error()}, err
+	}
+	primary, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+	if err != nil {
+		return bench.Sample{Err: err.Error()}, err
+	}
+	ip, err := r.kubectl(ctx, "-n", ns, "get", "pod", primary, "-o", "jsonpath={.status.podIP}")
+	if err != nil {
+		return bench.Sample{Err: err.Error()}, err
+	}
+	uid, err := r.kubectl(ctx, "-n", ns, "get", "pod", primary, "-o", "jsonpath={.metadata.uid}")
+	if err != nil {
+		return bench.Sample{Err: err.Error()}, err
+	}
+	onPrimary := func(a loadcheck.Ack) bool { return strings.HasPrefix(a.Server, ip+":") || a.Server == ip }
+	// The writer must be on the primary before the fault, or the time to a
+	// write elsewhere measures nothing.
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := w.WaitAck(octx, time.Now(), onPrimary); err != nil {
+		return bench.Sample{Err: err.Error()}, err
+	}
+	s := bench.Sample{At: time.Now()}
+	var heal func() error
+	switch f {
+	case bench.Kill:
+		_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
+	case bench.Stop:
+		_, err = r.kubectl(ctx, "-n", ns, "delete", "pod", primary, "--wait=false")
+	case bench.Partition:
+		heal, err = faults.Partition(network.Namespace(uid))
+	case bench.Switchover:
+		to := "pg-1"
+		if primary == to {
+			to = "pg-2"
+		}
+		go func() {
+			out, err := exec.CommandContext(ctx, r.o.Holdfast, "promote", "pg", to, "-n", ns, "--kubeconfig", r.kubeconfig).CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(r.o.Log, "holdfast promote: %v: %s\n", err, out)
+			}
+		}()
+	default:
+		err = fmt.Errorf("unknown fault %q", f)
+	}
+	if err != nil {
+		return s, err
+	}
+	actx, cancel2 := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel2()
+	a, ackErr := w.WaitAck(actx, s.At, func(a loadcheck.Ack) bool { return !onPrimary(a) })
+	if ackErr == nil {
+		s.Outage = a.At.Sub(s.At)
+		s.Gap = w.History().LongestGap(s.At, a.At)
+	} else {
+		s.Err = ackErr.Error()
+	}
+	if heal != nil {
+		if err := heal(); err != nil {
+			return s, err
+		}
+	}
+	return s, ctx.Err()
+}
+
+func (r *run) kubectl(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, filepath.Join(r.o.BinDir, "kubectl"), append([]string{"--kubeconfig", r.kubeconfig}, args...)...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func (r *run) secret(name, key string) string {
+	out, err := r.kubectl(context.Background(), "-n", ns, "get", "secret", name, "-o", "jsonpath={.data."+key+"}")
+	if err != nil {
+		return ""
+	}
+	b, _ := base64.StdEncoding.DecodeString(out)
+	return string(b)
+}

@@ -1,0 +1,79 @@
+// Package faults does to sandbox pods what the failover tests and
+// benchmarks inject: kill every process of a pod, or cut its network off.
+package faults
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// KillPod sends SIGKILL to every process in the network namespace at
+// netnsPath (a sandbox pod's: all its containers and what they started),
+// and says how many there were.
+func KillPod(netnsPath string) (int, error) {
+	var want syscall.Stat_t
+	if err := syscall.Stat(netnsPath, &want); err != nil {
+		return 0, fmt.Errorf("the pod's network namespace: %w", err)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	killed := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns/net"), &st) == nil && st.Ino == want.Ino && st.Dev == want.Dev {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed++
+			}
+		}
+	}
+	if killed == 0 {
+		return 0, fmt.Errorf("no process in %s", netnsPath)
+	}
+	return killed, nil
+}
+
+// Partition cuts the named network namespace off: nothing in or out on its
+// eth0, while its loopback keeps working, so its processes go on running.
+// The returned func heals it.
+func Partition(netns string) (heal func() error, err error) {
+	rules := [][]string{{"INPUT", "-i", "eth0", "-j", "DROP"}, {"OUTPUT", "-o", "eth0", "-j", "DROP"}}
+	iptables := func(op string, rule []string) error {
+		args := append([]string{"netns", "exec", netns, "iptables", op}, rule...)
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables %s in %s: %v: %s", op, netns, err, out)
+		}
+		return nil
+	}
+	for i, r := range rules {
+		if err := iptables("-I", r); err != nil {
+			for _, done := range rules[:i] {
+				_ = iptables("-D", done)
+			}
+			return nil, err
+		}
+	}
+	healed := false
+	return func() error {
+		if healed {
+			return nil
+		}
+		healed = true
+		var first error
+		for _, r := range rules {
+			if err := iptables("-D", r); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}, nil
+}
