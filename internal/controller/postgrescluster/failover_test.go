@@ -167,7 +167,8 @@ func TestSwitchover(t *testing.T) {
 	}
 
 	t.Run("the old primary is told to step down first; the new one waits for it", func(t *testing.T) {
-		p := decide(asked("demo-1"), []view{primaryView(1), replicaView("demo-1", "10.0.0.6", "0/1"), replicaView("demo-2", "10.0.0.7", "0/1")}, now, time.Hour)
+		// The old primary renewed its lease a moment ago.
+		p := decide(asked("demo-1"), []view{primaryView(1), replicaView("demo-1", "10.0.0.6", "0/1"), replicaView("demo-2", "10.0.0.7", "0/1")}, now, 0)
 		if p.TargetPrimary != "demo-1" || p.Epoch != 2 || p.LastSwitchover == nil || p.LastSwitchover.From != "demo-0" {
 			t.Fatalf("target %q epoch %d switchover %+v", p.TargetPrimary, p.Epoch, p.LastSwitchover)
 		}
@@ -176,6 +177,19 @@ func TestSwitchover(t *testing.T) {
 		}
 		if d, ok := p.Desired["demo-1"]; ok {
 			t.Errorf("demo-1 told %+v while the old primary still takes writes", d)
+		}
+	})
+
+	t.Run("an old primary that never reports stepping down is passed over once the lease lapses", func(t *testing.T) {
+		c := asked("demo-1")
+		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+		c.Status.LastSwitchover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
+		views := []view{{runningPod("demo-0", "10.0.0.5", "primary"), nil}, replicaView("demo-1", "10.0.0.6", "0/1")}
+		if p := decide(c, views, now, 2*time.Second); p.Desired["demo-1"].Role == postgres.Primary {
+			t.Errorf("demo-1 promoted while the old primary may still hold its lease")
+		}
+		if p := decide(c, views, now, 6*time.Second); p.Desired["demo-1"].Role != postgres.Primary {
+			t.Errorf("demo-1 not promoted after the lease lapsed: %+v", p.Desired["demo-1"])
 		}
 	})
 

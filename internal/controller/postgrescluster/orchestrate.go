@@ -89,7 +89,11 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 	// A switchover promotes only once the old primary has stopped cleanly,
 	// so that the new one holds every write the old one took.
 	switching := inProgress(p.LastSwitchover) && p.LastSwitchover.To == target
-	hold := switching && !oldPrimaryStopped(views, p.LastSwitchover.From, p.Epoch)
+	// The lease went to the new primary when the switchover began, so the
+	// old one, which can no longer renew it, has stopped taking writes once
+	// it has gone unrenewed for its duration, even if it never said so.
+	leaseLapsed := leaseQuiet >= time.Duration(c.Spec.Failover.LeaseDurationSeconds)*time.Second
+	hold := switching && !oldPrimaryStopped(views, p.LastSwitchover.From, p.Epoch) && !leaseLapsed
 	if primary != nil && primary.Report != nil && primary.Pod.DeletionTimestamp == nil && !hold {
 		p.Desired[target] = instance.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch,
 			Lease: &instance.LeaseTerms{Name: resources.LeaseName(c), RenewDeadlineSeconds: int(c.Spec.Failover.RenewDeadlineSeconds)}}

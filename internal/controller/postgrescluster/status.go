@@ -44,7 +44,9 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			is.Role = holdfastv1.InstanceRole(r)
 		}
 		if rep := reports[p.Name]; rep != nil && rep.Postgres != nil {
-			is.Timeline = rep.Postgres.Timeline
+			pg := rep.Postgres
+			is.Timeline = pg.Timeline
+			is.CurrentLSN, is.ReceivedLSN, is.ReplayedLSN, is.LagBytes = pg.CurrentLSN, pg.ReceivedLSN, pg.ReplayedLSN, pg.LagBytes
 		}
 		if is.Ready {
 			st.ReadyInstances++

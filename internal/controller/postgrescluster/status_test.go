@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/instance"
+	"holdfast.dev/holdfast/internal/postgres"
 )
 
 func pod(name string, ready bool, mutate ...func(*corev1.Pod)) corev1.Pod {
@@ -124,5 +126,22 @@ func TestConditionTimesSurviveUnchangedStatus(t *testing.T) {
 		if !again.Conditions[i].LastTransitionTime.Equal(&c.Status.Conditions[i].LastTransitionTime) {
 			t.Errorf("condition %s moved its transition time", again.Conditions[i].Type)
 		}
+	}
+}
+
+func TestStatusCarriesEachInstancesPositions(t *testing.T) {
+	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 2}}
+	pods := []corev1.Pod{*runningPod("demo-0", "10.0.0.5", "primary"), *runningPod("demo-1", "10.0.0.6", "replica")}
+	reports := map[string]*instance.Report{
+		"demo-0": {Postgres: &postgres.Status{Timeline: 3, CurrentLSN: "0/5000100"}},
+		"demo-1": {Postgres: &postgres.Status{Timeline: 3, InRecovery: true, ReceivedLSN: "0/5000100", ReplayedLSN: "0/5000000", LagBytes: 256}},
+	}
+	st := computeStatus(c, nil, pods, reports, nil)
+	if len(st.Instances) != 2 {
+		t.Fatalf("instances %+v", st.Instances)
+	}
+	p, r := st.Instances[0], st.Instances[1]
+	if p.Timeline != 3 || p.CurrentLSN != "0/5000100" || r.ReceivedLSN != "0/5000100" || r.ReplayedLSN != "0/5000000" || r.LagBytes != 256 {
+		t.Errorf("primary %+v replica %+v", p, r)
 	}
 }
