@@ -101,7 +101,76 @@ func TestFailoverInSandbox(t *testing.T) {
 		e.waitReady(t, "pg", 3, 4*time.Minute)
 	})
 
+	t.Run("the operator killed with the primary: its successor settles the cluster", func(t *testing.T) {
+		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		operator := e.mustKubectl("", "-n", "holdfast-system", "get", "pods", "-o", "jsonpath={.items[0].metadata.uid}")
+		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+		w.waitAcks(t, 20)
+		at := time.Now()
+		e.killPod(t, old)
+		// The operator dies as it notices: whatever it had done is in the
+		// API or nowhere, and its successor must take it from there.
+		if _, err := faults.KillPod(network.NamespacePath(network.Namespace(operator))); err != nil {
+			t.Fatalf("killing the operator: %v", err)
+		}
+		// Whichever comes first decides: the operator's successor promotes a
+		// replica, or the old primary's container restarts and the
+		// successor confirms it (no one was promoted meanwhile). Either
+		// way: one primary, writes resume, nothing acknowledged is lost.
+		poll(t, 3*time.Minute, "writes resumed", func() error {
+			n := 0
+			for _, a := range w.History().Acks {
+				if a.At.After(at.Add(2 * time.Second)) {
+					n++
+				}
+			}
+			if n < 20 {
+				return errorString(fmt.Sprintf("%d acknowledged since", n))
+			}
+			return nil
+		})
+		e.waitReady(t, "pg", 3, 4*time.Minute)
+		primary := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		last, _ := w.LastAck()
+		t.Logf("operator killed with the primary %s: %s is the primary; writes stopped for at most %s (the operator's container restarts after the node's 10 s back-off, then waits for its leader lease)",
+			old, primary, w.History().LongestGap(at, last.At).Round(time.Millisecond))
+		e.checkAcks(t, primary, old, w)
+		e.waitReady(t, "pg", 3, 4*time.Minute)
+	})
+
+	t.Run("a replica killed while a switchover runs loses no write", func(t *testing.T) {
+		e.waitSynchronous(t)
+		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		var to, victim string
+		for _, p := range []string{"pg-0", "pg-1", "pg-2"} {
+			switch {
+			case p == old:
+			case to == "":
+				to = p
+			default:
+				victim = p
+			}
+		}
+		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+		w.waitAcks(t, 20)
+		promote := exec.Command(e.holdfast, "promote", "pg", to, "-n", ns, "--kubeconfig", e.kubeconfig)
+		out := &strings.Builder{}
+		promote.Stdout, promote.Stderr = out, out
+		if err := promote.Start(); err != nil {
+			t.Fatal(err)
+		}
+		e.killPod(t, victim)
+		if err := promote.Wait(); err != nil {
+			t.Fatalf("holdfast promote with %s killed: %v\n%s", victim, err, out)
+		}
+		t.Logf("with %s killed: %s", victim, strings.TrimSpace(out.String()))
+		w.waitAcks(t, 20)
+		e.checkAcks(t, to, old, w)
+		e.waitReady(t, "pg", 3, 4*time.Minute)
+	})
+
 	t.Run("a planned switchover loses no write", func(t *testing.T) {
+		e.waitSynchronous(t)
 		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 		to := "pg-1"
 		if old == to {
@@ -156,6 +225,19 @@ func partition(t *testing.T, netns string) func() {
 			t.Errorf("healing %s: %v", netns, err)
 		}
 	}
+}
+
+// waitSynchronous waits until both replicas stream as synchronous standbys,
+// so that either may be promoted or switched to.
+func (e *sandboxEnv) waitSynchronous(t *testing.T) {
+	t.Helper()
+	poll(t, 2*time.Minute, "two synchronous standbys", func() error {
+		out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.syncStandbys}")
+		if err == nil && strings.Count(out, ",") != 1 {
+			err = errorString("syncStandbys " + out)
+		}
+		return err
+	})
 }
 
 // killPod SIGKILLs every process of the pod: its containers and everything they started.

@@ -163,8 +163,9 @@ func (r *run) waitHealthy(ctx context.Context, timeout time.Duration) error {
 		if err != nil {
 			return err
 		}
-		// Synchronous standbys reported: a failover has a replica it may promote.
-		if f := strings.Fields(out); len(f) < 4 || f[0] != "3" || f[1] != "Healthy" || f[2] != "True" {
+		// Both replicas streaming as synchronous standbys: either may be
+		// promoted, and a switchover to either is allowed.
+		if f := strings.Fields(out); len(f) < 4 || f[0] != "3" || f[1] != "Healthy" || f[2] != "True" || strings.Count(f[3], ",") != 1 {
 			return errors.New("not healthy: " + out)
 		}
 		return nil
