@@ -48,6 +48,10 @@ type Reconciler struct {
 // again: instance state changes are not API events.
 const pollInstances = time.Second
 
+// pollDuringChange is how often a cluster whose primary is failing or
+// changing is looked at.
+const pollDuringChange = 200 * time.Millisecond
+
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch;patch
 // (patch: to remove the switchover annotation once it is carried out)
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/status,verbs=get;update;patch
@@ -136,6 +140,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		if anyPodAddressed(pods.Items) {
 			result.RequeueAfter = pollInstances
+		}
+		// While the primary changes, every moment without one is a moment
+		// without writes: look again sooner.
+		if inProgress(c.Status.LastSwitchover) || inProgress(c.Status.LastFailover) || c.Status.PrimaryFailingSince != nil {
+			result.RequeueAfter = pollDuringChange
 		}
 	}
 
