@@ -46,19 +46,7 @@ func TestFailoverInSandbox(t *testing.T) {
 			w.waitAcks(t, 20)
 			at := time.Now()
 			fault.inject(t, old)
-			var promoted string
-			poll(t, 2*time.Minute, "a replica promoted", func() error {
-				out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.lastFailover.from} {.status.lastFailover.to} {.status.lastFailover.completedAt} {.status.currentPrimary}")
-				if err != nil {
-					return err
-				}
-				f := strings.Fields(out)
-				if len(f) != 4 || f[0] != old || f[2] == "" || f[3] != f[1] {
-					return errorString(out)
-				}
-				promoted = f[1]
-				return nil
-			})
+			promoted := e.waitFailover(t, old)
 			firstAck := w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute)
 			t.Logf("%s: %s promoted; first acknowledged write through pg-rw %s after the fault", fault.name, promoted, firstAck.Round(time.Millisecond))
 			w.waitAcks(t, 20)
@@ -75,19 +63,7 @@ func TestFailoverInSandbox(t *testing.T) {
 		w.waitAcks(t, 20)
 		at := time.Now()
 		heal := partition(t, "hf-"+uid)
-		var promoted string
-		poll(t, 2*time.Minute, "a replica promoted", func() error {
-			out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.lastFailover.from} {.status.lastFailover.to} {.status.lastFailover.completedAt}")
-			if err != nil {
-				return err
-			}
-			f := strings.Fields(out)
-			if len(f) != 3 || f[0] != old {
-				return errorString(out)
-			}
-			promoted = f[1]
-			return nil
-		})
+		promoted := e.waitFailover(t, old)
 		t.Logf("partition: %s promoted; first acknowledged write through pg-rw %s after the partition",
 			promoted, w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute).Round(time.Millisecond))
 		w.waitAcks(t, 20)
@@ -225,6 +201,26 @@ func partition(t *testing.T, netns string) func() {
 			t.Errorf("healing %s: %v", netns, err)
 		}
 	}
+}
+
+// waitFailover waits until the operator has replaced old and the promoted
+// instance reports itself primary, and returns it.
+func (e *sandboxEnv) waitFailover(t *testing.T, old string) string {
+	t.Helper()
+	var promoted string
+	poll(t, 2*time.Minute, "a replica promoted in place of "+old, func() error {
+		out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.lastFailover.from} {.status.lastFailover.to} {.status.lastFailover.completedAt} {.status.currentPrimary}")
+		if err != nil {
+			return err
+		}
+		f := strings.Fields(out)
+		if len(f) != 4 || f[0] != old || f[3] != f[1] {
+			return errorString(out)
+		}
+		promoted = f[1]
+		return nil
+	})
+	return promoted
 }
 
 // waitSynchronous waits until both replicas stream as synchronous standbys,
