@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests need, when they are missing:
 # postgresql-15 (the instance-manager tests run real servers from
 # /usr/lib/postgresql/15/bin); iptables and conntrack for the sandbox's
-# kube-proxy.
+# kube-proxy. Arguments name more commands to have, as command=package
+# (hack/install-bench-deps.sh passes the benchmark's).
 set -euo pipefail
 need=()
 command -v git >/dev/null || need+=(git)
@@ -11,6 +12,9 @@ command -v git >/dev/null || need+=(git)
 PATH=$PATH:/usr/sbin:/sbin
 command -v iptables >/dev/null || need+=(iptables)
 command -v conntrack >/dev/null || need+=(conntrack)
+for want in "$@"; do
+	command -v "${want%%=*}" >/dev/null || need+=("${want#*=}")
+done
 ((${#need[@]})) || exit 0
 
 sudo=""

@@ -43,6 +43,20 @@ type Process struct {
 // with this one's thread (PR_SET_PDEATHSIG), so a crashed parent leaves no
 // control plane behind.
 func StartProcess(name, bin string, args []string, out io.Writer) (*Process, error) {
+	p, err := newProcess(name, bin, args, out)
+	if err != nil {
+		return nil, err
+	}
+	cmd := p.cmd
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// newProcess starts the first run of a Process.
+func newProcess(name, bin string, args []string, out io.Writer) (*Process, error) {
 	if out == nil {
 		out = io.Discard
 	}
@@ -50,12 +64,7 @@ func StartProcess(name, bin string, args []string, out io.Writer) (*Process, err
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{Name: name, cmd: cmd, exited: make(chan struct{}), stopped: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	return p, nil
+	return &Process{Name: name, cmd: cmd, exited: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
 func startCmd(name, bin string, args []string, out io.Writer) (*exec.Cmd, error) {
@@ -88,11 +97,11 @@ func Supervise(name, bin string, args []string, out io.Writer, r Restart) (*Proc
 	if out == nil {
 		out = io.Discard
 	}
-	cmd, err := startCmd(name, bin, args, out)
+	p, err := newProcess(name, bin, args, out)
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{Name: name, cmd: cmd, exited: make(chan struct{}), stopped: make(chan struct{})}
+	cmd := p.cmd
 	go func() {
 		defer close(p.exited)
 		if r.AfterStop != nil {

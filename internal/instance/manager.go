@@ -118,14 +118,14 @@ func (m *Manager) SetDesired(d Desired) error {
 	return nil
 }
 
-// holdsLease says whether this instance may take writes as the primary:
-// it holds the lease, or no lease applies (outside Kubernetes).
-func (m *Manager) holdsLease(d *Desired) bool {
+// holdsLease says whether this instance may take writes as the primary
+// (it holds the lease, or no lease applies, as outside Kubernetes), and
+// if not, why.
+func (m *Manager) holdsLease(d *Desired) (bool, string) {
 	if m.lease == nil || d.Lease == nil {
-		return true
+		return true, ""
 	}
-	ok, _ := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
-	return ok
+	return m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
 }
 
 // currentEpoch is the epoch a new desired state must not be older than.
@@ -292,22 +292,22 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 		}
 	}
 
+	// Read once per step: the lease keeper renews it in the background.
+	leaseOK, why := m.holdsLease(d)
 	if m.server != nil {
 		st, err := m.status(ctx)
 		if err != nil {
 			return "starting: " + err.Error(), nil
 		}
 		switch {
-		case d.Role == postgres.Primary && !st.InRecovery && !m.holdsLease(d):
+		case d.Role == postgres.Primary && !st.InRecovery && !leaseOK:
 			// It can no longer renew its hold on the primary role: another
 			// instance may be promoted once the lease expires, so it stops
 			// taking writes first.
-			_, why := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
 			m.log.Info("self-fencing: stopping postgres", "reason", why)
 			m.stopServer()
 			return "self-fenced, taking no writes: " + why, nil
-		case d.Role == postgres.Primary && st.InRecovery && !m.holdsLease(d):
-			_, why := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
+		case d.Role == postgres.Primary && st.InRecovery && !leaseOK:
 			return "waiting for the primary lease before promoting: " + why, nil
 		case d.Role == postgres.Primary && st.InRecovery:
 			m.log.Info("promoting")
@@ -383,8 +383,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 		// once running: promotion opens a new timeline, while starting it
 		// without the signal file would go on writing the old one, which
 		// the former primary's WAL also extends.
-	case !m.holdsLease(d):
-		_, why := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
+	case !leaseOK:
 		return "not starting as primary without the primary lease: " + why, nil
 	}
 	m.log.Info("starting postgres", "role", d.Role)
