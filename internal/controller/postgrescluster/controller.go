@@ -285,7 +285,7 @@ func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresClust
 func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, stored holdfastv1.PostgresClusterStatus,
 	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
-	if equality.Semantic.DeepEqual(st, stored) {
+	if equality.Semantic.DeepEqual(withoutPositions(st), withoutPositions(stored)) {
 		return nil
 	}
 	before := stored.Phase
@@ -301,4 +301,16 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 		r.Recorder.Eventf(c, nil, kind, "Phase"+string(st.Phase), "Observe", "cluster is %s", st.Phase)
 	}
 	return nil
+}
+
+// withoutPositions is a status without the instances' WAL positions and
+// lag: they move with every write, and a busy cluster must not rewrite its
+// status every second for them alone. They are refreshed whenever anything
+// else in the status changes.
+func withoutPositions(st holdfastv1.PostgresClusterStatus) holdfastv1.PostgresClusterStatus {
+	st = *st.DeepCopy()
+	for i := range st.Instances {
+		st.Instances[i].CurrentLSN, st.Instances[i].ReceivedLSN, st.Instances[i].ReplayedLSN, st.Instances[i].LagBytes = "", "", "", 0
+	}
+	return st
 }
