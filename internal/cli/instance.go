@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/postgres"
@@ -31,7 +31,24 @@ func newInstanceCmd() *cobra.Command {
 		RunE: func(_ *cobra.Command, args []string) error {
 			return installSelf(args[0])
 		},
-	}, newInstanceRunCmd())
+	}, newInstanceRunCmd(), newInstanceWatchdogCmd())
+	return cmd
+}
+
+func newInstanceWatchdogCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:    "watchdog",
+		Short:  "Fence postgres when the instance manager stops renewing the primary lease (the manager starts it, and arms it through stdin)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			// It ends when its stdin does: when the manager, and with it
+			// the container, is gone.
+			return instance.RunWatchdog(context.Background(), os.Stdin, dataDir, newLogger().WithName("watchdog"))
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", os.Getenv("PGDATA"), "postgres data directory")
 	return cmd
 }
 
@@ -45,7 +62,7 @@ func newInstanceRunCmd() *cobra.Command {
 			if cfg.Name == "" || cfg.DataDir == "" {
 				return errors.New("--name (POD_NAME) and --data-dir (PGDATA) are required")
 			}
-			log := zap.New()
+			log := newLogger()
 			ctrl.SetLogger(log)
 			ctx := ctrl.SetupSignalHandler()
 			m := instance.NewManager(cfg, log.WithName("instance"))

@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"holdfast.dev/holdfast/internal/operator"
 )
@@ -17,7 +16,7 @@ func newOperatorCmd() *cobra.Command {
 		Short: "Run the operator's controllers (the holdfast-operator Deployment runs this)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctrl.SetLogger(zap.New())
+			ctrl.SetLogger(newLogger())
 			cfg, err := ctrl.GetConfig()
 			if err != nil {
 				return fmt.Errorf("finding the cluster: %w", err)

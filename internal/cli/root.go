@@ -2,7 +2,10 @@
 package cli
 
 import (
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // Version is set at build time.
@@ -19,4 +22,10 @@ func NewRoot() *cobra.Command {
 	}
 	root.AddCommand(newOperatorCmd(), newInstanceCmd(), newSandboxCmd(), newPromoteCmd())
 	return root
+}
+
+// newLogger logs JSON with millisecond timestamps: a failover is a matter
+// of milliseconds, and its steps are read across several processes' logs.
+func newLogger() logr.Logger {
+	return zap.New(func(o *zap.Options) { o.TimeEncoder = zapcore.ISO8601TimeEncoder })
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"holdfast.dev/holdfast/internal/sandbox"
 	"holdfast.dev/holdfast/internal/sandbox/launch"
@@ -122,7 +121,7 @@ pods stay Pending.`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			ctrl.SetLogger(zap.New())
+			ctrl.SetLogger(newLogger())
 			return sandbox.Serve(ctrl.SetupSignalHandler(), cfg)
 		},
 	})

@@ -23,10 +23,11 @@ type LeaseKeeper struct {
 	Namespace string
 	Identity  string // this instance's name, the Lease's holderIdentity when it is primary
 
-	mu        sync.Mutex
-	renewed   time.Time // when this instance last renewed it (its own clock)
-	holder    string    // the holder it last read
-	lastError string
+	mu          sync.Mutex
+	renewed     time.Time     // when this instance last renewed it (its own clock)
+	renewedMono time.Duration // the same on CLOCK_MONOTONIC, for the watchdog
+	holder      string        // the holder it last read
+	lastError   string
 }
 
 // errNotHolder: the lease names another instance; this one must not take writes.
@@ -48,7 +49,7 @@ func (k *LeaseKeeper) renew(ctx context.Context, name string) error {
 		k.failed(errNotHolder)
 		return fmt.Errorf("%w (%s)", errNotHolder, holder)
 	}
-	started := time.Now()
+	started, startedMono := time.Now(), monotonicNow()
 	now := metav1.NewMicroTime(started)
 	l.Spec.RenewTime = &now
 	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
@@ -58,9 +59,24 @@ func (k *LeaseKeeper) renew(ctx context.Context, name string) error {
 	k.mu.Lock()
 	// The renewal counts from before the request: the operator may have seen
 	// it as soon as it was sent.
-	k.renewed, k.lastError = started, ""
+	k.renewed, k.renewedMono, k.lastError = started, startedMono, ""
 	k.mu.Unlock()
 	return nil
+}
+
+// validFor is how long this instance may still take writes on its last
+// renewal.
+func (k *LeaseKeeper) validFor(deadline time.Duration) time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return deadline - time.Since(k.renewed)
+}
+
+// renewedAt is the last renewal's start on CLOCK_MONOTONIC.
+func (k *LeaseKeeper) renewedAt() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.renewedMono
 }
 
 func (k *LeaseKeeper) failed(err error) {
@@ -96,6 +112,13 @@ func (k *LeaseKeeper) errSuffix() string {
 func (m *Manager) keepLease(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	// Renewals are tried once a second and may each take a second to fail:
+	// the converge loop is woken at the renew deadline itself, so that the
+	// manager stops postgres then, and not up to two seconds later.
+	deadline := time.AfterFunc(time.Hour, m.poke)
+	deadline.Stop()
+	defer deadline.Stop()
+	held := false
 	for {
 		m.mu.Lock()
 		d := m.desired
@@ -105,11 +128,25 @@ func (m *Manager) keepLease(ctx context.Context) {
 			err := m.lease.renew(rctx, d.Lease.Name)
 			cancel()
 			if err != nil {
-				m.log.V(1).Info("lease not renewed", "error", err.Error())
+				m.log.Info("primary lease not renewed", "error", err.Error())
 			}
-			if ok, _ := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second); !ok {
-				m.poke() // the converge loop fences postgres
+			renewDeadline := time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second
+			ok, _ := m.lease.holds(renewDeadline)
+			if err == nil {
+				deadline.Reset(m.lease.validFor(renewDeadline) + 10*time.Millisecond)
+				if m.watchdog != nil {
+					m.watchdog.arm(m.lease.renewedAt() + renewDeadline + watchdogGrace)
+				}
 			}
+			if ok != held {
+				// Losing it, the converge loop fences postgres; gaining it,
+				// a promotion waiting for it goes ahead now, not at the
+				// loop's next tick.
+				m.poke()
+			}
+			held = ok
+		} else {
+			held = false
 		}
 		select {
 		case <-ctx.Done():

@@ -55,6 +55,7 @@ type Manager struct {
 
 	// lease, when set, must be held for this instance to act as primary.
 	lease     *LeaseKeeper
+	watchdog  *watchdogLink // nil without a lease
 	leaseWake chan struct{}
 
 	// Owned by the converge loop.
@@ -85,7 +86,12 @@ func NewManager(cfg Config, log logr.Logger) *Manager {
 // UseLease makes the primary role depend on holding the cluster's Lease
 // (call before Run). Without it, as outside Kubernetes, the operator's word
 // alone makes a primary.
-func (m *Manager) UseLease(k *LeaseKeeper) { m.lease = k }
+// It also starts the watchdog that fences postgres should this process
+// freeze while primary.
+func (m *Manager) UseLease(k *LeaseKeeper) {
+	m.lease = k
+	m.watchdog = &watchdogLink{dataDir: m.cfg.DataDir, log: m.log.WithName("watchdog")}
+}
 
 func (m *Manager) poke() {
 	select {
@@ -106,6 +112,11 @@ func (m *Manager) SetDesired(d Desired) error {
 	}
 	m.desired = &d
 	m.mu.Unlock()
+	if m.watchdog != nil {
+		// A primary told to step down stops postgres and restarts it as a
+		// replica, which the watchdog must not then fence.
+		m.watchdog.follow(d.Role)
+	}
 	if err := m.cfg.saveDesired(d); err != nil {
 		return err
 	}
@@ -214,6 +225,14 @@ func (m *Manager) converge(ctx context.Context) {
 	m.mu.Unlock()
 
 	msg, err := m.step(ctx, d)
+	m.publish(ctx, d, msg, err)
+}
+
+// publish refreshes the report the operator reads. converge publishes
+// after every step; a step publishes early after a role change, because
+// the operator waits for that report before the next move of a
+// switchover or failover, and every moment it waits no instance takes writes.
+func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error) {
 	var st *postgres.Status
 	if m.server != nil && m.server.alive() {
 		if s, qerr := m.status(ctx); qerr == nil {
@@ -296,6 +315,13 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 	leaseOK, why := m.holdsLease(d)
 	if m.server != nil {
 		st, err := m.status(ctx)
+		if err != nil && d.Role == postgres.Primary && !leaseOK {
+			// It may be taking writes, it does not say, and it may no
+			// longer: stop it rather than wait to find out.
+			m.log.Info("self-fencing: stopping postgres, which does not answer", "reason", why, "error", err.Error())
+			m.stopServer()
+			return "self-fenced, taking no writes: " + why, nil
+		}
 		if err != nil {
 			return "starting: " + err.Error(), nil
 		}
@@ -314,6 +340,13 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			if err := m.exec(ctx, `SELECT pg_promote(true, 60)`); err != nil {
 				return "", fmt.Errorf("promoting: %w", err)
 			}
+			// The replicas, already told to follow this instance, need
+			// their slots to stream; and until one streams, no commit
+			// under synchronous replication is acknowledged.
+			if err := m.ensureSlots(ctx, d); err != nil {
+				return "", err
+			}
+			m.publish(ctx, d, "promoted; checkpointing", nil)
 			// The end-of-recovery checkpoint runs in the background; until it
 			// is done the control file still names the old timeline, and
 			// pg_rewind against this server would see nothing to rewind.
@@ -329,6 +362,9 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 				m.log.Info("checkpoint before demotion failed; stopping anyway", "error", err.Error())
 			}
 			m.stopServer()
+			// The new primary is promoted once this one says it has
+			// stopped: say so before rewinding.
+			m.publish(ctx, d, "stopped to rejoin as a replica", nil)
 		case d.Role == postgres.Replica && !st.Streaming:
 			if err := m.writeConfig(ctx, d, true); err != nil {
 				return "", err
@@ -696,13 +732,19 @@ func (m *Manager) diverged(ctx context.Context, d *Desired, st postgres.Status) 
 			return false, fmt.Errorf("reading the primary's timeline history: %w", err)
 		}
 	}
-	posText := st.ReceivedLSN
-	if posText == "" {
-		posText = st.ReplayedLSN
-	}
-	pos, err := postgres.ParseLSN(posText)
-	if err != nil {
-		return false, err
+	// The furthest this replica's WAL reaches: a WAL receiver restarted on
+	// another timeline reports the start of its first segment as received,
+	// which may lie before what was replayed, and before the fork.
+	var pos uint64
+	for _, text := range []string{st.ReceivedLSN, st.ReplayedLSN} {
+		if text == "" {
+			continue
+		}
+		p, err := postgres.ParseLSN(text)
+		if err != nil {
+			return false, err
+		}
+		pos = max(pos, p)
 	}
 	return postgres.Diverged(st.Timeline, pos, pst.Timeline, history)
 }
@@ -718,6 +760,9 @@ func (m *Manager) exec(ctx context.Context, sql string) error {
 }
 
 func (m *Manager) status(ctx context.Context) (postgres.Status, error) {
+	// Bounded: the converge loop that asks is also the one that fences.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	conn, err := m.connect(ctx)
 	if err != nil {
 		return postgres.Status{}, err

@@ -99,23 +99,9 @@ func (m *Manager) stopServer() {
 // stopOrphan stops a postmaster left running by an earlier instance manager,
 // which this process cannot supervise.
 func (m *Manager) stopOrphan() error {
-	b, err := os.ReadFile(filepath.Join(m.cfg.DataDir, "postmaster.pid"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading postmaster.pid: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
-	if err != nil || pid <= 0 {
-		return nil // postgres itself checks a stale file
-	}
-	if syscall.Kill(pid, 0) != nil {
-		return nil
-	}
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if !strings.Contains(string(cmdline), "postgres") {
-		return nil
+	pid, err := runningPostmaster(m.cfg.DataDir)
+	if err != nil || pid == 0 {
+		return err
 	}
 	m.log.Info("stopping a postmaster this manager did not start", "pid", pid)
 	_ = syscall.Kill(pid, syscall.SIGINT)
@@ -124,4 +110,26 @@ func (m *Manager) stopOrphan() error {
 		proc.WaitGone(pid, 10*time.Second)
 	}
 	return nil
+}
+
+// runningPostmaster is the pid of the postmaster running on dataDir, or 0.
+// postmaster.pid outlives a crash, and its number may since have gone to
+// another process.
+func runningPostmaster(dataDir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading postmaster.pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return 0, nil // postgres itself checks a stale file
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if !strings.Contains(string(cmdline), "postgres") {
+		return 0, nil
+	}
+	return pid, nil
 }

@@ -60,8 +60,9 @@ func RenderConf(c ServerConf) string {
 	set("wal_keep_size", "256MB")
 	set("hot_standby_feedback", "on")
 	// A replica pointed at a new primary retries its connection this often
-	// (the default, 5s, would dominate a failover).
-	set("wal_retrieve_retry_interval", "1s")
+	// (the default, 5s, would dominate a failover; every attempt is a
+	// short-lived process, cheap at this rate).
+	set("wal_retrieve_retry_interval", "200ms")
 	set("password_encryption", "scram-sha-256")
 	set("logging_collector", "off")
 	set("log_destination", "stderr")

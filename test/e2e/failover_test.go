@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"holdfast.dev/holdfast/internal/loadcheck"
+	"holdfast.dev/holdfast/internal/proc"
 	"holdfast.dev/holdfast/internal/sandbox/faults"
 	"holdfast.dev/holdfast/internal/sandbox/network"
 )
@@ -59,58 +63,120 @@ func TestFailoverInSandbox(t *testing.T) {
 	t.Run("a partitioned primary fences itself before a replica is promoted", func(t *testing.T) {
 		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 		uid := e.mustKubectl("", "-n", ns, "get", "pod", old, "-o", "jsonpath={.metadata.uid}")
+		_, postmaster := instanceProcesses(t, uid)
 		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
 		w.waitAcks(t, 20)
 		at := time.Now()
 		heal := partition(t, "hf-"+uid)
+		stopped := whenGone(postmaster)
 		promoted := e.waitFailover(t, old)
+		firstAck := at.Add(w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute))
+		stoppedBefore(t, stopped, firstAck, promoted)
 		t.Logf("partition: %s promoted; first acknowledged write through pg-rw %s after the partition",
-			promoted, w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute).Round(time.Millisecond))
+			promoted, firstAck.Sub(at).Round(time.Millisecond))
 		w.waitAcks(t, 20)
 		heal()
 		e.checkAcks(t, promoted, old, w)
-		// The cut-off primary stopped postgres on its own, unable to renew its lease.
+		// The cut-off primary stopped postgres on its own, unable to renew
+		// its lease: its manager at the renew deadline (a fast shutdown,
+		// which may hang on WAL senders whose standbys are cut off), its
+		// watchdog a second later if that had not finished.
 		logs := e.mustKubectl("", "-n", ns, "logs", old)
 		if !strings.Contains(logs, "self-fencing") {
-			t.Errorf("%s did not fence itself; its log:\n%s", old, logs)
+			t.Errorf("%s's manager did not fence it; its log:\n%s", old, logs)
 		}
 		e.waitReady(t, "pg", 3, 4*time.Minute)
 	})
 
-	t.Run("the operator killed with the primary: its successor settles the cluster", func(t *testing.T) {
+	t.Run("the primary's instance manager frozen while postgres runs: its watchdog stops postgres before a replica is promoted", func(t *testing.T) {
+		// The manager is PID 1 of its container, so killing it ends postgres
+		// too, as in any container. Freezing it (SIGSTOP) is the case that
+		// matters: it neither renews the lease nor stops postgres, which
+		// goes on serving the clients already connected.
+		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		uid := e.mustKubectl("", "-n", ns, "get", "pod", old, "-o", "jsonpath={.metadata.uid}")
+		manager, postmaster := instanceProcesses(t, uid)
+		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+		w.waitAcks(t, 20)
+		at := time.Now()
+		if err := syscall.Kill(manager, syscall.SIGSTOP); err != nil {
+			t.Fatalf("freezing the instance manager: %v", err)
+		}
+		thawed := false
+		thaw := func() {
+			if !thawed {
+				thawed = true
+				_ = syscall.Kill(manager, syscall.SIGCONT)
+			}
+		}
+		t.Cleanup(thaw)
+		stopped := whenGone(postmaster)
+		promoted := e.waitFailover(t, old)
+		firstAck := at.Add(w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute))
+		gone := stoppedBefore(t, stopped, firstAck, promoted)
+		t.Logf("manager frozen: postgres stopped %s after, %s promoted, first write through pg-rw %s after",
+			gone.Sub(at).Round(time.Millisecond), promoted, firstAck.Sub(at).Round(time.Millisecond))
+		w.waitAcks(t, 20)
+		thaw()
+		e.checkAcks(t, promoted, old, w)
+		if logs := e.mustKubectl("", "-n", ns, "logs", old); !strings.Contains(logs, "has not renewed the primary lease in time") {
+			t.Errorf("%s's watchdog did not fence it; its log:\n%s", old, logs)
+		}
+		e.waitReady(t, "pg", 3, 4*time.Minute)
+	})
+
+	t.Run("the operator killed in the middle of a failover: its successor completes it", func(t *testing.T) {
+		e.waitSynchronous(t)
 		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 		operator := e.mustKubectl("", "-n", "holdfast-system", "get", "pods", "-o", "jsonpath={.items[0].metadata.uid}")
 		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
 		w.waitAcks(t, 20)
-		at := time.Now()
-		e.killPod(t, old)
-		// The operator dies as it notices: whatever it had done is in the
-		// API or nowhere, and its successor must take it from there.
-		if _, err := faults.KillPod(network.NamespacePath(network.Namespace(operator))); err != nil {
-			t.Fatalf("killing the operator: %v", err)
+		// A watch, not a poll: the failover lasts a fraction of a second.
+		watch := exec.Command(filepath.Join(e.bins, "kubectl"), "--kubeconfig", e.kubeconfig, "-n", ns, "get", "pgc", "pg", "-w",
+			"-o", `jsonpath={.status.lastFailover.from} {.status.lastFailover.to} {.status.lastFailover.completedAt}{"\n"}`)
+		out, err := watch.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
 		}
-		// Whichever comes first decides: the operator's successor promotes a
-		// replica, or the old primary's container restarts and the
-		// successor confirms it (no one was promoted meanwhile). Either
-		// way: one primary, writes resume, nothing acknowledged is lost.
-		poll(t, 3*time.Minute, "writes resumed", func() error {
-			n := 0
-			for _, a := range w.History().Acks {
-				if a.At.After(at.Add(2 * time.Second)) {
-					n++
+		if err := watch.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = watch.Process.Kill(); _ = watch.Wait() })
+		midway := make(chan time.Time, 1)
+		go func() {
+			lines := bufio.NewScanner(out)
+			for lines.Scan() {
+				// Started (from the old primary), not completed: kill now.
+				if f := strings.Fields(lines.Text()); len(f) == 2 && f[0] == old {
+					if _, err := faults.KillPod(network.NamespacePath(network.Namespace(operator))); err == nil {
+						midway <- time.Now()
+					}
+					return
 				}
 			}
-			if n < 20 {
-				return errorString(fmt.Sprintf("%d acknowledged since", n))
-			}
-			return nil
-		})
-		e.waitReady(t, "pg", 3, 4*time.Minute)
-		primary := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
-		last, _ := w.LastAck()
-		t.Logf("operator killed with the primary %s: %s is the primary; writes stopped for at most %s (the operator's container restarts after the node's 10 s back-off, then waits for its leader lease)",
-			old, primary, w.History().LongestGap(at, last.At).Round(time.Millisecond))
-		e.checkAcks(t, primary, old, w)
+		}()
+		at := time.Now()
+		e.killPod(t, old)
+		var killed time.Time
+		select {
+		case killed = <-midway:
+		case <-time.After(time.Minute):
+			t.Fatal("no failover started within a minute of killing the primary")
+		}
+		promoted := e.waitFailover(t, old)
+		completed := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.lastFailover.completedAt}")
+		done, err := time.Parse(time.RFC3339Nano, completed)
+		if err != nil {
+			t.Fatalf("completedAt %q: %v", completed, err)
+		}
+		if done.Before(killed) {
+			t.Fatalf("the failover completed (%s) before the operator was killed (%s): the kill missed the middle", done.Format(time.StampMicro), killed.Format(time.StampMicro))
+		}
+		firstAck := w.firstAckAfter(t, at, e.podIP(t, promoted), 3*time.Minute)
+		t.Logf("operator killed %s into the failover; its successor completed it: %s is the primary, first write through pg-rw %s after the fault (the node restarts the operator after a 10 s back-off, then it waits for its leader lease)",
+			killed.Sub(at).Round(time.Millisecond), promoted, firstAck.Round(time.Millisecond))
+		w.waitAcks(t, 20)
+		e.checkAcks(t, promoted, old, w)
 		e.waitReady(t, "pg", 3, 4*time.Minute)
 	})
 
@@ -311,4 +377,55 @@ func (e *sandboxEnv) checkAcks(t *testing.T, promoted, old string, w *writer) {
 		t.Errorf("after %s lost its role to %s: %s", old, promoted, rep)
 	}
 	t.Logf("checker: %s", rep)
+}
+
+// instanceProcesses finds, among a pod's processes, its instance manager
+// and the postmaster it started.
+func instanceProcesses(t *testing.T, podUID string) (manager, postmaster int) {
+	t.Helper()
+	procs, err := faults.PodProcesses(network.NamespacePath(network.Namespace(podUID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		if len(p.Args) > 2 && p.Args[1] == "instance" && p.Args[2] == "run" {
+			manager = p.PID
+		}
+	}
+	for _, p := range procs {
+		if p.PPID == manager && len(p.Args) > 0 && filepath.Base(p.Args[0]) == "postgres" {
+			postmaster = p.PID
+		}
+	}
+	if manager == 0 || postmaster == 0 {
+		t.Fatalf("no instance manager and postmaster among %+v", procs)
+	}
+	return manager, postmaster
+}
+
+// whenGone says when the process pid has exited (to within 100 ms).
+func whenGone(pid int) <-chan time.Time {
+	gone := make(chan time.Time, 1)
+	go func() {
+		if proc.WaitGone(pid, 2*time.Minute) {
+			gone <- time.Now()
+		}
+	}()
+	return gone
+}
+
+// stoppedBefore checks that the old primary's postgres had stopped before
+// the new primary acknowledged its first write, and says when it stopped.
+func stoppedBefore(t *testing.T, stopped <-chan time.Time, firstAck time.Time, promoted string) time.Time {
+	t.Helper()
+	select {
+	case gone := <-stopped:
+		if !gone.Before(firstAck) {
+			t.Errorf("the old primary's postgres stopped %s after %s took its first write", gone.Sub(firstAck), promoted)
+		}
+		return gone
+	default:
+		t.Errorf("the old primary's postgres still ran when %s took its first write", promoted)
+		return time.Time{}
+	}
 }

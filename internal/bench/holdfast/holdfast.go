@@ -31,6 +31,8 @@ type Options struct {
 	N        int
 	Faults   []bench.Fault
 	Log      io.Writer
+	// Keep leaves the sandbox's folder (logs, data) in place, stopped.
+	Keep bool
 }
 
 // Settings is the configuration measured: Holdfast's defaults.
@@ -59,6 +61,10 @@ func Run(ctx context.Context, o Options) ([]bench.Result, error) {
 	r := &run{o: o, dir: dir, kubeconfig: filepath.Join(dir, "kubeconfig")}
 	defer func() {
 		_ = exec.Command(o.Holdfast, "sandbox", "down", "--dir", dir, "--bin-dir", o.BinDir).Run()
+		if o.Keep {
+			fmt.Fprintf(o.Log, "holdfast: the sandbox's logs and data are kept in %s\n", dir)
+			return
+		}
 		os.RemoveAll(dir)
 	}()
 	if out, err := exec.CommandContext(ctx, o.Holdfast, "sandbox", "up", "--dir", dir, "--bin-dir", o.BinDir).CombinedOutput(); err != nil {

@@ -13,6 +13,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -41,7 +43,8 @@ type Reconciler struct {
 	// Instances reaches the instance managers; nil leaves them alone.
 	Instances InstanceAPI
 
-	leases leaseWatch
+	leases  leaseWatch
+	answers answerLog
 }
 
 // pollInstances is how often a cluster with running instances is looked at
@@ -50,7 +53,7 @@ const pollInstances = time.Second
 
 // pollDuringChange is how often a cluster whose primary is failing or
 // changing is looked at.
-const pollDuringChange = 200 * time.Millisecond
+const pollDuringChange = 100 * time.Millisecond
 
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch;patch
 // (patch: to remove the switchover annotation once it is carried out)
@@ -106,22 +109,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// decides whether anything changed.
 	stored := *c.Status.DeepCopy()
 
-	if err := r.ensureSecrets(ctx, &c); err != nil {
-		return ctrl.Result{}, err
-	}
-	sts, err := r.ensureObjects(ctx, &c)
+	var sts *appsv1.StatefulSet
 	var refused error
-	switch {
-	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
-		// The spec passed admission but makes an object the API server
-		// refuses. Retrying cannot help until the spec changes, which
-		// brings the cluster back here; the status and an Event say why.
-		refused = err
-		r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, "SpecRefused", "Apply", "%v", err)
-	case err != nil:
-		return ctrl.Result{}, err
-	default:
-		if err := r.growClaims(ctx, &c); err != nil {
+	var err error
+	if r.Instances != nil && roleChangeUnderWay(&c, time.Now()) && !specRefused(&c) {
+		// Every moment without a primary is a moment without writes: the
+		// operator then looks at the instances alone, and puts the other
+		// objects right once the change is over, a few seconds later.
+		sts, err = r.liveStatefulSet(ctx, &c)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+	} else {
+		sts, refused, err = r.ensureAll(ctx, &c)
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -141,9 +142,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if anyPodAddressed(pods.Items) {
 			result.RequeueAfter = pollInstances
 		}
-		// While the primary changes, every moment without one is a moment
-		// without writes: look again sooner.
-		if inProgress(c.Status.LastSwitchover) || inProgress(c.Status.LastFailover) || c.Status.PrimaryFailingSince != nil {
+		// While the primary changes, look again sooner.
+		if primaryChanging(&c) {
 			result.RequeueAfter = pollDuringChange
 		}
 	}
@@ -154,6 +154,67 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
 	}
 	return result, err
+}
+
+// primaryChanging: a failover or switchover is under way, or the primary
+// is failing and may be replaced any moment.
+func primaryChanging(c *holdfastv1.PostgresCluster) bool {
+	return inProgress(c.Status.LastSwitchover) || inProgress(c.Status.LastFailover) || c.Status.PrimaryFailingSince != nil
+}
+
+// roleChangeUnderWay: a failover or switchover started less than
+// fastPathLimit ago and has not completed. The limit keeps a change that
+// cannot complete (say, the new primary never starts) from holding off
+// the fix, a change of spec that only the full reconcile applies.
+func roleChangeUnderWay(c *holdfastv1.PostgresCluster, now time.Time) bool {
+	for _, rc := range []*holdfastv1.RoleChange{c.Status.LastFailover, c.Status.LastSwitchover} {
+		if inProgress(rc) && now.Sub(rc.StartedAt.Time) < fastPathLimit {
+			return true
+		}
+	}
+	return false
+}
+
+const fastPathLimit = 30 * time.Second
+
+// specRefused: the API server refused the objects the current spec makes.
+func specRefused(c *holdfastv1.PostgresCluster) bool {
+	cond := meta.FindStatusCondition(c.Status.Conditions, holdfastv1.ConditionDegraded)
+	return cond != nil && cond.Status == metav1.ConditionTrue && cond.Reason == "SpecRefused"
+}
+
+// liveStatefulSet reads the cluster's StatefulSet from the cache; nil when
+// it does not exist yet.
+func (r *Reconciler) liveStatefulSet(ctx context.Context, c *holdfastv1.PostgresCluster) (*appsv1.StatefulSet, error) {
+	var live appsv1.StatefulSet
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.StatefulSetName(c)}, &live)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading StatefulSet: %w", err)
+	}
+	return &live, nil
+}
+
+// ensureAll applies every object the spec makes. refused is the API
+// server's refusal of them, which only a change of spec can cure.
+func (r *Reconciler) ensureAll(ctx context.Context, c *holdfastv1.PostgresCluster) (sts *appsv1.StatefulSet, refused, err error) {
+	if err := r.ensureSecrets(ctx, c); err != nil {
+		return nil, nil, err
+	}
+	sts, err = r.ensureObjects(ctx, c)
+	switch {
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		// The spec passed admission but makes an object the API server
+		// refuses. Retrying cannot help until the spec changes, which
+		// brings the cluster back here; the status and an Event say why.
+		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "SpecRefused", "Apply", "%v", err)
+		return nil, err, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	return sts, nil, r.growClaims(ctx, c)
 }
 
 func anyPodAddressed(pods []corev1.Pod) bool {

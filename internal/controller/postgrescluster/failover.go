@@ -116,14 +116,21 @@ func chooseCandidate(c *holdfastv1.PostgresCluster, views []view, old string) (s
 	if best == nil {
 		return "", "no healthy replica to promote"
 	}
-	return best.Pod.Name, fmt.Sprintf("the most advanced replica (received %s)", best.Report.Postgres.ReceivedLSN)
+	return best.Pod.Name, fmt.Sprintf("the most advanced replica (received %s, replayed %s)", best.Report.Postgres.ReceivedLSN, best.Report.Postgres.ReplayedLSN)
 }
 
 func moreAdvanced(a, b *postgres.Status) bool {
-	if x, y := parseLSN(a.ReceivedLSN), parseLSN(b.ReceivedLSN); x != y {
+	if x, y := walPosition(a), walPosition(b); x != y {
 		return x > y
 	}
 	return parseLSN(a.ReplayedLSN) > parseLSN(b.ReplayedLSN)
+}
+
+// walPosition is how far a replica's WAL reaches. The received position
+// alone can lag the replayed one: a WAL receiver that starts on a new
+// timeline counts from the start of its first segment again.
+func walPosition(s *postgres.Status) uint64 {
+	return max(parseLSN(s.ReceivedLSN), parseLSN(s.ReplayedLSN))
 }
 
 // parseLSN reads postgres's "X/Y" notation; anything else is 0.
@@ -163,7 +170,13 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 		return
 	case failing:
 		if p.PrimaryFailingSince == nil {
-			p.PrimaryFailingSince = &metav1.Time{Time: now}
+			since := now
+			if pv != nil && pv.Report == nil && !pv.LastAnswer.IsZero() {
+				// Silent since its last answer, not since the call that
+				// waited instanceTimeout to find it silent.
+				since = pv.LastAnswer
+			}
+			p.PrimaryFailingSince = &metav1.Time{Time: since}
 		}
 		wait := time.Duration(c.Spec.Failover.UnreachableSeconds) * time.Second
 		if wait <= 0 {

@@ -37,7 +37,7 @@ func runningPod(name, ip, role string) *corev1.Pod {
 func replicaView(name, ip, received string) view {
 	r := reportOf(postgres.Replica, true)
 	r.Postgres.ReceivedLSN, r.Postgres.ReplayedLSN = received, received
-	return view{runningPod(name, ip, "replica"), r}
+	return view{Pod: runningPod(name, ip, "replica"), Report: r}
 }
 
 func TestFailover(t *testing.T) {
@@ -64,7 +64,7 @@ func TestFailover(t *testing.T) {
 	t.Run("a primary whose container is not running is replaced at once", func(t *testing.T) {
 		dead := runningPod("demo-0", "10.0.0.5", "primary")
 		dead.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
-		p := decide(healthyCluster(0), []view{{dead, nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}, now, time.Hour)
+		p := decide(healthyCluster(0), []view{{Pod: dead, Report: nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}, now, time.Hour)
 		if p.TargetPrimary != "demo-1" {
 			t.Fatalf("target %q, want demo-1", p.TargetPrimary)
 		}
@@ -75,7 +75,7 @@ func TestFailover(t *testing.T) {
 
 	t.Run("a silent primary is replaced only after unreachableSeconds", func(t *testing.T) {
 		c := healthyCluster(0)
-		views := []view{{runningPod("demo-0", "10.0.0.5", "primary"), nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
+		views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
 		p := decide(c, views, now, time.Hour)
 		if p.TargetPrimary != "demo-0" || p.PrimaryFailingSince == nil || !p.PrimaryFailingSince.Time.Equal(now) || p.Waiting == "" {
 			t.Fatalf("first look: target %q since %v waiting %q", p.TargetPrimary, p.PrimaryFailingSince, p.Waiting)
@@ -93,6 +93,35 @@ func TestFailover(t *testing.T) {
 		views[0].Report = reportOf(postgres.Primary, true)
 		if p := decide(c, views, now.Add(5*time.Second), time.Hour); p.PrimaryFailingSince != nil || p.TargetPrimary != "demo-0" {
 			t.Errorf("a recovered primary: since %v target %q", p.PrimaryFailingSince, p.TargetPrimary)
+		}
+	})
+
+	t.Run("a replica whose receiver restarted on a new timeline is judged by what it replayed", func(t *testing.T) {
+		// demo-1's receiver counts from the start of its segment again,
+		// but it replayed further than demo-2 received.
+		restarted := replicaView("demo-1", "10.0.0.6", "0/5000000")
+		restarted.Report.Postgres.ReplayedLSN = "0/502B580"
+		p := decide(healthyCluster(0), []view{restarted, replicaView("demo-2", "10.0.0.7", "0/5010000")}, now, time.Hour)
+		if p.TargetPrimary != "demo-1" {
+			t.Fatalf("promoted %q, want demo-1, whose WAL reaches furthest", p.TargetPrimary)
+		}
+	})
+
+	t.Run("a silent primary's silence counts from its last answer", func(t *testing.T) {
+		c := healthyCluster(0)
+		lastAnswer := now.Add(-3 * time.Second)
+		views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), LastAnswer: lastAnswer}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
+		p := decide(c, views, now, time.Hour)
+		if p.PrimaryFailingSince == nil || !p.PrimaryFailingSince.Time.Equal(lastAnswer) {
+			t.Fatalf("failing since %v, want its last answer %v", p.PrimaryFailingSince, lastAnswer)
+		}
+		c.Status.PrimaryFailingSince = p.PrimaryFailingSince
+		if p := decide(c, views, lastAnswer.Add(10*time.Second), time.Hour); p.TargetPrimary != "demo-1" {
+			t.Fatalf("10 s after its last answer: target %q, want demo-1", p.TargetPrimary)
+		}
+		// Its lease still decides: a primary renewing it is never replaced.
+		if p := decide(c, views, lastAnswer.Add(10*time.Second), 2*time.Second); p.TargetPrimary != "demo-0" {
+			t.Fatalf("replaced while its lease was renewed 2 s ago")
 		}
 	})
 
@@ -130,7 +159,7 @@ func TestFailover(t *testing.T) {
 		c.Status.LastFailover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
 		promoted := reportOf(postgres.Primary, true)
 		promoted.Desired.Epoch = 2
-		p := decide(c, []view{{runningPod("demo-1", "10.0.0.6", ""), promoted}, replicaView("demo-2", "10.0.0.7", "0/1")}, now.Add(3*time.Second), time.Hour)
+		p := decide(c, []view{{Pod: runningPod("demo-1", "10.0.0.6", ""), Report: promoted}, replicaView("demo-2", "10.0.0.7", "0/1")}, now.Add(3*time.Second), time.Hour)
 		if p.CurrentPrimary != "demo-1" || p.LastFailover.CompletedAt == nil || p.LastFailover.CompletedAt.Sub(now) != 3*time.Second {
 			t.Fatalf("current %q failover %+v", p.CurrentPrimary, p.LastFailover)
 		}
@@ -163,7 +192,7 @@ func TestSwitchover(t *testing.T) {
 	primaryView := func(epoch int64) view {
 		r := reportOf(postgres.Primary, true)
 		r.Desired.Epoch = epoch
-		return view{runningPod("demo-0", "10.0.0.5", "primary"), r}
+		return view{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: r}
 	}
 
 	t.Run("the old primary is told to step down first; the new one waits for it", func(t *testing.T) {
@@ -184,7 +213,7 @@ func TestSwitchover(t *testing.T) {
 		c := asked("demo-1")
 		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
 		c.Status.LastSwitchover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
-		views := []view{{runningPod("demo-0", "10.0.0.5", "primary"), nil}, replicaView("demo-1", "10.0.0.6", "0/1")}
+		views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: nil}, replicaView("demo-1", "10.0.0.6", "0/1")}
 		if p := decide(c, views, now, 2*time.Second); p.Desired["demo-1"].Role == postgres.Primary {
 			t.Errorf("demo-1 promoted while the old primary may still hold its lease")
 		}
@@ -199,12 +228,19 @@ func TestSwitchover(t *testing.T) {
 		c.Status.LastSwitchover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
 		stopped := reportOf("", false)
 		stopped.Desired = &instance.Desired{Role: postgres.Replica, Epoch: 2}
-		p := decide(c, []view{{runningPod("demo-0", "10.0.0.5", "primary"), stopped}, replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour)
+		p := decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour)
 		if d := p.Desired["demo-1"]; d.Role != postgres.Primary || d.Epoch != 2 {
 			t.Fatalf("demo-1 told %+v, want primary at epoch 2", d)
 		}
-		if p.Roles["demo-0"] != "" {
-			t.Errorf("the old primary keeps its label: %v", p.Roles)
+		if p.Roles["demo-0"] != holdfastv1.RolePrimary {
+			t.Errorf("the old primary lost its label before the new one could take it: %v", p.Roles)
+		}
+		// The label moves in the look that finds the new primary promoted.
+		promoted := reportOf(postgres.Primary, true)
+		promoted.Desired.Epoch = 2
+		p = decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, {Pod: runningPod("demo-1", "10.0.0.6", "replica"), Report: promoted}}, now, time.Hour)
+		if p.Roles["demo-0"] != "" || p.Roles["demo-1"] != holdfastv1.RolePrimary || p.CurrentPrimary != "demo-1" {
+			t.Errorf("after the promotion: roles %v current %q", p.Roles, p.CurrentPrimary)
 		}
 	})
 
@@ -228,7 +264,7 @@ func TestSyncQuorumHoldsWhenStandbysFail(t *testing.T) {
 	r := reportOf(postgres.Primary, true)
 	r.Desired.SyncQuorum = 1
 	// Both standbys are silent: writes must wait for them, not go async.
-	p := decide(c, []view{{runningPod("demo-0", "10.0.0.5", "primary"), r}, {runningPod("demo-1", "10.0.0.6", "replica"), nil}}, now, time.Hour)
+	p := decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: r}, {Pod: runningPod("demo-1", "10.0.0.6", "replica"), Report: nil}}, now, time.Hour)
 	if d := p.Desired["demo-0"]; d.SyncQuorum != 1 {
 		t.Errorf("sync quorum %d with the standbys down, want it kept at 1", d.SyncQuorum)
 	}
@@ -237,7 +273,7 @@ func TestSyncQuorumHoldsWhenStandbysFail(t *testing.T) {
 func TestASilentPrimaryWithALiveLeaseIsNotReplaced(t *testing.T) {
 	c := healthyCluster(0)
 	c.Status.PrimaryFailingSince = &metav1.Time{Time: now}
-	views := []view{{runningPod("demo-0", "10.0.0.5", "primary"), nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
+	views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
 	// The operator cannot reach it, but it still renews its lease: it is
 	// cut off from the operator, not from the API server, and may take writes.
 	p := decide(c, views, now.Add(time.Minute), 2*time.Second)
@@ -263,5 +299,39 @@ func TestLeaseWatchCountsFromTheOperatorsOwnSightings(t *testing.T) {
 	renewed.Spec.RenewTime = &metav1.MicroTime{Time: now.Add(-time.Hour)} // a skewed clock still counts as a renewal
 	if q := w.quietFor(key, renewed, now.Add(4*time.Second)); q != 0 {
 		t.Errorf("after a renewal: quiet %s, want 0", q)
+	}
+}
+
+func TestAnswerLog(t *testing.T) {
+	var l answerLog
+	if last, silent := l.lookup("a"); !last.IsZero() || silent {
+		t.Fatalf("unknown pod: last %v silent %v", last, silent)
+	}
+	l.record("a", true, now)
+	l.record("a", false, now.Add(time.Second))
+	if last, silent := l.lookup("a"); !last.Equal(now) || !silent {
+		t.Fatalf("after an answer and a silence: last %v silent %v", last, silent)
+	}
+	l.record("b", true, now.Add(11*time.Minute))
+	if last, _ := l.lookup("a"); !last.IsZero() {
+		t.Errorf("a pod not asked for 10 minutes is still remembered")
+	}
+}
+
+func TestRoleChangeUnderWayIsBounded(t *testing.T) {
+	c := healthyCluster(0)
+	if roleChangeUnderWay(c, now) {
+		t.Fatal("a settled cluster counted as changing")
+	}
+	c.Status.LastSwitchover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
+	if !roleChangeUnderWay(c, now.Add(time.Second)) {
+		t.Error("a switchover started a second ago is not under way")
+	}
+	if roleChangeUnderWay(c, now.Add(fastPathLimit)) {
+		t.Error("a switchover stuck for the whole limit still skips the full reconcile")
+	}
+	c.Status.LastSwitchover.CompletedAt = &metav1.MicroTime{Time: now.Add(time.Second)}
+	if roleChangeUnderWay(c, now.Add(2*time.Second)) {
+		t.Error("a completed switchover is still under way")
 	}
 }

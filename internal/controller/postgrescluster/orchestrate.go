@@ -27,6 +27,9 @@ import (
 type view struct {
 	Pod    *corev1.Pod
 	Report *instance.Report
+	// LastAnswer is when its instance manager last answered; zero when the
+	// operator has not heard from it since it started.
+	LastAnswer time.Time
 }
 
 // plan is what the operator wants of each instance after one look at them.
@@ -129,6 +132,14 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		switch {
 		case v.Report.Role == postgres.Primary && name == p.CurrentPrimary:
 			p.Roles[name] = holdfastv1.RolePrimary
+		case switching && p.CurrentPrimary != target && name == p.LastSwitchover.From &&
+			v.Pod.Labels[resources.LabelRole] == string(holdfastv1.RolePrimary):
+			// The primary being switched away from keeps its label until
+			// the new one takes it, so that the -rw Service changes once,
+			// not twice: kube-proxy applies a second change no sooner than
+			// a second after the first. It takes no write meanwhile once
+			// demoted, and it is not demoted until told so.
+			p.Roles[name] = holdfastv1.RolePrimary
 		case v.Report.Role == postgres.Replica && v.Report.Ready:
 			p.Roles[name] = holdfastv1.RoleReplica
 		default:
@@ -218,9 +229,16 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			qctx, cancel := context.WithTimeout(ctx, instanceTimeout)
+			timeout := instanceTimeout
+			if _, silent := r.answers.lookup(pod.UID); silent {
+				timeout = silentTimeout
+			}
+			qctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
+			asked := time.Now()
 			rep, err := r.Instances.Status(qctx, instanceURL(pod))
+			r.answers.record(pod.UID, err == nil, asked)
+			views[i].LastAnswer, _ = r.answers.lookup(pod.UID)
 			if err != nil {
 				log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
 				return
@@ -276,6 +294,11 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		}
 		log.FromContext(ctx).Info("told instance its desired state", "pod", v.Pod.Name, "role", d.Role, "epoch", d.Epoch)
 	}
+	// Labels given before labels taken: the -rw Service moves from one
+	// primary to the next without a moment with no endpoint at all.
+	slices.SortStableFunc(views, func(a, b view) int {
+		return boolInt(p.Roles[a.Pod.Name] == "") - boolInt(p.Roles[b.Pod.Name] == "")
+	})
 	for _, v := range views {
 		role, ok := p.Roles[v.Pod.Name]
 		if !ok || holdfastv1.InstanceRole(v.Pod.Labels[resources.LabelRole]) == role {

@@ -45,7 +45,7 @@ func TestDecide(t *testing.T) {
 	}
 
 	t.Run("first instance told to be primary, others wait", func(t *testing.T) {
-		p := decide(cluster("", 0), []view{{podAt("demo-0", "10.0.0.5", ""), reportOf("", false)}}, now, time.Hour)
+		p := decide(cluster("", 0), []view{{Pod: podAt("demo-0", "10.0.0.5", ""), Report: reportOf("", false)}}, now, time.Hour)
 		d, ok := p.Desired["demo-0"]
 		if !ok || d.Role != postgres.Primary || d.Epoch != 1 || len(d.Replicas) != 2 || d.Replicas[0] != "demo-1" {
 			t.Fatalf("desired for demo-0 = %+v", d)
@@ -60,8 +60,8 @@ func TestDecide(t *testing.T) {
 
 	t.Run("replicas follow once the primary reports", func(t *testing.T) {
 		p := decide(cluster("", 1), []view{
-			{podAt("demo-0", "10.0.0.5", ""), reportOf(postgres.Primary, true)},
-			{podAt("demo-1", "10.0.0.6", ""), reportOf("", false)},
+			{Pod: podAt("demo-0", "10.0.0.5", ""), Report: reportOf(postgres.Primary, true)},
+			{Pod: podAt("demo-1", "10.0.0.6", ""), Report: reportOf("", false)},
 		}, now, time.Hour)
 		// No standby has joined yet: synchronous commit would block the
 		// bootstrap itself.
@@ -69,8 +69,8 @@ func TestDecide(t *testing.T) {
 			t.Errorf("sync quorum %d before any standby joined, want 0", d.SyncQuorum)
 		}
 		p = decide(cluster("", 1), []view{
-			{podAt("demo-0", "10.0.0.5", ""), reportOf(postgres.Primary, true)},
-			{podAt("demo-1", "10.0.0.6", ""), reportOf(postgres.Replica, false)},
+			{Pod: podAt("demo-0", "10.0.0.5", ""), Report: reportOf(postgres.Primary, true)},
+			{Pod: podAt("demo-1", "10.0.0.6", ""), Report: reportOf(postgres.Replica, false)},
 		}, now, time.Hour)
 		if p.CurrentPrimary != "demo-0" || p.Roles["demo-0"] != holdfastv1.RolePrimary {
 			t.Errorf("currentPrimary %q roles %v", p.CurrentPrimary, p.Roles)
@@ -86,9 +86,9 @@ func TestDecide(t *testing.T) {
 
 	t.Run("a replica is labelled only once it streams", func(t *testing.T) {
 		p := decide(cluster("demo-0", 0), []view{
-			{podAt("demo-0", "10.0.0.5", "primary"), reportOf(postgres.Primary, true)},
-			{podAt("demo-1", "10.0.0.6", "replica"), reportOf(postgres.Replica, false)},
-			{podAt("demo-2", "10.0.0.7", ""), reportOf(postgres.Replica, true)},
+			{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true)},
+			{Pod: podAt("demo-1", "10.0.0.6", "replica"), Report: reportOf(postgres.Replica, false)},
+			{Pod: podAt("demo-2", "10.0.0.7", ""), Report: reportOf(postgres.Replica, true)},
 		}, now, time.Hour)
 		if p.Roles["demo-1"] != "" || p.Roles["demo-2"] != holdfastv1.RoleReplica {
 			t.Errorf("roles %v", p.Roles)
@@ -98,7 +98,7 @@ func TestDecide(t *testing.T) {
 	t.Run("a fenced primary loses its label", func(t *testing.T) {
 		rep := reportOf("", false)
 		rep.Fenced = true
-		p := decide(cluster("demo-0", 0), []view{{podAt("demo-0", "10.0.0.5", "primary"), rep}}, now, time.Hour)
+		p := decide(cluster("demo-0", 0), []view{{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: rep}}, now, time.Hour)
 		if role, ok := p.Roles["demo-0"]; !ok || role != "" {
 			t.Errorf("fenced primary keeps role %q", role)
 		}
@@ -106,8 +106,8 @@ func TestDecide(t *testing.T) {
 
 	t.Run("an unreachable pod keeps its label and gets no orders", func(t *testing.T) {
 		p := decide(cluster("demo-0", 0), []view{
-			{podAt("demo-0", "10.0.0.5", "primary"), reportOf(postgres.Primary, true)},
-			{podAt("demo-1", "10.0.0.6", "replica"), nil},
+			{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true)},
+			{Pod: podAt("demo-1", "10.0.0.6", "replica"), Report: nil},
 		}, now, time.Hour)
 		if _, ok := p.Roles["demo-1"]; ok {
 			t.Errorf("unreachable pod's label touched")
@@ -121,8 +121,8 @@ func TestDecide(t *testing.T) {
 		c := cluster("demo-0", 0)
 		c.Spec.Instances = 2
 		p := decide(c, []view{
-			{podAt("demo-0", "10.0.0.5", "primary"), reportOf(postgres.Primary, true)},
-			{podAt("demo-2", "10.0.0.7", "replica"), reportOf(postgres.Replica, true)},
+			{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true)},
+			{Pod: podAt("demo-2", "10.0.0.7", "replica"), Report: reportOf(postgres.Replica, true)},
 		}, now, time.Hour)
 		if _, ok := p.Desired["demo-2"]; ok {
 			t.Errorf("an instance being removed got orders")

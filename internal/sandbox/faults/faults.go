@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -15,31 +16,64 @@ import (
 // netnsPath (a sandbox pod's: all its containers and what they started),
 // and says how many there were.
 func KillPod(netnsPath string) (int, error) {
-	var want syscall.Stat_t
-	if err := syscall.Stat(netnsPath, &want); err != nil {
-		return 0, fmt.Errorf("the pod's network namespace: %w", err)
-	}
-	entries, err := os.ReadDir("/proc")
+	procs, err := PodProcesses(netnsPath)
 	if err != nil {
 		return 0, err
 	}
 	killed := 0
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		var st syscall.Stat_t
-		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns/net"), &st) == nil && st.Ino == want.Ino && st.Dev == want.Dev {
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				killed++
-			}
+	for _, p := range procs {
+		if syscall.Kill(p.PID, syscall.SIGKILL) == nil {
+			killed++
 		}
 	}
 	if killed == 0 {
 		return 0, fmt.Errorf("no process in %s", netnsPath)
 	}
 	return killed, nil
+}
+
+// Process is one process of a pod, as this machine sees it.
+type Process struct {
+	PID, PPID int
+	Args      []string
+}
+
+// PodProcesses lists the processes in the network namespace at netnsPath.
+func PodProcesses(netnsPath string) ([]Process, error) {
+	var want syscall.Stat_t
+	if err := syscall.Stat(netnsPath, &want); err != nil {
+		return nil, fmt.Errorf("the pod's network namespace: %w", err)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []Process
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns/net"), &st) != nil || st.Ino != want.Ino || st.Dev != want.Dev {
+			continue
+		}
+		p := Process{PID: pid}
+		if cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil {
+			p.Args = strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		}
+		if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
+			// The parent's pid is the second field after the command name,
+			// which is in parentheses and may hold anything.
+			if i := strings.LastIndexByte(string(stat), ')'); i >= 0 {
+				if f := strings.Fields(string(stat)[i+1:]); len(f) > 1 {
+					p.PPID, _ = strconv.Atoi(f[1])
+				}
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // Partition cuts the named network namespace off: nothing in or out on its
