@@ -135,6 +135,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var result ctrl.Result
 	if r.Instances != nil && refused == nil {
 		reports, err = r.orchestrate(ctx, &c, pods.Items)
+		if apierrors.IsConflict(err) {
+			// Decided from a stale copy: nothing was done; look again.
+			return ctrl.Result{RequeueAfter: pollDuringChange}, nil
+		}
 		if err != nil {
 			r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, "InstanceUnreachable", "Orchestrate", "%v", err)
 			return ctrl.Result{}, err

@@ -261,6 +261,18 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		return reports, err
 	}
 	p := decide(c, views, now, r.leases.quietFor(client.ObjectKeyFromObject(c), lease, now))
+	was := c.Status.DeepCopy()
+	if p.Epoch != c.Status.Epoch || p.TargetPrimary != c.Status.TargetPrimary {
+		// A new epoch is written down before anything acts on it. A look
+		// that began from a stale copy of the cluster (the cache lags the
+		// last status write) fails here on the resource version, before it
+		// has handed over the lease or given an order; one that acted
+		// first could lose its decision to that conflict after instances
+		// had already moved to an epoch the operator no longer knows.
+		if err := r.recordDecision(ctx, c, p); err != nil {
+			return reports, err
+		}
+	}
 	// The lease goes to the primary before it is told to be one: it renews
 	// the lease before it takes writes.
 	if err := r.handLease(ctx, c, lease, p.TargetPrimary); err != nil {
@@ -271,7 +283,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	if err != nil {
 		return reports, err
 	}
-	r.recordFailover(c, p)
+	r.recordFailover(c, was, p)
 	// The promotion goes first: the other orders point at the new primary.
 	slices.SortStableFunc(views, func(a, b view) int {
 		return boolInt(b.Pod.Name == p.TargetPrimary) - boolInt(a.Pod.Name == p.TargetPrimary)
@@ -314,7 +326,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			return reports, fmt.Errorf("labelling pod %s %q: %w", v.Pod.Name, role, err)
 		}
 	}
-	if p.CurrentPrimary != c.Status.CurrentPrimary {
+	if p.CurrentPrimary != was.CurrentPrimary && p.CurrentPrimary != "" {
 		r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "PrimaryReady", "Observe", "%s is the primary", p.CurrentPrimary)
 	}
 	c.Status.CurrentPrimary = p.CurrentPrimary
@@ -338,15 +350,27 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// recordFailover says with Events when a failover or switchover starts and ends.
-func (r *Reconciler) recordFailover(c *holdfastv1.PostgresCluster, p plan) {
+// recordDecision writes the plan's choice of primary and epoch to the
+// cluster's status at once, failing on a conflict.
+func (r *Reconciler) recordDecision(ctx context.Context, c *holdfastv1.PostgresCluster, p plan) error {
+	c.Status.TargetPrimary, c.Status.Epoch, c.Status.CurrentPrimary = p.TargetPrimary, p.Epoch, p.CurrentPrimary
+	c.Status.PrimaryFailingSince, c.Status.LastFailover, c.Status.LastSwitchover = p.PrimaryFailingSince, p.LastFailover, p.LastSwitchover
+	if err := r.Client.Status().Update(ctx, c); err != nil {
+		return fmt.Errorf("recording epoch %d with %s as the primary: %w", p.Epoch, p.TargetPrimary, err)
+	}
+	return nil
+}
+
+// recordFailover says with Events when a failover or switchover starts and
+// ends; was is the status before this look.
+func (r *Reconciler) recordFailover(c *holdfastv1.PostgresCluster, was *holdfastv1.PostgresClusterStatus, p plan) {
 	for _, k := range []struct {
 		kind     string
 		was, now *holdfastv1.RoleChange
 		started  string
 	}{
-		{"Failover", c.Status.LastFailover, p.LastFailover, corev1.EventTypeWarning},
-		{"Switchover", c.Status.LastSwitchover, p.LastSwitchover, corev1.EventTypeNormal},
+		{"Failover", was.LastFailover, p.LastFailover, corev1.EventTypeWarning},
+		{"Switchover", was.LastSwitchover, p.LastSwitchover, corev1.EventTypeNormal},
 	} {
 		was, now := k.was, k.now
 		if now == nil {
