@@ -353,9 +353,11 @@ func boolInt(b bool) int {
 // recordDecision writes the plan's choice of primary and epoch to the
 // cluster's status at once, failing on a conflict.
 func (r *Reconciler) recordDecision(ctx context.Context, c *holdfastv1.PostgresCluster, p plan) error {
+	before := c.Status.DeepCopy()
 	c.Status.TargetPrimary, c.Status.Epoch, c.Status.CurrentPrimary = p.TargetPrimary, p.Epoch, p.CurrentPrimary
 	c.Status.PrimaryFailingSince, c.Status.LastFailover, c.Status.LastSwitchover = p.PrimaryFailingSince, p.LastFailover, p.LastSwitchover
 	if err := r.Client.Status().Update(ctx, c); err != nil {
+		c.Status = *before
 		return fmt.Errorf("recording epoch %d with %s as the primary: %w", p.Epoch, p.TargetPrimary, err)
 	}
 	return nil
