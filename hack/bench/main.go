@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,10 @@ type common struct {
 	faults  []bench.Fault
 	configs []string
 	keep    bool
+	// holdfastFrom and patroniFrom name the results files of earlier
+	// holdfast and patroni runs to use instead of running them again
+	// (failover suite only).
+	holdfastFrom, patroniFrom string
 }
 
 type suite struct {
@@ -62,8 +67,10 @@ func main() {
 	faults := fs.String("faults", "kill,stop,partition,switchover", "faults to inject, in round order")
 	configs := fs.String("configs", "defaults,tuned", "configurations to measure")
 	keep := fs.Bool("keep", false, "keep the last cluster's data and logs")
+	holdfastFrom := fs.String("holdfast-results", "", "failover suite: take Holdfast's results from this .json of an earlier `holdfast` run (the report says so) instead of running it")
+	patroniFrom := fs.String("patroni-results", "", "failover suite: the same for Patroni's, from a `patroni` run")
 	_ = fs.Parse(os.Args[2:])
-	c := common{n: *n, out: *out, configs: strings.Split(*configs, ","), keep: *keep}
+	c := common{n: *n, out: *out, configs: strings.Split(*configs, ","), keep: *keep, holdfastFrom: *holdfastFrom, patroniFrom: *patroniFrom}
 	for f := range strings.SplitSeq(*faults, ",") {
 		c.faults = append(c.faults, bench.Fault(f))
 	}
@@ -92,10 +99,13 @@ func main() {
 			bench.Table(results), details(results))
 		fmt.Print(text)
 		path, werr := bench.WriteReport(c.out, "failover-"+name, text)
+		if werr == nil {
+			werr = writeResults(strings.TrimSuffix(path, ".txt")+".json", header, results)
+		}
 		if werr != nil {
 			err = errors.Join(err, werr)
 		} else {
-			fmt.Fprintf(os.Stderr, "report written to %s\n", path)
+			fmt.Fprintf(os.Stderr, "report written to %s (results: .json)\n", path)
 		}
 	}
 	if err != nil {
@@ -161,16 +171,62 @@ func runHoldfast(ctx context.Context, c common) ([]bench.Result, string, error) 
 	return results, header, err
 }
 
+// savedResults is what writeResults keeps of a run, for a later run to
+// compare against.
+type savedResults struct {
+	Header  string
+	Results []bench.Result
+}
+
+func writeResults(path, header string, results []bench.Result) error {
+	b, err := json.MarshalIndent(savedResults{Header: header, Results: results}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// loadResults reads the results of an earlier run.
+func loadResults(path string) ([]bench.Result, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	var saved savedResults
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return nil, "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	var from, to time.Time
+	for _, r := range saved.Results {
+		if from.IsZero() || r.Started.Before(from) {
+			from = r.Started
+		}
+		if r.Ended.After(to) {
+			to = r.Ended
+		}
+	}
+	note := fmt.Sprintf("these results are from an earlier run (%s, %s to %s), not measured in this one:\n",
+		path, from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))
+	return saved.Results, note + saved.Header, nil
+}
+
 // runBoth measures Holdfast and then Patroni in one run, and puts the
 // ratios first.
 func runBoth(ctx context.Context, c common) ([]bench.Result, string, error) {
 	hc := c
 	hc.configs = nil
-	hf, hh, err := runHoldfast(ctx, hc)
+	runH, runP := runHoldfast, runPatroni
+	if c.holdfastFrom != "" {
+		runH = func(context.Context, common) ([]bench.Result, string, error) { return loadResults(c.holdfastFrom) }
+	}
+	if c.patroniFrom != "" {
+		runP = func(context.Context, common) ([]bench.Result, string, error) { return loadResults(c.patroniFrom) }
+	}
+	hf, hh, err := runH(ctx, hc)
 	if err != nil {
 		return hf, hh, err
 	}
-	pc, ph, err := runPatroni(ctx, c)
+	pc, ph, err := runP(ctx, c)
 	results := append(hf, pc...)
 	return results, hh + ph + "\n" + bench.Ratios(results) + "\n", err
 }

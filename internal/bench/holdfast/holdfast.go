@@ -244,6 +244,15 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 			return s, err
 		}
 	}
+	if f == bench.Kill {
+		// Restore, as the Patroni suite restarts a killed member at once:
+		// a pod whose container is killed round after round waits out the
+		// node's growing restart back-off (up to 5 minutes, as a kubelet's),
+		// while a new pod starts at once. The measurement is over by now.
+		if _, err := r.kubectl(ctx, "-n", ns, "delete", "pod", primary, "--wait=false"); err != nil {
+			return s, err
+		}
+	}
 	return s, ctx.Err()
 }
 
