@@ -23,11 +23,12 @@ type LeaseKeeper struct {
 	Namespace string
 	Identity  string // this instance's name, the Lease's holderIdentity when it is primary
 
-	mu          sync.Mutex
-	renewed     time.Time     // when this instance last renewed it (its own clock)
-	renewedMono time.Duration // the same on CLOCK_MONOTONIC, for the watchdog
-	holder      string        // the holder it last read
-	lastError   string
+	mu sync.Mutex
+	// renewed is when this instance last renewed it, on its own
+	// CLOCK_MONOTONIC, which the watchdog process reads too; 0: never.
+	renewed   time.Duration
+	holder    string // the holder it last read
+	lastError string
 }
 
 // errNotHolder: the lease names another instance; this one must not take writes.
@@ -49,8 +50,8 @@ func (k *LeaseKeeper) renew(ctx context.Context, name string) error {
 		k.failed(errNotHolder)
 		return fmt.Errorf("%w (%s)", errNotHolder, holder)
 	}
-	started, startedMono := time.Now(), monotonicNow()
-	now := metav1.NewMicroTime(started)
+	started := monotonicNow()
+	now := metav1.NewMicroTime(time.Now())
 	l.Spec.RenewTime = &now
 	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
 		k.failed(err)
@@ -59,7 +60,7 @@ func (k *LeaseKeeper) renew(ctx context.Context, name string) error {
 	k.mu.Lock()
 	// The renewal counts from before the request: the operator may have seen
 	// it as soon as it was sent.
-	k.renewed, k.renewedMono, k.lastError = started, startedMono, ""
+	k.renewed, k.lastError = started, ""
 	k.mu.Unlock()
 	return nil
 }
@@ -69,14 +70,14 @@ func (k *LeaseKeeper) renew(ctx context.Context, name string) error {
 func (k *LeaseKeeper) validFor(deadline time.Duration) time.Duration {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return deadline - time.Since(k.renewed)
+	return deadline - (monotonicNow() - k.renewed)
 }
 
 // renewedAt is the last renewal's start on CLOCK_MONOTONIC.
 func (k *LeaseKeeper) renewedAt() time.Duration {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.renewedMono
+	return k.renewed
 }
 
 func (k *LeaseKeeper) failed(err error) {
@@ -93,10 +94,10 @@ func (k *LeaseKeeper) holds(deadline time.Duration) (bool, string) {
 	switch {
 	case k.holder != "" && k.holder != k.Identity:
 		return false, fmt.Sprintf("the primary lease is held by %s", k.holder)
-	case k.renewed.IsZero():
+	case k.renewed == 0:
 		return false, "the primary lease has not been renewed yet" + k.errSuffix()
-	case time.Since(k.renewed) > deadline:
-		return false, fmt.Sprintf("the primary lease was last renewed %s ago%s", time.Since(k.renewed).Round(100*time.Millisecond), k.errSuffix())
+	case monotonicNow()-k.renewed > deadline:
+		return false, fmt.Sprintf("the primary lease was last renewed %s ago%s", (monotonicNow() - k.renewed).Round(100*time.Millisecond), k.errSuffix())
 	}
 	return true, ""
 }

@@ -34,7 +34,7 @@ func TestLeaseKeeperHoldsOnlyWhatItRenews(t *testing.T) {
 	}
 	// Past the deadline without a renewal, it must stop taking writes.
 	k.mu.Lock()
-	k.renewed = time.Now().Add(-5 * time.Second)
+	k.renewed = monotonicNow() - 5*time.Second
 	k.mu.Unlock()
 	if ok, _ := k.holds(4 * time.Second); ok {
 		t.Errorf("holds the lease 5 s after the last renewal with a 4 s deadline")

@@ -732,19 +732,9 @@ func (m *Manager) diverged(ctx context.Context, d *Desired, st postgres.Status) 
 			return false, fmt.Errorf("reading the primary's timeline history: %w", err)
 		}
 	}
-	// The furthest this replica's WAL reaches: a WAL receiver restarted on
-	// another timeline reports the start of its first segment as received,
-	// which may lie before what was replayed, and before the fork.
-	var pos uint64
-	for _, text := range []string{st.ReceivedLSN, st.ReplayedLSN} {
-		if text == "" {
-			continue
-		}
-		p, err := postgres.ParseLSN(text)
-		if err != nil {
-			return false, err
-		}
-		pos = max(pos, p)
+	pos, err := st.WALPosition()
+	if err != nil {
+		return false, err
 	}
 	return postgres.Diverged(st.Timeline, pos, pst.Timeline, history)
 }

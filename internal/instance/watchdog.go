@@ -54,7 +54,6 @@ type watchdogLink struct {
 
 	mu      sync.Mutex
 	primary bool // the desired role is primary: only then may it be armed
-	cmd     *exec.Cmd
 	pipe    io.WriteCloser
 }
 
@@ -74,7 +73,7 @@ func (w *watchdogLink) start() error {
 		return fmt.Errorf("starting the watchdog: %w", err)
 	}
 	go func() { _ = cmd.Wait() }()
-	w.cmd, w.pipe = cmd, pipe
+	w.pipe = pipe
 	return nil
 }
 

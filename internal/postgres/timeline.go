@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -61,4 +62,24 @@ func Diverged(tli int, pos uint64, primaryTLI int, history string) (bool, error)
 		return false, err
 	}
 	return !ok || pos > switchAt, nil
+}
+
+// WALPosition is how far a replica's WAL reaches: the greater of what it
+// received and what it replayed. A WAL receiver that starts on a new
+// timeline counts from the start of its first segment again, so the
+// received position alone can lie before what was replayed, and before a
+// fork. A position that does not parse counts as 0, and its error is
+// returned with the other's value.
+func (s Status) WALPosition() (uint64, error) {
+	var pos uint64
+	var errs error
+	for _, text := range []string{s.ReceivedLSN, s.ReplayedLSN} {
+		if text == "" {
+			continue
+		}
+		p, err := ParseLSN(text)
+		errs = errors.Join(errs, err)
+		pos = max(pos, p)
+	}
+	return pos, errs
 }

@@ -29,8 +29,9 @@ type answer struct {
 	seen   time.Time // the latest call, to forget pods long gone
 }
 
-// record notes the outcome of a call made at at.
-func (l *answerLog) record(pod types.UID, answered bool, at time.Time) {
+// record notes the outcome of a call made at at, and returns when the pod
+// last answered.
+func (l *answerLog) record(pod types.UID, answered bool, at time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.pods == nil {
@@ -47,6 +48,7 @@ func (l *answerLog) record(pod types.UID, answered bool, at time.Time) {
 			delete(l.pods, uid)
 		}
 	}
+	return a.last
 }
 
 // lookup says when pod last answered, and whether its latest call did not.

@@ -262,20 +262,15 @@ func (r *Reconciler) ensureSecrets(ctx context.Context, c *holdfastv1.PostgresCl
 
 // ensureObjects applies everything but the Secrets, and returns the live StatefulSet.
 func (r *Reconciler) ensureObjects(ctx context.Context, c *holdfastv1.PostgresCluster) (*appsv1.StatefulSet, error) {
-	var live appsv1.StatefulSet
-	exists := true
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.StatefulSetName(c)}, &live); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("reading StatefulSet: %w", err)
-		}
-		exists = false
+	live, err := r.liveStatefulSet(ctx, c)
+	if err != nil {
+		return nil, err
 	}
-
 	sts := resources.StatefulSet(c, r.Options)
-	if exists {
+	if live != nil {
 		// Claim templates cannot change once the StatefulSet exists; growing
 		// storage resizes the claims themselves (growClaims).
-		keepClaimSize(sts, &live)
+		keepClaimSize(sts, live)
 	}
 	sa, role, binding := resources.InstanceAccess(c)
 	objs := []client.Object{resources.ConfigMap(c), resources.PodDisruptionBudget(c), binding}
@@ -301,13 +296,8 @@ func (r *Reconciler) ensureObjects(ctx context.Context, c *holdfastv1.PostgresCl
 		r.Recorder.Eventf(c, ch.Object, corev1.EventTypeNormal, string(ch.Result), "Apply", "%s %s %s", ch.Result, kind, ch.Object.GetName())
 		log.FromContext(ctx).Info("applied", "kind", kind, "name", ch.Object.GetName(), "result", ch.Result)
 	}
-	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(sts), &live); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil // just created; the cache has not seen it yet
-		}
-		return nil, fmt.Errorf("reading StatefulSet: %w", err)
-	}
-	return &live, nil
+	// nil when just created: the cache has not seen it yet.
+	return r.liveStatefulSet(ctx, c)
 }
 
 func keepClaimSize(desired, live *appsv1.StatefulSet) {

@@ -126,11 +126,11 @@ func moreAdvanced(a, b *postgres.Status) bool {
 	return parseLSN(a.ReplayedLSN) > parseLSN(b.ReplayedLSN)
 }
 
-// walPosition is how far a replica's WAL reaches. The received position
-// alone can lag the replayed one: a WAL receiver that starts on a new
-// timeline counts from the start of its first segment again.
+// walPosition is how far a replica's WAL reaches (postgres.Status.WALPosition);
+// what does not parse counts as 0.
 func walPosition(s *postgres.Status) uint64 {
-	return max(parseLSN(s.ReceivedLSN), parseLSN(s.ReplayedLSN))
+	pos, _ := s.WALPosition()
+	return pos
 }
 
 // parseLSN reads postgres's "X/Y" notation; anything else is 0.

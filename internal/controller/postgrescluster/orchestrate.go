@@ -237,8 +237,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			defer cancel()
 			asked := time.Now()
 			rep, err := r.Instances.Status(qctx, instanceURL(pod))
-			r.answers.record(pod.UID, err == nil, asked)
-			views[i].LastAnswer, _ = r.answers.lookup(pod.UID)
+			views[i].LastAnswer = r.answers.record(pod.UID, err == nil, asked)
 			if err != nil {
 				log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
 				return
@@ -329,13 +328,8 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	if p.CurrentPrimary != was.CurrentPrimary && p.CurrentPrimary != "" {
 		r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "PrimaryReady", "Observe", "%s is the primary", p.CurrentPrimary)
 	}
-	c.Status.CurrentPrimary = p.CurrentPrimary
-	c.Status.TargetPrimary = p.TargetPrimary
-	c.Status.Epoch = p.Epoch
-	c.Status.PrimaryFailingSince = p.PrimaryFailingSince
+	p.applyTo(&c.Status)
 	c.Status.SyncStandbys = p.SyncStandbys
-	c.Status.LastFailover = p.LastFailover
-	c.Status.LastSwitchover = p.LastSwitchover
 	setPrimaryCondition(c, p)
 	if err := r.settleSwitchoverAnnotation(ctx, c, p); err != nil {
 		return reports, err
@@ -350,12 +344,17 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// applyTo copies the plan's choice of primary into a status.
+func (p plan) applyTo(st *holdfastv1.PostgresClusterStatus) {
+	st.CurrentPrimary, st.TargetPrimary, st.Epoch = p.CurrentPrimary, p.TargetPrimary, p.Epoch
+	st.PrimaryFailingSince, st.LastFailover, st.LastSwitchover = p.PrimaryFailingSince, p.LastFailover, p.LastSwitchover
+}
+
 // recordDecision writes the plan's choice of primary and epoch to the
 // cluster's status at once, failing on a conflict.
 func (r *Reconciler) recordDecision(ctx context.Context, c *holdfastv1.PostgresCluster, p plan) error {
 	before := c.Status.DeepCopy()
-	c.Status.TargetPrimary, c.Status.Epoch, c.Status.CurrentPrimary = p.TargetPrimary, p.Epoch, p.CurrentPrimary
-	c.Status.PrimaryFailingSince, c.Status.LastFailover, c.Status.LastSwitchover = p.PrimaryFailingSince, p.LastFailover, p.LastSwitchover
+	p.applyTo(&c.Status)
 	if err := r.Client.Status().Update(ctx, c); err != nil {
 		c.Status = *before
 		return fmt.Errorf("recording epoch %d with %s as the primary: %w", p.Epoch, p.TargetPrimary, err)
