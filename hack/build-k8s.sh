@@ -2,7 +2,9 @@
 # Builds the pinned control-plane binaries (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kube-proxy, kubectl, etcd, and CoreDNS for the sandbox's cluster DNS)
 # from Go modules into a version-keyed cache outside the clone, and links it as
-# bin/k8s/<key>. Skips the build when the cache holds them.
+# bin/k8s/<key>. Skips the build when the cache holds them. The sandbox's S3 server,
+# versitygw, has a cache folder of its own (its key does not touch the control plane's,
+# so adding or bumping it rebuilds nothing else), linked into the same folder.
 #
 #   hack/build-k8s.sh          build if missing, print the binaries' folder
 #   hack/build-k8s.sh --dir    print the folder without building
@@ -61,6 +63,22 @@ if ((${#missing[@]})); then
 		mv "$tmp/$b" "$dest/$b"
 	done
 fi
+
+# versitygw: its own key, so that it and the control plane rebuild apart.
+vgw_version=$(awk '$1=="require" && $2=="github.com/versity/versitygw" {print $3}' "$here/versitygw/go.mod")
+vgw_sum=$(cat "$here/versitygw/go.sum" "$here/versitygw/tools.go" | sha256sum | cut -c1-10)
+vgw_dest="$cache/bin/versitygw-${vgw_version}_${vgw_sum}"
+if [[ ! -x "$vgw_dest/versitygw" ]]; then
+	echo "building versitygw into $vgw_dest (first time on this machine: a few minutes)" >&2
+	vgw_tmp="$vgw_dest.tmp.$$"
+	mkdir -p "$vgw_tmp"
+	trap 'rm -rf "${tmp:-}" "$vgw_tmp"' EXIT
+	(cd "$here/versitygw" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.Version=${vgw_version}" -o "$vgw_tmp/versitygw" github.com/versity/versitygw/cmd/versitygw)
+	mkdir -p "$vgw_dest"
+	mv "$vgw_tmp/versitygw" "$vgw_dest/versitygw"
+fi
+mkdir -p "$dest"
+ln -sfn "$vgw_dest/versitygw" "$dest/versitygw"
 
 mkdir -p "$root/bin/k8s"
 ln -sfn "$dest" "$link"

@@ -21,7 +21,11 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &PostgresCluster{}, &PostgresClusterList{})
+	s.AddKnownTypes(GroupVersion,
+		&PostgresCluster{}, &PostgresClusterList{},
+		&Backup{}, &BackupList{},
+		&BackupSchedule{}, &BackupScheduleList{},
+	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

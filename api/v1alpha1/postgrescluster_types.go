@@ -56,6 +56,10 @@ type PostgresClusterSpec struct {
 	// +optional
 	Scheduling SchedulingSpec `json:"scheduling,omitempty"`
 
+	// Backup says where the cluster's backups go.
+	// +optional
+	Backup *BackupConfig `json:"backup,omitempty"`
+
 	// Failover says when the operator replaces a failed primary.
 	// +kubebuilder:default={unreachableSeconds: 6, leaseDurationSeconds: 6, renewDeadlineSeconds: 4}
 	// +optional
@@ -170,10 +174,84 @@ type SynchronousSpec struct {
 
 // BootstrapSpec says how a new cluster gets its first data.
 type BootstrapSpec struct {
-	// InitDB creates an empty cluster with one application database.
+	// InitDB creates an empty cluster with one application database. With
+	// Restore, it names the application database and owner whose
+	// credentials the new cluster's <cluster>-app Secret holds.
 	// +kubebuilder:default={}
 	// +optional
 	InitDB InitDBSpec `json:"initdb,omitempty"`
+
+	// Restore fills the new cluster from a backup. The cluster gets its own
+	// credentials; the backup's roles come without their passwords.
+	// +optional
+	Restore *RestoreSpec `json:"restore,omitempty"`
+}
+
+// RestoreSpec names the backup a new cluster starts from.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.backup)",message="spec.bootstrap.restore needs backup (the name of a Backup in the cluster's namespace)"
+type RestoreSpec struct {
+	// Backup is a Completed Backup in the cluster's namespace.
+	// +optional
+	Backup *BackupReference `json:"backup,omitempty"`
+}
+
+// BackupReference names a Backup in the same namespace.
+type BackupReference struct {
+	// Name of the Backup.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// BackupConfig is where a cluster's backups go.
+type BackupConfig struct {
+	// Repository stores logical dumps (and, later, pgBackRest's files).
+	Repository RepositorySpec `json:"repository"`
+}
+
+// RepositorySpec is a backup repository; S3 is the one kind so far.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.s3)",message="a backup repository needs s3"
+type RepositorySpec struct {
+	// S3 is a bucket of an S3-compatible object store.
+	// +optional
+	S3 *S3Repository `json:"s3,omitempty"`
+}
+
+// S3Repository is a folder of a bucket of an S3-compatible object store,
+// reached over HTTPS with path-style requests signed with Signature V4.
+type S3Repository struct {
+	// Endpoint is the store's URL, https://host[:port].
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$`
+	Endpoint string `json:"endpoint"`
+
+	// Bucket holds the backups.
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9][a-z0-9.-]*[a-z0-9]$`
+	Bucket string `json:"bucket"`
+
+	// Region signs the requests.
+	// +kubebuilder:default=us-east-1
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	Region string `json:"region,omitempty"`
+
+	// Path is the folder inside the bucket; each cluster writes under
+	// <path>/<namespace>/<cluster>/.
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?$`
+	// +optional
+	Path string `json:"path,omitempty"`
+
+	// CredentialsSecret names a Secret in the cluster's namespace with keys
+	// accessKeyId and secretAccessKey, and ca.crt when the store's
+	// certificate is not signed by a public authority.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	CredentialsSecret string `json:"credentialsSecret"`
 }
 
 // InitDBSpec names the application database and its owner that initdb creates.

@@ -17,6 +17,7 @@ import (
 
 	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/postgres"
+	"holdfast.dev/holdfast/internal/resources"
 )
 
 func newInstanceCmd() *cobra.Command {
@@ -98,6 +99,8 @@ func newInstanceRunCmd() *cobra.Command {
 	f.StringVar(&cfg.SecretsDir, "secrets-dir", "/etc/holdfast/secrets", "mounted credentials")
 	f.StringVar(&cfg.CustomConf, "custom-conf", "/etc/holdfast/config/custom.conf", "the user's postgresql.conf settings")
 	f.StringVar(&cfg.TokenFile, "token-file", "/etc/holdfast/secrets/instance/token", "bearer token that authorises state changes")
+	f.StringVar(&cfg.RepositoryDir, "repository-dir", resources.RepositoryMountPath, "the backup repository's credentials")
+	f.StringVar(&cfg.RestoreRepositoryDir, "restore-repository-dir", resources.RestoreRepositoryMountPath, "the credentials of the repository a new cluster is restored from")
 	f.StringVar(&cfg.Database, "database", os.Getenv("HOLDFAST_DATABASE"), "application database initdb creates")
 	f.StringVar(&cfg.Owner, "owner", os.Getenv("HOLDFAST_OWNER"), "owner of the application database")
 	f.Int64Var(&cfg.MaxLagBytes, "max-lag-bytes", 16<<20, "replay lag beyond which a replica is not ready")

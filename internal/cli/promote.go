@@ -26,25 +26,7 @@ stops the primary cleanly, so that every write it took reaches the replicas, the
 and moves the -rw Service to it. promote waits for that and says how long it took.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rules := clientcmd.NewDefaultClientConfigLoadingRules()
-			rules.ExplicitPath = kubeconfig
-			cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
-			if namespace == "" {
-				ns, _, err := cc.Namespace()
-				if err != nil {
-					return err
-				}
-				namespace = ns
-			}
-			cfg, err := cc.ClientConfig()
-			if err != nil {
-				return fmt.Errorf("reading the kubeconfig: %w", err)
-			}
-			scheme := runtime.NewScheme()
-			if err := holdfastv1.AddToScheme(scheme); err != nil {
-				return err
-			}
-			c, err := client.New(cfg, client.Options{Scheme: scheme})
+			c, namespace, err := kubeClient(kubeconfig, namespace)
 			if err != nil {
 				return err
 			}
@@ -101,4 +83,33 @@ func promote(ctx context.Context, c client.Client, key client.ObjectKey, to stri
 			return 0, fmt.Errorf("the operator refused the switchover to %s; see the SwitchoverRefused Event (kubectl describe pgc %s)", to, key.Name)
 		}
 	}
+}
+
+// kubeClient connects as the kubeconfig (or, inside a pod, the pod's
+// ServiceAccount) says, and settles the namespace: the flag's, else the
+// kubeconfig's.
+func kubeClient(kubeconfig, namespace string) (client.Client, string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	if namespace == "" {
+		ns, _, err := cc.Namespace()
+		if err != nil {
+			return nil, "", err
+		}
+		namespace = ns
+	}
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the kubeconfig: %w", err)
+	}
+	scheme := runtime.NewScheme()
+	if err := holdfastv1.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, "", fmt.Errorf("connecting to the API server: %w", err)
+	}
+	return c, namespace, nil
 }

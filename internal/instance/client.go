@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -56,6 +58,65 @@ func (c Client) Desire(ctx context.Context, base, token string, d Desired) error
 	if resp.StatusCode != http.StatusAccepted {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		return fmt.Errorf("telling %s its desired state: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+// ErrUnknownBackup is the instance's answer for a backup it has no record
+// of: it restarted since it was asked.
+var ErrUnknownBackup = errors.New("the instance has no record of the backup")
+
+// StartBackup sends o to the instance at base; asking again for the same ID
+// returns the backup's state.
+func (c Client) StartBackup(ctx context.Context, base, token string, o BackupOrder) (BackupReport, error) {
+	var r BackupReport
+	body, err := json.Marshal(o)
+	if err != nil {
+		return r, err
+	}
+	err = c.call(ctx, http.MethodPost, base+BackupsPath, token, bytes.NewReader(body), http.StatusAccepted, &r)
+	return r, err
+}
+
+// BackupState asks the instance at base what became of backup id.
+func (c Client) BackupState(ctx context.Context, base, token, id string) (BackupReport, error) {
+	var r BackupReport
+	err := c.call(ctx, http.MethodGet, base+BackupsPath+"/"+url.PathEscape(id), token, nil, http.StatusOK, &r)
+	return r, err
+}
+
+// CancelBackup stops backup id on the instance at base.
+func (c Client) CancelBackup(ctx context.Context, base, token, id string) error {
+	return c.call(ctx, http.MethodDelete, base+BackupsPath+"/"+url.PathEscape(id), token, nil, http.StatusAccepted, nil)
+}
+
+// call makes one authorised request and decodes the answer into out.
+func (c Client) call(ctx context.Context, method, u, token string, body io.Reader, want int, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return ErrUnknownBackup
+	}
+	if resp.StatusCode != want {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decoding the answer of %s %s: %w", method, u, err)
 	}
 	return nil
 }

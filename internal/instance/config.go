@@ -29,6 +29,10 @@ type Config struct {
 	SecretsDir      string // <role>/username and <role>/password for superuser, replication, app
 	CustomConf      string // the user's settings (the ConfigMap's custom.conf)
 	TokenFile       string // bearer token that authorises state changes
+	// RepositoryDir holds the backup repository's credentials (the Secret
+	// spec.backup.repository names); RestoreRepositoryDir those of the
+	// repository a new cluster is restored from.
+	RepositoryDir, RestoreRepositoryDir string
 	// Database and Owner are created by initdb on the first primary.
 	Database, Owner string
 	// MaxLagBytes is the replay lag beyond which a replica is not ready.
@@ -83,6 +87,9 @@ type Desired struct {
 	SyncQuorum int `json:"syncQuorum,omitempty"`
 	// Lease, for a primary, is the Lease it must hold to take writes.
 	Lease *LeaseTerms `json:"lease,omitempty"`
+	// Restore, for a new cluster's first primary, fills its empty data
+	// directory from a backup instead of leaving it empty.
+	Restore *RestoreOrder `json:"restore,omitempty"`
 	// Fenced stops postgres until unfenced.
 	Fenced bool `json:"fenced,omitempty"`
 	// Epoch grows with every change of primary; an instance ignores a

@@ -19,4 +19,7 @@ const (
 	StatusPath = "/v1/status"
 	// DesiredPath takes the operator's Desired state.
 	DesiredPath = "/v1/desired"
+	// BackupsPath takes backup orders (POST); BackupsPath/<id> reports
+	// one backup (GET) or cancels it (DELETE).
+	BackupsPath = "/v1/backups"
 )

@@ -17,6 +17,11 @@ import (
 //	GET /startupz    200 once postgres has come up in its role
 //	GET /v1/status   the Report, as JSON
 //	PUT /v1/desired  a Desired, as JSON, with "Authorization: Bearer <token>"
+//	POST /v1/backups a BackupOrder, with the token: starts a backup (202) or
+//	                 reports the one of that id
+//	GET /v1/backups/{id}, DELETE /v1/backups/{id}, with the token: a
+//	                 backup's BackupReport (404 when this process never ran
+//	                 it), or its cancellation
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+LivenessPath, func(w http.ResponseWriter, _ *http.Request) {
@@ -34,11 +39,7 @@ func (m *Manager) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(m.Report())
 	})
-	mux.HandleFunc("PUT "+DesiredPath, func(w http.ResponseWriter, req *http.Request) {
-		if !m.authorized(req) {
-			http.Error(w, "a bearer token from the cluster's instance Secret is required", http.StatusUnauthorized)
-			return
-		}
+	mux.HandleFunc("PUT "+DesiredPath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
 		var d Desired
 		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<20))
 		dec.DisallowUnknownFields()
@@ -54,7 +55,43 @@ func (m *Manager) Handler() http.Handler {
 		default:
 			w.WriteHeader(http.StatusAccepted)
 		}
-	})
+	}))
+	mux.HandleFunc("POST "+BackupsPath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
+		var o BackupOrder
+		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&o); err != nil {
+			http.Error(w, "decoding the backup order: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		r, err := m.StartBackup(o)
+		switch {
+		case errors.Is(err, ErrBusy):
+			http.Error(w, err.Error(), http.StatusConflict)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusAccepted)
+			_ = json.NewEncoder(w).Encode(r)
+		}
+	}))
+	mux.HandleFunc("GET "+BackupsPath+"/{id}", m.withToken(func(w http.ResponseWriter, req *http.Request) {
+		r, ok := m.BackupState(req.PathValue("id"))
+		if !ok {
+			http.Error(w, "this instance has no backup of that id (it may have restarted since)", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(r)
+	}))
+	mux.HandleFunc("DELETE "+BackupsPath+"/{id}", m.withToken(func(w http.ResponseWriter, req *http.Request) {
+		if !m.CancelBackup(req.PathValue("id")) {
+			http.Error(w, "this instance has no backup of that id", http.StatusNotFound)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
 	return mux
 }
 
@@ -64,6 +101,17 @@ func probe(w http.ResponseWriter, ok bool, why string) {
 		return
 	}
 	http.Error(w, strings.TrimSpace(why), http.StatusServiceUnavailable)
+}
+
+// withToken serves h only to callers with the cluster's bearer token.
+func (m *Manager) withToken(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
+		if !m.authorized(req) {
+			http.Error(w, "a bearer token from the cluster's instance Secret is required", http.StatusUnauthorized)
+			return
+		}
+		h(w, req)
+	}
 }
 
 // authorized compares the bearer token in constant time. The token file is

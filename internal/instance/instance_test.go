@@ -86,6 +86,7 @@ func (h *harness) start(n *node) {
 		Name: n.name, DataDir: filepath.Join(n.dir, "pgdata"), RunDir: filepath.Join(n.dir, "run"),
 		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets, CustomConf: filepath.Join(h.base, "custom.conf"),
 		TokenFile: filepath.Join(h.base, "token"), Database: "app", Owner: "app",
+		RepositoryDir: filepath.Join(h.base, "repository"), RestoreRepositoryDir: filepath.Join(h.base, "repository"),
 		StopTimeout: 30 * time.Second, RunAs: h.runAs,
 	}
 	n.mgr = NewManager(cfg, ctrl.Log.WithName(n.name))

@@ -53,6 +53,10 @@ type Manager struct {
 
 	wake chan struct{}
 
+	// ctx is Run's context, which backup jobs run under.
+	ctx     atomic.Pointer[context.Context]
+	backups backupJobs
+
 	// lease, when set, must be held for this instance to act as primary.
 	lease     *LeaseKeeper
 	watchdog  *watchdogLink // nil without a lease
@@ -164,6 +168,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.ctx.Store(&ctx)
 	m.mu.Lock()
 	switch {
 	case m.desired != nil:
@@ -200,6 +205,14 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-m.wake:
 		}
 	}
+}
+
+// runCtx is Run's context, or the background before Run.
+func (m *Manager) runCtx() context.Context {
+	if c := m.ctx.Load(); c != nil {
+		return *c
+	}
+	return context.Background()
 }
 
 func (m *Manager) setReport(f func(r *Report)) {
@@ -451,6 +464,11 @@ func (m *Manager) bootstrap(ctx context.Context, d *Desired) error {
 		if err := m.run(ctx, "initdb", "-D", scratch, "--data-checksums", "--auth=scram-sha-256",
 			"--username="+su.Username, "--pwfile="+pwfile, "--encoding=UTF8", "--locale=C.UTF-8"); err != nil {
 			return err
+		}
+		if d.Restore != nil {
+			if err := m.restoreInto(ctx, scratch, *d.Restore); err != nil {
+				return err
+			}
 		}
 	} else {
 		m.log.Info("cloning the primary", "host", d.PrimaryHost)

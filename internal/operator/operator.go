@@ -8,6 +8,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -26,6 +27,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/controller/backup"
+	"holdfast.dev/holdfast/internal/controller/backupschedule"
 	"holdfast.dev/holdfast/internal/controller/postgrescluster"
 	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/resources"
@@ -71,6 +74,7 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		&corev1.Pod{}, &corev1.Secret{}, &corev1.ConfigMap{}, &corev1.Service{},
 		&corev1.PersistentVolumeClaim{}, &appsv1.StatefulSet{}, &policyv1.PodDisruptionBudget{},
 		&corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &coordinationv1.Lease{},
+		&batchv1.CronJob{},
 	} {
 		byObject[o] = cache.ByObject{Label: selector}
 	}
@@ -96,8 +100,19 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("adding the readiness check: %w", err)
 	}
 	r := NewReconciler(mgr.GetClient(), mgr.GetEventRecorder("holdfast-operator"), opts)
+	r.APIReader = mgr.GetAPIReader()
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the PostgresCluster controller: %w", err)
+	}
+	br := &backup.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("holdfast-operator"), Instances: instanceClient()}
+	if err := br.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the Backup controller: %w", err)
+	}
+	sr := &backupschedule.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("holdfast-operator"),
+		Options: opts.Resources, FieldOwner: postgrescluster.FieldOwner}
+	if err := sr.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the BackupSchedule controller: %w", err)
 	}
 	return mgr, nil
 }
@@ -105,15 +120,20 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 // NewReconciler wires the PostgresCluster reconciler as the operator runs it.
 func NewReconciler(c client.Client, rec events.EventRecorder, opts Options) *postgrescluster.Reconciler {
 	return &postgrescluster.Reconciler{
-		Client:   c,
-		Recorder: rec,
-		Options:  opts.Resources,
-		Instances: instance.Client{HTTP: &http.Client{
-			Timeout: 5 * time.Second,
-			// The instance API answers on pod IPs, never through a proxy.
-			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
-		}},
+		Client:    c,
+		APIReader: c,
+		Recorder:  rec,
+		Options:   opts.Resources,
+		Instances: instanceClient(),
 	}
+}
+
+func instanceClient() instance.Client {
+	return instance.Client{HTTP: &http.Client{
+		Timeout: 5 * time.Second,
+		// The instance API answers on pod IPs, never through a proxy.
+		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
+	}}
 }
 
 // Run runs the operator until ctx ends.

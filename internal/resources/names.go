@@ -36,12 +36,20 @@ const (
 	VolumeShm        = "shm"
 	VolumeSecrets    = "secrets"
 	VolumeConfig     = "config"
+	// VolumeRepository holds the backup repository's credentials, and
+	// VolumeRestoreRepository those of the repository a new cluster is
+	// restored from.
+	VolumeRepository        = "repository"
+	VolumeRestoreRepository = "restore-repository"
 
 	DataMountPath       = "/var/lib/postgresql/data"
 	PGDataPath          = DataMountPath + "/pgdata"
 	ControllerMountPath = "/controller"
 	SecretsMountPath    = "/etc/holdfast/secrets"
 	ConfigMountPath     = "/etc/holdfast/config"
+
+	RepositoryMountPath        = "/etc/holdfast/repository"
+	RestoreRepositoryMountPath = "/etc/holdfast/restore-repository"
 
 	// ConfigKeyParameters is the ConfigMap key holding the user's postgresql.conf settings.
 	ConfigKeyParameters = "custom.conf"
@@ -87,6 +95,13 @@ func SecretReplicationName(c *holdfastv1.PostgresCluster) string { return c.Name
 // SecretInstanceTokenName holds the bearer token that authorises the
 // operator's calls to the instance managers.
 func SecretInstanceTokenName(c *holdfastv1.PostgresCluster) string { return c.Name + "-instance-token" }
+
+// SecretRestoreRepositoryName holds a copy, made when the cluster is created,
+// of the credentials of the repository it is restored from: the pod
+// template names it whatever becomes of the source Backup later.
+func SecretRestoreRepositoryName(c *holdfastv1.PostgresCluster) string {
+	return c.Name + "-restore-repository"
+}
 
 // ConfigMapName holds the rendered postgresql.conf settings.
 func ConfigMapName(c *holdfastv1.PostgresCluster) string { return c.Name + "-config" }

@@ -77,6 +77,26 @@ func retention(r holdfastv1.ClaimRetention) appsv1.PersistentVolumeClaimRetentio
 	return appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 }
 
+// repositoryVolumes mount the credentials of the backup repositories the
+// cluster uses: its own, and the one it is restored from.
+func repositoryVolumes(c *holdfastv1.PostgresCluster) ([]corev1.Volume, []corev1.VolumeMount) {
+	var vols []corev1.Volume
+	var mounts []corev1.VolumeMount
+	add := func(name, secret, path string) {
+		vols = append(vols, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: secret, DefaultMode: ptr.To[int32](0o440),
+		}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: path, ReadOnly: true})
+	}
+	if b := c.Spec.Backup; b != nil && b.Repository.S3 != nil {
+		add(VolumeRepository, b.Repository.S3.CredentialsSecret, RepositoryMountPath)
+	}
+	if c.Spec.Bootstrap.Restore != nil {
+		add(VolumeRestoreRepository, SecretRestoreRepositoryName(c), RestoreRepositoryMountPath)
+	}
+	return vols, mounts
+}
+
 func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 	image := c.Spec.Image
 	if image == "" {
@@ -91,6 +111,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			LabelSelector:     &metav1.LabelSelector{MatchLabels: SelectorLabels(c)},
 		}}
 	}
+	repoVolumes, repoMounts := repositoryVolumes(c)
 	return corev1.PodSpec{
 		// Instances get what they need from mounted Secrets and the operator;
 		// the token only lets the primary renew its Lease (InstanceAccess).
@@ -147,7 +168,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			ReadinessProbe:  httpProbe(instance.ReadinessPath, 2, 3),
 			Resources:       c.Spec.Resources,
 			SecurityContext: containerSecurityContext(),
-			VolumeMounts: []corev1.VolumeMount{
+			VolumeMounts: append([]corev1.VolumeMount{
 				{Name: VolumeData, MountPath: DataMountPath},
 				{Name: VolumeController, MountPath: ControllerMountPath},
 				{Name: VolumeRun, MountPath: "/var/run/postgresql"},
@@ -155,9 +176,9 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 				{Name: VolumeShm, MountPath: "/dev/shm"},
 				{Name: VolumeSecrets, MountPath: SecretsMountPath, ReadOnly: true},
 				{Name: VolumeConfig, MountPath: ConfigMountPath, ReadOnly: true},
-			},
+			}, repoMounts...),
 		}},
-		Volumes: []corev1.Volume{
+		Volumes: append([]corev1.Volume{
 			emptyDir(VolumeController, ""),
 			emptyDir(VolumeRun, ""),
 			emptyDir(VolumeTmp, ""),
@@ -177,7 +198,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			{Name: VolumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(c)},
 			}}},
-		},
+		}, repoVolumes...),
 		NodeSelector:              c.Spec.Scheduling.NodeSelector,
 		Affinity:                  c.Spec.Scheduling.Affinity,
 		Tolerations:               c.Spec.Scheduling.Tolerations,

@@ -5,6 +5,7 @@ package postgrescluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -37,9 +38,12 @@ const FieldOwner = "holdfast-operator"
 
 // Reconciler reconciles PostgresClusters.
 type Reconciler struct {
-	Client   client.Client
-	Recorder events.EventRecorder
-	Options  resources.Options
+	Client client.Client
+	// APIReader reads what the cache does not hold: the operator caches
+	// only objects it labelled, and a user's Secret is not one.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Options   resources.Options
 	// Instances reaches the instance managers; nil leaves them alone.
 	Instances InstanceAPI
 
@@ -54,6 +58,9 @@ const pollInstances = time.Second
 // pollDuringChange is how often a cluster whose primary is failing or
 // changing is looked at.
 const pollDuringChange = 100 * time.Millisecond
+
+// restoreWait is how often a cluster waiting for its restore source looks again.
+const restoreWait = 5 * time.Second
 
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch;patch
 // (patch: to remove the switchover annotation once it is carried out)
@@ -111,7 +118,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	var sts *appsv1.StatefulSet
 	var refused error
-	var err error
+	restore, err := r.restoreOrder(ctx, &c)
+	var blocked *restoreBlocked
+	if errors.As(err, &blocked) {
+		// Nothing is made until the source is there; the status says what
+		// it waits for, and a look every few seconds notices the Backup.
+		if cond := meta.FindStatusCondition(stored.Conditions, holdfastv1.ConditionReady); cond == nil || cond.Message != blocked.message {
+			r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, blocked.reason, "Restore", "%s", blocked.message)
+		}
+		if err := r.updateStatus(ctx, &c, stored, nil, nil, nil, blocked); err != nil && !apierrors.IsConflict(err) {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: restoreWait}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	if r.Instances != nil && roleChangeUnderWay(&c, time.Now()) && !specRefused(&c) {
 		// Every moment without a primary is a moment without writes: the
 		// operator then looks at the instances alone, and puts the other
@@ -134,7 +156,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var reports map[string]*instance.Report
 	var result ctrl.Result
 	if r.Instances != nil && refused == nil {
-		reports, err = r.orchestrate(ctx, &c, pods.Items)
+		reports, err = r.orchestrate(ctx, &c, pods.Items, restore)
 		if apierrors.IsConflict(err) {
 			// Decided from a stale copy: nothing was done; look again.
 			return ctrl.Result{RequeueAfter: pollDuringChange}, nil

@@ -3,10 +3,8 @@ package postgrescluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/controller/instances"
 	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/resources"
@@ -212,7 +211,7 @@ type InstanceAPI interface {
 // orchestrate asks every instance for its state, tells each what to be,
 // labels pods with their roles and records the primary in c's status (in
 // memory; updateStatus writes it). It returns the reports by pod name.
-func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod) (map[string]*instance.Report, error) {
+func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod, restore *instance.RestoreOrder) (map[string]*instance.Report, error) {
 	reports := map[string]*instance.Report{}
 	// All at once, and briefly: a silent instance must not delay the
 	// judgement of the others, least of all the primary's.
@@ -236,7 +235,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			qctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			asked := time.Now()
-			rep, err := r.Instances.Status(qctx, instanceURL(pod))
+			rep, err := r.Instances.Status(qctx, instances.URL(pod))
 			views[i].LastAnswer = r.answers.record(pod.UID, err == nil, asked)
 			if err != nil {
 				log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
@@ -260,6 +259,11 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		return reports, err
 	}
 	p := decide(c, views, now, r.leases.quietFor(client.ObjectKeyFromObject(c), lease, now))
+	if d, ok := p.Desired[p.TargetPrimary]; ok && restore != nil {
+		// Only the first primary restores; replicas clone it.
+		d.Restore = restore
+		p.Desired[p.TargetPrimary] = d
+	}
 	was := c.Status.DeepCopy()
 	if p.Epoch != c.Status.Epoch || p.TargetPrimary != c.Status.TargetPrimary {
 		// A new epoch is written down before anything acts on it. A look
@@ -278,7 +282,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		return reports, err
 	}
 
-	token, err := r.instanceToken(ctx, c)
+	token, err := instances.Token(ctx, r.Client, c)
 	if err != nil {
 		return reports, err
 	}
@@ -293,7 +297,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			continue
 		}
 		qctx, cancel := context.WithTimeout(ctx, instanceTimeout)
-		err := r.Instances.Desire(qctx, instanceURL(v.Pod), token, d)
+		err := r.Instances.Desire(qctx, instances.URL(v.Pod), token, d)
 		cancel()
 		if err != nil && v.Pod.Name == p.TargetPrimary {
 			return reports, err
@@ -410,17 +414,4 @@ func (r *Reconciler) settleSwitchoverAnnotation(ctx context.Context, c *holdfast
 	}
 	c.Status = *status // the patch answer carries the stored status, not this one
 	return nil
-}
-
-func instanceURL(pod *corev1.Pod) string {
-	return "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(instance.StatusPort))
-}
-
-func (r *Reconciler) instanceToken(ctx context.Context, c *holdfastv1.PostgresCluster) (string, error) {
-	var s corev1.Secret
-	key := client.ObjectKey{Namespace: c.Namespace, Name: resources.SecretInstanceTokenName(c)}
-	if err := r.Client.Get(ctx, key, &s); err != nil {
-		return "", fmt.Errorf("reading the instance token: %w", err)
-	}
-	return string(s.Data[resources.SecretKeyToken]), nil
 }

@@ -1,6 +1,7 @@
 package postgrescluster
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -66,6 +67,14 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		fmt.Sprintf("%d of %d instances ready", st.ReadyInstances, want))
 
 	progress := progressing(c, sts, pods)
+	var blocked *restoreBlocked
+	if errors.As(refused, &blocked) {
+		setCondition(&st, c, holdfastv1.ConditionReady, false, blocked.reason, blocked.message)
+		setCondition(&st, c, holdfastv1.ConditionProgressing, false, blocked.reason, blocked.message)
+		setCondition(&st, c, holdfastv1.ConditionDegraded, false, "NoFailures", "nothing is created until the restore source is ready")
+		st.Phase = holdfastv1.PhaseCreating
+		return st
+	}
 	if refused != nil {
 		setCondition(&st, c, holdfastv1.ConditionProgressing, false, "SpecRefused", "the spec cannot be carried out: "+refused.Error())
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "SpecRefused", refused.Error())

@@ -1,0 +1,128 @@
+package postgrescluster
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/instance"
+	"holdfast.dev/holdfast/internal/objectstore"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+// +kubebuilder:rbac:groups=holdfast.dev,resources=backups,verbs=get;list;watch
+
+// restoreBlocked says why a cluster to be restored from a backup cannot
+// start yet. Nothing of the cluster is made until it clears, so a cluster
+// whose source is missing is refused whole, not half built.
+type restoreBlocked struct {
+	reason, message string
+}
+
+func (e *restoreBlocked) Error() string { return e.message }
+
+// Reasons a restore waits, in the Ready condition.
+const (
+	reasonRestoreSourceMissing  = "RestoreSourceMissing"
+	reasonRestoreSourceNotReady = "RestoreSourceNotReady"
+)
+
+// restoreOrder resolves spec.bootstrap.restore into the order the first
+// primary bootstraps from. It is nil once the cluster has had a primary:
+// from then on the cluster's own data is what counts.
+func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresCluster) (*instance.RestoreOrder, error) {
+	spec := c.Spec.Bootstrap.Restore
+	if spec == nil || spec.Backup == nil || c.Status.CurrentPrimary != "" {
+		return nil, nil
+	}
+	var b holdfastv1.Backup
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: spec.Backup.Name}, &b)
+	if apierrors.IsNotFound(err) {
+		return nil, &restoreBlocked{reasonRestoreSourceMissing,
+			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s does not exist in namespace %s", spec.Backup.Name, c.Namespace)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Backup %s: %w", spec.Backup.Name, err)
+	}
+	switch {
+	case b.Status.Phase == holdfastv1.BackupFailed:
+		return nil, &restoreBlocked{reasonRestoreSourceMissing,
+			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s failed (%s), so there is nothing to restore", b.Name, b.Status.Message)}
+	case b.Status.Phase != holdfastv1.BackupCompleted:
+		return nil, &restoreBlocked{reasonRestoreSourceNotReady,
+			fmt.Sprintf("waiting for Backup %s to complete (it is %s)", b.Name, phaseOrPending(b.Status.Phase))}
+	case b.Spec.Method != holdfastv1.BackupLogical:
+		return nil, &restoreBlocked{reasonRestoreSourceMissing,
+			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s is a %s backup; restoring those is not supported yet", b.Name, b.Spec.Method)}
+	case b.Status.Repository == nil || b.Status.Repository.S3 == nil || b.Status.Path == "":
+		return nil, &restoreBlocked{reasonRestoreSourceMissing,
+			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s does not say where it was written", b.Name)}
+	}
+	s3 := b.Status.Repository.S3
+	if err := r.copyRestoreCredentials(ctx, c, s3.CredentialsSecret); err != nil {
+		return nil, err
+	}
+	return &instance.RestoreOrder{
+		Method:   instance.MethodLogical,
+		Location: objectstore.Location{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, Prefix: b.Status.Path},
+	}, nil
+}
+
+func phaseOrPending(p holdfastv1.BackupPhase) holdfastv1.BackupPhase {
+	if p == "" {
+		return holdfastv1.BackupPending
+	}
+	return p
+}
+
+// copyRestoreCredentials copies the source repository's credentials into
+// the cluster's own Secret, once: the pods mount that, and it outlives
+// whatever later becomes of the source.
+func (r *Reconciler) copyRestoreCredentials(ctx context.Context, c *holdfastv1.PostgresCluster, source string) error {
+	name := resources.SecretRestoreRepositoryName(c)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, &corev1.Secret{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading Secret %s: %w", name, err)
+	}
+	var src corev1.Secret
+	err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: source}, &src)
+	if apierrors.IsNotFound(err) {
+		return &restoreBlocked{reasonRestoreSourceMissing,
+			fmt.Sprintf("the backup's repository credentials, Secret %s, do not exist in namespace %s", source, c.Namespace)}
+	}
+	if err != nil {
+		return fmt.Errorf("reading Secret %s: %w", source, err)
+	}
+	if _, err := objectstore.CredentialsFromMap(src.Data); err != nil {
+		return &restoreBlocked{reasonRestoreSourceMissing, fmt.Sprintf("Secret %s: %v", source, err)}
+	}
+	data := map[string][]byte{}
+	for _, k := range []string{objectstore.KeyAccessKeyID, objectstore.KeySecretAccessKey, objectstore.KeyCA} {
+		if v, ok := src.Data[k]; ok {
+			data[k] = v
+		}
+	}
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace, Labels: maps.Clone(resources.Labels(c))},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       data,
+	}
+	if err := controllerutil.SetControllerReference(c, s, r.Client.Scheme()); err != nil {
+		return fmt.Errorf("setting owner of Secret %s: %w", name, err)
+	}
+	if err := r.Client.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating Secret %s: %w", name, err)
+	}
+	r.Recorder.Eventf(c, s, corev1.EventTypeNormal, "Created", "Create", "copied the restore source's repository credentials into Secret %s", name)
+	return nil
+}

@@ -1,0 +1,234 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"sync"
+	"time"
+
+	"holdfast.dev/holdfast/internal/backup/logical"
+	"holdfast.dev/holdfast/internal/objectstore"
+)
+
+// BackupOrder asks the instance for one backup. The operator sends it again
+// until it sees the outcome; the ID makes that safe.
+type BackupOrder struct {
+	ID       string               `json:"id"`
+	Method   string               `json:"method"`
+	Location objectstore.Location `json:"location"`
+}
+
+// Backup methods an instance carries out.
+const MethodLogical = "logical"
+
+// Phases of a backup job as the instance reports them.
+const (
+	JobRunning   = "running"
+	JobCompleted = "completed"
+	JobFailed    = "failed"
+)
+
+// BackupReport is a backup job's state.
+type BackupReport struct {
+	ID            string     `json:"id"`
+	Phase         string     `json:"phase"`
+	Error         string     `json:"error,omitempty"`
+	StartedAt     time.Time  `json:"startedAt"`
+	StoppedAt     *time.Time `json:"stoppedAt,omitempty"`
+	SizeBytes     int64      `json:"sizeBytes,omitempty"`
+	Databases     []string   `json:"databases,omitempty"`
+	ServerVersion int        `json:"serverVersion,omitempty"`
+}
+
+// ErrBusy refuses a backup while another one runs on this instance.
+var ErrBusy = errors.New("another backup is running on this instance")
+
+// backupJobs holds the backups this process ran or runs. They live in
+// memory only: a restarted instance has forgotten them, which the operator
+// reads as "the backup was interrupted".
+type backupJobs struct {
+	mu     sync.Mutex
+	jobs   map[string]*BackupReport
+	cancel map[string]context.CancelFunc
+}
+
+func (j *backupJobs) get(id string) (BackupReport, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	r, ok := j.jobs[id]
+	if !ok {
+		return BackupReport{}, false
+	}
+	return *r, true
+}
+
+// StartBackup starts the backup o unless it is already known, and returns its state.
+func (m *Manager) StartBackup(o BackupOrder) (BackupReport, error) {
+	if o.ID == "" {
+		return BackupReport{}, errors.New("a backup order needs an id")
+	}
+	if o.Method != MethodLogical {
+		return BackupReport{}, fmt.Errorf("backup method %q: this instance takes %q backups", o.Method, MethodLogical)
+	}
+	j := &m.backups
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if r, ok := j.jobs[o.ID]; ok {
+		return *r, nil
+	}
+	for _, r := range j.jobs {
+		if r.Phase == JobRunning {
+			return BackupReport{}, fmt.Errorf("%w (%s)", ErrBusy, r.ID)
+		}
+	}
+	if j.jobs == nil {
+		j.jobs, j.cancel = map[string]*BackupReport{}, map[string]context.CancelFunc{}
+	}
+	r := &BackupReport{ID: o.ID, Phase: JobRunning, StartedAt: time.Now().UTC()}
+	j.jobs[o.ID] = r
+	ctx, cancel := context.WithCancel(m.runCtx())
+	j.cancel[o.ID] = cancel
+	go func() {
+		defer cancel()
+		man, err := m.dump(ctx, o)
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		now := time.Now().UTC()
+		r.StoppedAt = &now
+		if err != nil {
+			r.Phase, r.Error = JobFailed, err.Error()
+			m.log.Error(err, "backup failed", "id", o.ID)
+			return
+		}
+		r.Phase, r.SizeBytes, r.ServerVersion = JobCompleted, man.Size(), man.ServerVersion
+		for _, db := range man.Databases {
+			r.Databases = append(r.Databases, db.Name)
+		}
+		m.log.Info("backup completed", "id", o.ID, "bytes", r.SizeBytes, "took", now.Sub(r.StartedAt).String())
+	}()
+	m.log.Info("backup started", "id", o.ID, "method", o.Method, "to", o.Location.String())
+	return *r, nil
+}
+
+// CancelBackup stops a running backup; the operator calls it past the deadline.
+func (m *Manager) CancelBackup(id string) bool {
+	j := &m.backups
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	cancel, ok := j.cancel[id]
+	if ok {
+		cancel()
+	}
+	return ok
+}
+
+// BackupState returns what became of a backup this process was asked for.
+func (m *Manager) BackupState(id string) (BackupReport, bool) { return m.backups.get(id) }
+
+func (m *Manager) dump(ctx context.Context, o BackupOrder) (logical.Manifest, error) {
+	cred, err := objectstore.ReadCredentials(m.cfg.RepositoryDir)
+	if err != nil {
+		return logical.Manifest{}, err
+	}
+	store, err := objectstore.Open(o.Location, cred)
+	if err != nil {
+		return logical.Manifest{}, err
+	}
+	// An unreachable repository fails the backup before postgres does any work.
+	if err := store.Check(ctx); err != nil {
+		return logical.Manifest{}, err
+	}
+	conn, err := m.connect(ctx)
+	if err != nil {
+		return logical.Manifest{}, err
+	}
+	var databases []string
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname`)
+	if err == nil {
+		for rows.Next() {
+			var name string
+			if err = rows.Scan(&name); err != nil {
+				break
+			}
+			databases = append(databases, name)
+		}
+		rows.Close()
+		err = errors.Join(err, rows.Err())
+	}
+	var version int
+	if err == nil {
+		err = conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version)
+	}
+	conn.Close(ctx)
+	if err != nil {
+		return logical.Manifest{}, fmt.Errorf("listing the databases: %w", err)
+	}
+	return logical.Dump(ctx, store, m.localTools(m.cfg.RunDir, m.cfg.Port), databases, version)
+}
+
+// localTools runs postgres client programs as the superuser against the
+// server whose socket is in socketDir.
+func (m *Manager) localTools(socketDir string, port int) logical.Tools {
+	return func(ctx context.Context, name string, args ...string) *exec.Cmd {
+		cmd := m.command(ctx, name, args...)
+		cmd.Stdout, cmd.Stderr = nil, nil
+		su, err := m.cfg.credentials("superuser")
+		if err == nil {
+			cmd.Env = append(cmd.Env, "PGUSER="+su.Username)
+		}
+		cmd.Env = append(cmd.Env, "PGHOST="+socketDir, "PGPORT="+strconv.Itoa(port), "PGDATABASE=postgres",
+			"PGAPPNAME=holdfast-backup")
+		return cmd
+	}
+}
+
+// RestoreOrder tells a new cluster's first primary to fill its data
+// directory from a backup, reading the repository with the credentials
+// mounted in Config.RestoreRepositoryDir.
+type RestoreOrder struct {
+	Method   string               `json:"method"`
+	Location objectstore.Location `json:"location"`
+}
+
+// restoreInto replays a logical backup into the freshly initialised data
+// directory dir, on a server of its own that listens only on a socket, so
+// no client sees the cluster half restored.
+func (m *Manager) restoreInto(ctx context.Context, dir string, o RestoreOrder) error {
+	if o.Method != MethodLogical {
+		return fmt.Errorf("restore method %q: this instance restores %q backups", o.Method, MethodLogical)
+	}
+	cred, err := objectstore.ReadCredentials(m.cfg.RestoreRepositoryDir)
+	if err != nil {
+		return err
+	}
+	store, err := objectstore.Open(o.Location, cred)
+	if err != nil {
+		return err
+	}
+	// Fail before starting anything when the backup is not there.
+	if _, err := logical.ReadManifest(ctx, store); err != nil {
+		return err
+	}
+	opts := fmt.Sprintf("-c listen_addresses='' -c unix_socket_directories='%s' -c port=%d", m.cfg.RunDir, m.cfg.Port)
+	logFile := m.cfg.RunDir + "/restore-postgres.log"
+	if err := m.run(ctx, "pg_ctl", "start", "--wait", "--timeout=300", "-D", dir, "-o", opts, "-l", logFile); err != nil {
+		return fmt.Errorf("starting postgres to restore into: %w", err)
+	}
+	stop := func() error {
+		return m.run(context.WithoutCancel(ctx), "pg_ctl", "stop", "--wait", "--timeout=300", "-m", "fast", "-D", dir)
+	}
+	m.log.Info("restoring a logical backup", "from", o.Location.String())
+	start := time.Now()
+	man, err := logical.Restore(ctx, store, m.localTools(m.cfg.RunDir, m.cfg.Port))
+	if err != nil {
+		return errors.Join(fmt.Errorf("restoring from %s: %w", o.Location, err), stop())
+	}
+	if err := stop(); err != nil {
+		return fmt.Errorf("stopping postgres after the restore: %w", err)
+	}
+	m.log.Info("restore done", "databases", len(man.Databases), "took", time.Since(start).String())
+	return nil
+}

@@ -1,0 +1,172 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"holdfast.dev/holdfast/internal/objectstore"
+	"holdfast.dev/holdfast/internal/testutil"
+)
+
+// writeRepositoryCredentials puts the keys where the pod would mount the Secret.
+func (h *harness) writeRepositoryCredentials(cred objectstore.Credentials) {
+	dir := filepath.Join(h.base, "repository")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	for k, v := range map[string][]byte{objectstore.KeyAccessKeyID: []byte(cred.AccessKeyID),
+		objectstore.KeySecretAccessKey: []byte(cred.SecretAccessKey), objectstore.KeyCA: cred.CA} {
+		if err := os.WriteFile(filepath.Join(dir, k), v, 0o644); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+// backup orders a backup through the API and waits for its end.
+func (h *harness) backup(n *node, o BackupOrder) BackupReport {
+	h.t.Helper()
+	c := Client{HTTP: http.DefaultClient}
+	if _, err := c.StartBackup(h.t.Context(), n.api.URL, token, o); err != nil {
+		h.t.Fatalf("ordering backup %s: %v", o.ID, err)
+	}
+	var r BackupReport
+	h.waitFor(2*time.Minute, "backup "+o.ID+" ends", func() error {
+		var err error
+		r, err = c.BackupState(h.t.Context(), n.api.URL, token, o.ID)
+		if err != nil {
+			return err
+		}
+		if r.Phase == JobRunning {
+			return errors.New("still running")
+		}
+		return nil
+	})
+	return r
+}
+
+// TestLogicalBackupAndRestore backs up a primary with rows in two
+// databases into a real S3 server, writes more, and restores into a new
+// instance: it must hold exactly what the backup saw, with the roles, and
+// its own passwords.
+func TestLogicalBackupAndRestore(t *testing.T) {
+	h := newHarness(t)
+	loc, cred := testutil.S3Server(t)
+	h.writeRepositoryCredentials(cred)
+
+	src := h.add("src-0")
+	h.want(src, h.primary(src))
+	h.waitFor(time.Minute, "the source primary is ready", h.ready(src, "primary"))
+	for _, sql := range []string{
+		`CREATE TABLE t (v text PRIMARY KEY)`,
+		`INSERT INTO t VALUES ('before-1'), ('before-2')`,
+	} {
+		if err := h.exec(src, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.superExec(src, "postgres", `CREATE ROLE reporting LOGIN`)
+	h.superExec(src, "postgres", `CREATE DATABASE metrics OWNER reporting`)
+	h.superExec(src, "metrics", `CREATE TABLE m (k int PRIMARY KEY, v text); INSERT INTO m SELECT g, md5(g::text) FROM generate_series(1, 1000) g; ALTER TABLE m OWNER TO reporting`)
+
+	at := loc.Join("src", "b1")
+	r := h.backup(src, BackupOrder{ID: "b1", Method: MethodLogical, Location: at})
+	if r.Phase != JobCompleted {
+		t.Fatalf("backup: %s: %s", r.Phase, r.Error)
+	}
+	if got := strings.Join(r.Databases, ","); got != "app,metrics,postgres" {
+		t.Errorf("databases backed up: %s, want app,metrics,postgres", got)
+	}
+	if r.SizeBytes <= 0 || r.ServerVersion < 150000 {
+		t.Errorf("report: size %d, server version %d", r.SizeBytes, r.ServerVersion)
+	}
+	if err := h.exec(src, `INSERT INTO t VALUES ('after')`); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("restore into a new instance", func(t *testing.T) {
+		dst := h.add("dst-0")
+		d := h.primary(dst)
+		d.Restore = &RestoreOrder{Method: MethodLogical, Location: at}
+		h.want(dst, d)
+		h.waitFor(2*time.Minute, "the restored primary is ready", h.ready(dst, "primary"))
+		h.waitFor(10*time.Second, "the restored rows are those of the backup", h.hasRows(dst, "before-1", "before-2"))
+		var n int
+		var owner string
+		h.superQuery(dst, "metrics", `SELECT count(*), (SELECT tableowner FROM pg_tables WHERE tablename = 'm') FROM m`, &n, &owner)
+		if n != 1000 || owner != "reporting" {
+			t.Errorf("metrics.m: %d rows owned by %s, want 1000 owned by reporting", n, owner)
+		}
+		if dst.mgr.Report().Postgres.SystemIdentifier == src.mgr.Report().Postgres.SystemIdentifier {
+			t.Error("the restored instance shares the source's system identifier: it is a copy, not a new cluster")
+		}
+	})
+
+	t.Run("a backup to an unreachable repository fails and says so", func(t *testing.T) {
+		bad := objectstore.Location{Endpoint: fmt.Sprintf("https://127.0.0.1:%d", testutil.FreePort(t)), Bucket: "test-backups"}
+		r := h.backup(src, BackupOrder{ID: "unreachable", Method: MethodLogical, Location: bad})
+		if r.Phase != JobFailed || !strings.Contains(r.Error, "reaching s3://test-backups") {
+			t.Fatalf("backup to nowhere: phase %s, error %q; want failed, naming the repository", r.Phase, r.Error)
+		}
+		h.waitFor(10*time.Second, "the primary still serves", h.ready(src, "primary"))
+	})
+
+	t.Run("a restore from a missing backup fails with a clear error", func(t *testing.T) {
+		dst := h.add("missing-0")
+		d := h.primary(dst)
+		d.Restore = &RestoreOrder{Method: MethodLogical, Location: loc.Join("nothing", "here")}
+		h.want(dst, d)
+		h.waitFor(time.Minute, "the instance reports the missing backup", func() error {
+			if r := h.report(dst); !strings.Contains(r.Error, "holds no finished logical backup") {
+				return fmt.Errorf("error %q", r.Error)
+			}
+			return nil
+		})
+		if _, err := os.Stat(filepath.Join(dst.dir, "pgdata", "PG_VERSION")); err == nil {
+			t.Error("a failed restore left a data directory in place")
+		}
+	})
+}
+
+// superConn connects as the superuser to database db, over TCP.
+func (h *harness) superConn(ctx context.Context, n *node, db string) *pgx.Conn {
+	h.t.Helper()
+	pw, _ := os.ReadFile(filepath.Join(h.secrets, "superuser", "password"))
+	c, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=%s sslmode=disable connect_timeout=3", n.port, pw, db))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+// superExec runs sql as the superuser in database db.
+func (h *harness) superExec(n *node, db, sql string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.t.Context(), 30*time.Second)
+	defer cancel()
+	c := h.superConn(ctx, n, db)
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, sql); err != nil {
+		h.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// superQuery scans the one row sql returns, as the superuser in database db.
+func (h *harness) superQuery(n *node, db, sql string, dest ...any) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.t.Context(), 30*time.Second)
+	defer cancel()
+	c := h.superConn(ctx, n, db)
+	defer c.Close(ctx)
+	if err := c.QueryRow(ctx, sql).Scan(dest...); err != nil {
+		h.t.Fatalf("%s: %v", sql, err)
+	}
+}
