@@ -59,6 +59,10 @@ type BackupSpec struct {
 	// +optional
 	Target BackupTarget `json:"target,omitempty"`
 
+	// PGBackRest tunes a pgbackrest backup.
+	// +optional
+	PGBackRest *PGBackRestBackupSpec `json:"pgbackrest,omitempty"`
+
 	// DeadlineSeconds bounds the backup from its start: one still running
 	// then is stopped and marked Failed, so a stuck backup never holds up
 	// the next one.
@@ -67,6 +71,17 @@ type BackupSpec struct {
 	// +kubebuilder:default=3600
 	// +optional
 	DeadlineSeconds int32 `json:"deadlineSeconds,omitempty"`
+}
+
+// PGBackRestBackupSpec is how much a pgBackRest backup copies.
+type PGBackRestBackupSpec struct {
+	// Type is full (everything), diff (what changed since the last full)
+	// or incr (since the last backup of any type). A diff or incr with no
+	// full before it is taken as a full.
+	// +kubebuilder:validation:Enum=full;diff;incr
+	// +kubebuilder:default=full
+	// +optional
+	Type string `json:"type,omitempty"`
 }
 
 // BackupPhase is where a backup is in its life.
@@ -133,6 +148,29 @@ type BackupStatus struct {
 	// ServerVersion is the postgres server version (server_version_num) the backup was read from.
 	// +optional
 	ServerVersion int `json:"serverVersion,omitempty"`
+
+	// PGBackRest describes a pgbackrest backup's set.
+	// +optional
+	PGBackRest *PGBackRestBackupStatus `json:"pgbackrest,omitempty"`
+}
+
+// PGBackRestBackupStatus is a pgBackRest backup set: the stanza it is in,
+// its label, the WAL it needs to be consistent and the LSNs it spans.
+type PGBackRestBackupStatus struct {
+	Stanza string `json:"stanza"`
+	// +optional
+	Label string `json:"label,omitempty"`
+	// +optional
+	BeginWAL string `json:"beginWAL,omitempty"`
+	// +optional
+	EndWAL string `json:"endWAL,omitempty"`
+	// +optional
+	BeginLSN string `json:"beginLSN,omitempty"`
+	// +optional
+	EndLSN string `json:"endLSN,omitempty"`
+	// DatabaseSizeBytes is the size of what the backup copied; status.sizeBytes what it stores.
+	// +optional
+	DatabaseSizeBytes int64 `json:"databaseSizeBytes,omitempty"`
 }
 
 // Backup is one backup of one PostgresCluster. The operator runs it once and

@@ -194,6 +194,27 @@ type RestoreSpec struct {
 	// Backup is a Completed Backup in the cluster's namespace.
 	// +optional
 	Backup *BackupReference `json:"backup,omitempty"`
+
+	// Target stops recovery at a point in time after the backup, for
+	// pgbackrest backups (their WAL archive replays up to it). Absent, a
+	// pgbackrest restore replays all the WAL archived.
+	// +optional
+	Target *RecoveryTarget `json:"target,omitempty"`
+}
+
+// RecoveryTarget is where a point-in-time recovery stops: just after the
+// last transaction committed at or before Time, or at LSN.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.time) != has(self.lsn)",message="spec.bootstrap.restore.target needs time or lsn, not both"
+type RecoveryTarget struct {
+	// Time, RFC 3339 (2026-11-26T10:00:00.123456Z).
+	// +optional
+	Time *metav1.MicroTime `json:"time,omitempty"`
+
+	// LSN, as postgres writes it (0/5000138).
+	// +kubebuilder:validation:Pattern=`^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`
+	// +optional
+	LSN string `json:"lsn,omitempty"`
 }
 
 // BackupReference names a Backup in the same namespace.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"holdfast.dev/holdfast/internal/backup/logical"
+	"holdfast.dev/holdfast/internal/backup/pgbackrest"
 	"holdfast.dev/holdfast/internal/objectstore"
 )
 
@@ -19,6 +20,11 @@ type BackupOrder struct {
 	ID       string               `json:"id"`
 	Method   string               `json:"method"`
 	Location objectstore.Location `json:"location"`
+	// Stanza and Type (full, diff, incr) are a pgBackRest backup's.
+	Stanza string `json:"stanza,omitempty"`
+	Type   string `json:"type,omitempty"`
+	// Expire, when set, removes this pgBackRest set instead of taking a backup.
+	Expire string `json:"expire,omitempty"`
 }
 
 // Backup methods an instance carries out.
@@ -41,6 +47,15 @@ type BackupReport struct {
 	SizeBytes     int64      `json:"sizeBytes,omitempty"`
 	Databases     []string   `json:"databases,omitempty"`
 	ServerVersion int        `json:"serverVersion,omitempty"`
+	// A pgBackRest backup's set label, the WAL it needs and the LSNs it spans.
+	Label    string `json:"label,omitempty"`
+	BeginWAL string `json:"beginWAL,omitempty"`
+	EndWAL   string `json:"endWAL,omitempty"`
+	BeginLSN string `json:"beginLSN,omitempty"`
+	EndLSN   string `json:"endLSN,omitempty"`
+	// DatabaseSize is the size of what a physical backup copied (SizeBytes
+	// is what it takes in the repository).
+	DatabaseSize int64 `json:"databaseSize,omitempty"`
 }
 
 // ErrBusy refuses a backup while another one runs on this instance.
@@ -70,8 +85,8 @@ func (m *Manager) StartBackup(o BackupOrder) (BackupReport, error) {
 	if o.ID == "" {
 		return BackupReport{}, errors.New("a backup order needs an id")
 	}
-	if o.Method != MethodLogical {
-		return BackupReport{}, fmt.Errorf("backup method %q: this instance takes %q backups", o.Method, MethodLogical)
+	if o.Method != MethodLogical && o.Method != MethodPGBackRest {
+		return BackupReport{}, fmt.Errorf("backup method %q: this instance takes %q and %q backups", o.Method, MethodLogical, MethodPGBackRest)
 	}
 	j := &m.backups
 	j.mu.Lock()
@@ -93,7 +108,29 @@ func (m *Manager) StartBackup(o BackupOrder) (BackupReport, error) {
 	j.cancel[o.ID] = cancel
 	go func() {
 		defer cancel()
-		man, err := m.dump(ctx, o)
+		var done func(r *BackupReport)
+		var err error
+		switch {
+		case o.Method == MethodPGBackRest && o.Expire != "":
+			err = pgbackrest.Expire(ctx, m.pgbackrestTool(m.pgbackrestConf()), o.Stanza, o.Expire)
+			done = func(*BackupReport) {}
+		case o.Method == MethodPGBackRest:
+			var set pgbackrest.Set
+			set, err = m.physicalBackup(ctx, o)
+			done = func(r *BackupReport) {
+				r.SizeBytes, r.DatabaseSize, r.Label = set.StoredSize, set.Size, set.Label
+				r.BeginWAL, r.EndWAL, r.BeginLSN, r.EndLSN = set.BeginWAL, set.EndWAL, set.BeginLSN, set.EndLSN
+			}
+		default:
+			var man logical.Manifest
+			man, err = m.dump(ctx, o)
+			done = func(r *BackupReport) {
+				r.SizeBytes, r.ServerVersion = man.Size(), man.ServerVersion
+				for _, db := range man.Databases {
+					r.Databases = append(r.Databases, db.Name)
+				}
+			}
+		}
 		j.mu.Lock()
 		defer j.mu.Unlock()
 		now := time.Now().UTC()
@@ -103,10 +140,8 @@ func (m *Manager) StartBackup(o BackupOrder) (BackupReport, error) {
 			m.log.Error(err, "backup failed", "id", o.ID)
 			return
 		}
-		r.Phase, r.SizeBytes, r.ServerVersion = JobCompleted, man.Size(), man.ServerVersion
-		for _, db := range man.Databases {
-			r.Databases = append(r.Databases, db.Name)
-		}
+		r.Phase = JobCompleted
+		done(r)
 		m.log.Info("backup completed", "id", o.ID, "bytes", r.SizeBytes, "took", now.Sub(r.StartedAt).String())
 	}()
 	m.log.Info("backup started", "id", o.ID, "method", o.Method, "to", o.Location.String())
@@ -191,6 +226,28 @@ func (m *Manager) localTools(socketDir string, port int) logical.Tools {
 type RestoreOrder struct {
 	Method   string               `json:"method"`
 	Location objectstore.Location `json:"location"`
+	// Stanza, Set and Target are a pgBackRest restore's: the source
+	// cluster's stanza, the backup set's label, and where recovery stops.
+	Stanza string            `json:"stanza,omitempty"`
+	Set    string            `json:"set,omitempty"`
+	Target pgbackrest.Target `json:"target,omitzero"`
+}
+
+// logicalSource opens the backup a logical restore reads, and fails when
+// it is not there: before initdb, so that a missing backup costs nothing.
+func (m *Manager) logicalSource(ctx context.Context, o RestoreOrder) (*objectstore.Store, error) {
+	cred, err := objectstore.ReadCredentials(m.cfg.RestoreRepositoryDir)
+	if err != nil {
+		return nil, err
+	}
+	store, err := objectstore.Open(o.Location, cred)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := logical.ReadManifest(ctx, store); err != nil {
+		return nil, err
+	}
+	return store, nil
 }
 
 // restoreInto replays a logical backup into the freshly initialised data
@@ -200,16 +257,8 @@ func (m *Manager) restoreInto(ctx context.Context, dir string, o RestoreOrder) e
 	if o.Method != MethodLogical {
 		return fmt.Errorf("restore method %q: this instance restores %q backups", o.Method, MethodLogical)
 	}
-	cred, err := objectstore.ReadCredentials(m.cfg.RestoreRepositoryDir)
+	store, err := m.logicalSource(ctx, o)
 	if err != nil {
-		return err
-	}
-	store, err := objectstore.Open(o.Location, cred)
-	if err != nil {
-		return err
-	}
-	// Fail before starting anything when the backup is not there.
-	if _, err := logical.ReadManifest(ctx, store); err != nil {
 		return err
 	}
 	opts := fmt.Sprintf("-c listen_addresses='' -c unix_socket_directories='%s' -c port=%d", m.cfg.RunDir, m.cfg.Port)

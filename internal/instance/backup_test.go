@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"holdfast.dev/holdfast/internal/backup/pgbackrest"
 	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/testutil"
 )
@@ -169,4 +170,93 @@ func (h *harness) superQuery(n *node, db, sql string, dest ...any) {
 	if err := c.QueryRow(ctx, sql).Scan(dest...); err != nil {
 		h.t.Fatalf("%s: %v", sql, err)
 	}
+}
+
+// TestPGBackRestBackupAndPointInTimeRestore archives a primary's WAL with
+// pgBackRest into a real S3 server, takes a full backup, writes on, and
+// restores into a new instance up to an LSN between two writes: the first
+// must be there, the second not, on a new timeline.
+func TestPGBackRestBackupAndPointInTimeRestore(t *testing.T) {
+	h := newHarness(t)
+	loc, cred := testutil.S3Server(t)
+	h.writeRepositoryCredentials(cred)
+	repo := loc.Join("src", "pgbackrest")
+
+	src := h.add("src-0")
+	d := h.primary(src)
+	d.Archive = &ArchiveOrder{Stanza: "src", Location: repo}
+	h.want(src, d)
+	h.waitFor(time.Minute, "the source primary is ready", h.ready(src, "primary"))
+	if err := h.exec(src, `CREATE TABLE t (v text PRIMARY KEY); INSERT INTO t VALUES ('in-backup')`); err != nil {
+		t.Fatal(err)
+	}
+	r := h.backup(src, BackupOrder{ID: "full-1", Method: MethodPGBackRest, Location: repo, Stanza: "src", Type: "full"})
+	if r.Phase != JobCompleted {
+		t.Fatalf("backup: %s: %s", r.Phase, r.Error)
+	}
+	if !strings.HasSuffix(r.Label, "F") || r.BeginWAL == "" || r.EndLSN == "" || r.SizeBytes <= 0 || r.DatabaseSize <= r.SizeBytes {
+		t.Errorf("backup report: %+v", r)
+	}
+
+	// Two writes with the archive between them: the target is the LSN
+	// after the first.
+	if err := h.exec(src, `INSERT INTO t VALUES ('before-target')`); err != nil {
+		t.Fatal(err)
+	}
+	var target string
+	h.superQuery(src, "postgres", `SELECT pg_current_wal_insert_lsn()::text`, &target)
+	if err := h.exec(src, `INSERT INTO t VALUES ('after-target')`); err != nil {
+		t.Fatal(err)
+	}
+	// Close the segment so the archive holds both writes.
+	var seg string
+	h.superQuery(src, "postgres", `SELECT pg_walfile_name(pg_switch_wal())`, &seg)
+	h.waitFor(time.Minute, "the segment is archived", func() error {
+		var last string
+		h.superQuery(src, "postgres", `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`, &last)
+		if last < seg {
+			return fmt.Errorf("last archived %q, want %s", last, seg)
+		}
+		return nil
+	})
+
+	// The new cluster has passwords of its own, as its Secrets would.
+	h2 := newHarness(t)
+	for _, role := range []string{"superuser", "replication", "app"} {
+		if err := os.WriteFile(filepath.Join(h2.secrets, role, "password"), []byte(role+"-new-cluster"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h2.writeRepositoryCredentials(cred)
+	dst := h2.add("dst-0")
+	dd := h2.primary(dst)
+	dd.Restore = &RestoreOrder{Method: MethodPGBackRest, Location: repo, Stanza: "src", Set: r.Label, Target: pgbackrest.Target{LSN: target}}
+	dd.Archive = &ArchiveOrder{Stanza: "dst", Location: loc.Join("dst", "pgbackrest")}
+	h2.want(dst, dd)
+	h2.waitFor(2*time.Minute, "the restored primary is ready", h2.ready(dst, "primary"))
+	h2.waitFor(10*time.Second, "the restore stopped at the target, and the app role has the new password", h2.hasRows(dst, "before-target", "in-backup"))
+	if tl := h2.report(dst).Postgres.Timeline; tl < 2 {
+		t.Errorf("restored primary on timeline %d; a point-in-time restore must open a new one", tl)
+	}
+	var leftover string
+	h2.superQuery(dst, "postgres", `SELECT current_setting('restore_command')`, &leftover)
+	if leftover != "" {
+		t.Errorf("restore_command %q left set after the restore; replicas would inherit it", leftover)
+	}
+	h2.waitFor(10*time.Second, "pg_hba.conf asks for passwords again once the new ones are set", func() error {
+		if hba, _ := os.ReadFile(filepath.Join(dst.dir, "pgdata", "pg_hba.conf")); strings.Contains(string(hba), "trust") {
+			return fmt.Errorf("pg_hba.conf still trusts the socket:\n%s", hba)
+		}
+		return nil
+	})
+	// The restored cluster archives into its own stanza.
+	h2.waitFor(time.Minute, "the restored primary archives its WAL", func() error {
+		var archived int
+		h2.superQuery(dst, "postgres", `SELECT archived_count FROM pg_stat_archiver`, &archived)
+		if archived == 0 {
+			h2.superExec(dst, "postgres", `SELECT pg_switch_wal()`)
+			return errors.New("nothing archived yet")
+		}
+		return nil
+	})
 }

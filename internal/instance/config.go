@@ -90,6 +90,8 @@ type Desired struct {
 	// Restore, for a new cluster's first primary, fills its empty data
 	// directory from a backup instead of leaving it empty.
 	Restore *RestoreOrder `json:"restore,omitempty"`
+	// Archive, when set, archives WAL to the cluster's repository.
+	Archive *ArchiveOrder `json:"archive,omitempty"`
 	// Fenced stops postgres until unfenced.
 	Fenced bool `json:"fenced,omitempty"`
 	// Epoch grows with every change of primary; an instance ignores a

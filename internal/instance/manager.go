@@ -67,6 +67,7 @@ type Manager struct {
 	crashes      int
 	nextStart    time.Time
 	appliedConf  [32]byte
+	stanza       stanzaState
 	rolesApplied [32]byte
 	everStarted  bool
 	needRewind   bool
@@ -205,6 +206,17 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-m.wake:
 		}
 	}
+}
+
+// currentDesired is a copy of the desired state in force, or nil.
+func (m *Manager) currentDesired() *Desired {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.desired == nil {
+		return nil
+	}
+	d := *m.desired
+	return &d
 }
 
 // runCtx is Run's context, or the background before Run.
@@ -346,6 +358,10 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			m.log.Info("self-fencing: stopping postgres", "reason", why)
 			m.stopServer()
 			return "self-fenced, taking no writes: " + why, nil
+		case d.Role == postgres.Primary && st.InRecovery && m.recovering():
+			// A restored backup replays its WAL up to the target, then
+			// promotes itself; promoting it now would stop short.
+			return "recovering the restored backup up to its target", nil
 		case d.Role == postgres.Primary && st.InRecovery && !leaseOK:
 			return "waiting for the primary lease before promoting: " + why, nil
 		case d.Role == postgres.Primary && st.InRecovery:
@@ -397,10 +413,15 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 				return "", err
 			}
 			if d.Role == postgres.Primary {
+				// Before anything can clone this primary.
+				if err := m.clearRecoverySettings(ctx); err != nil {
+					return "", err
+				}
 				// Slots first: the standbys need them to stream at all.
 				if err := m.ensureSlots(ctx, d); err != nil {
 					return "", err
 				}
+				m.ensureStanza(d)
 				return "running", m.ensureRoles(ctx)
 			}
 			return "running", nil
@@ -450,7 +471,16 @@ func (m *Manager) bootstrap(ctx context.Context, d *Desired) error {
 	if err := m.writePassFile(); err != nil {
 		return err
 	}
-	if d.Role == postgres.Primary {
+	if d.Role == postgres.Primary && d.Restore != nil && d.Restore.Method == MethodPGBackRest {
+		if err := m.restorePhysical(ctx, scratch, *d.Restore); err != nil {
+			return err
+		}
+	} else if d.Role == postgres.Primary {
+		if d.Restore != nil {
+			if _, err := m.logicalSource(ctx, *d.Restore); err != nil {
+				return err
+			}
+		}
 		su, err := m.cfg.credentials("superuser")
 		if err != nil {
 			return err
@@ -480,6 +510,9 @@ func (m *Manager) bootstrap(ctx context.Context, d *Desired) error {
 		if err := m.writeFile(filepath.Join(scratch, "standby.signal"), nil, 0o600); err != nil {
 			return err
 		}
+	}
+	if d.Role == postgres.Primary {
+		m.stanzaBeforeStart(ctx, d, scratch)
 	}
 	if err := os.Rename(scratch, m.cfg.DataDir); err != nil {
 		return fmt.Errorf("moving the new data directory into place: %w", err)
@@ -543,6 +576,16 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 	if err != nil {
 		return err
 	}
+	archive, err := m.archiveCommand(d)
+	if err != nil {
+		return err
+	}
+	if r := d.Restore; r != nil && r.Method == MethodPGBackRest && m.recovering() {
+		// The run folder does not outlive the pod, recovery may.
+		if err := m.writeRestoreConf(r); err != nil {
+			return err
+		}
+	}
 	hba := filepath.Join(m.cfg.DataDir, "pg_hba.conf")
 	conf := postgres.RenderConf(postgres.ServerConf{
 		Name: m.cfg.Name, ListenAddresses: m.cfg.ListenAddresses, Port: m.cfg.Port, SocketDir: m.cfg.RunDir, HBAFile: hba,
@@ -553,16 +596,18 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 		}),
 		SlotName:     postgres.SlotName(m.cfg.Name),
 		SyncStandbys: d.Replicas, SyncQuorum: d.SyncQuorum,
+		ArchiveCommand: archive,
 	})
 	custom, _ := os.ReadFile(m.cfg.CustomConf)
-	sum := sha256.Sum256([]byte(conf + postgres.RenderHBA() + string(custom)))
+	hbaText := postgres.RenderHBA(m.foreignPasswords())
+	sum := sha256.Sum256([]byte(conf + hbaText + string(custom)))
 	if running && sum == m.appliedConf {
 		return nil
 	}
 	if err := m.writeFile(filepath.Join(m.cfg.DataDir, "postgresql.conf"), []byte(conf), 0o600); err != nil {
 		return err
 	}
-	if err := m.writeFile(hba, []byte(postgres.RenderHBA()), 0o600); err != nil {
+	if err := m.writeFile(hba, []byte(hbaText), 0o600); err != nil {
 		return err
 	}
 	if running {
@@ -645,6 +690,13 @@ func (m *Manager) ensureRoles(ctx context.Context) error {
 		}
 	}
 	m.rolesApplied = sum
+	if m.foreignPasswords() {
+		// This cluster's passwords are in: the socket asks for them again.
+		if err := os.Remove(m.foreignPasswordsMarker()); err != nil {
+			return fmt.Errorf("clearing the restored-passwords marker: %w", err)
+		}
+		m.log.Info("set this cluster's passwords over the restored cluster's")
+	}
 	return nil
 }
 

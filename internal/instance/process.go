@@ -34,7 +34,13 @@ func (s *server) alive() bool {
 
 // command makes a postgres tool's command, run as cfg.RunAs.
 func (m *Manager) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, m.cfg.bin(name), args...)
+	return m.commandAt(ctx, m.cfg.bin(name), args...)
+}
+
+// commandAt makes the command of the program at path (or found in PATH),
+// run as cfg.RunAs with the password file to reach postgres.
+func (m *Manager) commandAt(ctx context.Context, path string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = append(os.Environ(), "PGPASSFILE="+m.passFile(), "PGCONNECT_TIMEOUT=5")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if m.cfg.RunAs != nil {

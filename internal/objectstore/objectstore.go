@@ -219,3 +219,16 @@ func regionOf(loc Location) string {
 	}
 	return loc.Region
 }
+
+// List names the objects under the store's folder, relative to it.
+func (s *Store) List(ctx context.Context) ([]string, error) {
+	prefix := strings.TrimSuffix(s.loc.Prefix, "/") + "/"
+	var names []string
+	for obj := range s.client.ListObjects(ctx, s.loc.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return names, fmt.Errorf("listing %s: %w", s.loc, obj.Err)
+		}
+		names = append(names, strings.TrimPrefix(obj.Key, prefix))
+	}
+	return names, nil
+}

@@ -30,6 +30,8 @@ type ServerConf struct {
 	// SyncStandbys and SyncQuorum set quorum commit on a primary.
 	SyncStandbys []string
 	SyncQuorum   int
+	// ArchiveCommand archives a WAL segment; empty keeps none.
+	ArchiveCommand string
 }
 
 // RenderConf writes postgresql.conf. Everything a replica needs to follow a
@@ -54,7 +56,15 @@ func RenderConf(c ServerConf) string {
 	set("wal_level", "replica")
 	set("hot_standby", "on")
 	set("wal_log_hints", "on")
-	set("archive_mode", "off")
+	// Always on, so that adding a repository is a reload, not a restart;
+	// without one, a command that succeeds lets WAL be recycled.
+	set("archive_mode", "on")
+	archive := c.ArchiveCommand
+	if archive == "" {
+		archive = "true"
+	}
+	set("archive_command", archive)
+	set("archive_timeout", "60s")
 	set("max_wal_senders", "16")
 	set("max_replication_slots", "16")
 	set("wal_keep_size", "256MB")
@@ -90,10 +100,17 @@ func SyncStandbyNames(quorum int, standbys []string) string {
 
 // RenderHBA writes pg_hba.conf: every connection, local or remote, proves a
 // SCRAM password; replication is for the replication role only.
-func RenderHBA() string {
+// trustLocalSuperuser lets the superuser in over the socket without one:
+// a data directory restored from another cluster's physical backup holds
+// that cluster's password, until this one's is set.
+func RenderHBA(trustLocalSuperuser bool) string {
+	trust := ""
+	if trustLocalSuperuser {
+		trust = "local   all          " + SuperUser + "                     trust\n"
+	}
 	return `# Written by the Holdfast instance manager; edits are overwritten.
 # TYPE  DATABASE     USER               ADDRESS   METHOD
-local   all          all                          scram-sha-256
+` + trust + `local   all          all                          scram-sha-256
 local   replication  all                          scram-sha-256
 host    replication  ` + ReplicationUser + `  all       scram-sha-256
 host    all          all                all       scram-sha-256

@@ -5,6 +5,7 @@ package resources
 
 import (
 	"fmt"
+	"path"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 )
@@ -101,6 +102,12 @@ func SecretInstanceTokenName(c *holdfastv1.PostgresCluster) string { return c.Na
 // template names it whatever becomes of the source Backup later.
 func SecretRestoreRepositoryName(c *holdfastv1.PostgresCluster) string {
 	return c.Name + "-restore-repository"
+}
+
+// PGBackRestPath is the folder of the cluster's pgBackRest repository in
+// its bucket: the sets of the cluster's stanza and its WAL archive.
+func PGBackRestPath(c *holdfastv1.PostgresCluster) string {
+	return path.Join(c.Spec.Backup.Repository.S3.Path, c.Namespace, c.Name, "pgbackrest")
 }
 
 // ConfigMapName holds the rendered postgresql.conf settings.

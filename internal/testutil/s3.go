@@ -64,7 +64,8 @@ func S3Server(t testing.TB) (objectstore.Location, objectstore.Credentials) {
 		_ = cmd.Wait()
 		log.Close()
 	})
-	loc := objectstore.Location{Endpoint: "https://127.0.0.1:" + strconv.Itoa(port), Bucket: "test-backups", Region: "us-east-1"}
+	// A name, not an address: pgBackRest 2.45 matches only DNS names in certificates.
+	loc := objectstore.Location{Endpoint: "https://localhost:" + strconv.Itoa(port), Bucket: "test-backups", Region: "us-east-1"}
 	Eventually(t, 100*time.Millisecond, 30*time.Second, "versitygw makes the bucket", func(ctx context.Context) error {
 		return objectstore.MakeBucket(ctx, loc, cred)
 	})

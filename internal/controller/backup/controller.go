@@ -24,6 +24,7 @@ import (
 	"holdfast.dev/holdfast/internal/controller/instances"
 	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/objectstore"
+	"holdfast.dev/holdfast/internal/resources"
 )
 
 // InstanceAPI is the part of the instance managers' API backups use.
@@ -70,7 +71,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if b.DeletionTimestamp != nil {
-		return ctrl.Result{}, r.finalize(ctx, &b)
+		return r.finalize(ctx, &b)
 	}
 	if !controllerutil.ContainsFinalizer(&b, Finalizer) {
 		controllerutil.AddFinalizer(&b, Finalizer)
@@ -91,9 +92,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("reading cluster %s: %w", b.Spec.Cluster.Name, err)
 	}
-	if b.Spec.Method != holdfastv1.BackupLogical {
+	if b.Spec.Method == holdfastv1.BackupVolumeSnapshot {
 		return ctrl.Result{}, r.fail(ctx, &b, holdfastv1.BackupReasonMethodNotServed,
-			fmt.Sprintf("the %s method is not served yet; use logical", b.Spec.Method))
+			fmt.Sprintf("the %s method is not served yet; use logical or pgbackrest", b.Spec.Method))
 	}
 	if c.Spec.Backup == nil || c.Spec.Backup.Repository.S3 == nil {
 		return ctrl.Result{}, r.fail(ctx, &b, holdfastv1.BackupReasonNoRepository,
@@ -120,7 +121,13 @@ func (r *Reconciler) start(ctx context.Context, b *holdfastv1.Backup, c *holdfas
 		}
 		return r.pending(ctx, b, fmt.Sprintf("waiting for Backup %s of the same cluster to finish", other))
 	}
-	target := pickInstance(c, b.Spec.Target)
+	want := b.Spec.Target
+	if b.Spec.Method == holdfastv1.BackupPGBackRest {
+		// pgBackRest reads its data directory locally; a standby backup
+		// would need its TLS server between the pods.
+		want = holdfastv1.TargetPrimary
+	}
+	target := pickInstance(c, want)
 	if target == "" {
 		return r.pending(ctx, b, "no instance of the cluster is ready to be backed up")
 	}
@@ -131,6 +138,10 @@ func (r *Reconciler) start(ctx context.Context, b *holdfastv1.Backup, c *holdfas
 	b.Status.Reason, b.Status.Message = "", ""
 	b.Status.Repository = c.Spec.Backup.Repository.DeepCopy()
 	b.Status.Path = repositoryPath(b, c)
+	if b.Spec.Method == holdfastv1.BackupPGBackRest {
+		b.Status.Path = resources.PGBackRestPath(c)
+		b.Status.PGBackRest = &holdfastv1.PGBackRestBackupStatus{Stanza: c.Name}
+	}
 	if err := r.Client.Status().Update(ctx, b); err != nil {
 		return ctrl.Result{}, fmt.Errorf("recording the start of the backup: %w", err)
 	}
@@ -173,7 +184,13 @@ func (r *Reconciler) follow(ctx context.Context, b *holdfastv1.Backup, c *holdfa
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	order := instance.BackupOrder{ID: string(b.UID), Method: instance.MethodLogical, Location: location(b)}
+	order := instance.BackupOrder{ID: string(b.UID), Method: string(b.Spec.Method), Location: location(b)}
+	if b.Spec.Method == holdfastv1.BackupPGBackRest {
+		order.Stanza, order.Type = b.Status.PGBackRest.Stanza, "full"
+		if b.Spec.PGBackRest != nil && b.Spec.PGBackRest.Type != "" {
+			order.Type = b.Spec.PGBackRest.Type
+		}
+	}
 	rep, err := r.Instances.StartBackup(cctx, instances.URL(&pod), token, order)
 	if err != nil {
 		return r.note(ctx, b, fmt.Sprintf("asking %s about the backup: %v", pod.Name, err))
@@ -184,6 +201,10 @@ func (r *Reconciler) follow(ctx context.Context, b *holdfastv1.Backup, c *holdfa
 		b.Status.Message = ""
 		b.Status.StoppedAt = &metav1.Time{Time: *rep.StoppedAt}
 		b.Status.SizeBytes, b.Status.Databases, b.Status.ServerVersion = rep.SizeBytes, rep.Databases, rep.ServerVersion
+		if pb := b.Status.PGBackRest; pb != nil {
+			pb.Label, pb.BeginWAL, pb.EndWAL, pb.BeginLSN, pb.EndLSN = rep.Label, rep.BeginWAL, rep.EndWAL, rep.BeginLSN, rep.EndLSN
+			pb.DatabaseSizeBytes = rep.DatabaseSize
+		}
 		if err := r.Client.Status().Update(ctx, b); err != nil {
 			return ctrl.Result{}, fmt.Errorf("recording the backup's completion: %w", err)
 		}
@@ -220,24 +241,77 @@ func (r *Reconciler) fail(ctx context.Context, b *holdfastv1.Backup, reason, msg
 }
 
 // finalize removes the backup's files, then lets the Backup go.
-func (r *Reconciler) finalize(ctx context.Context, b *holdfastv1.Backup) error {
+func (r *Reconciler) finalize(ctx context.Context, b *holdfastv1.Backup) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(b, Finalizer) {
-		return nil
+		return ctrl.Result{}, nil
 	}
 	if b.Status.Phase == holdfastv1.BackupRunning {
 		r.cancelOnInstance(ctx, b)
 	}
-	if err := r.removeFiles(ctx, b); err != nil {
-		var gone *unreachableFiles
-		if !errors.As(err, &gone) {
-			return err
-		}
+	var err error
+	if b.Status.PGBackRest != nil {
+		// A pgBackRest set shares its repository with the stanza's other
+		// sets and WAL: only pgBackRest may take it out.
+		err = r.expireSet(ctx, b)
+	} else {
+		err = r.removeFiles(ctx, b)
+	}
+	var gone *unreachableFiles
+	switch {
+	case errors.Is(err, errExpiring):
+		return ctrl.Result{RequeueAfter: pollRunning}, nil
+	case errors.As(err, &gone):
 		r.Recorder.Eventf(b, nil, corev1.EventTypeWarning, "FilesLeft", "Delete", "%v", err)
+	case err != nil:
+		return ctrl.Result{}, err
 	}
 	controllerutil.RemoveFinalizer(b, Finalizer)
 	if err := r.Client.Update(ctx, b); err != nil {
-		return fmt.Errorf("removing the finalizer: %w", err)
+		return ctrl.Result{}, fmt.Errorf("removing the finalizer: %w", err)
 	}
+	return ctrl.Result{}, nil
+}
+
+// errExpiring: the set is being expired; look again.
+var errExpiring = errors.New("the pgBackRest set is being expired")
+
+// expireSet has the cluster's primary expire the backup's set.
+func (r *Reconciler) expireSet(ctx context.Context, b *holdfastv1.Backup) error {
+	pb := b.Status.PGBackRest
+	if pb.Label == "" {
+		return nil // it never completed: no set bears its name
+	}
+	var c holdfastv1.PostgresCluster
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: b.Spec.Cluster.Name}, &c)
+	if apierrors.IsNotFound(err) {
+		return &unreachableFiles{fmt.Sprintf("set %s is left in %s: cluster %s, whose pgBackRest expires sets, is gone", pb.Label, location(b), b.Spec.Cluster.Name)}
+	}
+	if err != nil {
+		return err
+	}
+	var pod corev1.Pod
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: c.Status.CurrentPrimary}, &pod); err != nil || pod.Status.PodIP == "" {
+		return errExpiring // no primary to ask yet
+	}
+	token, err := instances.Token(ctx, r.Client, &c)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	rep, err := r.Instances.StartBackup(cctx, instances.URL(&pod), token, instance.BackupOrder{
+		ID: "expire-" + string(b.UID), Method: instance.MethodPGBackRest, Location: location(b), Stanza: pb.Stanza, Expire: pb.Label,
+	})
+	switch {
+	case err != nil:
+		log.FromContext(ctx).Info("asking the primary to expire the set", "set", pb.Label, "error", err.Error())
+		return errExpiring
+	case rep.Phase == instance.JobRunning:
+		return errExpiring
+	case rep.Phase == instance.JobFailed:
+		return &unreachableFiles{fmt.Sprintf("set %s is left in %s: %s", pb.Label, location(b), rep.Error)}
+	}
+	log.FromContext(ctx).Info("expired the pgBackRest set", "set", pb.Label, "at", location(b).String())
 	return nil
 }
 

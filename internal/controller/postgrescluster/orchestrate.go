@@ -264,6 +264,13 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		d.Restore = restore
 		p.Desired[p.TargetPrimary] = d
 	}
+	if archive := archiveOrder(c); archive != nil {
+		// Every instance: whichever is promoted archives from then on.
+		for name, d := range p.Desired {
+			d.Archive = archive
+			p.Desired[name] = d
+		}
+	}
 	was := c.Status.DeepCopy()
 	if p.Epoch != c.Status.Epoch || p.TargetPrimary != c.Status.TargetPrimary {
 		// A new epoch is written down before anything acts on it. A look

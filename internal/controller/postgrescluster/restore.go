@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -58,9 +59,16 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 	case b.Status.Phase != holdfastv1.BackupCompleted:
 		return nil, &restoreBlocked{reasonRestoreSourceNotReady,
 			fmt.Sprintf("waiting for Backup %s to complete (it is %s)", b.Name, phaseOrPending(b.Status.Phase))}
-	case b.Spec.Method != holdfastv1.BackupLogical:
+	case b.Spec.Method == holdfastv1.BackupVolumeSnapshot:
 		return nil, &restoreBlocked{reasonRestoreSourceMissing,
 			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s is a %s backup; restoring those is not supported yet", b.Name, b.Spec.Method)}
+	case spec.Target != nil && b.Spec.Method != holdfastv1.BackupPGBackRest:
+		return nil, &restoreBlocked{reasonRestoreSourceMissing,
+			fmt.Sprintf("spec.bootstrap.restore.target: Backup %s is a %s backup, which has no WAL archive to recover to a target with; use a pgbackrest backup", b.Name, b.Spec.Method)}
+	case spec.Target != nil && spec.Target.Time != nil && b.Status.StoppedAt != nil && spec.Target.Time.Time.Before(b.Status.StoppedAt.Time):
+		return nil, &restoreBlocked{reasonRestoreSourceMissing,
+			fmt.Sprintf("spec.bootstrap.restore.target.time %s is before Backup %s ended (%s): recovery can only go forward from a backup",
+				spec.Target.Time.UTC().Format(time.RFC3339Nano), b.Name, b.Status.StoppedAt.UTC().Format(time.RFC3339))}
 	case b.Status.Repository == nil || b.Status.Repository.S3 == nil || b.Status.Path == "":
 		return nil, &restoreBlocked{reasonRestoreSourceMissing,
 			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s does not say where it was written", b.Name)}
@@ -69,10 +77,32 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 	if err := r.copyRestoreCredentials(ctx, c, s3.CredentialsSecret); err != nil {
 		return nil, err
 	}
-	return &instance.RestoreOrder{
-		Method:   instance.MethodLogical,
+	order := &instance.RestoreOrder{
+		Method:   string(b.Spec.Method),
 		Location: objectstore.Location{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, Prefix: b.Status.Path},
-	}, nil
+	}
+	if pb := b.Status.PGBackRest; pb != nil {
+		order.Stanza, order.Set = pb.Stanza, pb.Label
+		if t := spec.Target; t != nil {
+			order.Target.LSN = t.LSN
+			if t.Time != nil {
+				// postgres reads this form; the zone keeps it unambiguous.
+				order.Target.Time = t.Time.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
+			}
+		}
+	}
+	return order, nil
+}
+
+// archiveOrder is where the cluster's instances archive their WAL: its
+// pgBackRest stanza, named after it, in its repository; nil without one.
+func archiveOrder(c *holdfastv1.PostgresCluster) *instance.ArchiveOrder {
+	if c.Spec.Backup == nil || c.Spec.Backup.Repository.S3 == nil {
+		return nil
+	}
+	s3 := c.Spec.Backup.Repository.S3
+	return &instance.ArchiveOrder{Stanza: c.Name, Location: objectstore.Location{
+		Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, Prefix: resources.PGBackRestPath(c)}}
 }
 
 func phaseOrPending(p holdfastv1.BackupPhase) holdfastv1.BackupPhase {
