@@ -75,14 +75,8 @@ func main() {
 		c.faults = append(c.faults, bench.Fault(f))
 	}
 
-	// Benchmarks share the machine's cores and the bench network: one at a
-	// time. The lock goes with the process, however it ends.
-	lock, err := os.OpenFile("/run/lock/holdfast-bench.lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err == nil {
-		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: another benchmark is running (/run/lock/holdfast-bench.lock): %v\n", err)
+	if err := bench.Lock(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 

@@ -6,12 +6,14 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -252,14 +254,25 @@ func WriteReport(dir, name, text string) (string, error) {
 	return path, nil
 }
 
+// Permanent wraps an error that no retry can cure: Poll returns it at once.
+func Permanent(err error) error { return permanentError{err} }
+
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error { return e.error }
+
 // Poll calls f until it succeeds, ctx ends or timeout passes, and then
-// returns f's last error.
+// returns f's last error. An error made by Permanent ends it at once.
 func Poll(ctx context.Context, timeout time.Duration, f func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := f()
 		if err == nil {
 			return nil
+		}
+		var p permanentError
+		if errors.As(err, &p) {
+			return p.error
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
@@ -270,3 +283,21 @@ func Poll(ctx context.Context, timeout time.Duration, f func() error) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Lock makes this process the machine's one running benchmark: benchmarks
+// share its cores and the bench network. The lock goes with the process,
+// however it ends.
+func Lock() error {
+	f, err := os.OpenFile("/run/lock/holdfast-bench.lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err == nil {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
+		return fmt.Errorf("another benchmark is running (/run/lock/holdfast-bench.lock): %w", err)
+	}
+	lockFile = f
+	return nil
+}
+
+// lockFile holds the lock open: a file the collector finalised would close, and release it.
+var lockFile *os.File

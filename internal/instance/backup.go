@@ -68,6 +68,7 @@ type backupJobs struct {
 	mu     sync.Mutex
 	jobs   map[string]*BackupReport
 	cancel map[string]context.CancelFunc
+	method map[string]string
 }
 
 func (j *backupJobs) get(id string) (BackupReport, bool) {
@@ -78,6 +79,18 @@ func (j *backupJobs) get(id string) (BackupReport, bool) {
 		return BackupReport{}, false
 	}
 	return *r, true
+}
+
+// dumping says whether a logical backup runs here now.
+func (j *backupJobs) dumping() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for id, r := range j.jobs {
+		if r.Phase == JobRunning && j.method[id] == MethodLogical {
+			return true
+		}
+	}
+	return false
 }
 
 // StartBackup starts the backup o unless it is already known, and returns its state.
@@ -100,13 +113,16 @@ func (m *Manager) StartBackup(o BackupOrder) (BackupReport, error) {
 		}
 	}
 	if j.jobs == nil {
-		j.jobs, j.cancel = map[string]*BackupReport{}, map[string]context.CancelFunc{}
+		j.jobs, j.cancel, j.method = map[string]*BackupReport{}, map[string]context.CancelFunc{}, map[string]string{}
 	}
+	j.method[o.ID] = o.Method
 	r := &BackupReport{ID: o.ID, Phase: JobRunning, StartedAt: time.Now().UTC()}
 	j.jobs[o.ID] = r
 	ctx, cancel := context.WithCancel(m.runCtx())
 	j.cancel[o.ID] = cancel
 	go func() {
+		// Replay may go on again: the converge loop rewrites the settings.
+		defer m.poke()
 		defer cancel()
 		var done func(r *BackupReport)
 		var err error
@@ -145,6 +161,7 @@ func (m *Manager) StartBackup(o BackupOrder) (BackupReport, error) {
 		m.log.Info("backup completed", "id", o.ID, "bytes", r.SizeBytes, "took", now.Sub(r.StartedAt).String())
 	}()
 	m.log.Info("backup started", "id", o.ID, "method", o.Method, "to", o.Location.String())
+	m.poke()
 	return *r, nil
 }
 

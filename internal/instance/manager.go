@@ -597,6 +597,7 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 		SlotName:     postgres.SlotName(m.cfg.Name),
 		SyncStandbys: d.Replicas, SyncQuorum: d.SyncQuorum,
 		ArchiveCommand: archive,
+		HoldReplay:     m.backups.dumping(),
 	})
 	custom, _ := os.ReadFile(m.cfg.CustomConf)
 	hbaText := postgres.RenderHBA(m.foreignPasswords())

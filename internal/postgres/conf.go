@@ -32,6 +32,10 @@ type ServerConf struct {
 	SyncQuorum   int
 	// ArchiveCommand archives a WAL segment; empty keeps none.
 	ArchiveCommand string
+	// HoldReplay makes a replica wait, rather than cancel its queries,
+	// when replay conflicts with them: a dump running on it must not be
+	// cancelled half way ("canceling statement due to conflict with recovery").
+	HoldReplay bool
 }
 
 // RenderConf writes postgresql.conf. Everything a replica needs to follow a
@@ -76,6 +80,10 @@ func RenderConf(c ServerConf) string {
 	set("password_encryption", "scram-sha-256")
 	set("logging_collector", "off")
 	set("log_destination", "stderr")
+	if c.Role == Replica && c.HoldReplay {
+		set("max_standby_streaming_delay", "-1")
+		set("max_standby_archive_delay", "-1")
+	}
 	if c.Role == Replica {
 		set("primary_conninfo", c.PrimaryConnInfo)
 		set("primary_slot_name", c.SlotName)

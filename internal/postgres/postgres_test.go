@@ -1,6 +1,9 @@
 package postgres
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestRenderParameters(t *testing.T) {
 	tests := []struct {
@@ -32,5 +35,21 @@ func TestIsOwned(t *testing.T) {
 		if IsOwned(name) {
 			t.Errorf("IsOwned(%q) = true, want false", name)
 		}
+	}
+}
+
+func TestRenderConfHoldsReplayOnlyForADumpOnAReplica(t *testing.T) {
+	for _, tt := range []struct {
+		role Role
+		hold bool
+		want bool
+	}{{Replica, true, true}, {Replica, false, false}, {Primary, true, false}} {
+		conf := RenderConf(ServerConf{Name: "x", Port: 5432, Role: tt.role, HoldReplay: tt.hold})
+		if got := strings.Contains(conf, "max_standby_streaming_delay = '-1'"); got != tt.want {
+			t.Errorf("role %s, hold %v: max_standby_streaming_delay -1 is there: %v, want %v\n%s", tt.role, tt.hold, got, tt.want, conf)
+		}
+	}
+	if conf := RenderConf(ServerConf{Name: "x", Port: 5432, Role: Primary}); !strings.Contains(conf, "archive_mode = 'on'") || !strings.Contains(conf, "archive_command = 'true'") {
+		t.Errorf("without a repository, archive_mode must be on with a command that keeps nothing:\n%s", conf)
 	}
 }

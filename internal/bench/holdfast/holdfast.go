@@ -7,17 +7,16 @@ package holdfast
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"holdfast.dev/holdfast/internal/bench"
+	"holdfast.dev/holdfast/internal/bench/sandboxrun"
 	"holdfast.dev/holdfast/internal/loadcheck"
 	"holdfast.dev/holdfast/internal/sandbox/faults"
 	"holdfast.dev/holdfast/internal/sandbox/network"
@@ -41,9 +40,8 @@ const Settings = "failover.unreachableSeconds=6 leaseDurationSeconds=6 renewDead
 const ns = "bench"
 
 type run struct {
-	o          Options
-	dir        string
-	kubeconfig string
+	o  Options
+	sb *sandboxrun.Sandbox
 }
 
 // Run brings up a sandbox, measures every fault o.N times and tears it down.
@@ -51,25 +49,12 @@ func Run(ctx context.Context, o Options) ([]bench.Result, error) {
 	if o.Log == nil {
 		o.Log = os.Stderr
 	}
-	dir, err := os.MkdirTemp("", "holdfast-bench-sandbox-")
+	sb, err := sandboxrun.Up(ctx, o.Holdfast, o.BinDir)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, err
-	}
-	r := &run{o: o, dir: dir, kubeconfig: filepath.Join(dir, "kubeconfig")}
-	defer func() {
-		_ = exec.Command(o.Holdfast, "sandbox", "down", "--dir", dir, "--bin-dir", o.BinDir).Run()
-		if o.Keep {
-			fmt.Fprintf(o.Log, "holdfast: the sandbox's logs and data are kept in %s\n", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}()
-	if out, err := exec.CommandContext(ctx, o.Holdfast, "sandbox", "up", "--dir", dir, "--bin-dir", o.BinDir).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("sandbox up: %v\n%s", err, out)
-	}
+	defer sb.Down(o.Keep, o.Log)
+	r := &run{o: o, sb: sb}
 	if err := r.install(ctx); err != nil {
 		return nil, err
 	}
@@ -126,21 +111,8 @@ rounds:
 // install applies the operator's manifests and a 3-instance cluster with
 // synchronous replication, and waits for it.
 func (r *run) install(ctx context.Context) error {
-	if err := bench.Poll(ctx, time.Minute, func() error {
-		_, err := r.kubectl(ctx, "get", "serviceaccount", "default")
+	if err := r.sb.InstallOperator(ctx, r.o.Manifest, ns); err != nil {
 		return err
-	}); err != nil {
-		return err
-	}
-	for _, args := range [][]string{
-		{"apply", "--server-side", "-k", r.o.Manifest},
-		{"wait", "--for", "condition=Established", "crd/postgresclusters.holdfast.dev", "--timeout=60s"},
-		{"-n", "holdfast-system", "rollout", "status", "deployment/holdfast-operator", "--timeout=5m"},
-		{"create", "namespace", ns},
-	} {
-		if _, err := r.kubectl(ctx, args...); err != nil {
-			return err
-		}
 	}
 	cluster := `apiVersion: holdfast.dev/v1alpha1
 kind: PostgresCluster
@@ -152,10 +124,8 @@ spec:
   synchronous: {quorum: 1}
   resources: {requests: {memory: 128Mi}}
 `
-	cmd := exec.CommandContext(ctx, filepath.Join(r.o.BinDir, "kubectl"), "--kubeconfig", r.kubeconfig, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(cluster)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("applying the cluster: %v: %s", err, out)
+	if _, err := r.sb.KubectlIn(ctx, cluster, "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("applying the cluster: %w", err)
 	}
 	return r.waitHealthy(ctx, 6*time.Minute)
 }
@@ -219,7 +189,7 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 			to = "pg-2"
 		}
 		go func() {
-			out, err := exec.CommandContext(ctx, r.o.Holdfast, "promote", "pg", to, "-n", ns, "--kubeconfig", r.kubeconfig).CombinedOutput()
+			out, err := exec.CommandContext(ctx, r.o.Holdfast, "promote", "pg", to, "-n", ns, "--kubeconfig", r.sb.Kubeconfig).CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(r.o.Log, "holdfast promote: %v: %s\n", err, out)
 			}
@@ -257,18 +227,7 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 }
 
 func (r *run) kubectl(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, filepath.Join(r.o.BinDir, "kubectl"), append([]string{"--kubeconfig", r.kubeconfig}, args...)...).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out)), nil
+	return r.sb.Kubectl(ctx, args...)
 }
 
-func (r *run) secret(name, key string) string {
-	out, err := r.kubectl(context.Background(), "-n", ns, "get", "secret", name, "-o", "jsonpath={.data."+key+"}")
-	if err != nil {
-		return ""
-	}
-	b, _ := base64.StdEncoding.DecodeString(out)
-	return string(b)
-}
+func (r *run) secret(name, key string) string { return r.sb.Secret(ns, name, key) }
