@@ -113,7 +113,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 func (r *Reconciler) start(ctx context.Context, b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) (ctrl.Result, error) {
 	if expired(b, b.CreationTimestamp.Time) {
 		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonDeadlineExceeded,
-			fmt.Sprintf("the backup could not start within %ds: %s", b.Spec.DeadlineSeconds, b.Status.Message))
+			fmt.Sprintf("the backup could not start within %ds; last seen: %s", b.Spec.DeadlineSeconds, orNothing(b.Status.Message)))
 	}
 	if other, err := r.runningBackup(ctx, b); err != nil || other != "" {
 		if err != nil {
