@@ -75,10 +75,12 @@ func main() {
 		c.faults = append(c.faults, bench.Fault(f))
 	}
 
-	if err := bench.Lock(); err != nil {
+	release, err := bench.Lock()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	defer release()
 
 	// Ctrl-C cancels the run; the suite then cleans up and the partial
 	// results are still reported. A second Ctrl-C kills outright.

@@ -285,19 +285,17 @@ func Poll(ctx context.Context, timeout time.Duration, f func() error) error {
 }
 
 // Lock makes this process the machine's one running benchmark: benchmarks
-// share its cores and the bench network. The lock goes with the process,
-// however it ends.
-func Lock() error {
+// share its cores and the bench network. Call the returned release when
+// done; the lock also goes with the process, however it ends.
+func Lock() (release func(), err error) {
 	f, err := os.OpenFile("/run/lock/holdfast-bench.lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err == nil {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	}
 	if err != nil {
-		return fmt.Errorf("another benchmark is running (/run/lock/holdfast-bench.lock): %w", err)
+		return nil, fmt.Errorf("another benchmark is running (/run/lock/holdfast-bench.lock): %w", err)
 	}
-	lockFile = f
-	return nil
+	// The closure keeps f: a file the collector finalised would close, and
+	// so release the lock.
+	return func() { f.Close() }, nil
 }
-
-// lockFile holds the lock open: a file the collector finalised would close, and release it.
-var lockFile *os.File

@@ -21,6 +21,7 @@ import (
 	"holdfast.dev/holdfast/internal/controlplane"
 	"holdfast.dev/holdfast/internal/proc"
 	"holdfast.dev/holdfast/internal/sandbox/network"
+	"holdfast.dev/holdfast/internal/sandbox/snapshot"
 	"holdfast.dev/holdfast/internal/sandbox/storage"
 )
 
@@ -56,8 +57,8 @@ func Serve(ctx context.Context, c Config) error {
 		return fmt.Errorf("writing the pid file: %w", err)
 	}
 	defer os.Remove(c.pidFile())
-	// Every `up` starts a fresh cluster: new PKI, empty etcd.
-	for _, d := range []string{"pki", "etcd", "logs", "volumes", "pods"} {
+	// Every `up` starts a fresh cluster: new PKI, empty etcd, empty object store.
+	for _, d := range []string{"pki", "etcd", "logs", "volumes", "pods", "s3"} {
 		if err := os.RemoveAll(c.path(d)); err != nil {
 			return err
 		}
@@ -90,7 +91,12 @@ func Serve(ctx context.Context, c Config) error {
 	}
 	storageCtx, stopStorage := context.WithCancel(ctx)
 	defer stopStorage()
-	go storage.Run(storageCtx, cs, storage.HostPath{Root: volumes, NodeHostname: NodeName})
+	progress("starting the snapshot controllers")
+	snapshots, err := snapshot.Start(storageCtx, restCfg, volumes)
+	if err != nil {
+		return err
+	}
+	go storage.Run(storageCtx, cs, storage.HostPath{Root: volumes, NodeHostname: NodeName, Snapshots: snapshots})
 
 	progress("starting the pod network and Services")
 	if err := PodBridge.Ensure(); err != nil {
@@ -107,6 +113,13 @@ func Serve(ctx context.Context, c Config) error {
 		}
 	}()
 	cp.procs = append(cp.procs, svcProcs...)
+
+	s3, err := startS3(ctx, c, cs, progress)
+	if err != nil {
+		return err
+	}
+	defer s3.Stop()
+	cp.procs = append(cp.procs, s3)
 
 	progress("starting the node " + NodeName)
 	stopNode, err := startNode(ctx, c, cs)

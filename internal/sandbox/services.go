@@ -260,12 +260,11 @@ func ensureDNSAccess(ctx context.Context, cs kubernetes.Interface) error {
 	return nil
 }
 
-// ensureDNSService makes Service kube-system/kube-dns at ClusterDNS, without
-// a selector, and an EndpointSlice that sends it to CoreDNS at server:53.
+// ensureDNSService makes Service kube-system/kube-dns at ClusterDNS, sent
+// to CoreDNS at server:53.
 func ensureDNSService(ctx context.Context, cs kubernetes.Interface, server net.IP) error {
-	const name, ns = "kube-dns", metav1.NamespaceSystem
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"k8s-app": "kube-dns"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: metav1.NamespaceSystem, Labels: map[string]string{"k8s-app": "kube-dns"}},
 		Spec: corev1.ServiceSpec{
 			ClusterIP: ClusterDNS,
 			Ports: []corev1.ServicePort{
@@ -274,11 +273,37 @@ func ensureDNSService(ctx context.Context, cs kubernetes.Interface, server net.I
 			},
 		},
 	}
-	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating Service %s/%s: %w", ns, name, err)
+	_, err := ensureHostService(ctx, cs, svc, "coredns", server)
+	return err
+}
+
+// ensureHostService makes svc, which has no selector, and an EndpointSlice
+// <name>-<process> that sends each of its ports to its numeric targetPort
+// (or its port) on server: the sandbox's own servers run on the host, not
+// in pods, so no controller would fill the slice. It returns the Service's
+// ClusterIP.
+func ensureHostService(ctx context.Context, cs kubernetes.Interface, svc *corev1.Service, process string, server net.IP) (string, error) {
+	ns, name := svc.Namespace, svc.Name
+	created, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		created, err = cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	if err != nil {
+		return "", fmt.Errorf("creating Service %s/%s: %w", ns, name, err)
+	}
+	var ports []discoveryv1.EndpointPort
+	for _, p := range svc.Spec.Ports {
+		port, protocol := p.Port, p.Protocol
+		if p.TargetPort.IntVal != 0 {
+			port = p.TargetPort.IntVal
+		}
+		if protocol == "" {
+			protocol = corev1.ProtocolTCP // the Service's default, which a slice does not get
+		}
+		ports = append(ports, discoveryv1.EndpointPort{Name: ptr.To(p.Name), Protocol: ptr.To(protocol), Port: ptr.To(port)})
 	}
 	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-coredns", Namespace: ns, Labels: map[string]string{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-" + process, Namespace: ns, Labels: map[string]string{
 			discoveryv1.LabelServiceName: name,
 			discoveryv1.LabelManagedBy:   servicesManagedBy,
 		}},
@@ -288,41 +313,50 @@ func ensureDNSService(ctx context.Context, cs kubernetes.Interface, server net.I
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 			NodeName:   ptr.To(NodeName),
 		}},
-		Ports: []discoveryv1.EndpointPort{
-			{Name: ptr.To("dns"), Protocol: ptr.To(corev1.ProtocolUDP), Port: ptr.To[int32](53)},
-			{Name: ptr.To("dns-tcp"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To[int32](53)},
-		},
+		Ports: ports,
 	}
 	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating EndpointSlice %s/%s: %w", ns, slice.Name, err)
+		return "", fmt.Errorf("creating EndpointSlice %s/%s: %w", ns, slice.Name, err)
 	}
-	return nil
+	return created.Spec.ClusterIP, nil
 }
 
 // waitDNS waits until CoreDNS at server answers for the `kubernetes`
 // Service, which it does once it has read the API.
 func waitDNS(ctx context.Context, c Config, dns *controlplane.Process, server net.IP) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 	r := dnsResolver(net.JoinHostPort(server.String(), "53"))
 	name := "kubernetes.default.svc." + ClusterDomain + "."
+	return waitAnswers(ctx, c, dns, "CoreDNS does not answer for "+name, func(ctx context.Context) error {
+		_, err := r.LookupHost(ctx, name)
+		return err
+	})
+}
+
+// waitAnswers polls ask, two seconds at most a try, until it succeeds, p
+// exits, or a minute has passed: a server the sandbox started answers
+// within seconds, or something is wrong that its log (logs/<p.Name>.log)
+// tells.
+func waitAnswers(ctx context.Context, c Config, p *controlplane.Process, failure string, ask func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	log := c.path("logs", p.Name+".log")
 	var last error
 	for {
 		select {
-		case <-dns.Exited():
-			return fmt.Errorf("coredns exited (%v); see %s", dns.Err(), c.path("logs", "coredns.log"))
+		case <-p.Exited():
+			return fmt.Errorf("%s exited (%v); see %s", p.Name, p.Err(), log)
 		default:
 		}
-		lookupCtx, cancelLookup := context.WithTimeout(ctx, 2*time.Second)
-		_, err := r.LookupHost(lookupCtx, name)
-		cancelLookup()
+		askCtx, cancelAsk := context.WithTimeout(ctx, 2*time.Second)
+		err := ask(askCtx)
+		cancelAsk()
 		if err == nil {
 			return nil
 		}
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("CoreDNS does not answer for %s: %w; see %s", name, errors.Join(last, ctx.Err()), c.path("logs", "coredns.log"))
+			return fmt.Errorf("%s: %w; see %s", failure, errors.Join(last, ctx.Err()), log)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 const ns = "e2e"
@@ -198,54 +195,16 @@ func (e *sandboxEnv) podIP(t *testing.T, pod string) string {
 	return e.mustKubectl("", "-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
 }
 
-// connect opens a connection as the app user of the cluster the host belongs to.
-func (e *sandboxEnv) connect(ctx context.Context, host string) (*pgx.Conn, error) {
-	user := e.secretValue(ns, "pg-app", "username")
-	password := e.secretValue(ns, "pg-app", "password")
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 dbname=app sslmode=disable connect_timeout=5", host))
-	if err != nil {
-		return nil, err
-	}
-	cfg.User, cfg.Password = user, password
-	return pgx.ConnectConfig(ctx, cfg)
-}
-
-// sql runs statements at host, retrying until the Service routes there.
+// sql runs statements at host as pg's app user, retrying until the Service routes there.
 func (e *sandboxEnv) sql(t *testing.T, host, statements string) {
 	t.Helper()
-	poll(t, time.Minute, "running SQL at "+host, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		conn, err := e.connect(ctx, host)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		_, err = conn.Exec(ctx, statements)
-		return err
-	})
+	e.sqlAs(t, "pg", host, statements)
 }
 
 // waitRow waits until host serves the row id with note.
 func (e *sandboxEnv) waitRow(t *testing.T, host string, id int, note string) {
 	t.Helper()
-	poll(t, time.Minute, fmt.Sprintf("row %d at %s", id, host), func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := e.connect(ctx, host)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(ctx)
-		var got string
-		if err := conn.QueryRow(ctx, "SELECT note FROM e2e WHERE id = $1", id).Scan(&got); err != nil {
-			return err
-		}
-		if got != note {
-			return errorString("note " + got)
-		}
-		return nil
-	})
+	e.waitRowAs(t, "pg", host, id, note)
 }
 
 // podWatch records a cluster's pods a few times a second and checks the

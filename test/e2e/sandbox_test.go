@@ -6,6 +6,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
+	hfsandbox "holdfast.dev/holdfast/internal/sandbox"
 	"holdfast.dev/holdfast/internal/testutil"
 )
 
@@ -135,6 +140,72 @@ func TestSandboxUpDown(t *testing.T) {
 		})
 		if _, err := os.Stat(filepath.Join(dir, "volumes", volumeOf["kept"])); err != nil {
 			t.Errorf("the Retain volume's folder is gone: %v", err)
+		}
+	})
+
+	t.Run("S3: signed requests through the Service's name as pods use it; other keys refused", func(t *testing.T) {
+		info, err := hfsandbox.ReadS3(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Pods read the Secret; it must name the same store and keys.
+		for key, want := range map[string]string{"endpoint": info.Endpoint, "bucket": info.Bucket, "region": info.Region,
+			"accessKeyId": info.AccessKeyID, "secretAccessKey": info.SecretAccessKey, "ca\\.crt": info.CACert} {
+			out, err := kubectl("get", "secret", hfsandbox.S3SecretName, "-o", "jsonpath={.data."+key+"}")
+			if err != nil {
+				t.Fatalf("Secret %s: %v %s", hfsandbox.S3SecretName, err, out)
+			}
+			if got, err := base64.StdEncoding.DecodeString(out); err != nil || string(got) != want {
+				t.Errorf("Secret %s key %s does not match %s/s3/endpoint.json", hfsandbox.S3SecretName, key, dir)
+			}
+		}
+		// The name through CoreDNS, the ClusterIP through kube-proxy, and the
+		// certificate's DNS name: the path a pod's pgBackRest takes.
+		clusterDNS := resolverVia(net.JoinHostPort(hfsandbox.ClusterDNS, "53"), "udp", nil)
+		client, err := info.Client(info.Endpoint, clusterDNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const key, body = "e2e/object", "written through the Service"
+		testutil.Eventually(t, 200*time.Millisecond, time.Minute, "a signed PUT to "+info.Endpoint, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			_, err := client.PutObject(ctx, info.Bucket, key, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{})
+			return err
+		})
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		obj, err := client.GetObject(ctx, info.Bucket, key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(obj)
+		obj.Close()
+		if err != nil || string(got) != body {
+			t.Errorf("GET %s: %q, %v; want %q", key, got, err, body)
+		}
+		listed := false
+		for o := range client.ListObjects(ctx, info.Bucket, minio.ListObjectsOptions{Prefix: "e2e/"}) {
+			if o.Err != nil {
+				t.Fatalf("listing: %v", o.Err)
+			}
+			listed = listed || o.Key == key
+		}
+		if !listed {
+			t.Errorf("%s is not listed", key)
+		}
+		wrongSecret, unknownKey := info, info
+		wrongSecret.SecretAccessKey += "x"
+		unknownKey.AccessKeyID = "nobody"
+		for want, bad := range map[string]hfsandbox.S3Info{"SignatureDoesNotMatch": wrongSecret, "InvalidAccessKeyId": unknownKey} {
+			client, err := bad.Client(bad.Endpoint, clusterDNS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = client.PutObject(ctx, bad.Bucket, key, strings.NewReader("forged"), 6, minio.PutObjectOptions{})
+			if code := minio.ToErrorResponse(err).Code; code != want {
+				t.Errorf("writing with bad keys: %v (code %q), want %s", err, code, want)
+			}
 		}
 	})
 

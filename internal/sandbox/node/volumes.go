@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"holdfast.dev/holdfast/internal/sandbox/storage"
 )
 
 // volumeWriter makes a pod's volumes as folders on this machine, as the
@@ -279,8 +281,15 @@ func (w volumeWriter) claim(ctx context.Context, name string) (string, error) {
 		path = pv.Spec.HostPath.Path
 	case pv.Spec.Local != nil:
 		path = pv.Spec.Local.Path
+	case pv.Spec.CSI != nil && pv.Spec.CSI.Driver == storage.DriverName:
+		// No CSI driver runs: the sandbox's provisioner names its folders as
+		// CSI volumes so that they can be snapshotted, and says where they are.
+		path = pv.Spec.CSI.VolumeAttributes[storage.PathAttribute]
+		if path == "" {
+			return "", fmt.Errorf("volume %s of driver %s has no %q attribute", pv.Name, storage.DriverName, storage.PathAttribute)
+		}
 	default:
-		return "", fmt.Errorf("volume %s is neither hostPath nor local, which is all the sandbox can mount", pv.Name)
+		return "", fmt.Errorf("volume %s is neither hostPath, local nor of driver %s, which is all the sandbox can mount", pv.Name, storage.DriverName)
 	}
 	if w.fsGroup != nil {
 		if err := ownByGroup(path, int(*w.fsGroup)); err != nil {

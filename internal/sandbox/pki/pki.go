@@ -132,6 +132,38 @@ func PublicKeyPEM(k crypto.PublicKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
 
+// LoadCA reads a CA kept in dir as ca.crt (CertPEM) and ca.key (KeyPEM),
+// as the sandbox keeps it: certificates made after the control plane's,
+// whose names depend on objects in the API, are signed by the same CA.
+func LoadCA(dir string) (*CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA key: %w", err)
+	}
+	certBlock, _ := pem.Decode(certPEM)
+	keyBlock, _ := pem.Decode(keyPEM)
+	if certBlock == nil || keyBlock == nil {
+		return nil, fmt.Errorf("the CA in %s is not PEM", dir)
+	}
+	cert, err := x509.ParseCertificate(certBlock.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the CA certificate: %w", err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("the CA key in %s cannot sign", dir)
+	}
+	return &CA{Cert: cert, Key: signer}, nil
+}
+
 // WriteLeaf writes name.crt and name.key into dir; keys are private to the owner.
 func WriteLeaf(dir, name string, l *Leaf) error {
 	key, err := KeyPEM(l.Key)
