@@ -59,6 +59,10 @@ type BackupSpec struct {
 	// +optional
 	Target BackupTarget `json:"target,omitempty"`
 
+	// VolumeSnapshot tunes a volumeSnapshot backup.
+	// +optional
+	VolumeSnapshot *VolumeSnapshotBackupSpec `json:"volumeSnapshot,omitempty"`
+
 	// PGBackRest tunes a pgbackrest backup.
 	// +optional
 	PGBackRest *PGBackRestBackupSpec `json:"pgbackrest,omitempty"`
@@ -71,6 +75,17 @@ type BackupSpec struct {
 	// +kubebuilder:default=3600
 	// +optional
 	DeadlineSeconds int32 `json:"deadlineSeconds,omitempty"`
+}
+
+// VolumeSnapshotBackupSpec says how a volumeSnapshot backup is taken: a
+// cold snapshot of a replica stopped for it (a folder copy, or any CSI
+// snapshot, of a running server is not consistent without the WAL archive;
+// a stopped one is, and the primary never stops).
+type VolumeSnapshotBackupSpec struct {
+	// ClassName is the VolumeSnapshotClass; absent, the cluster's default.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ClassName string `json:"className,omitempty"`
 }
 
 // PGBackRestBackupSpec is how much a pgBackRest backup copies.
@@ -148,6 +163,11 @@ type BackupStatus struct {
 	// ServerVersion is the postgres server version (server_version_num) the backup was read from.
 	// +optional
 	ServerVersion int `json:"serverVersion,omitempty"`
+
+	// VolumeSnapshot is the VolumeSnapshot a volumeSnapshot backup made, in
+	// the Backup's namespace; deleting the Backup deletes it.
+	// +optional
+	VolumeSnapshot string `json:"volumeSnapshot,omitempty"`
 
 	// PGBackRest describes a pgbackrest backup's set.
 	// +optional

@@ -323,6 +323,12 @@ type SchedulingSpec struct {
 // operator removes it once the switchover is done or refused.
 const AnnotationSwitchoverTo = "holdfast.dev/switchover-to"
 
+// AnnotationFencedFor on a replica's pod names the Backup that has it
+// stopped for a VolumeSnapshot of its volume; the Backup controller sets and
+// removes it, and the cluster's controller fences the replica meanwhile. It
+// never stops the primary.
+const AnnotationFencedFor = "holdfast.dev/fenced-for-backup"
+
 // ClusterPhase is a one-word summary of the cluster; conditions carry the detail.
 type ClusterPhase string
 

@@ -53,6 +53,15 @@ func newInstanceWatchdogCmd() *cobra.Command {
 	return cmd
 }
 
+// clusterIdentity is namespace/name of the pod's cluster, or "" outside one.
+func clusterIdentity() string {
+	ns, name := os.Getenv("NAMESPACE"), os.Getenv("CLUSTER_NAME")
+	if ns == "" || name == "" {
+		return ""
+	}
+	return ns + "/" + name
+}
+
 func newInstanceRunCmd() *cobra.Command {
 	cfg := instance.Config{StopTimeout: 50 * time.Second}
 	cmd := &cobra.Command{
@@ -91,6 +100,7 @@ func newInstanceRunCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", os.Getenv("POD_NAME"), "instance name (the pod name)")
+	f.StringVar(&cfg.Cluster, "cluster", clusterIdentity(), "the cluster this instance belongs to, namespace/name (from NAMESPACE and CLUSTER_NAME)")
 	f.StringVar(&cfg.DataDir, "data-dir", os.Getenv("PGDATA"), "postgres data directory")
 	f.StringVar(&cfg.RunDir, "run-dir", "/var/run/postgresql", "socket and password file folder")
 	f.StringVar(&cfg.PGBinDir, "pg-bin-dir", "", "folder of the postgres binaries (default: PATH)")

@@ -27,8 +27,12 @@ type BackupOrder struct {
 	Expire string `json:"expire,omitempty"`
 }
 
-// Backup methods an instance carries out.
-const MethodLogical = "logical"
+// Backup methods an instance carries out, and the restore of a snapshot
+// it takes part in.
+const (
+	MethodLogical        = "logical"
+	MethodVolumeSnapshot = "volumeSnapshot"
+)
 
 // Phases of a backup job as the instance reports them.
 const (

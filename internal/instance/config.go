@@ -17,7 +17,10 @@ import (
 // In a pod it comes from the flags' defaults and the environment the
 // StatefulSet sets; tests run several instances side by side on one machine.
 type Config struct {
-	Name     string // the pod name: application_name and slot name
+	Name string // the pod name: application_name and slot name
+	// Cluster is namespace/name of the cluster; a data volume that carries
+	// another cluster's state (restored from its snapshot) is told apart by it.
+	Cluster  string
 	DataDir  string // PGDATA
 	RunDir   string // socket and password file; not persistent
 	PGBinDir string // postgres, initdb, pg_basebackup, pg_rewind; "" searches PATH
@@ -94,6 +97,8 @@ type Desired struct {
 	Archive *ArchiveOrder `json:"archive,omitempty"`
 	// Fenced stops postgres until unfenced.
 	Fenced bool `json:"fenced,omitempty"`
+	// Cluster is namespace/name of the cluster the order is for.
+	Cluster string `json:"cluster,omitempty"`
 	// Epoch grows with every change of primary; an instance ignores a
 	// Desired older than the last it accepted, so a delayed message from
 	// before a failover cannot undo it.
@@ -140,6 +145,11 @@ func (c Config) loadDesired() (*Desired, error) {
 	var d Desired
 	if err := json.Unmarshal(b, &d); err != nil {
 		return nil, fmt.Errorf("parsing %s: %w", c.desiredFile(), err)
+	}
+	if d.Cluster != "" && c.Cluster != "" && d.Cluster != c.Cluster {
+		// A volume restored from another cluster's snapshot: its orders,
+		// and their epochs, are that cluster's, not this one's.
+		return nil, nil
 	}
 	return &d, nil
 }

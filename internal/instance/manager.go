@@ -330,6 +330,11 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 		m.server = nil
 	}
 
+	if r := d.Restore; r != nil && r.Method == MethodVolumeSnapshot && d.Role == postgres.Primary {
+		if err := m.adoptSnapshot(); err != nil {
+			return "", err
+		}
+	}
 	if !exists(filepath.Join(m.cfg.DataDir, "PG_VERSION")) {
 		if err := m.bootstrap(ctx, d); err != nil {
 			return "", err

@@ -266,3 +266,23 @@ func (m *Manager) clearRecoverySettings(ctx context.Context) error {
 	m.log.Info("cleared the restore's recovery settings")
 	return nil
 }
+
+// adoptSnapshot takes over a data directory restored from another
+// cluster's VolumeSnapshot, once: it holds that cluster's passwords until
+// this one's are set. The volume came from a cleanly stopped replica, so
+// postgres starts as a standby with nothing to follow and is promoted, on a
+// new timeline.
+func (m *Manager) adoptSnapshot() error {
+	marker := filepath.Join(filepath.Dir(m.cfg.DataDir), "holdfast-adopted-by")
+	if b, err := os.ReadFile(marker); err == nil && string(b) == m.cfg.Cluster {
+		return nil
+	}
+	if !exists(filepath.Join(m.cfg.DataDir, "PG_VERSION")) {
+		return errors.New("the claim restored from the VolumeSnapshot holds no data directory")
+	}
+	if err := m.writeFile(m.foreignPasswordsMarker(), nil, 0o600); err != nil {
+		return err
+	}
+	m.log.Info("adopted a data directory restored from a VolumeSnapshot")
+	return m.writeFile(marker, []byte(m.cfg.Cluster), 0o600)
+}

@@ -6,6 +6,10 @@ package resources
 import (
 	"fmt"
 	"path"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 )
@@ -73,6 +77,19 @@ func StatefulSetName(c *holdfastv1.PostgresCluster) string { return c.Name }
 // InstanceName is the pod name of the ordinal-th instance.
 func InstanceName(c *holdfastv1.PostgresCluster, ordinal int) string {
 	return fmt.Sprintf("%s-%d", c.Name, ordinal)
+}
+
+// VolumeSnapshotGVK is the kind a volumeSnapshot backup makes. The operator
+// reads it unstructured: the snapshot API is an add-on a cluster may lack.
+var VolumeSnapshotGVK = schema.GroupVersionKind{Group: "snapshot.storage.k8s.io", Version: "v1", Kind: "VolumeSnapshot"}
+
+// Ordinal is the StatefulSet ordinal of an instance's pod name, or -1.
+func Ordinal(pod string) int {
+	n, err := strconv.Atoi(pod[strings.LastIndexByte(pod, '-')+1:])
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // ServiceRWName is the Service that follows the primary.

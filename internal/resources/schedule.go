@@ -1,6 +1,8 @@
 package resources
 
 import (
+	"maps"
+
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -38,6 +40,10 @@ const jobGrace = 300
 func ScheduleCronJob(s *holdfastv1.BackupSchedule, opts Options) *batchv1.CronJob {
 	labels := ScheduleLabels(s)
 	name := ScheduleRunnerName(s)
+	// Not the cluster's label on the Jobs' pods: the cluster's pods are
+	// selected by it, and these are not instances.
+	podLabels := maps.Clone(labels)
+	delete(podLabels, LabelCluster)
 	return &batchv1.CronJob{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "batch/v1", Kind: "CronJob"},
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace, Labels: labels},
@@ -50,13 +56,13 @@ func ScheduleCronJob(s *holdfastv1.BackupSchedule, opts Options) *batchv1.CronJo
 			SuccessfulJobsHistoryLimit: ptr.To[int32](3),
 			FailedJobsHistoryLimit:     ptr.To[int32](3),
 			JobTemplate: batchv1.JobTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
 				Spec: batchv1.JobSpec{
 					BackoffLimit:            ptr.To[int32](0),
 					ActiveDeadlineSeconds:   ptr.To(int64(s.Spec.DeadlineSeconds) + jobGrace),
 					TTLSecondsAfterFinished: ptr.To[int32](24 * 3600),
 					Template: corev1.PodTemplateSpec{
-						ObjectMeta: metav1.ObjectMeta{Labels: labels},
+						ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
 						Spec: corev1.PodSpec{
 							ServiceAccountName:           name,
 							AutomountServiceAccountToken: ptr.To(true),

@@ -82,17 +82,18 @@ func retention(r holdfastv1.ClaimRetention) appsv1.PersistentVolumeClaimRetentio
 func repositoryVolumes(c *holdfastv1.PostgresCluster) ([]corev1.Volume, []corev1.VolumeMount) {
 	var vols []corev1.Volume
 	var mounts []corev1.VolumeMount
-	add := func(name, secret, path string) {
+	add := func(name, secret, path string, optional bool) {
 		vols = append(vols, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: secret, DefaultMode: ptr.To[int32](0o440),
+			SecretName: secret, DefaultMode: ptr.To[int32](0o440), Optional: ptr.To(optional),
 		}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: path, ReadOnly: true})
 	}
 	if b := c.Spec.Backup; b != nil && b.Repository.S3 != nil {
-		add(VolumeRepository, b.Repository.S3.CredentialsSecret, RepositoryMountPath)
+		add(VolumeRepository, b.Repository.S3.CredentialsSecret, RepositoryMountPath, false)
 	}
 	if c.Spec.Bootstrap.Restore != nil {
-		add(VolumeRestoreRepository, SecretRestoreRepositoryName(c), RestoreRepositoryMountPath)
+		// Optional: a restore from a VolumeSnapshot reads no repository.
+		add(VolumeRestoreRepository, SecretRestoreRepositoryName(c), RestoreRepositoryMountPath, true)
 	}
 	return vols, mounts
 }

@@ -238,6 +238,40 @@ spec:
 		}
 	})
 
+	t.Run("a VolumeSnapshot of a stopped replica restores into a new cluster", func(t *testing.T) {
+		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (7001, 'before the snapshot')`)
+		e.waitRowAs(t, "src", e.podIP(t, "src-1"), 7001, "before the snapshot")
+		atSnapshot := e.tableDigest(t, "src", rw)
+		primary := e.mustKubectl("", "-n", ns, "get", "pgc", "src", "-o", "jsonpath={.status.currentPrimary}")
+		e.mustKubectl(backupManifest("s1", "src")+"  method: volumeSnapshot\n", "apply", "-f", "-")
+		status := e.waitBackup(t, "s1", "Completed")
+		if status["instance"] == primary || status["instance"] == "" {
+			t.Errorf("the snapshot stopped %q; it must stop a replica, never the primary %s", status["instance"], primary)
+		}
+		if ready := e.mustKubectl("", "-n", ns, "get", "volumesnapshot", "s1", "-o", "jsonpath={.status.readyToUse}"); ready != "true" {
+			t.Errorf("VolumeSnapshot s1 readyToUse %q", ready)
+		}
+		// The replica is let go and rejoins; writes went on meanwhile.
+		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (7002, 'after the snapshot')`)
+		e.waitRowAs(t, "src", e.podIP(t, status["instance"]), 7002, "after the snapshot")
+		e.waitReady(t, "src", 2, 2*time.Minute)
+
+		e.mustKubectl(clusterManifest("snap", 2, "")+`
+  bootstrap:
+    restore:
+      backup:
+        name: s1`, "apply", "-f", "-")
+		e.waitReady(t, "snap", 2, 6*time.Minute)
+		if got := e.tableDigest(t, "snap", e.serviceIP(t, "snap-rw")); got != atSnapshot {
+			t.Errorf("restored table: %s; at the snapshot: %s", got, atSnapshot)
+		}
+		e.waitRowAs(t, "snap", e.podIP(t, "snap-1"), 7001, "before the snapshot")
+		srcTL, _ := strconv.Atoi(e.mustKubectl("", "-n", ns, "get", "pgc", "src", "-o", "jsonpath={.status.instances[0].timeline}"))
+		if tl, _ := strconv.Atoi(e.mustKubectl("", "-n", ns, "get", "pgc", "snap", "-o", "jsonpath={.status.instances[0].timeline}")); tl <= srcTL {
+			t.Errorf("restored primary on timeline %d, the source's is %d; a restore opens a new one", tl, srcTL)
+		}
+	})
+
 	t.Run("a restore from a missing backup is refused with a clear status", func(t *testing.T) {
 		e.mustKubectl(clusterManifest("ghost", 1, "")+`
   bootstrap:

@@ -103,8 +103,19 @@ func TestBackupAdmissionRejectsBadSpecs(t *testing.T) {
 		if err := k8s.Create(t.Context(), b); err != nil {
 			t.Fatal(err)
 		}
-		b.Spec.Cluster.Name = "other"
-		wantRejected(t, k8s.Update(t.Context(), b), "a Backup's spec cannot change")
+		// The operator adds its finalizer meanwhile: change the latest version.
+		var err error
+		eventually(t, settle, "an update that is not a conflict", func(ctx context.Context) error {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(b), b); err != nil {
+				return err
+			}
+			b.Spec.Cluster.Name = "other"
+			if err = k8s.Update(ctx, b); apierrors.IsConflict(err) {
+				return err
+			}
+			return nil
+		})
+		wantRejected(t, err, "a Backup's spec cannot change")
 	})
 }
 
@@ -144,7 +155,7 @@ func TestBackupsThatCannotRunFailAndSayWhy(t *testing.T) {
 	}{
 		{"no-cluster", "nowhere", holdfastv1.BackupLogical, holdfastv1.BackupReasonClusterNotFound, "PostgresCluster nowhere does not exist"},
 		{"no-repository", "plain", holdfastv1.BackupLogical, holdfastv1.BackupReasonNoRepository, "has no spec.backup.repository"},
-		{"not-served", "withrepo", holdfastv1.BackupVolumeSnapshot, holdfastv1.BackupReasonMethodNotServed, "volumeSnapshot method is not served yet"},
+		{"snapshot-without-replica", "withrepo", holdfastv1.BackupVolumeSnapshot, holdfastv1.BackupReasonNoInstance, "a volumeSnapshot backup stops a replica"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -250,6 +261,9 @@ func TestBackupScheduleRunsACronJobAndPrunes(t *testing.T) {
 		spec := cj.Spec
 		if spec.Schedule != "30 2 * * *" || ptr.Deref(spec.TimeZone, "") != "Europe/Paris" || spec.ConcurrencyPolicy != batchv1.ForbidConcurrent {
 			return fmt.Errorf("CronJob spec: %q %v %s", spec.Schedule, spec.TimeZone, spec.ConcurrencyPolicy)
+		}
+		if _, ok := spec.JobTemplate.Spec.Template.Labels[resources.LabelCluster]; ok {
+			return fmt.Errorf("the Jobs' pods carry %s, which selects the cluster's instances", resources.LabelCluster)
 		}
 		pod := spec.JobTemplate.Spec.Template.Spec
 		if pod.ServiceAccountName != name || !strings.Contains(strings.Join(pod.Containers[0].Command, " "), "backup create --schedule nightly") {

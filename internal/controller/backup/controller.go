@@ -29,6 +29,7 @@ import (
 
 // InstanceAPI is the part of the instance managers' API backups use.
 type InstanceAPI interface {
+	Status(ctx context.Context, base string) (instance.Report, error)
 	StartBackup(ctx context.Context, base, token string, o instance.BackupOrder) (instance.BackupReport, error)
 	CancelBackup(ctx context.Context, base, token, id string) error
 }
@@ -93,8 +94,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, fmt.Errorf("reading cluster %s: %w", b.Spec.Cluster.Name, err)
 	}
 	if b.Spec.Method == holdfastv1.BackupVolumeSnapshot {
-		return ctrl.Result{}, r.fail(ctx, &b, holdfastv1.BackupReasonMethodNotServed,
-			fmt.Sprintf("the %s method is not served yet; use logical or pgbackrest", b.Spec.Method))
+		if b.Status.Phase == "" || b.Status.Phase == holdfastv1.BackupPending {
+			return r.snapshotStart(ctx, &b, &c)
+		}
+		return r.snapshotFollow(ctx, &b, &c)
 	}
 	if c.Spec.Backup == nil || c.Spec.Backup.Repository.S3 == nil {
 		return ctrl.Result{}, r.fail(ctx, &b, holdfastv1.BackupReasonNoRepository,
@@ -230,6 +233,11 @@ func (r *Reconciler) note(ctx context.Context, b *holdfastv1.Backup, msg string)
 
 // fail ends the backup as Failed. The cluster is not touched.
 func (r *Reconciler) fail(ctx context.Context, b *holdfastv1.Backup, reason, msg string) error {
+	if b.Spec.Method == holdfastv1.BackupVolumeSnapshot && b.Status.Instance != "" {
+		if err := r.setFence(ctx, b, false); err != nil {
+			return err
+		}
+	}
 	now := metav1.Now()
 	b.Status.Phase, b.Status.Reason, b.Status.Message = holdfastv1.BackupFailed, reason, msg
 	b.Status.StoppedAt = &now
@@ -247,6 +255,12 @@ func (r *Reconciler) finalize(ctx context.Context, b *holdfastv1.Backup) (ctrl.R
 	}
 	if b.Status.Phase == holdfastv1.BackupRunning {
 		r.cancelOnInstance(ctx, b)
+	}
+	if b.Spec.Method == holdfastv1.BackupVolumeSnapshot && b.Status.Instance != "" {
+		// The snapshot itself goes with its owner, the Backup.
+		if err := r.setFence(ctx, b, false); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	var err error
 	if b.Status.PGBackRest != nil {

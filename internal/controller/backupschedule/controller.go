@@ -117,11 +117,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	if !equality.Semantic.DeepEqual(st, s.Status) {
+		// A patch, not an update: a conflict would lose the count of the
+		// backups just pruned, which the next look no longer sees.
+		patch := client.MergeFrom(s.DeepCopy())
 		s.Status = st
-		if err := r.Client.Status().Update(ctx, &s); err != nil {
-			if apierrors.IsConflict(err) {
-				return ctrl.Result{RequeueAfter: time.Second}, nil
-			}
+		if err := r.Client.Status().Patch(ctx, &s, patch); err != nil {
 			return ctrl.Result{}, fmt.Errorf("updating status: %w", err)
 		}
 	}

@@ -86,7 +86,7 @@ func chooseCandidate(c *holdfastv1.PostgresCluster, views []view, old string) (s
 	for i := range views {
 		v := &views[i]
 		name := v.Pod.Name
-		if name == old || ordinal(name) >= int(c.Spec.Instances) || v.Pod.DeletionTimestamp != nil {
+		if name == old || resources.Ordinal(name) >= int(c.Spec.Instances) || v.Pod.DeletionTimestamp != nil {
 			continue
 		}
 		if h, _ := judgePrimary(v); h != healthy {
@@ -248,7 +248,7 @@ func considerSwitchover(c *holdfastv1.PostgresCluster, views []view, now time.Ti
 		}
 	}
 	switch {
-	case v == nil || ordinal(want) >= int(c.Spec.Instances):
+	case v == nil || resources.Ordinal(want) >= int(c.Spec.Instances):
 		refuse("no such instance")
 		return
 	case v.Report == nil || v.Report.Role != postgres.Replica || !v.Report.Ready:

@@ -144,9 +144,11 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		default:
 			p.Roles[name] = ""
 		}
-		if name != target && follow && ordinal(name) < int(c.Spec.Instances) && v.Pod.DeletionTimestamp == nil {
+		if name != target && follow && resources.Ordinal(name) < int(c.Spec.Instances) && v.Pod.DeletionTimestamp == nil {
 			p.Desired[name] = instance.Desired{
 				Role: postgres.Replica, PrimaryHost: primary.Pod.Status.PodIP, PrimaryPort: postgres.Port, Epoch: p.Epoch,
+				// A backup snapshots this replica's volume while it is stopped.
+				Fenced: v.Pod.Annotations[holdfastv1.AnnotationFencedFor] != "",
 			}
 		}
 	}
@@ -164,7 +166,7 @@ func syncQuorum(c *holdfastv1.PostgresCluster, views []view, primary *view, targ
 	}
 	joined := 0
 	for _, v := range views {
-		if v.Pod.Name != target && ordinal(v.Pod.Name) < int(c.Spec.Instances) && v.Report != nil &&
+		if v.Pod.Name != target && resources.Ordinal(v.Pod.Name) < int(c.Spec.Instances) && v.Report != nil &&
 			v.Report.Role == postgres.Replica && v.Report.Postgres != nil {
 			joined++
 		}
@@ -264,12 +266,12 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		d.Restore = restore
 		p.Desired[p.TargetPrimary] = d
 	}
-	if archive := archiveOrder(c); archive != nil {
-		// Every instance: whichever is promoted archives from then on.
-		for name, d := range p.Desired {
-			d.Archive = archive
-			p.Desired[name] = d
-		}
+	archive := archiveOrder(c)
+	for name, d := range p.Desired {
+		// Every instance archives: whichever is promoted does from then on.
+		d.Archive = archive
+		d.Cluster = c.Namespace + "/" + c.Name
+		p.Desired[name] = d
 	}
 	was := c.Status.DeepCopy()
 	if p.Epoch != c.Status.Epoch || p.TargetPrimary != c.Status.TargetPrimary {

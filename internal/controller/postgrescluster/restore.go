@@ -8,7 +8,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -59,9 +62,6 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 	case b.Status.Phase != holdfastv1.BackupCompleted:
 		return nil, &restoreBlocked{reasonRestoreSourceNotReady,
 			fmt.Sprintf("waiting for Backup %s to complete (it is %s)", b.Name, phaseOrPending(b.Status.Phase))}
-	case b.Spec.Method == holdfastv1.BackupVolumeSnapshot:
-		return nil, &restoreBlocked{reasonRestoreSourceMissing,
-			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s is a %s backup; restoring those is not supported yet", b.Name, b.Spec.Method)}
 	case spec.Target != nil && b.Spec.Method != holdfastv1.BackupPGBackRest:
 		return nil, &restoreBlocked{reasonRestoreSourceMissing,
 			fmt.Sprintf("spec.bootstrap.restore.target: Backup %s is a %s backup, which has no WAL archive to recover to a target with; use a pgbackrest backup", b.Name, b.Spec.Method)}
@@ -69,6 +69,8 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 		return nil, &restoreBlocked{reasonRestoreSourceMissing,
 			fmt.Sprintf("spec.bootstrap.restore.target.time %s is before Backup %s ended (%s): recovery can only go forward from a backup",
 				spec.Target.Time.UTC().Format(time.RFC3339Nano), b.Name, b.Status.StoppedAt.UTC().Format(time.RFC3339))}
+	case b.Spec.Method == holdfastv1.BackupVolumeSnapshot:
+		return r.snapshotRestore(ctx, c, &b)
 	case b.Status.Repository == nil || b.Status.Repository.S3 == nil || b.Status.Path == "":
 		return nil, &restoreBlocked{reasonRestoreSourceMissing,
 			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s does not say where it was written", b.Name)}
@@ -155,4 +157,38 @@ func (r *Reconciler) copyRestoreCredentials(ctx context.Context, c *holdfastv1.P
 	}
 	r.Recorder.Eventf(c, s, corev1.EventTypeNormal, "Created", "Create", "copied the restore source's repository credentials into Secret %s", name)
 	return nil
+}
+
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshots,verbs=get;list;watch
+
+// snapshotRestore creates the first instance's claim from the Backup's
+// VolumeSnapshot before the StatefulSet exists, which then adopts it by
+// name. Only that claim: the replicas clone the restored primary, as in any
+// new cluster.
+func (r *Reconciler) snapshotRestore(ctx context.Context, c *holdfastv1.PostgresCluster, b *holdfastv1.Backup) (*instance.RestoreOrder, error) {
+	snap := &unstructured.Unstructured{}
+	snap.SetGroupVersionKind(resources.VolumeSnapshotGVK)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: b.Status.VolumeSnapshot}, snap)
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return nil, &restoreBlocked{reasonRestoreSourceMissing,
+			fmt.Sprintf("spec.bootstrap.restore.backup: Backup %s's VolumeSnapshot %s does not exist", b.Name, b.Status.VolumeSnapshot)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading VolumeSnapshot %s: %w", b.Status.VolumeSnapshot, err)
+	}
+	if ready, _, _ := unstructured.NestedBool(snap.Object, "status", "readyToUse"); !ready {
+		return nil, &restoreBlocked{reasonRestoreSourceNotReady, fmt.Sprintf("waiting for VolumeSnapshot %s to be ready", snap.GetName())}
+	}
+	claim := resources.DataClaimTemplate(c)
+	claim.Name = resources.ClaimName(c, 0)
+	claim.Namespace = c.Namespace
+	claim.Labels = maps.Clone(resources.SelectorLabels(c))
+	maps.Copy(claim.Labels, resources.Labels(c))
+	claim.Spec.DataSource = &corev1.TypedLocalObjectReference{
+		APIGroup: ptr.To(resources.VolumeSnapshotGVK.Group), Kind: resources.VolumeSnapshotGVK.Kind, Name: snap.GetName(),
+	}
+	if err := r.Client.Create(ctx, &claim); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating claim %s from VolumeSnapshot %s: %w", claim.Name, snap.GetName(), err)
+	}
+	return &instance.RestoreOrder{Method: instance.MethodVolumeSnapshot}, nil
 }

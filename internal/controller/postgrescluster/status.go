@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -35,7 +34,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		st.TargetPrimary = resources.InstanceName(c, 0)
 	}
 
-	slices.SortFunc(pods, func(a, b corev1.Pod) int { return ordinal(a.Name) - ordinal(b.Name) })
+	slices.SortFunc(pods, func(a, b corev1.Pod) int { return resources.Ordinal(a.Name) - resources.Ordinal(b.Name) })
 	st.Instances = nil
 	st.ReadyInstances = 0
 	var failing, unready []string
@@ -189,14 +188,4 @@ func podProblem(p *corev1.Pod) string {
 		return "pending"
 	}
 	return "not ready"
-}
-
-// ordinal is the StatefulSet ordinal at the end of a pod's name.
-func ordinal(name string) int {
-	i := strings.LastIndexByte(name, '-')
-	n, err := strconv.Atoi(name[i+1:])
-	if err != nil {
-		return -1
-	}
-	return n
 }
