@@ -220,6 +220,30 @@ func TestPGBackRestBackupAndPointInTimeRestore(t *testing.T) {
 		return nil
 	})
 
+	// An incremental set on top of the full one, and a target in time
+	// between two more writes, for the second restore below.
+	incr := h.backup(src, BackupOrder{ID: "incr-1", Method: MethodPGBackRest, Location: repo, Stanza: "src", Type: "incr"})
+	if incr.Phase != JobCompleted || !strings.HasSuffix(incr.Label, "I") || !strings.HasPrefix(incr.Label, r.Label+"_") {
+		t.Errorf("incremental backup: %+v; want a set labelled %s_…I", incr, r.Label)
+	}
+	if err := h.exec(src, `INSERT INTO t VALUES ('before-time')`); err != nil {
+		t.Fatal(err)
+	}
+	var at time.Time
+	h.superQuery(src, "postgres", `SELECT clock_timestamp()`, &at)
+	if err := h.exec(src, `INSERT INTO t VALUES ('after-time')`); err != nil {
+		t.Fatal(err)
+	}
+	h.superQuery(src, "postgres", `SELECT pg_walfile_name(pg_switch_wal())`, &seg)
+	h.waitFor(time.Minute, "the segment is archived", func() error {
+		var last string
+		h.superQuery(src, "postgres", `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`, &last)
+		if last < seg {
+			return fmt.Errorf("last archived %q, want %s", last, seg)
+		}
+		return nil
+	})
+
 	// The new cluster has passwords of its own, as its Secrets would.
 	h2 := newHarness(t)
 	for _, role := range []string{"superuser", "replication", "app"} {
@@ -249,6 +273,16 @@ func TestPGBackRestBackupAndPointInTimeRestore(t *testing.T) {
 		}
 		return nil
 	})
+	// From the incremental set, to a time between two writes.
+	byTime := h2.add("dst-time-0")
+	dt := h2.primary(byTime)
+	dt.Restore = &RestoreOrder{Method: MethodPGBackRest, Location: repo, Stanza: "src", Set: incr.Label,
+		Target: pgbackrest.Target{Time: at.UTC().Format("2006-01-02 15:04:05.999999") + "+00"}}
+	h2.want(byTime, dt)
+	h2.waitFor(2*time.Minute, "the primary restored to a time is ready", h2.ready(byTime, "primary"))
+	h2.waitFor(10*time.Second, "the restore stopped at the time",
+		h2.hasRows(byTime, "after-target", "before-target", "before-time", "in-backup"))
+
 	// The restored cluster archives into its own stanza.
 	h2.waitFor(time.Minute, "the restored primary archives its WAL", func() error {
 		var archived int

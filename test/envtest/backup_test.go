@@ -186,6 +186,39 @@ func TestBackupsThatCannotRunFailAndSayWhy(t *testing.T) {
 			})
 		})
 	}
+	t.Run("a backup that cannot start times out", func(t *testing.T) {
+		// withrepo's one instance never becomes ready here (no node runs it).
+		b := &holdfastv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "stuck"},
+			Spec: holdfastv1.BackupSpec{Cluster: holdfastv1.ClusterReference{Name: "withrepo"}, DeadlineSeconds: 30}}
+		if err := k8s.Create(t.Context(), b); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, settle, "it waits, saying why", func(ctx context.Context) error {
+			got, err := get(ctx, ns, "stuck", &holdfastv1.Backup{})
+			if err != nil {
+				return err
+			}
+			if got.Status.Phase != holdfastv1.BackupPending || !strings.Contains(got.Status.Message, "no instance of the cluster is ready") {
+				return fmt.Errorf("status %s %q", got.Status.Phase, got.Status.Message)
+			}
+			return nil
+		})
+		var got *holdfastv1.Backup
+		eventually(t, time.Minute, "Failed past its deadline", func(ctx context.Context) error {
+			var err error
+			if got, err = get(ctx, ns, "stuck", &holdfastv1.Backup{}); err != nil {
+				return err
+			}
+			if !got.Done() {
+				return fmt.Errorf("phase %s", got.Status.Phase)
+			}
+			return nil
+		})
+		if got.Status.Phase != holdfastv1.BackupFailed || got.Status.Reason != holdfastv1.BackupReasonDeadlineExceeded ||
+			!strings.Contains(got.Status.Message, "could not start within 30s; last seen: no instance of the cluster is ready") {
+			t.Errorf("status: %s %s %q", got.Status.Phase, got.Status.Reason, got.Status.Message)
+		}
+	})
 	// The clusters are left as they were: a backup that cannot run touches nothing.
 	for _, name := range []string{"plain", "withrepo"} {
 		got, err := get(t.Context(), ns, name, &holdfastv1.PostgresCluster{})
