@@ -137,6 +137,21 @@ func TestLogicalBackupAndRestore(t *testing.T) {
 	})
 }
 
+// archiveNow closes n's current WAL segment and waits until it is archived.
+func (h *harness) archiveNow(n *node) {
+	h.t.Helper()
+	var seg string
+	h.superQuery(n, "postgres", `SELECT pg_walfile_name(pg_switch_wal())`, &seg)
+	h.waitFor(time.Minute, "segment "+seg+" is archived", func() error {
+		var last string
+		h.superQuery(n, "postgres", `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`, &last)
+		if last < seg {
+			return fmt.Errorf("last archived %q, want %s", last, seg)
+		}
+		return nil
+	})
+}
+
 // superConn connects as the superuser to database db, over TCP.
 func (h *harness) superConn(ctx context.Context, n *node, db string) *pgx.Conn {
 	h.t.Helper()
@@ -209,16 +224,7 @@ func TestPGBackRestBackupAndPointInTimeRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Close the segment so the archive holds both writes.
-	var seg string
-	h.superQuery(src, "postgres", `SELECT pg_walfile_name(pg_switch_wal())`, &seg)
-	h.waitFor(time.Minute, "the segment is archived", func() error {
-		var last string
-		h.superQuery(src, "postgres", `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`, &last)
-		if last < seg {
-			return fmt.Errorf("last archived %q, want %s", last, seg)
-		}
-		return nil
-	})
+	h.archiveNow(src)
 
 	// An incremental set on top of the full one, and a target in time
 	// between two more writes, for the second restore below.
@@ -234,15 +240,7 @@ func TestPGBackRestBackupAndPointInTimeRestore(t *testing.T) {
 	if err := h.exec(src, `INSERT INTO t VALUES ('after-time')`); err != nil {
 		t.Fatal(err)
 	}
-	h.superQuery(src, "postgres", `SELECT pg_walfile_name(pg_switch_wal())`, &seg)
-	h.waitFor(time.Minute, "the segment is archived", func() error {
-		var last string
-		h.superQuery(src, "postgres", `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`, &last)
-		if last < seg {
-			return fmt.Errorf("last archived %q, want %s", last, seg)
-		}
-		return nil
-	})
+	h.archiveNow(src)
 
 	// The new cluster has passwords of its own, as its Secrets would.
 	h2 := newHarness(t)
