@@ -225,3 +225,9 @@ func isEmpty(v any) bool {
 		return false
 	}
 }
+
+// Refused says whether the API server refused the objects themselves (they
+// are invalid): retrying cannot help until what makes them changes.
+func Refused(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)
+}

@@ -69,28 +69,33 @@ var ErrBusy = errors.New("another backup is running on this instance")
 // memory only: a restarted instance has forgotten them, which the operator
 // reads as "the backup was interrupted".
 type backupJobs struct {
-	mu     sync.Mutex
-	jobs   map[string]*BackupReport
-	cancel map[string]context.CancelFunc
-	method map[string]string
+	mu   sync.Mutex
+	jobs map[string]*backupJob
+}
+
+// backupJob is one backup, as its order asked and as it went.
+type backupJob struct {
+	method string
+	report BackupReport
+	cancel context.CancelFunc
 }
 
 func (j *backupJobs) get(id string) (BackupReport, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	r, ok := j.jobs[id]
+	job, ok := j.jobs[id]
 	if !ok {
 		return BackupReport{}, false
 	}
-	return *r, true
+	return job.report, true
 }
 
 // dumping says whether a logical backup runs here now.
 func (j *backupJobs) dumping() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for id, r := range j.jobs {
-		if r.Phase == JobRunning && j.method[id] == MethodLogical {
+	for _, job := range j.jobs {
+		if job.report.Phase == JobRunning && job.method == MethodLogical {
 			return true
 		}
 	}
@@ -108,22 +113,22 @@ func (m *Manager) StartBackup(o BackupOrder) (BackupReport, error) {
 	j := &m.backups
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if r, ok := j.jobs[o.ID]; ok {
-		return *r, nil
+	if job, ok := j.jobs[o.ID]; ok {
+		return job.report, nil
 	}
-	for _, r := range j.jobs {
-		if r.Phase == JobRunning {
-			return BackupReport{}, fmt.Errorf("%w (%s)", ErrBusy, r.ID)
+	for _, job := range j.jobs {
+		if job.report.Phase == JobRunning {
+			return BackupReport{}, fmt.Errorf("%w (%s)", ErrBusy, job.report.ID)
 		}
 	}
 	if j.jobs == nil {
-		j.jobs, j.cancel, j.method = map[string]*BackupReport{}, map[string]context.CancelFunc{}, map[string]string{}
+		j.jobs = map[string]*backupJob{}
 	}
-	j.method[o.ID] = o.Method
-	r := &BackupReport{ID: o.ID, Phase: JobRunning, StartedAt: time.Now().UTC()}
-	j.jobs[o.ID] = r
 	ctx, cancel := context.WithCancel(m.runCtx())
-	j.cancel[o.ID] = cancel
+	job := &backupJob{method: o.Method, cancel: cancel,
+		report: BackupReport{ID: o.ID, Phase: JobRunning, StartedAt: time.Now().UTC()}}
+	j.jobs[o.ID] = job
+	r := &job.report
 	go func() {
 		// Replay may go on again: the converge loop rewrites the settings.
 		defer m.poke()
@@ -174,9 +179,9 @@ func (m *Manager) CancelBackup(id string) bool {
 	j := &m.backups
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	cancel, ok := j.cancel[id]
+	job, ok := j.jobs[id]
 	if ok {
-		cancel()
+		job.cancel()
 	}
 	return ok
 }
@@ -254,9 +259,18 @@ type RestoreOrder struct {
 	Target pgbackrest.Target `json:"target,omitzero"`
 }
 
-// logicalSource opens the backup a logical restore reads, and fails when
+// logicalSource is a logical backup found in its repository.
+type logicalSource struct {
+	store    *objectstore.Store
+	manifest logical.Manifest
+}
+
+// openLogicalSource opens the backup a logical restore reads, and fails when
 // it is not there: before initdb, so that a missing backup costs nothing.
-func (m *Manager) logicalSource(ctx context.Context, o RestoreOrder) (*objectstore.Store, error) {
+func (m *Manager) openLogicalSource(ctx context.Context, o RestoreOrder) (*logicalSource, error) {
+	if o.Method != MethodLogical {
+		return nil, fmt.Errorf("restore method %q: this instance restores %q backups here", o.Method, MethodLogical)
+	}
 	cred, err := objectstore.ReadCredentials(m.cfg.RestoreRepositoryDir)
 	if err != nil {
 		return nil, err
@@ -265,23 +279,17 @@ func (m *Manager) logicalSource(ctx context.Context, o RestoreOrder) (*objectsto
 	if err != nil {
 		return nil, err
 	}
-	if _, err := logical.ReadManifest(ctx, store); err != nil {
+	man, err := logical.ReadManifest(ctx, store)
+	if err != nil {
 		return nil, err
 	}
-	return store, nil
+	return &logicalSource{store: store, manifest: man}, nil
 }
 
 // restoreInto replays a logical backup into the freshly initialised data
 // directory dir, on a server of its own that listens only on a socket, so
 // no client sees the cluster half restored.
-func (m *Manager) restoreInto(ctx context.Context, dir string, o RestoreOrder) error {
-	if o.Method != MethodLogical {
-		return fmt.Errorf("restore method %q: this instance restores %q backups", o.Method, MethodLogical)
-	}
-	store, err := m.logicalSource(ctx, o)
-	if err != nil {
-		return err
-	}
+func (m *Manager) restoreInto(ctx context.Context, dir string, src *logicalSource) error {
 	opts := fmt.Sprintf("-c listen_addresses='' -c unix_socket_directories='%s' -c port=%d", m.cfg.RunDir, m.cfg.Port)
 	logFile := m.cfg.RunDir + "/restore-postgres.log"
 	if err := m.run(ctx, "pg_ctl", "start", "--wait", "--timeout=300", "-D", dir, "-o", opts, "-l", logFile); err != nil {
@@ -290,15 +298,15 @@ func (m *Manager) restoreInto(ctx context.Context, dir string, o RestoreOrder) e
 	stop := func() error {
 		return m.run(context.WithoutCancel(ctx), "pg_ctl", "stop", "--wait", "--timeout=300", "-m", "fast", "-D", dir)
 	}
-	m.log.Info("restoring a logical backup", "from", o.Location.String())
+	from := src.store.Location()
+	m.log.Info("restoring a logical backup", "from", from.String())
 	start := time.Now()
-	man, err := logical.Restore(ctx, store, m.localTools(m.cfg.RunDir, m.cfg.Port))
-	if err != nil {
-		return errors.Join(fmt.Errorf("restoring from %s: %w", o.Location, err), stop())
+	if err := logical.Restore(ctx, src.store, src.manifest, m.localTools(m.cfg.RunDir, m.cfg.Port)); err != nil {
+		return errors.Join(fmt.Errorf("restoring from %s: %w", from, err), stop())
 	}
 	if err := stop(); err != nil {
 		return fmt.Errorf("stopping postgres after the restore: %w", err)
 	}
-	m.log.Info("restore done", "databases", len(man.Databases), "took", time.Since(start).String())
+	m.log.Info("restore done", "databases", len(src.manifest.Databases), "took", time.Since(start).String())
 	return nil
 }

@@ -481,8 +481,10 @@ func (m *Manager) bootstrap(ctx context.Context, d *Desired) error {
 			return err
 		}
 	} else if d.Role == postgres.Primary {
+		var src *logicalSource
 		if d.Restore != nil {
-			if _, err := m.logicalSource(ctx, *d.Restore); err != nil {
+			var err error
+			if src, err = m.openLogicalSource(ctx, *d.Restore); err != nil {
 				return err
 			}
 		}
@@ -500,8 +502,8 @@ func (m *Manager) bootstrap(ctx context.Context, d *Desired) error {
 			"--username="+su.Username, "--pwfile="+pwfile, "--encoding=UTF8", "--locale=C.UTF-8"); err != nil {
 			return err
 		}
-		if d.Restore != nil {
-			if err := m.restoreInto(ctx, scratch, *d.Restore); err != nil {
+		if src != nil {
+			if err := m.restoreInto(ctx, scratch, src); err != nil {
 				return err
 			}
 		}

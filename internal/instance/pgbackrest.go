@@ -76,10 +76,18 @@ func (m *Manager) archiveCommand(d *Desired) (string, error) {
 	if d.Archive == nil {
 		return "true", nil
 	}
-	if err := m.writeRepoConf(m.pgbackrestConf(), m.cfg.RepositoryDir, d.Archive.Stanza, m.cfg.DataDir, d.Archive.Location); err != nil {
-		return "", fmt.Errorf("configuring WAL archiving: %w", err)
+	if err := m.writeArchiveConf(d.Archive); err != nil {
+		return "", err
 	}
 	return pgbackrest.ArchiveCommand(m.pgbackrestConf(), d.Archive.Stanza), nil
+}
+
+// writeArchiveConf writes the configuration of the cluster's own repository.
+func (m *Manager) writeArchiveConf(a *ArchiveOrder) error {
+	if err := m.writeRepoConf(m.pgbackrestConf(), m.cfg.RepositoryDir, a.Stanza, m.cfg.DataDir, a.Location); err != nil {
+		return fmt.Errorf("configuring WAL archiving: %w", err)
+	}
+	return nil
 }
 
 // stanzaState is what the primary knows of its stanza.
@@ -134,7 +142,7 @@ func (m *Manager) stanzaBeforeStart(ctx context.Context, d *Desired, dataDir str
 	if d.Archive == nil {
 		return
 	}
-	if _, err := m.archiveCommand(d); err != nil { // writes the configuration
+	if err := m.writeArchiveConf(d.Archive); err != nil {
 		m.log.Error(err, "configuring pgBackRest before the first start")
 		return
 	}
@@ -143,8 +151,7 @@ func (m *Manager) stanzaBeforeStart(ctx context.Context, d *Desired, dataDir str
 	s := &m.stanza
 	s.run.Lock()
 	defer s.run.Unlock()
-	_, err := pgbackrest.Run(ctx, m.pgbackrestTool(m.pgbackrestConf()), "--stanza="+d.Archive.Stanza, "--pg1-path="+dataDir, "--no-online", "stanza-create")
-	if err != nil {
+	if err := pgbackrest.StanzaCreateOffline(ctx, m.pgbackrestTool(m.pgbackrestConf()), d.Archive.Stanza, dataDir); err != nil {
 		m.log.Error(err, "creating the pgBackRest stanza before the first start; it is tried again once postgres runs")
 		return
 	}

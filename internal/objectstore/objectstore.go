@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -97,31 +98,46 @@ const partSize = 16 << 20
 
 // Open prepares requests to loc; it makes none.
 func Open(loc Location, cred Credentials) (*Store, error) {
-	u, err := url.Parse(loc.Endpoint)
+	client, err := NewClient(loc.Endpoint, regionOf(loc), cred, nil)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", loc, err)
+	}
+	return &Store{loc: loc, client: client}, nil
+}
+
+// NewClient is an S3 client of endpoint (https://host[:port]) that signs
+// with cred for region, path-style, trusting only cred.CA when it is set.
+// resolver, when not nil, resolves the endpoint's name.
+func NewClient(endpoint, region string, cred Credentials, resolver *net.Resolver) (*minio.Client, error) {
+	u, err := url.Parse(endpoint)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("repository endpoint %q: want https://host[:port]", loc.Endpoint)
+		return nil, fmt.Errorf("S3 endpoint %q: want https://host[:port]", endpoint)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.ResponseHeaderTimeout = time.Minute
 	if len(cred.CA) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(cred.CA) {
-			return nil, errors.New("the repository's ca.crt holds no PEM certificate")
+			return nil, errors.New("the CA certificate holds no PEM certificate")
 		}
 		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	region := regionOf(loc)
+	if resolver != nil {
+		transport.DialContext = (&net.Dialer{Resolver: resolver}).DialContext
+	}
 	client, err := minio.New(u.Host, &minio.Options{
-		Creds:        credentials.NewStaticV4(cred.AccessKeyID, cred.SecretAccessKey, ""),
-		Secure:       true,
-		Transport:    transport,
-		Region:       region,
+		Creds:     credentials.NewStaticV4(cred.AccessKeyID, cred.SecretAccessKey, ""),
+		Secure:    true,
+		Transport: transport,
+		Region:    region,
+		// Virtual-host style needs a DNS name per bucket, which neither
+		// the sandbox's store nor many private ones have.
 		BucketLookup: minio.BucketLookupPath,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("repository %s: %w", loc, err)
+		return nil, fmt.Errorf("an S3 client for %s: %w", endpoint, err)
 	}
-	return &Store{loc: loc, client: client}, nil
+	return client, nil
 }
 
 // Location is where the store reads and writes.

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/objectstore"
 )
 
 // Label keys on every object Holdfast makes for a cluster.
@@ -119,6 +120,11 @@ func SecretInstanceTokenName(c *holdfastv1.PostgresCluster) string { return c.Na
 // template names it whatever becomes of the source Backup later.
 func SecretRestoreRepositoryName(c *holdfastv1.PostgresCluster) string {
 	return c.Name + "-restore-repository"
+}
+
+// RepositoryLocation is the folder prefix of the S3 repository r.
+func RepositoryLocation(r *holdfastv1.S3Repository, prefix string) objectstore.Location {
+	return objectstore.Location{Endpoint: r.Endpoint, Bucket: r.Bucket, Region: r.Region, Prefix: prefix}
 }
 
 // PGBackRestPath is the folder of the cluster's pgBackRest repository in

@@ -2,20 +2,15 @@ package sandbox
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/minio/minio-go/v7"
-	s3creds "github.com/minio/minio-go/v7/pkg/credentials"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,7 +19,9 @@ import (
 
 	"holdfast.dev/holdfast/internal/controlplane"
 	"holdfast.dev/holdfast/internal/credentials"
+	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/sandbox/pki"
+	"holdfast.dev/holdfast/internal/sandbox/versitygw"
 )
 
 // The sandbox's S3 object store, for backups: versitygw (hack/versitygw)
@@ -89,30 +86,8 @@ func ReadS3(dir string) (S3Info, error) {
 // keys and trusts only the sandbox CA. resolver, when not nil, resolves the
 // endpoint's name (the cluster DNS's, for Endpoint from the host).
 func (i S3Info) Client(endpoint string, resolver *net.Resolver) (*minio.Client, error) {
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("S3 endpoint %q: want https://host[:port]", endpoint)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(i.CACert)) {
-		return nil, errors.New("the S3 endpoint's CA certificate is not PEM")
-	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	if resolver != nil {
-		transport.DialContext = (&net.Dialer{Resolver: resolver}).DialContext
-	}
-	client, err := minio.New(u.Host, &minio.Options{
-		Creds:        s3creds.NewStaticV4(i.AccessKeyID, i.SecretAccessKey, ""),
-		Secure:       true,
-		Transport:    transport,
-		Region:       i.Region,
-		BucketLookup: minio.BucketLookupPath, // versitygw serves virtual hosts only with --virtual-domain
-	})
-	if err != nil {
-		return nil, fmt.Errorf("an S3 client for %s: %w", endpoint, err)
-	}
-	return client, nil
+	return objectstore.NewClient(endpoint, i.Region,
+		objectstore.Credentials{AccessKeyID: i.AccessKeyID, SecretAccessKey: i.SecretAccessKey, CA: []byte(i.CACert)}, resolver)
 }
 
 // startS3 runs versitygw on the pod bridge's gateway with a posix backend
@@ -185,33 +160,22 @@ func startS3(ctx context.Context, c Config, cs kubernetes.Interface, progress fu
 // the certificate pki/s3.crt and the posix backend s3/data, all under c.Dir;
 // its output goes to logs/versitygw.log.
 func runVersitygw(c Config, listen string, info S3Info) (*controlplane.Process, error) {
-	if err := os.MkdirAll(c.path("s3", "iam"), 0o700); err != nil {
-		return nil, fmt.Errorf("making the object store's account folder: %w", err)
+	srv := versitygw.Server{Listen: listen, CertFile: c.path("pki", "s3.crt"), KeyFile: c.path("pki", "s3.key"),
+		Region: info.Region, Dir: c.path("s3")}
+	if err := srv.Prepare(); err != nil {
+		return nil, err
 	}
-	// versitygw takes its root keys from flags (--access, --secret) or the
-	// environment only (cmd/versitygw/main.go), and StartProcess gives it
-	// this process's environment as it is: a shell exports them from a
-	// private file and becomes versitygw, so that they are never on a
-	// command line, which every user may read.
+	// StartProcess gives versitygw this process's environment as it is: a
+	// shell exports the keys from a private file and becomes versitygw.
 	keys := c.path("s3", "root.env")
-	if err := os.WriteFile(keys, []byte("ROOT_ACCESS_KEY_ID="+info.AccessKeyID+"\nROOT_SECRET_ACCESS_KEY="+info.SecretAccessKey+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keys, []byte(strings.Join(versitygw.Env(info.AccessKeyID, info.SecretAccessKey), "\n")+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("writing the object store's keys: %w", err)
 	}
 	log, err := os.OpenFile(c.path("logs", "versitygw.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-c", `set -a && . "$0" && exec "$@"`, keys,
-		filepath.Join(c.BinDir, "versitygw"),
-		"--port", listen,
-		"--cert", c.path("pki", "s3.crt"), "--key", c.path("pki", "s3.key"),
-		"--region", info.Region,
-		// An account store that holds only root. Without one (single-user
-		// IAM), an unknown access key gets 404 XAdminUserNotFound, not
-		// AWS's 403 InvalidAccessKeyId (auth/iam_single.go).
-		"--iam-dir", c.path("s3", "iam"),
-		"posix", c.path("s3", "data"),
-	}
+	args := append([]string{"-c", `set -a && . "$0" && exec "$@"`, keys, filepath.Join(c.BinDir, "versitygw")}, srv.Args()...)
 	proc, err := controlplane.StartProcess("versitygw", "/bin/sh", args, log)
 	if err != nil {
 		log.Close()

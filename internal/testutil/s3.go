@@ -14,6 +14,7 @@ import (
 
 	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/sandbox/pki"
+	"holdfast.dev/holdfast/internal/sandbox/versitygw"
 )
 
 // S3Server starts a real S3 server, versitygw, on loopback with TLS and an
@@ -38,19 +39,15 @@ func S3Server(t testing.TB) (objectstore.Location, objectstore.Credentials) {
 	if err := pki.WriteLeaf(dir, "s3", leaf); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"data", "iam"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
 	cred := objectstore.Credentials{AccessKeyID: randomHex(t, 10), SecretAccessKey: randomHex(t, 20), CA: pki.CertPEM(ca.Cert)}
 	port := FreePort(t)
-	cmd := exec.Command(bin, "--port", "127.0.0.1:"+strconv.Itoa(port),
-		"--cert", filepath.Join(dir, "s3.crt"), "--key", filepath.Join(dir, "s3.key"),
-		"--region", "us-east-1", "--iam-dir", filepath.Join(dir, "iam"),
-		"posix", filepath.Join(dir, "data"))
-	// Keys through the environment, as in the sandbox: never on a command line.
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+cred.AccessKeyID, "ROOT_SECRET_ACCESS_KEY="+cred.SecretAccessKey)
+	srv := versitygw.Server{Listen: "127.0.0.1:" + strconv.Itoa(port), CertFile: filepath.Join(dir, "s3.crt"), KeyFile: filepath.Join(dir, "s3.key"),
+		Region: "us-east-1", Dir: dir}
+	if err := srv.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, srv.Args()...)
+	cmd.Env = append(os.Environ(), versitygw.Env(cred.AccessKeyID, cred.SecretAccessKey)...)
 	log, err := os.Create(filepath.Join(dir, "versitygw.log"))
 	if err != nil {
 		t.Fatal(err)

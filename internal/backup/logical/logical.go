@@ -127,15 +127,12 @@ func ReadManifest(ctx context.Context, store *objectstore.Store) (Manifest, erro
 	return m, nil
 }
 
-// Restore replays the backup in store into an empty server that has its
-// own superuser: first the roles, then every database with its owner.
-func Restore(ctx context.Context, store *objectstore.Store, tools Tools) (Manifest, error) {
-	m, err := ReadManifest(ctx, store)
-	if err != nil {
-		return m, err
-	}
+// Restore replays the backup m (read by ReadManifest) in store into an
+// empty server that has its own superuser: first the roles, then every
+// database with its owner.
+func Restore(ctx context.Context, store *objectstore.Store, m Manifest, tools Tools) error {
 	if err := restoreGlobals(ctx, store, tools, m.Globals); err != nil {
-		return m, err
+		return err
 	}
 	for _, db := range m.Databases {
 		args := []string{"--exit-on-error", "--dbname=postgres"}
@@ -145,17 +142,17 @@ func Restore(ctx context.Context, store *objectstore.Store, tools Tools) (Manife
 		}
 		r, err := store.Get(ctx, db.File)
 		if err != nil {
-			return m, err
+			return err
 		}
 		cmd := tools(ctx, "pg_restore", args...)
 		cmd.Stdin = r
 		out, err := cmd.CombinedOutput()
 		r.Close()
 		if err != nil {
-			return m, fmt.Errorf("restoring database %s: %w: %s", db.Name, err, lastLine(string(out)))
+			return fmt.Errorf("restoring database %s: %w: %s", db.Name, err, lastLine(string(out)))
 		}
 	}
-	return m, nil
+	return nil
 }
 
 // restoreGlobals creates the backup's roles. The new server already has

@@ -28,6 +28,11 @@ type Repo struct {
 	Cred     objectstore.Credentials
 	// CAFile is where Cred.CA is as a file; pgBackRest reads it from there.
 	CAFile string
+	// StorageHost, when set, is the address pgBackRest connects to instead
+	// of the endpoint's name, for a client that cannot resolve that name.
+	// pgBackRest 2.45 then checks the certificate against the address,
+	// which it does not name, so the check is off.
+	StorageHost string
 }
 
 // Server is the postgres server pgBackRest reads or restores into.
@@ -70,7 +75,11 @@ func Config(r Repo, s Server) (string, error) {
 	line("repo1-s3-uri-style", "path")
 	line("repo1-s3-key", r.Cred.AccessKeyID)
 	line("repo1-s3-key-secret", r.Cred.SecretAccessKey)
-	if len(r.Cred.CA) > 0 {
+	switch {
+	case r.StorageHost != "":
+		line("repo1-storage-host", r.StorageHost)
+		line("repo1-storage-verify-tls", "n")
+	case len(r.Cred.CA) > 0:
 		line("repo1-storage-ca-file", r.CAFile)
 	}
 	// Holdfast expires sets itself, by Backup; pgBackRest's own retention
@@ -135,15 +144,17 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// Run runs any pgbackrest command, for what this package does not wrap.
-func Run(ctx context.Context, tool Tool, args ...string) ([]byte, error) {
-	return run(ctx, tool, args...)
-}
-
 // StanzaCreate makes the stanza in the repository; on an existing, valid
 // stanza it does nothing.
 func StanzaCreate(ctx context.Context, tool Tool, stanza string) error {
 	_, err := run(ctx, tool, "--stanza="+stanza, "stanza-create")
+	return err
+}
+
+// StanzaCreateOffline makes the stanza from the data directory alone,
+// before postgres runs (pgBackRest reads its control file).
+func StanzaCreateOffline(ctx context.Context, tool Tool, stanza, dataDir string) error {
+	_, err := run(ctx, tool, "--stanza="+stanza, "--pg1-path="+dataDir, "--no-online", "stanza-create")
 	return err
 }
 

@@ -24,8 +24,10 @@ import (
 	"syscall"
 	"time"
 
+	"holdfast.dev/holdfast/internal/backup/pgbackrest"
 	"holdfast.dev/holdfast/internal/bench"
 	"holdfast.dev/holdfast/internal/bench/sandboxrun"
+	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/sandbox"
 )
 
@@ -300,38 +302,19 @@ func (r *run) byHandPGBackRest(ctx context.Context) ([]Measure, error) {
 		return nil, err
 	}
 	defer srv.stop()
-	host := strings.TrimPrefix(r.s3.HostEndpoint, "https://")
-	storageHost, storagePort, _ := strings.Cut(host, ":")
-	// The store's certificate names s3.holdfast-system.svc.cluster.local,
-	// which this host does not resolve: connect to the address. pgBackRest
-	// 2.45 then checks the certificate against the address, which it does
-	// not name, so this by-hand run skips the check (the transfer is the same).
-	text := fmt.Sprintf(`[global]
-repo1-type=s3
-repo1-path=/bench-by-hand
-repo1-s3-bucket=%s
-repo1-s3-endpoint=%s
-repo1-storage-host=%s
-repo1-storage-port=%s
-repo1-s3-region=%s
-repo1-s3-uri-style=path
-repo1-s3-key=%s
-repo1-s3-key-secret=%s
-repo1-storage-verify-tls=n
-compress-type=lz4
-process-max=2
-start-fast=y
-archive-async=y
-spool-path=%s
-lock-path=%s
-log-level-console=warn
-log-level-file=off
-[hand]
-pg1-path=%s
-pg1-socket-path=%s
-pg1-port=%s
-`, r.s3.Bucket, sandbox.S3Host, storageHost, storagePort, r.s3.Region, r.s3.AccessKeyID, r.s3.SecretAccessKey,
-		filepath.Join(work, "spool"), filepath.Join(work, "lock"), data, work, srv.port)
+	// The same configuration the instances write, but through the store's
+	// address: this host does not resolve the name its certificate holds.
+	storageHost, storagePort, _ := strings.Cut(strings.TrimPrefix(r.s3.HostEndpoint, "https://"), ":")
+	port, _ := strconv.Atoi(srv.port)
+	text, err := pgbackrest.Config(
+		pgbackrest.Repo{Stanza: "hand", StorageHost: storageHost,
+			Location: objectstore.Location{Endpoint: "https://" + sandbox.S3Host + ":" + storagePort, Bucket: r.s3.Bucket, Region: r.s3.Region, Prefix: "bench-by-hand"},
+			Cred:     objectstore.Credentials{AccessKeyID: r.s3.AccessKeyID, SecretAccessKey: r.s3.SecretAccessKey}},
+		pgbackrest.Server{DataDir: data, SocketDir: work, Port: port, User: "postgres",
+			SpoolDir: filepath.Join(work, "spool"), LockDir: filepath.Join(work, "lock")})
+	if err != nil {
+		return nil, err
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return nil, err
 	}

@@ -95,7 +95,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if b.Spec.Method == holdfastv1.BackupVolumeSnapshot {
 		if b.Status.Phase == "" || b.Status.Phase == holdfastv1.BackupPending {
-			return r.snapshotStart(ctx, &b, &c)
+			return r.start(ctx, &b, &c)
 		}
 		return r.snapshotFollow(ctx, &b, &c)
 	}
@@ -118,11 +118,18 @@ func (r *Reconciler) start(ctx context.Context, b *holdfastv1.Backup, c *holdfas
 		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonDeadlineExceeded,
 			fmt.Sprintf("the backup could not start within %ds; last seen: %s", b.Spec.DeadlineSeconds, orNothing(b.Status.Message)))
 	}
+	snapshot := b.Spec.Method == holdfastv1.BackupVolumeSnapshot
+	if why := noSpareReplica(c); snapshot && why != "" {
+		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonNoInstance, why)
+	}
 	if other, err := r.runningBackup(ctx, b); err != nil || other != "" {
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		return r.pending(ctx, b, fmt.Sprintf("waiting for Backup %s of the same cluster to finish", other))
+	}
+	if snapshot {
+		return r.snapshotStart(ctx, b, c)
 	}
 	want := b.Spec.Target
 	if b.Spec.Method == holdfastv1.BackupPGBackRest {
@@ -430,8 +437,7 @@ func repositoryPath(b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) string 
 }
 
 func location(b *holdfastv1.Backup) objectstore.Location {
-	s3 := b.Status.Repository.S3
-	return objectstore.Location{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, Prefix: b.Status.Path}
+	return resources.RepositoryLocation(b.Status.Repository.S3, b.Status.Path)
 }
 
 func expired(b *holdfastv1.Backup, since time.Time) bool {

@@ -22,26 +22,21 @@ import (
 
 // +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshots,verbs=get;list;watch;create;delete
 
-// snapshotStart picks a ready replica that the cluster can spare, records
-// the backup as Running on it, and has it fenced. A cold snapshot of a
-// stopped replica is consistent by itself; the primary is never stopped.
-func (r *Reconciler) snapshotStart(ctx context.Context, b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) (ctrl.Result, error) {
-	if expired(b, b.CreationTimestamp.Time) {
-		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonDeadlineExceeded,
-			fmt.Sprintf("the backup could not start within %ds; last seen: %s", b.Spec.DeadlineSeconds, orNothing(b.Status.Message)))
-	}
+// noSpareReplica says why the cluster cannot spare a replica for a
+// snapshot, or "".
+func noSpareReplica(c *holdfastv1.PostgresCluster) string {
 	spare := int(c.Spec.Instances) - 2 // standbys left while one is stopped
 	if c.Spec.Synchronous != nil && spare < int(c.Spec.Synchronous.Quorum) || c.Spec.Instances < 2 {
-		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonNoInstance,
-			fmt.Sprintf("a volumeSnapshot backup stops a replica while its volume is copied; cluster %s has %d instances and a synchronous quorum of %d, so stopping one would stop writes (or there is no replica): use logical or pgbackrest",
-				c.Name, c.Spec.Instances, quorum(c)))
+		return fmt.Sprintf("a volumeSnapshot backup stops a replica while its volume is copied; cluster %s has %d instances and a synchronous quorum of %d, so stopping one would stop writes (or there is no replica): use logical or pgbackrest",
+			c.Name, c.Spec.Instances, quorum(c))
 	}
-	if other, err := r.runningBackup(ctx, b); err != nil || other != "" {
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		return r.pending(ctx, b, fmt.Sprintf("waiting for Backup %s of the same cluster to finish", other))
-	}
+	return ""
+}
+
+// snapshotStart picks a ready replica, records the backup as Running on
+// it, and has it fenced. A cold snapshot of a stopped replica is consistent
+// by itself; the primary is never stopped.
+func (r *Reconciler) snapshotStart(ctx context.Context, b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) (ctrl.Result, error) {
 	target := pickInstance(c, holdfastv1.TargetPreferStandby)
 	if target == "" || target == c.Status.CurrentPrimary {
 		return r.pending(ctx, b, "no replica of the cluster is ready to be stopped for a snapshot")

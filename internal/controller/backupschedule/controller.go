@@ -80,7 +80,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		_, err = applier.Ensure(ctx, &s, binding, cron)
 	}
 	switch {
-	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+	case apply.Refused(err):
 		// A schedule or time zone the CRD's checks let through but the
 		// CronJob's validation refuses: only a change of spec cures it.
 		setReady(&st, s.Generation, false, "CronJobRefused", err.Error())

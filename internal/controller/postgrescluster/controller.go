@@ -231,7 +231,7 @@ func (r *Reconciler) ensureAll(ctx context.Context, c *holdfastv1.PostgresCluste
 	}
 	sts, err = r.ensureObjects(ctx, c)
 	switch {
-	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+	case apply.Refused(err):
 		// The spec passed admission but makes an object the API server
 		// refuses. Retrying cannot help until the spec changes, which
 		// brings the cluster back here; the status and an Event say why.

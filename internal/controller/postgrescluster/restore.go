@@ -81,7 +81,7 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 	}
 	order := &instance.RestoreOrder{
 		Method:   string(b.Spec.Method),
-		Location: objectstore.Location{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, Prefix: b.Status.Path},
+		Location: resources.RepositoryLocation(s3, b.Status.Path),
 	}
 	if pb := b.Status.PGBackRest; pb != nil {
 		order.Stanza, order.Set = pb.Stanza, pb.Label
@@ -102,9 +102,7 @@ func archiveOrder(c *holdfastv1.PostgresCluster) *instance.ArchiveOrder {
 	if c.Spec.Backup == nil || c.Spec.Backup.Repository.S3 == nil {
 		return nil
 	}
-	s3 := c.Spec.Backup.Repository.S3
-	return &instance.ArchiveOrder{Stanza: c.Name, Location: objectstore.Location{
-		Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, Prefix: resources.PGBackRestPath(c)}}
+	return &instance.ArchiveOrder{Stanza: c.Name, Location: resources.RepositoryLocation(c.Spec.Backup.Repository.S3, resources.PGBackRestPath(c))}
 }
 
 func phaseOrPending(p holdfastv1.BackupPhase) holdfastv1.BackupPhase {
