@@ -138,8 +138,12 @@ type BackupStatus struct {
 	Instance string `json:"instance,omitempty"`
 
 	// StartedAt and StoppedAt bound the backup.
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
 	// +optional
 	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
 	// +optional
 	StoppedAt *metav1.Time `json:"stoppedAt,omitempty"`
 

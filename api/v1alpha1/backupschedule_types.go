@@ -61,9 +61,9 @@ type RetentionSpec struct {
 	// +optional
 	KeepLast *int32 `json:"keepLast,omitempty"`
 
-	// MaxAge keeps backups younger than this (a Go duration: 168h).
+	// MaxAge keeps backups younger than this: 30d, 2w, 36h, 1d12h.
 	// +optional
-	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+	MaxAge Age `json:"maxAge,omitempty"`
 }
 
 // BackupScheduleStatus is what the schedule last did.

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -30,6 +31,7 @@ import (
 	"holdfast.dev/holdfast/internal/controller/backup"
 	"holdfast.dev/holdfast/internal/controller/backupschedule"
 	"holdfast.dev/holdfast/internal/controller/postgrescluster"
+	"holdfast.dev/holdfast/internal/decodeguard"
 	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/resources"
 )
@@ -78,10 +80,14 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	} {
 		byObject[o] = cache.ByObject{Label: selector}
 	}
+	guard, err := guardHoldfastKinds(cfg, scheme)
+	if err != nil {
+		return nil, err
+	}
 	skip := opts.SkipNameValidation
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   cache.Options{ByObject: byObject},
+		Cache:                   cache.Options{ByObject: byObject, NewInformer: guard.NewInformer},
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.HealthAddr,
 		LeaderElection:          opts.LeaderElection,
@@ -99,6 +105,7 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("adding the readiness check: %w", err)
 	}
+	guard.UseRecorder(mgr.GetEventRecorder("holdfast-operator"))
 	r := NewReconciler(mgr.GetClient(), mgr.GetEventRecorder("holdfast-operator"), opts)
 	r.APIReader = mgr.GetAPIReader()
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -115,6 +122,30 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("setting up the BackupSchedule controller: %w", err)
 	}
 	return mgr, nil
+}
+
+// guardHoldfastKinds decodes the operator's own kinds one object at a time,
+// so that one it cannot read never stops it managing the others.
+func guardHoldfastKinds(cfg *rest.Config, scheme *runtime.Scheme) (*decodeguard.Guard, error) {
+	guard, err := decodeguard.New(cfg, scheme)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range []struct {
+		obj   runtime.Object
+		conds []metav1.Condition
+	}{
+		{&holdfastv1.PostgresCluster{}, []metav1.Condition{
+			{Type: holdfastv1.ConditionReady, Status: metav1.ConditionFalse},
+			{Type: holdfastv1.ConditionDegraded, Status: metav1.ConditionTrue}}},
+		{&holdfastv1.BackupSchedule{}, []metav1.Condition{{Type: holdfastv1.ConditionReady, Status: metav1.ConditionFalse}}},
+		{&holdfastv1.Backup{}, nil}, // no conditions: the Event tells
+	} {
+		if err := guard.Guard(k.obj, k.conds...); err != nil {
+			return nil, err
+		}
+	}
+	return guard, nil
 }
 
 // NewReconciler wires the PostgresCluster reconciler as the operator runs it.

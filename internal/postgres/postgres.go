@@ -17,25 +17,52 @@ const (
 	ReplicationUser = "streaming_replica"
 )
 
-// OwnedParameters are the settings Holdfast sets itself; users may not. The
-// CRD's CEL rule on spec.postgresql.parameters lists the same names, and the
-// envtest suite checks that every one of these is refused at admission.
-var OwnedParameters = []string{
-	"archive_command", "archive_library", "archive_mode", "cluster_name",
-	"config_file", "data_directory", "external_pid_file", "hba_file",
-	"hot_standby", "ident_file", "listen_addresses", "port",
-	"primary_conninfo", "primary_slot_name", "promote_trigger_file",
-	"recovery_target", "recovery_target_action", "recovery_target_inclusive",
-	"recovery_target_lsn", "recovery_target_name", "recovery_target_time",
-	"recovery_target_timeline", "recovery_target_xid", "restore_command",
-	"ssl", "ssl_ca_file", "ssl_cert_file", "ssl_key_file",
-	"synchronous_standby_names", "unix_socket_directories", "wal_level",
-	"wal_log_hints",
+// OwnedParameters are the settings Holdfast sets itself, which users may
+// not, each with the hint the refusal gives. The CRD's CEL rule on
+// spec.postgresql.parameters holds the same map, and the envtest suite
+// checks that every one of these is refused at admission with its hint.
+var OwnedParameters = map[string]string{
+	"archive_command":           "Holdfast archives and restores WAL itself (with pgBackRest when spec.backup.repository is set)",
+	"archive_library":           "Holdfast archives and restores WAL itself (with pgBackRest when spec.backup.repository is set)",
+	"archive_mode":              "Holdfast archives and restores WAL itself (with pgBackRest when spec.backup.repository is set)",
+	"restore_command":           "Holdfast archives and restores WAL itself (with pgBackRest when spec.backup.repository is set)",
+	"cluster_name":              "Holdfast places the server's files and sockets itself",
+	"config_file":               "Holdfast places the server's files and sockets itself",
+	"data_directory":            "Holdfast places the server's files and sockets itself",
+	"external_pid_file":         "Holdfast places the server's files and sockets itself",
+	"hba_file":                  "Holdfast places the server's files and sockets itself",
+	"ident_file":                "Holdfast places the server's files and sockets itself",
+	"unix_socket_directories":   "Holdfast places the server's files and sockets itself",
+	"include":                   "settings come only from spec.postgresql.parameters, not from files",
+	"include_dir":               "settings come only from spec.postgresql.parameters, not from files",
+	"include_if_exists":         "settings come only from spec.postgresql.parameters, not from files",
+	"listen_addresses":          "instances listen on port 5432 on every address; reach them through the cluster's Services",
+	"port":                      "instances listen on port 5432 on every address; reach them through the cluster's Services",
+	"hot_standby":               "Holdfast sets up streaming replication, rewind and promotion itself",
+	"primary_conninfo":          "Holdfast sets up streaming replication, rewind and promotion itself",
+	"primary_slot_name":         "Holdfast sets up streaming replication, rewind and promotion itself",
+	"promote_trigger_file":      "Holdfast sets up streaming replication, rewind and promotion itself",
+	"wal_level":                 "Holdfast sets up streaming replication, rewind and promotion itself",
+	"wal_log_hints":             "Holdfast sets up streaming replication, rewind and promotion itself",
+	"recovery_target":           "to recover to a point in time, restore into a new cluster with spec.bootstrap.restore.target",
+	"recovery_target_action":    "to recover to a point in time, restore into a new cluster with spec.bootstrap.restore.target",
+	"recovery_target_inclusive": "to recover to a point in time, restore into a new cluster with spec.bootstrap.restore.target",
+	"recovery_target_lsn":       "to recover to a point in time, restore into a new cluster with spec.bootstrap.restore.target",
+	"recovery_target_name":      "to recover to a point in time, restore into a new cluster with spec.bootstrap.restore.target",
+	"recovery_target_time":      "to recover to a point in time, restore into a new cluster with spec.bootstrap.restore.target",
+	"recovery_target_timeline":  "to recover to a point in time, restore into a new cluster with spec.bootstrap.restore.target",
+	"recovery_target_xid":       "to recover to a point in time, restore into a new cluster with spec.bootstrap.restore.target",
+	"ssl":                       "Holdfast will configure TLS and its certificates itself",
+	"ssl_ca_file":               "Holdfast will configure TLS and its certificates itself",
+	"ssl_cert_file":             "Holdfast will configure TLS and its certificates itself",
+	"ssl_key_file":              "Holdfast will configure TLS and its certificates itself",
+	"synchronous_standby_names": "use spec.synchronous for synchronous replication",
 }
 
 // IsOwned reports whether Holdfast owns the named setting.
 func IsOwned(name string) bool {
-	return slices.Contains(OwnedParameters, strings.ToLower(name))
+	_, ok := OwnedParameters[strings.ToLower(name)]
+	return ok
 }
 
 // DefaultImage is the container image of a major version when the spec names none.

@@ -99,20 +99,24 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 		{"database name with upper case", func(u *unstructured.Unstructured) { set(u, "My-DB", "spec", "bootstrap", "initdb", "database") },
 			[]string{"spec.bootstrap.initdb.database", "should match"}},
 		{"reserved owner", func(u *unstructured.Unstructured) { set(u, "pg_monitor", "spec", "bootstrap", "initdb", "owner") },
-			[]string{"spec.bootstrap.initdb.owner cannot be postgres, streaming_replica or start with pg_"}},
+			[]string{"spec.bootstrap.initdb.owner cannot be pg_monitor: postgres, streaming_replica and names starting with pg_ belong"}},
+		{"owner public, which postgres reserves", func(u *unstructured.Unstructured) { set(u, "public", "spec", "bootstrap", "initdb", "owner") },
+			[]string{"spec.bootstrap.initdb.owner cannot be public", "reserved words for roles"}},
+		{"owner session_user", func(u *unstructured.Unstructured) { set(u, "session_user", "spec", "bootstrap", "initdb", "owner") },
+			[]string{"spec.bootstrap.initdb.owner cannot be session_user"}},
 		{"name too long for its Services", func(u *unstructured.Unstructured) { u.SetName(strings.Repeat("a", 48)) },
 			[]string{"metadata.name must be at most 47 characters"}},
 		{"name starting with a digit", func(u *unstructured.Unstructured) { u.SetName("1abc") },
 			[]string{"metadata.name must start with a letter"}},
 	}
-	for _, param := range postgres.OwnedParameters {
+	for param, hint := range postgres.OwnedParameters {
 		tests = append(tests, struct {
 			name   string
 			mutate func(u *unstructured.Unstructured)
 			want   []string
 		}{"owned parameter " + param, func(u *unstructured.Unstructured) {
 			set(u, map[string]any{param: "x", "work_mem": "4MB"}, "spec", "postgresql", "parameters")
-		}, []string{"spec.postgresql.parameters: " + param + " is managed by Holdfast and cannot be set"}})
+		}, []string{"spec.postgresql.parameters: " + param + " is managed by Holdfast and cannot be set: " + hint}})
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ package backupschedule
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -92,6 +93,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		setReady(&st, s.Generation, true, "Scheduled", fmt.Sprintf("CronJob %s takes the backups", cron.Name))
 	}
 
+	if _, err := s.Spec.Retention.MaxAge.Duration(); s.Spec.Retention.MaxAge != "" && err != nil {
+		setReady(&st, s.Generation, false, "RetentionRefused", "spec.retention.maxAge: "+err.Error()+"; nothing is pruned until it is fixed")
+	}
+
 	backups, err := r.backups(ctx, &s)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -157,8 +162,19 @@ func newer(b holdfastv1.Backup, all []holdfastv1.Backup, than string) bool {
 // the newest keepLast and younger than maxAge. The newest completed
 // backup is always kept, whatever its age, so that retention never leaves
 // a cluster with nothing to restore.
+//
+// A maxAge that does not read prunes nothing: the schema refuses one, so
+// it can only be an object stored before that rule, and Reconcile says so.
 func retain(backups []holdfastv1.Backup, r holdfastv1.RetentionSpec, now time.Time) (keep, prune []holdfastv1.Backup) {
-	if r.KeepLast == nil && r.MaxAge == nil {
+	maxAge := time.Duration(math.MaxInt64)
+	if r.MaxAge != "" {
+		d, err := r.MaxAge.Duration()
+		if err != nil {
+			return backups, nil
+		}
+		maxAge = d
+	}
+	if r.KeepLast == nil && r.MaxAge == "" {
 		return backups, nil
 	}
 	newestCompleted := ""
@@ -175,7 +191,7 @@ func retain(backups []holdfastv1.Backup, r holdfastv1.RetentionSpec, now time.Ti
 			continue
 		}
 		ok := (r.KeepLast == nil || rank < int(*r.KeepLast)) &&
-			(r.MaxAge == nil || now.Sub(b.CreationTimestamp.Time) < r.MaxAge.Duration)
+			now.Sub(b.CreationTimestamp.Time) < maxAge
 		rank++
 		if ok || b.Name == newestCompleted {
 			keep = append(keep, b)

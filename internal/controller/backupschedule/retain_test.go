@@ -46,9 +46,9 @@ func TestRetain(t *testing.T) {
 		{"the newest completed survives a row of failures", mk("a:Failed", "b:Failed", "c:Completed", "d:Completed"),
 			holdfastv1.RetentionSpec{KeepLast: ptr.To[int32](2)}, "d"},
 		{"max age", mk("a:Completed", "b:Completed", "c:Completed"),
-			holdfastv1.RetentionSpec{MaxAge: &metav1.Duration{Duration: 150 * time.Minute}}, "c"},
+			holdfastv1.RetentionSpec{MaxAge: "2h30m"}, "c"},
 		{"max age never prunes the newest completed", mk("a:Failed", "b:Completed", "c:Completed"),
-			holdfastv1.RetentionSpec{MaxAge: &metav1.Duration{Duration: 30 * time.Minute}}, "a,c"},
+			holdfastv1.RetentionSpec{MaxAge: "30m"}, "a,c"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

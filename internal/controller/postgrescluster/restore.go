@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
@@ -55,6 +56,14 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 	if err != nil {
 		return nil, fmt.Errorf("reading Backup %s: %w", spec.Backup.Name, err)
 	}
+	var targetTime time.Time
+	if t := spec.Target; t != nil && t.Time != "" {
+		// The schema admits only what Parse reads; this guards an object
+		// stored before that rule.
+		if targetTime, err = t.Time.Parse(); err != nil {
+			return nil, &restoreBlocked{reasonRestoreSourceMissing, "spec.bootstrap.restore.target.time: " + err.Error()}
+		}
+	}
 	switch {
 	case b.Status.Phase == holdfastv1.BackupFailed:
 		return nil, &restoreBlocked{reasonRestoreSourceMissing,
@@ -65,10 +74,10 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 	case spec.Target != nil && b.Spec.Method != holdfastv1.BackupPGBackRest:
 		return nil, &restoreBlocked{reasonRestoreSourceMissing,
 			fmt.Sprintf("spec.bootstrap.restore.target: Backup %s is a %s backup, which has no WAL archive to recover to a target with; use a pgbackrest backup", b.Name, b.Spec.Method)}
-	case spec.Target != nil && spec.Target.Time != nil && b.Status.StoppedAt != nil && spec.Target.Time.Time.Before(b.Status.StoppedAt.Time):
+	case !targetTime.IsZero() && b.Status.StoppedAt != nil && targetTime.Before(b.Status.StoppedAt.Time):
 		return nil, &restoreBlocked{reasonRestoreSourceMissing,
 			fmt.Sprintf("spec.bootstrap.restore.target.time %s is before Backup %s ended (%s): recovery can only go forward from a backup",
-				spec.Target.Time.UTC().Format(time.RFC3339Nano), b.Name, b.Status.StoppedAt.UTC().Format(time.RFC3339))}
+				spec.Target.Time, b.Name, b.Status.StoppedAt.UTC().Format(time.RFC3339))}
 	case b.Spec.Method == holdfastv1.BackupVolumeSnapshot:
 		return r.snapshotRestore(ctx, c, &b)
 	case b.Status.Repository == nil || b.Status.Repository.S3 == nil || b.Status.Path == "":
@@ -87,9 +96,9 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 		order.Stanza, order.Set = pb.Stanza, pb.Label
 		if t := spec.Target; t != nil {
 			order.Target.LSN = t.LSN
-			if t.Time != nil {
+			if !targetTime.IsZero() {
 				// postgres reads this form; the zone keeps it unambiguous.
-				order.Target.Time = t.Time.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
+				order.Target.Time = targetTime.UTC().Format("2006-01-02 15:04:05.999999") + "+00"
 			}
 		}
 	}
@@ -178,6 +187,16 @@ func (r *Reconciler) snapshotRestore(ctx context.Context, c *holdfastv1.Postgres
 		return nil, &restoreBlocked{reasonRestoreSourceNotReady, fmt.Sprintf("waiting for VolumeSnapshot %s to be ready", snap.GetName())}
 	}
 	claim := resources.DataClaimTemplate(c)
+	// A claim smaller than its snapshot is never provisioned, and a claim
+	// once made cannot shrink back into shape: refuse before making it.
+	if rs, ok, _ := unstructured.NestedString(snap.Object, "status", "restoreSize"); ok {
+		need, err := resource.ParseQuantity(rs)
+		if asked := claim.Spec.Resources.Requests[corev1.ResourceStorage]; err == nil && asked.Cmp(need) < 0 {
+			return nil, &restoreBlocked{reasonRestoreSourceMissing,
+				fmt.Sprintf("spec.storage.size %s is smaller than VolumeSnapshot %s (%s) of Backup %s: set spec.storage.size to at least %s",
+					asked.String(), snap.GetName(), need.String(), b.Name, need.String())}
+		}
+	}
 	claim.Name = resources.ClaimName(c, 0)
 	claim.Namespace = c.Namespace
 	claim.Labels = maps.Clone(resources.SelectorLabels(c))

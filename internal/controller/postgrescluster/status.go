@@ -37,7 +37,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	slices.SortFunc(pods, func(a, b corev1.Pod) int { return resources.Ordinal(a.Name) - resources.Ordinal(b.Name) })
 	st.Instances = nil
 	st.ReadyInstances = 0
-	var failing, unready []string
+	var failing, unready, starting []string
 	for _, p := range pods {
 		is := holdfastv1.InstanceStatus{Name: p.Name, Role: holdfastv1.RoleUnknown, Ready: podReady(&p)}
 		if r := p.Labels[resources.LabelRole]; r != "" {
@@ -52,9 +52,14 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			st.ReadyInstances++
 		} else {
 			is.Message = podProblem(&p)
-			unready = append(unready, p.Name+": "+is.Message)
-			if isFailing(&p) {
+			switch {
+			case isFailing(&p):
 				failing = append(failing, p.Name+": "+is.Message)
+				unready = append(unready, p.Name+": "+is.Message)
+			case firstStart(&p, reports[p.Name]):
+				starting = append(starting, p.Name)
+			default:
+				unready = append(unready, p.Name+": "+is.Message)
 			}
 		}
 		st.Instances = append(st.Instances, is)
@@ -66,6 +71,13 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		fmt.Sprintf("%d of %d instances ready", st.ReadyInstances, want))
 
 	progress := progressing(c, sts, pods)
+	// Instances down while the StatefulSet has caught up are a failure;
+	// a new instance cloning or recovering for the first time is work
+	// under way.
+	stalled := len(unready) > 0 && progress == ""
+	if progress == "" && len(starting) > 0 {
+		progress = "starting instances: " + strings.Join(starting, ", ")
+	}
 	var blocked *restoreBlocked
 	if errors.As(refused, &blocked) {
 		setCondition(&st, c, holdfastv1.ConditionReady, false, blocked.reason, blocked.message)
@@ -89,19 +101,20 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	switch {
 	case len(failing) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
-	case !ready && progress == "":
-		// Nothing is being created or changed, yet instances are down.
+	case stalled:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstancesNotReady", strings.Join(unready, "; "))
 	default:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, false, "NoFailures", "no instance is failing")
 	}
 
 	switch {
-	case len(failing) > 0 || (!ready && progress == ""):
+	case len(failing) > 0 || stalled:
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy
-	case progress != "" && st.CurrentPrimary == "":
+	case progress != "" && (st.CurrentPrimary == "" || c.Status.Phase == holdfastv1.PhaseCreating):
+		// A cluster is created until it is first Healthy: its replicas
+		// clone after the primary reports.
 		st.Phase = holdfastv1.PhaseCreating
 	default:
 		st.Phase = holdfastv1.PhaseUpdating
@@ -126,6 +139,33 @@ func progressing(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []
 			int32(len(pods))-sts.Status.UpdatedReplicas, len(pods))
 	}
 	return ""
+}
+
+// firstStart: the pod's instance is coming up for the first time (a clone,
+// a restore, crash recovery of a new pod), with no error to report and no
+// container restart behind it. A restarted container is recovering from a
+// failure, and counts as one.
+//
+// Without a report, only a scheduled pod whose containers are still being
+// set up counts: its instance manager has not begun to answer.
+func firstStart(p *corev1.Pod, rep *instance.Report) bool {
+	if p.DeletionTimestamp != nil || (rep != nil && (rep.Started || rep.Error != "")) {
+		return false
+	}
+	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+		if cs.RestartCount > 0 {
+			return false
+		}
+	}
+	if rep != nil {
+		return true
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
+			return false
+		}
+	}
+	return p.Status.Phase == corev1.PodPending && p.Spec.NodeName != ""
 }
 
 func readyReason(ready bool) string {

@@ -2,6 +2,7 @@ package postgrescluster
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -143,5 +144,38 @@ func TestStatusCarriesEachInstancesPositions(t *testing.T) {
 	p, r := st.Instances[0], st.Instances[1]
 	if p.Timeline != 3 || p.CurrentLSN != "0/5000100" || r.ReceivedLSN != "0/5000100" || r.ReplayedLSN != "0/5000000" || r.LagBytes != 256 {
 		t.Errorf("primary %+v replica %+v", p, r)
+	}
+}
+
+// A new cluster's replicas clone after the primary reports: that is
+// creation, not degradation, until an instance fails or restarts.
+func TestCreationIsNotDegraded(t *testing.T) {
+	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 3},
+		Status: holdfastv1.PostgresClusterStatus{CurrentPrimary: "demo-0", Phase: holdfastv1.PhaseCreating}}
+	pods := []corev1.Pod{pod("demo-0", true), pod("demo-1", false), pod("demo-2", false)}
+	cloning := map[string]*instance.Report{"demo-0": {Started: true}, "demo-1": {Message: "cloning"}, "demo-2": {Message: "cloning"}}
+	st := computeStatus(c, settled(3), pods, cloning, nil)
+	if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); st.Phase != holdfastv1.PhaseCreating || d.Status != metav1.ConditionFalse {
+		t.Errorf("replicas cloning: phase %s, Degraded %+v; want Creating, not degraded", st.Phase, d)
+	}
+
+	failed := map[string]*instance.Report{"demo-0": {Started: true}, "demo-1": {Error: "role name \"public\" is reserved"}, "demo-2": {Message: "cloning"}}
+	st = computeStatus(c, settled(3), pods, failed, nil)
+	if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); st.Phase != holdfastv1.PhaseDegraded || d.Status != metav1.ConditionTrue {
+		t.Errorf("an instance with an error: phase %s, Degraded %+v; want Degraded", st.Phase, d)
+	}
+
+	restarted := slices.Clone(pods)
+	restarted[1].Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "postgres", RestartCount: 1}}
+	st = computeStatus(c, settled(3), restarted, cloning, nil)
+	if st.Phase != holdfastv1.PhaseDegraded {
+		t.Errorf("a restarted container: phase %s, want Degraded", st.Phase)
+	}
+
+	healthy := c.DeepCopy()
+	healthy.Status.Phase = holdfastv1.PhaseHealthy
+	st = computeStatus(healthy, settled(3), pods, cloning, nil)
+	if st.Phase != holdfastv1.PhaseUpdating {
+		t.Errorf("a healthy cluster's new replicas starting: phase %s, want Updating", st.Phase)
 	}
 }
