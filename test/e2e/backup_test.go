@@ -211,6 +211,51 @@ spec:
 		}
 	})
 
+	// The form docs/backups.md shows: RFC 3339 with no fractional seconds.
+	// Such an object once blinded the operator to every cluster.
+	t.Run("a pgBackRest backup restores to a time written as the docs show it", func(t *testing.T) {
+		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (6003, 'before the time')`)
+		var target, segment string
+		// The next whole second after the row committed: the row is before
+		// it, and the next one is written after it.
+		e.superQuery(t, "src", rw, `SELECT to_char(date_trunc('second', clock_timestamp() AT TIME ZONE 'UTC') + interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`, &target)
+		poll(t, 10*time.Second, "the server's clock past "+target, func() error {
+			var past bool
+			e.superQuery(t, "src", rw, `SELECT clock_timestamp() > '`+target+`'::timestamptz + interval '100 milliseconds'`, &past)
+			if !past {
+				return errorString("not yet")
+			}
+			return nil
+		})
+		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (6004, 'after the time')`)
+		e.superQuery(t, "src", rw, `SELECT pg_walfile_name(pg_switch_wal())`, &segment)
+		poll(t, 2*time.Minute, "segment "+segment+" archived", func() error {
+			var last string
+			e.superQuery(t, "src", rw, `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`, &last)
+			if last < segment {
+				return errorString("last archived " + last)
+			}
+			return nil
+		})
+		e.mustKubectl(clusterManifest("pitr-time", 1, "")+`
+  bootstrap:
+    restore:
+      backup: {name: p1}
+      target: {time: "`+target+`"}`, "apply", "-f", "-")
+		e.waitReady(t, "pitr-time", 1, 6*time.Minute)
+		at := e.serviceIP(t, "pitr-time-rw")
+		e.waitRowAs(t, "pitr-time", at, 6003, "before the time")
+		var after int
+		e.superQuery(t, "pitr-time", at, `SELECT count(*) FROM e2e WHERE id = 6004`, &after)
+		if after != 0 {
+			t.Errorf("the row written after %s is in the restored cluster", target)
+		}
+		// The operator kept managing every other cluster meanwhile.
+		if got := e.mustKubectl("", "-n", ns, "get", "pgc", "src", "-o", "jsonpath={.status.phase}"); got != "Healthy" {
+			t.Errorf("src is %s while pitr-time restored", got)
+		}
+	})
+
 	t.Run("deleting a pgBackRest Backup expires its set", func(t *testing.T) {
 		// pgBackRest keeps at least one full set: take a second, then drop the first.
 		e.mustKubectl(backupManifest("p2", "src")+"  method: pgbackrest\n", "apply", "-f", "-")

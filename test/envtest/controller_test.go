@@ -125,7 +125,7 @@ func TestClusterObjects(t *testing.T) {
 			if s.Type != corev1.SecretTypeBasicAuth {
 				t.Errorf("Secret %s type %s, want basic-auth", name, s.Type)
 			}
-			for p := range maps(passwords) {
+			for p := range valueSet(passwords) {
 				if p == pw {
 					t.Errorf("Secret %s reuses another role's password", name)
 				}
@@ -282,7 +282,7 @@ func TestClusterObjects(t *testing.T) {
 	t.Run("no-op reconcile after a change writes nothing", func(t *testing.T) { checkNoWrites(t, ns, "demo") })
 }
 
-func maps(m map[string]string) map[string]bool {
+func valueSet(m map[string]string) map[string]bool {
 	out := map[string]bool{}
 	for _, v := range m {
 		out[v] = true
