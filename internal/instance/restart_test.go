@@ -1,0 +1,292 @@
+package instance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"holdfast.dev/holdfast/internal/objectstore"
+	"holdfast.dev/holdfast/internal/postgres"
+	"holdfast.dev/holdfast/internal/testutil"
+)
+
+// The container helper: this test binary, run again by startContainer as
+// the first process of new PID and mount namespaces, plays
+// `holdfast instance run` in a container.
+const (
+	containerEnv = "HOLDFAST_TEST_CONTAINER"      // the Config, in JSON
+	holdPIDEnv   = "HOLDFAST_TEST_CONTAINER_HOLD" // a PID to keep busy first
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(containerEnv) != "" {
+		os.Exit(runContainer())
+	}
+	os.Exit(m.Run())
+}
+
+// runContainer runs an instance manager until killed, as PID 1 of its
+// namespace, after placing a live process at the PID holdPIDEnv names.
+func runContainer() int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "container:", err)
+		return 2
+	}
+	var cfg Config
+	if err := json.Unmarshal([]byte(os.Getenv(containerEnv)), &cfg); err != nil {
+		return fail(err)
+	}
+	// Its own /proc, as a container has, so that PIDs read there are the
+	// ones postgres writes in its lock files.
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		return fail(fmt.Errorf("making mounts private: %w", err))
+	}
+	if err := syscall.Mount("proc", "/proc", "proc", 0, ""); err != nil {
+		return fail(fmt.Errorf("mounting /proc: %w", err))
+	}
+	if pid, _ := strconv.Atoi(os.Getenv(holdPIDEnv)); pid > 0 {
+		if err := holdPID(pid, cfg.RunAs); err != nil {
+			return fail(err)
+		}
+	}
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
+	m := NewManager(cfg, ctrl.Log.WithName(cfg.Name))
+	srv := &http.Server{Addr: cfg.StatusAddr, Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.ListenAndServe() }()
+	if err := m.Run(context.Background()); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// holdPID starts processes, as the user postgres runs as, until one has
+// pid, and leaves that one running: a task postgres may signal (so that it
+// counts as alive) and that is neither postgres nor its parent, like the
+// manager's thread that held the dead postmaster's number in the report.
+func holdPID(pid int, as *syscall.Credential) error {
+	for {
+		cmd := exec.Command("sleep", "3600")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: as}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("starting a process to hold PID %d: %w", pid, err)
+		}
+		switch got := cmd.Process.Pid; {
+		case got == pid:
+			fmt.Fprintf(os.Stderr, "container: a live process holds PID %d\n", pid)
+			go func() { _ = cmd.Wait() }()
+			return nil
+		case got > pid:
+			_ = cmd.Process.Kill()
+			return fmt.Errorf("PID %d went by before a process could hold it (got %d)", pid, got)
+		default:
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}
+}
+
+// container is one run of the container helper.
+type container struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// startContainer runs n's instance manager in new PID and mount
+// namespaces, first placing a live process at holdPID unless it is 0.
+func (h *harness) startContainer(n *node, holdPID int) *container {
+	h.t.Helper()
+	cfg := h.config(n)
+	cfg.StatusAddr = strings.TrimPrefix(n.api.URL, "http://")
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), containerEnv+"="+string(b), holdPIDEnv+"="+strconv.Itoa(holdPID))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		h.t.Fatalf("starting the container: %v", err)
+	}
+	c := &container{cmd: cmd, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(c.exited) }()
+	h.t.Cleanup(c.kill)
+	return c
+}
+
+// kill SIGKILLs the container's first process; the kernel then kills
+// every process in its PID namespace, postgres with them, as when a
+// container runtime kills a container.
+func (c *container) kill() {
+	_ = c.cmd.Process.Kill()
+	<-c.exited
+}
+
+// lockPID reads the PID a postgres lock file names.
+func lockPID(t *testing.T, path string) int {
+	t.Helper()
+	pid, err := lockHolder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// TestStaleLocksAfterAKilledContainer reproduces issue 14's race on
+// purpose: a postmaster killed with its container leaves its lock files
+// naming its PID; in the next container, a live process that is not
+// postgres holds that PID, so postgres would refuse the locks, for good.
+func TestStaleLocksAfterAKilledContainer(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("new PID namespaces need root")
+	}
+	h := newHarness(t)
+	n := &node{name: "pg-0", port: testutil.FreePort(t), dir: filepath.Join(h.base, "pg-0")}
+	if err := os.MkdirAll(n.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Own(t, n.dir, 0o700, h.runAs)
+	// Only the URL: the API server runs in the container.
+	n.api = &httptest.Server{URL: "http://127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))}
+	cfg := h.config(n)
+	socketLock := filepath.Join(cfg.RunDir, fmt.Sprintf(".s.PGSQL.%d.lock", n.port))
+	pidFile := filepath.Join(cfg.DataDir, "postmaster.pid")
+
+	c := h.startContainer(n, 0)
+	waitAPI(h, n)
+	h.want(n, h.primary(n))
+	h.waitFor(2*time.Minute, "primary up in the first container", h.ready(n, postgres.Primary))
+	if err := h.exec(n, `CREATE TABLE t (v text); INSERT INTO t VALUES ('before the kill')`); err != nil {
+		t.Fatal(err)
+	}
+
+	// restart kills the container, then starts the next one with a live
+	// process at the dead postmaster's PID, and checks that postgres comes
+	// up and holds its locks anew.
+	restart := func(t *testing.T, keepPIDFile bool) {
+		pid := h.report(n).PID
+		c.kill()
+		stale := []string{socketLock, pidFile}
+		if !keepPIDFile {
+			// pg_rewind first recovers a killed primary in single-user
+			// mode, which takes postmaster.pid over and removes it; the
+			// socket lock, which single-user mode does not touch, stays.
+			if err := os.Remove(pidFile); err != nil {
+				t.Fatal(err)
+			}
+			stale = stale[:1]
+		}
+		for _, f := range stale {
+			if got := lockPID(t, f); got != pid {
+				t.Fatalf("after the kill, %s names PID %d, want the killed postmaster's %d", f, got, pid)
+			}
+		}
+		c = h.startContainer(n, pid)
+		waitAPI(h, n)
+		// A restarted primary waits for the operator's word.
+		h.want(n, h.primary(n))
+		h.waitFor(time.Minute, "primary up in the new container", h.ready(n, postgres.Primary))
+		r := h.report(n)
+		if r.StartError != "" || r.Restarts != 0 {
+			t.Errorf("postgres came up only after failed starts: restarts %d, start error %q", r.Restarts, r.StartError)
+		}
+		if r.PID == pid {
+			t.Fatalf("the new postmaster has the killed one's PID %d: the race was not set up", pid)
+		}
+		for _, f := range []string{socketLock, pidFile} {
+			if got := lockPID(t, f); got != r.PID {
+				t.Errorf("%s names PID %d, want the new postmaster's %d", f, got, r.PID)
+			}
+		}
+		h.waitFor(10*time.Second, "rows kept", h.hasRows(n, "before the kill"))
+	}
+	t.Run("the socket lock alone, as after pg_rewind", func(t *testing.T) { restart(t, false) })
+	t.Run("the socket lock and postmaster.pid", func(t *testing.T) { restart(t, true) })
+}
+
+// waitAPI waits for n's instance manager to answer.
+func waitAPI(h *harness, n *node) {
+	h.t.Helper()
+	h.waitFor(time.Minute, n.name+"'s manager answering", func() error {
+		resp, err := http.Get(n.api.URL + StatusPath)
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	})
+}
+
+// TestStartAndConvergeErrorsAreReported: a postgres that cannot start
+// says why in the report (its FATAL line), and so does a converge error
+// that lasts.
+func TestStartAndConvergeErrorsAreReported(t *testing.T) {
+	h := newHarness(t)
+	n := h.add("pg-0")
+	h.want(n, h.primary(n))
+	h.waitFor(2*time.Minute, "primary up", h.ready(n, postgres.Primary))
+
+	custom := filepath.Join(h.base, "custom.conf")
+	good, err := os.ReadFile(custom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a postgres that fails to start reports its FATAL line", func(t *testing.T) {
+		if err := os.WriteFile(custom, []byte("max_connections = 'many'\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(h.report(n).PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		h.waitFor(time.Minute, "the start error reported", func() error {
+			r := h.report(n)
+			if !strings.HasPrefix(r.StartError, "FATAL: configuration file") || !strings.Contains(r.Message, r.StartError) {
+				return fmt.Errorf("start error %q, message %q", r.StartError, r.Message)
+			}
+			return nil
+		})
+		if err := os.WriteFile(custom, good, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.waitFor(time.Minute, "postgres up again", h.ready(n, postgres.Primary))
+		if r := h.report(n); r.StartError != "" {
+			t.Errorf("the start error outlived a good start: %q", r.StartError)
+		}
+	})
+	t.Run("a converge error that lasts is reported as failing", func(t *testing.T) {
+		// The repository's credentials are not there: every step fails.
+		d := h.primary(n)
+		d.Archive = &ArchiveOrder{Stanza: "db", Location: objectstore.Location{Endpoint: "https://s3.invalid", Bucket: "b"}}
+		h.want(n, d)
+		start := time.Now()
+		h.waitFor(time.Minute, "the error reported as failing", func() error {
+			r := h.report(n)
+			if r.Failing == "" || r.Failing != r.Error || !strings.Contains(r.Failing, "repository credentials") {
+				return fmt.Errorf("error %q, failing %q", r.Error, r.Failing)
+			}
+			return nil
+		})
+		if took := time.Since(start); took < failingAfter {
+			t.Errorf("failing after %s, before the %s a passing hitch gets", took, failingAfter)
+		}
+		h.want(n, h.primary(n))
+		h.waitFor(30*time.Second, "failing cleared", func() error {
+			if r := h.report(n); r.Failing != "" || r.Error != "" {
+				return fmt.Errorf("error %q, failing %q", r.Error, r.Failing)
+			}
+			return nil
+		})
+	})
+}
