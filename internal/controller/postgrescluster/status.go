@@ -38,6 +38,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	st.Instances = nil
 	st.ReadyInstances = 0
 	var failing, unready []string
+	var reported instanceTrouble
 	for _, p := range pods {
 		is := holdfastv1.InstanceStatus{Name: p.Name, Role: holdfastv1.RoleUnknown, Ready: podReady(&p)}
 		if r := p.Labels[resources.LabelRole]; r != "" {
@@ -56,6 +57,9 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			if isFailing(&p) {
 				failing = append(failing, p.Name+": "+is.Message)
 			}
+		}
+		if msg := reported.add(p.Name, reports[p.Name]); msg != "" {
+			is.Message = msg
 		}
 		st.Instances = append(st.Instances, is)
 	}
@@ -89,6 +93,8 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	switch {
 	case len(failing) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
+	case reported.reason() != "":
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, reported.reason(), reported.message())
 	case !ready && progress == "":
 		// Nothing is being created or changed, yet instances are down.
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstancesNotReady", strings.Join(unready, "; "))
@@ -97,7 +103,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	}
 
 	switch {
-	case len(failing) > 0 || (!ready && progress == ""):
+	case len(failing) > 0 || reported.reason() != "" || (!ready && progress == ""):
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy
