@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -288,5 +289,64 @@ func TestStartAndConvergeErrorsAreReported(t *testing.T) {
 			}
 			return nil
 		})
+	})
+}
+
+// TestClearStaleLocks: a lock counts as live only while a postgres holds
+// it; whatever else holds its number, the lock goes.
+func TestClearStaleLocks(t *testing.T) {
+	stranger := exec.Command("sleep", "60")
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stranger.Process.Kill(); _ = stranger.Wait() })
+	write := func(path string, pid int) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setup := func(t *testing.T, dataDir string) (*Manager, string, string) {
+		m := NewManager(Config{DataDir: dataDir, RunDir: t.TempDir(), Port: 5432}, logr.Discard())
+		return m, filepath.Join(dataDir, "postmaster.pid"), m.socketFile() + ".lock"
+	}
+	present := func(t *testing.T, want bool, files ...string) {
+		t.Helper()
+		for _, f := range files {
+			if exists(f) != want {
+				t.Errorf("%s: present %v, want %v", filepath.Base(f), !want, want)
+			}
+		}
+	}
+
+	t.Run("an orphan postmaster on this data directory keeps its locks", func(t *testing.T) {
+		dataDir, pm, _ := fakePostmaster(t)
+		m, pidFile, lock := setup(t, dataDir)
+		write(lock, pm.Process.Pid)
+		if err := m.clearStaleLocks(); err != nil {
+			t.Fatal(err)
+		}
+		present(t, true, pidFile, lock)
+	})
+	t.Run("a live process that is not postgres holds nothing", func(t *testing.T) {
+		m, pidFile, lock := setup(t, t.TempDir())
+		write(pidFile, stranger.Process.Pid)
+		write(lock, stranger.Process.Pid)
+		write(m.socketFile(), 0)
+		if err := m.clearStaleLocks(); err != nil {
+			t.Fatal(err)
+		}
+		present(t, false, pidFile, lock, m.socketFile())
+	})
+	t.Run("a postgres on another data directory keeps the socket, not this postmaster.pid", func(t *testing.T) {
+		_, other, _ := fakePostmaster(t)
+		m, pidFile, lock := setup(t, t.TempDir())
+		write(pidFile, other.Process.Pid)
+		write(lock, other.Process.Pid)
+		if err := m.clearStaleLocks(); err != nil {
+			t.Fatal(err)
+		}
+		present(t, false, pidFile)
+		present(t, true, lock)
 	})
 }
