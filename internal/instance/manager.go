@@ -347,6 +347,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 	}
 	if d.Fenced {
 		m.stopServer()
+		m.startErr = "" // it is not trying to start
 		return "fenced: postgres is stopped until the operator unfences it", nil
 	}
 
