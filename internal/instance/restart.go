@@ -126,8 +126,6 @@ func (m *Manager) clearLeftovers() error {
 		// initdb's password file holds the superuser's password; a
 		// bootstrap cut short never ran its deferred removal.
 		filepath.Join(m.cfg.RunDir, "initdb-pw"),
-		// Half-written files of writeFileAtomic: the rename never came.
-		m.cfg.desiredFile() + ".tmp",
 	}
 	if !exists(filepath.Join(m.cfg.DataDir, "PG_VERSION")) {
 		// The marker speaks of a data directory that was never moved into
