@@ -350,3 +350,36 @@ func TestClearStaleLocks(t *testing.T) {
 		present(t, true, lock)
 	})
 }
+
+// TestLeftoversAreCheckedAtStartup: what a manager killed half-way left
+// beside the data directory is checked, not trusted, when the next starts.
+func TestLeftoversAreCheckedAtStartup(t *testing.T) {
+	h := newHarness(t)
+	n := h.add("pg-0")
+	h.stop(n)
+	cfg := h.config(n)
+	for path, content := range map[string]string{
+		cfg.desiredFile():                                  `{"role": "primary", "epo`, // a write the disk lost half of
+		filepath.Join(cfg.RunDir, "initdb-pw"):             "superuser-password\n",
+		filepath.Join(n.dir, "holdfast-foreign-passwords"): "",
+	} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.start(n)
+	h.waitFor(10*time.Second, "waiting for the operator", func() error {
+		if r := h.report(n); !strings.Contains(r.Message, "waiting for the operator") || r.Error != "" {
+			return fmt.Errorf("message %q, error %q", r.Message, r.Error)
+		}
+		return nil
+	})
+	if !exists(cfg.desiredFile() + ".unreadable") {
+		t.Error("the unreadable desired state was not kept aside")
+	}
+	for _, f := range []string{"run/initdb-pw", "holdfast-foreign-passwords"} {
+		if exists(filepath.Join(n.dir, f)) {
+			t.Errorf("%s outlived the start-up", f)
+		}
+	}
+}
