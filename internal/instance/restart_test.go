@@ -30,6 +30,10 @@ import (
 const (
 	containerEnv = "HOLDFAST_TEST_CONTAINER"      // the Config, in JSON
 	holdPIDEnv   = "HOLDFAST_TEST_CONTAINER_HOLD" // a PID to keep busy first
+	// firstPIDs is how many PIDs the first container uses up before its
+	// manager starts: its postmaster's PID is then well above those the
+	// next container's runtime threads take before holdPID runs.
+	firstPIDs = 40
 )
 
 func TestMain(m *testing.M) {
@@ -58,10 +62,12 @@ func runContainer() int {
 	if err := syscall.Mount("proc", "/proc", "proc", 0, ""); err != nil {
 		return fail(fmt.Errorf("mounting /proc: %w", err))
 	}
-	if pid, _ := strconv.Atoi(os.Getenv(holdPIDEnv)); pid > 0 {
-		if err := holdPID(pid, cfg.RunAs); err != nil {
-			return fail(err)
-		}
+	pid, _ := strconv.Atoi(os.Getenv(holdPIDEnv))
+	if pid == 0 {
+		pid = firstPIDs
+	}
+	if err := holdPID(pid, cfg.RunAs); err != nil {
+		return fail(err)
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	m := NewManager(cfg, ctrl.Log.WithName(cfg.Name))
@@ -106,7 +112,8 @@ type container struct {
 }
 
 // startContainer runs n's instance manager in new PID and mount
-// namespaces, first placing a live process at holdPID unless it is 0.
+// namespaces, first placing a live process at holdPID (at firstPIDs when
+// it is 0).
 func (h *harness) startContainer(n *node, holdPID int) *container {
 	h.t.Helper()
 	cfg := h.config(n)
@@ -167,7 +174,7 @@ func TestStaleLocksAfterAKilledContainer(t *testing.T) {
 	pidFile := filepath.Join(cfg.DataDir, "postmaster.pid")
 
 	c := h.startContainer(n, 0)
-	waitAPI(h, n)
+	c.waitAPI(h, n)
 	h.want(n, h.primary(n))
 	h.waitFor(2*time.Minute, "primary up in the first container", h.ready(n, postgres.Primary))
 	if err := h.exec(n, `CREATE TABLE t (v text); INSERT INTO t VALUES ('before the kill')`); err != nil {
@@ -196,7 +203,7 @@ func TestStaleLocksAfterAKilledContainer(t *testing.T) {
 			}
 		}
 		c = h.startContainer(n, pid)
-		waitAPI(h, n)
+		c.waitAPI(h, n)
 		// A restarted primary waits for the operator's word.
 		h.want(n, h.primary(n))
 		h.waitFor(time.Minute, "primary up in the new container", h.ready(n, postgres.Primary))
@@ -218,10 +225,16 @@ func TestStaleLocksAfterAKilledContainer(t *testing.T) {
 	t.Run("the socket lock and postmaster.pid", func(t *testing.T) { restart(t, true) })
 }
 
-// waitAPI waits for n's instance manager to answer.
-func waitAPI(h *harness, n *node) {
+// waitAPI waits for the manager in c to answer, and fails at once should
+// the container end first (it could not hold the PID it was given, say).
+func (c *container) waitAPI(h *harness, n *node) {
 	h.t.Helper()
 	h.waitFor(time.Minute, n.name+"'s manager answering", func() error {
+		select {
+		case <-c.exited:
+			h.t.Fatalf("the container ended: %v", c.cmd.ProcessState)
+		default:
+		}
 		resp, err := http.Get(n.api.URL + StatusPath)
 		if err != nil {
 			return err
