@@ -22,7 +22,7 @@ type Config struct {
 	// another cluster's state (restored from its snapshot) is told apart by it.
 	Cluster  string
 	DataDir  string // PGDATA
-	RunDir   string // socket and password file; not persistent
+	RunDir   string // socket and password file; an emptyDir, so it outlives a container restart
 	PGBinDir string // postgres, initdb, pg_basebackup, pg_rewind; "" searches PATH
 	Port     int
 	// ListenAddresses is where postgres listens; empty means every address
@@ -144,7 +144,7 @@ func (c Config) loadDesired() (*Desired, error) {
 	}
 	var d Desired
 	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", c.desiredFile(), err)
+		return nil, fmt.Errorf("%w: parsing %s: %v", errUnreadableDesired, c.desiredFile(), err)
 	}
 	if d.Cluster != "" && c.Cluster != "" && d.Cluster != c.Cluster {
 		// A volume restored from another cluster's snapshot: its orders,
@@ -153,6 +153,11 @@ func (c Config) loadDesired() (*Desired, error) {
 	}
 	return &d, nil
 }
+
+// errUnreadableDesired: the saved desired state does not parse (a disk
+// that lost a write). The instance then waits for the operator's word, as
+// on its first start, rather than fail on every start.
+var errUnreadableDesired = errors.New("the saved desired state is unreadable")
 
 func (c Config) saveDesired(d Desired) error {
 	b, err := json.Marshal(d)
@@ -166,8 +171,8 @@ func (c Config) saveDesired(d Desired) error {
 // crash leaves the old or the new content, never half of it.
 func writeFileAtomic(path string, data []byte, mode os.FileMode, owner *syscall.Credential) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp, err)
+	if err := writeSynced(tmp, data, mode); err != nil {
+		return err
 	}
 	if owner != nil {
 		if err := os.Chown(tmp, int(owner.Uid), int(owner.Gid)); err != nil {
@@ -176,6 +181,27 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode, owner *syscall.
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("renaming %s: %w", tmp, err)
+	}
+	return nil
+}
+
+// writeSynced writes a file and flushes it to disk: without the flush, a
+// machine that crashes just after the rename may keep the new name with
+// no content.
+func writeSynced(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

@@ -81,15 +81,19 @@ func (h *harness) add(name string) *node {
 	return n
 }
 
-func (h *harness) start(n *node) {
-	cfg := Config{
+// config is n's instance manager's configuration, as a pod's flags give it.
+func (h *harness) config(n *node) Config {
+	return Config{
 		Name: n.name, DataDir: filepath.Join(n.dir, "pgdata"), RunDir: filepath.Join(n.dir, "run"),
 		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets, CustomConf: filepath.Join(h.base, "custom.conf"),
 		TokenFile: filepath.Join(h.base, "token"), Database: "app", Owner: "app",
 		RepositoryDir: filepath.Join(h.base, "repository"), RestoreRepositoryDir: filepath.Join(h.base, "repository"),
 		StopTimeout: 30 * time.Second, RunAs: h.runAs,
 	}
-	n.mgr = NewManager(cfg, ctrl.Log.WithName(n.name))
+}
+
+func (h *harness) start(n *node) {
+	n.mgr = NewManager(h.config(n), ctrl.Log.WithName(n.name))
 	n.api = httptest.NewServer(n.mgr.Handler())
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.done = cancel, make(chan error, 1)

@@ -36,7 +36,18 @@ type Report struct {
 	Restarts int    `json:"restarts"`
 	Message  string `json:"message,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// StartError is why postgres last exited before it came up (its
+	// FATAL line), until it comes up: postgres fails to start, over and over.
+	StartError string `json:"startError,omitempty"`
+	// Failing is the converge error once steps have failed for longer
+	// than failingAfter: no longer a passing hitch.
+	Failing string `json:"failing,omitempty"`
 }
+
+// failingAfter is how long converge steps fail in a row before the
+// instance reports itself failing (and the cluster Degraded): long enough
+// to ride out a failover's moments without a primary.
+const failingAfter = 10 * time.Second
 
 // Manager runs and supervises postgres in one instance and converges it to
 // the Desired state the operator sends.
@@ -71,6 +82,8 @@ type Manager struct {
 	rolesApplied [32]byte
 	everStarted  bool
 	needRewind   bool
+	startErr     string    // see Report.StartError
+	errorsSince  time.Time // when the steps began to fail; zero while they succeed
 
 	// lastLoop is when the converge loop last ran, in Unix nanoseconds;
 	// the liveness probe reads it from another goroutine.
@@ -166,7 +179,12 @@ func (m *Manager) Report() Report {
 // Run converges until ctx ends, then shuts postgres down cleanly.
 func (m *Manager) Run(ctx context.Context) error {
 	d, err := m.cfg.loadDesired()
-	if err != nil {
+	if errors.Is(err, errUnreadableDesired) {
+		m.log.Error(err, "waiting for the operator's word instead")
+		if err := os.Rename(m.cfg.desiredFile(), m.cfg.desiredFile()+".unreadable"); err != nil {
+			return fmt.Errorf("setting the unreadable desired state aside: %w", err)
+		}
+	} else if err != nil {
 		return err
 	}
 	m.ctx.Store(&ctx)
@@ -188,6 +206,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err := m.ensureDir(dir, 0o700); err != nil {
 			return err
 		}
+	}
+	if err := m.clearLeftovers(); err != nil {
+		return err
 	}
 
 	if m.lease != nil {
@@ -250,6 +271,12 @@ func (m *Manager) converge(ctx context.Context) {
 	m.mu.Unlock()
 
 	msg, err := m.step(ctx, d)
+	switch {
+	case err == nil:
+		m.errorsSince = time.Time{}
+	case m.errorsSince.IsZero():
+		m.errorsSince = time.Now()
+	}
 	m.publish(ctx, d, msg, err)
 }
 
@@ -277,11 +304,15 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 		r.Postgres = st
 		r.Restarts = m.crashes
 		r.Message = msg
-		r.Error = ""
+		r.Error, r.Failing = "", ""
 		if err != nil {
 			r.Error = err.Error()
 			m.log.Error(err, "converging")
+			if !m.errorsSince.IsZero() && time.Since(m.errorsSince) > failingAfter {
+				r.Failing = r.Error
+			}
 		}
+		r.StartError = m.startErr
 		r.Role = ""
 		if st != nil {
 			r.Role = postgres.Primary
@@ -316,17 +347,21 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 	}
 	if d.Fenced {
 		m.stopServer()
+		m.startErr = "" // it is not trying to start
 		return "fenced: postgres is stopped until the operator unfences it", nil
 	}
 
 	if s := m.server; s != nil && !s.alive() {
+		if !s.up {
+			m.startErr = s.startError()
+		}
 		m.crashes++
 		backoff := min(time.Duration(1<<min(m.crashes-1, 5))*time.Second, 30*time.Second)
 		if time.Since(s.started) > time.Minute {
 			backoff = 0 // it ran a good while: restart at once
 		}
 		m.nextStart = time.Now().Add(backoff)
-		m.log.Info("postgres exited; restarting", "status", fmt.Sprint(s.err), "backoff", backoff.String())
+		m.log.Info("postgres exited; restarting", "status", fmt.Sprint(s.err), "startError", m.startErr, "backoff", backoff.String())
 		m.server = nil
 	}
 
@@ -355,6 +390,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 		if err != nil {
 			return "starting: " + err.Error(), nil
 		}
+		m.server.up, m.startErr = true, ""
 		switch {
 		case d.Role == postgres.Primary && !st.InRecovery && !leaseOK:
 			// It can no longer renew its hold on the primary role: another
@@ -434,6 +470,9 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 	}
 
 	if time.Now().Before(m.nextStart) {
+		if m.startErr != "" {
+			return fmt.Sprintf("postgres failed to start (%s); trying again in %s", m.startErr, time.Until(m.nextStart).Round(time.Second)), nil
+		}
 		return fmt.Sprintf("postgres crashed; restarting in %s", time.Until(m.nextStart).Round(time.Second)), nil
 	}
 	standby := filepath.Join(m.cfg.DataDir, "standby.signal")

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,6 +20,22 @@ type server struct {
 	exited  chan struct{} // closed once the process has exited
 	err     error         // its exit status, valid once exited is closed
 	started time.Time
+	log     serverLog
+	// up is set once postgres answered: an exit before that is a failed
+	// start, whose reason startError reports. Owned by the converge loop.
+	up bool
+}
+
+// startError says why a postgres that exited before it ever answered did
+// not start: its last FATAL line, else its exit status.
+func (s *server) startError() string {
+	// Its last words may still be in the pipe; a postmaster that failed to
+	// start has no children to hold the pipe open, so this is short.
+	s.log.drain(time.Second)
+	if f := s.log.lastFatal(); f != "" {
+		return f
+	}
+	return fmt.Sprintf("postgres exited during start-up: %v", s.err)
 }
 
 func (s *server) alive() bool {
@@ -65,11 +80,20 @@ func (m *Manager) startServer() error {
 	if err := m.stopOrphan(); err != nil {
 		return err
 	}
+	if err := m.clearStaleLocks(); err != nil {
+		return err
+	}
 	cmd := m.command(context.Background(), "postgres", "-D", m.cfg.DataDir)
-	if err := cmd.Start(); err != nil {
+	s := &server{cmd: cmd, exited: make(chan struct{}), started: time.Now()}
+	out, err := s.log.attach(cmd)
+	if err != nil {
+		return err
+	}
+	err = cmd.Start()
+	out.Close() // postgres holds its own copy
+	if err != nil {
 		return fmt.Errorf("starting postgres: %w", err)
 	}
-	s := &server{cmd: cmd, exited: make(chan struct{}), started: time.Now()}
 	go func() {
 		s.err = cmd.Wait()
 		close(s.exited)
@@ -120,22 +144,18 @@ func (m *Manager) stopOrphan() error {
 
 // runningPostmaster is the pid of the postmaster running on dataDir, or 0.
 // postmaster.pid outlives a crash, and its number may since have gone to
-// another process.
+// another process, or, in a new container, to one of this manager's own
+// threads: only a postgres working in dataDir counts.
 func runningPostmaster(dataDir string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	pid, err := lockHolder(filepath.Join(dataDir, "postmaster.pid"))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("reading postmaster.pid: %w", err)
+		return 0, err
 	}
-	pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
-	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return 0, nil // postgres itself checks a stale file
-	}
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if !strings.Contains(string(cmdline), "postgres") {
-		return 0, nil
+	if !isPostmasterOn(dataDir)(pid) {
+		return 0, nil // clearStaleLocks removes the file
 	}
 	return pid, nil
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/go-logr/logr"
 )
 
-// fakePostmaster runs sleep under the name postgres, with a postmaster.pid
-// naming it in a fresh data directory.
+// fakePostmaster runs sleep under the name postgres, in a fresh data
+// directory whose postmaster.pid names it.
 func fakePostmaster(t *testing.T) (dataDir string, cmd *exec.Cmd, exited chan struct{}) {
 	t.Helper()
 	dir := t.TempDir()
@@ -32,6 +32,7 @@ func fakePostmaster(t *testing.T) (dataDir string, cmd *exec.Cmd, exited chan st
 		t.Fatal(err)
 	}
 	cmd = exec.Command(bin, "60")
+	cmd.Dir = dir // as a postmaster works in its data directory
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

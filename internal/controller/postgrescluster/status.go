@@ -38,6 +38,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	st.Instances = nil
 	st.ReadyInstances = 0
 	var failing, unready, starting []string
+	var reported instanceTrouble
 	for _, p := range pods {
 		is := holdfastv1.InstanceStatus{Name: p.Name, Role: holdfastv1.RoleUnknown, Ready: podReady(&p)}
 		if r := p.Labels[resources.LabelRole]; r != "" {
@@ -61,6 +62,9 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			default:
 				unready = append(unready, p.Name+": "+is.Message)
 			}
+		}
+		if msg := reported.add(p.Name, reports[p.Name]); msg != "" {
+			is.Message = msg
 		}
 		st.Instances = append(st.Instances, is)
 	}
@@ -101,6 +105,8 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	switch {
 	case len(failing) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
+	case reported.reason() != "":
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, reported.reason(), reported.message())
 	case stalled:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstancesNotReady", strings.Join(unready, "; "))
 	default:
@@ -108,7 +114,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	}
 
 	switch {
-	case len(failing) > 0 || stalled:
+	case len(failing) > 0 || reported.reason() != "" || stalled:
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy
@@ -149,7 +155,7 @@ func progressing(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []
 // Without a report, only a scheduled pod whose containers are still being
 // set up counts: its instance manager has not begun to answer.
 func firstStart(p *corev1.Pod, rep *instance.Report) bool {
-	if p.DeletionTimestamp != nil || (rep != nil && (rep.Started || rep.Error != "")) {
+	if p.DeletionTimestamp != nil || (rep != nil && (rep.Started || rep.Failing != "" || rep.StartError != "")) {
 		return false
 	}
 	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {

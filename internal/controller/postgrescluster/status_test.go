@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -159,7 +160,7 @@ func TestCreationIsNotDegraded(t *testing.T) {
 		t.Errorf("replicas cloning: phase %s, Degraded %+v; want Creating, not degraded", st.Phase, d)
 	}
 
-	failed := map[string]*instance.Report{"demo-0": {Started: true}, "demo-1": {Error: "role name \"public\" is reserved"}, "demo-2": {Message: "cloning"}}
+	failed := map[string]*instance.Report{"demo-0": {Started: true}, "demo-1": {Failing: "role name \"public\" is reserved"}, "demo-2": {Message: "cloning"}}
 	st = computeStatus(c, settled(3), pods, failed, nil)
 	if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); st.Phase != holdfastv1.PhaseDegraded || d.Status != metav1.ConditionTrue {
 		t.Errorf("an instance with an error: phase %s, Degraded %+v; want Degraded", st.Phase, d)
@@ -177,5 +178,48 @@ func TestCreationIsNotDegraded(t *testing.T) {
 	st = computeStatus(healthy, settled(3), pods, cloning, nil)
 	if st.Phase != holdfastv1.PhaseUpdating {
 		t.Errorf("a healthy cluster's new replicas starting: phase %s, want Updating", st.Phase)
+	}
+}
+
+func TestDegradedShowsWhatInstancesReport(t *testing.T) {
+	const fatal = `FATAL: lock file "/var/run/postgresql/.s.PGSQL.5432.lock" already exists`
+	const failing = "configuring WAL archiving: reading the repository credentials: open /etc/holdfast/repository/accessKeyId: no such file or directory"
+	tests := []struct {
+		name    string
+		reports map[string]*instance.Report
+		reason  string
+		message string
+	}{
+		{"a postgres that fails to start", map[string]*instance.Report{"demo-1": {StartError: fatal}},
+			"InstanceCrashLooping", "demo-1: " + fatal},
+		{"a converge error that lasts", map[string]*instance.Report{"demo-0": {Failing: failing, Error: failing}},
+			"InstanceError", "demo-0: " + failing},
+		{"both: the failed start first", map[string]*instance.Report{"demo-0": {Failing: failing}, "demo-1": {StartError: fatal}},
+			"InstanceCrashLooping", "demo-1: " + fatal + "; demo-0: " + failing},
+		{"a passing error is not trouble yet", map[string]*instance.Report{"demo-0": {Error: failing}},
+			"NoFailures", "no instance is failing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 2}}
+			pods := []corev1.Pod{pod("demo-0", true), pod("demo-1", true)}
+			c.Status = computeStatus(c, settled(2), pods, tt.reports, nil)
+			cond := meta.FindStatusCondition(c.Status.Conditions, holdfastv1.ConditionDegraded)
+			if cond.Reason != tt.reason || cond.Message != tt.message {
+				t.Errorf("Degraded %s %q, want %s %q", cond.Reason, cond.Message, tt.reason, tt.message)
+			}
+			if degraded := cond.Status == metav1.ConditionTrue; degraded != (c.Status.Phase == holdfastv1.PhaseDegraded) {
+				t.Errorf("Degraded %s in phase %s", cond.Status, c.Status.Phase)
+			}
+			for _, is := range c.Status.Instances {
+				if r := tt.reports[is.Name]; r != nil && (r.StartError+r.Failing) != "" && !strings.Contains(tt.message, is.Message) {
+					t.Errorf("instance %s message %q, not what it reported", is.Name, is.Message)
+				}
+			}
+			// The same reports again change nothing: no status write.
+			if again := computeStatus(c, settled(2), pods, tt.reports, nil); !equality.Semantic.DeepEqual(again, c.Status) {
+				t.Errorf("the same reports changed the status:\n%+v\n%+v", c.Status, again)
+			}
+		})
 	}
 }

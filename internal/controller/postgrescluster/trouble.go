@@ -1,0 +1,49 @@
+package postgrescluster
+
+import (
+	"strings"
+
+	"holdfast.dev/holdfast/internal/instance"
+)
+
+// instanceTrouble gathers what the instances report going wrong that
+// their pods do not show: a postgres that fails to start on every attempt,
+// or a converge step that keeps failing, while the container runs and
+// may even pass its probes.
+type instanceTrouble struct {
+	crashLooping, erring []string
+}
+
+// add notes the trouble rep reports, and returns it as the instance's
+// message, or "" when it reports none.
+func (t *instanceTrouble) add(name string, rep *instance.Report) string {
+	switch {
+	case rep == nil:
+		return ""
+	case rep.StartError != "":
+		t.crashLooping = append(t.crashLooping, name+": "+rep.StartError)
+		return rep.StartError
+	case rep.Failing != "":
+		t.erring = append(t.erring, name+": "+rep.Failing)
+		return rep.Failing
+	}
+	return ""
+}
+
+// reason is the Degraded reason for the trouble, "" when there is none.
+func (t *instanceTrouble) reason() string {
+	switch {
+	case len(t.crashLooping) > 0:
+		return "InstanceCrashLooping"
+	case len(t.erring) > 0:
+		return "InstanceError"
+	}
+	return ""
+}
+
+// message names each troubled instance and what it says. It holds no time
+// or count, so that it changes, and the status is written, only when what
+// the instances report changes.
+func (t *instanceTrouble) message() string {
+	return strings.Join(append(append([]string(nil), t.crashLooping...), t.erring...), "; ")
+}
