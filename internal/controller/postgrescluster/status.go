@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -86,9 +87,12 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		setCondition(&st, c, holdfastv1.ConditionProgressing, false, "Stable", "the StatefulSet matches the spec")
 	}
 
+	stuck := replicasNotStreaming(pods, reports, time.Now())
 	switch {
 	case len(failing) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
+	case len(stuck) > 0:
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "ReplicaNotStreaming", strings.Join(stuck, "; "))
 	case !ready && progress == "":
 		// Nothing is being created or changed, yet instances are down.
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstancesNotReady", strings.Join(unready, "; "))
@@ -97,7 +101,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	}
 
 	switch {
-	case len(failing) > 0 || (!ready && progress == ""):
+	case len(failing) > 0 || len(stuck) > 0 || (!ready && progress == ""):
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy
