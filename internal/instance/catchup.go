@@ -131,6 +131,11 @@ func (m *Manager) catchUpOrReclone(ctx context.Context, d *Desired, st postgres.
 	if d.Archive == nil && stalled < streamStallLimit {
 		return "not streaming: " + why, nil
 	}
+	if m.backups.dumping() {
+		// The dump reads a snapshot, which a stale replica serves as well
+		// as any; stopping postgres would fail it.
+		return "not streaming: " + why + "; re-cloning once the running dump ends", nil
+	}
 
 	msg := "re-cloning: " + why
 	if d.Archive != nil {
