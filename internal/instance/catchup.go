@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"holdfast.dev/holdfast/internal/postgres"
@@ -137,14 +138,20 @@ func (m *Manager) catchUpOrReclone(ctx context.Context, d *Desired, st postgres.
 		return "not streaming: " + why + "; re-cloning once the running dump ends", nil
 	}
 
-	msg := "re-cloning: " + why
 	if d.Archive != nil {
-		msg += fmt.Sprintf(", and replay has not moved for %s with the archive", stalled.Round(time.Second))
+		why += fmt.Sprintf(", and replay has not moved for %s with the archive", stalled.Round(time.Second))
 	}
-	msg += "; the old data directory is kept aside as " + aside(m.cfg.DataDir, recloneAside)
-	m.log.Info("this replica cannot catch up: cloning the primary afresh", "segment", gone, "replayed", st.ReplayedLSN)
-	c.rejoined(RejoinReclone, gone, msg)
 	m.stopServer()
+	return m.reclone(ctx, d, gone, why)
+}
+
+// reclone clones the primary afresh for a stopped replica that cannot
+// follow it, because of why, and says so.
+func (m *Manager) reclone(ctx context.Context, d *Desired, gone, why string) (string, error) {
+	c := &m.catch
+	msg := "re-cloning: " + why + "; the old data directory is kept aside as " + aside(m.cfg.DataDir, recloneAside)
+	m.log.Info("this replica cannot catch up: cloning the primary afresh", "segment", gone, "why", why)
+	c.rejoined(RejoinReclone, gone, msg)
 	// The clone takes a while, and the converge loop reports nothing meanwhile.
 	m.publish(ctx, d, msg, nil)
 	if err := m.cloneAfresh(ctx, d, recloneAside); err != nil {
@@ -152,6 +159,74 @@ func (m *Manager) catchUpOrReclone(ctx context.Context, d *Desired, st postgres.
 	}
 	c.replayed, c.movedAt = "", time.Now()
 	return "re-cloned: " + why, nil
+}
+
+// rejoinBeforeStart looks, before a replica's postgres starts on its data
+// directory, whether the primary has recycled the WAL that follows what
+// this replica holds in its own pg_wal. Then it cannot stream from where it
+// stopped: with a repository, restore_command fetches that WAL from the
+// archive, and this says so; without one, it clones the primary at once
+// rather than start a server that would loop on the primary's refusal, or,
+// stopped before it was consistent, never even answer. It returns a
+// message when it did the step's work; an error to reach the primary
+// leaves the start to go ahead, and the running replica to be looked at.
+func (m *Manager) rejoinBeforeStart(ctx context.Context, d *Desired) (string, error) {
+	gone, err := m.walGoneBeforeStart(ctx, d)
+	if err != nil {
+		m.log.V(1).Info("could not compare this replica's WAL with the primary's before starting", "error", err.Error())
+		return "", nil
+	}
+	if gone == "" {
+		return "", nil
+	}
+	why := "the primary no longer has WAL segment " + gone
+	if d.Archive != nil {
+		m.log.Info("starting to replay WAL from the repository's archive: the primary no longer has it", "segment", gone)
+		m.catch.fromArchive = true
+		m.catch.rejoined(RejoinArchive, gone, "fetching WAL from the repository's archive: "+why)
+		return "", nil
+	}
+	return m.reclone(ctx, d, gone, why)
+}
+
+// walGoneBeforeStart returns the segment that follows the newest in this
+// replica's pg_wal when the primary holds nothing that old any more, else
+// "". The newest local segment may be a recycled one named ahead of the
+// replica's WAL, which can only hide a gap, never invent one; and the
+// replica may need the newest local segment whole again, so a gap counts
+// only past the one after it.
+func (m *Manager) walGoneBeforeStart(ctx context.Context, d *Desired) (string, error) {
+	conn, err := m.connectPrimary(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	oldest, segSize, err := postgres.OldestWAL(ctx, conn)
+	if err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(filepath.Join(m.cfg.DataDir, "pg_wal"))
+	if err != nil {
+		return "", fmt.Errorf("listing this replica's WAL: %w", err)
+	}
+	var newest uint64
+	var tli int64
+	found := false
+	for _, e := range entries {
+		seg, err := postgres.ParseWALFileName(e.Name(), segSize)
+		if err != nil || (found && seg <= newest) {
+			continue
+		}
+		t, err := strconv.ParseInt(e.Name()[:8], 16, 32)
+		if err != nil {
+			continue
+		}
+		newest, tli, found = seg, t, true
+	}
+	if !found || oldest <= newest+1 {
+		return "", nil
+	}
+	return postgres.WALFileName(int(tli), newest+1, segSize), nil
 }
 
 // walGone asks the primary for the oldest WAL it still holds and returns

@@ -22,7 +22,7 @@ func TestReplicaWhoseWALIsGoneRejoins(t *testing.T) {
 	t.Run("without a repository the replica is cloned afresh", func(t *testing.T) {
 		h := newHarness(t)
 		p, r := h.add("pg-0"), h.add("pg-1")
-		need := h.recycleBehindStoppedReplica(p, r, nil)
+		need := h.recycleBehind(p, r, nil, func() { h.stop(r) })
 
 		start := time.Now()
 		h.start(r)
@@ -33,12 +33,38 @@ func TestReplicaWhoseWALIsGoneRejoins(t *testing.T) {
 		h.waitFor(30*time.Second, "every row on pg-1", h.hasRows(r, h.rowsWritten(p)...))
 
 		rep := h.report(r)
-		if j := rep.Rejoin; j == nil || j.How != RejoinReclone || j.Segment != need ||
-			!strings.Contains(j.Message, "re-cloning: the primary no longer has WAL segment "+need) {
-			t.Errorf("report's rejoin %+v; want a re-clone because the primary lacks %s", rep.Rejoin, need)
+		if j := rep.Rejoin; j == nil || j.How != RejoinReclone || !need.holds(j.Segment) ||
+			!strings.Contains(j.Message, "re-cloning: the primary no longer has WAL segment "+j.Segment) {
+			t.Errorf("report's rejoin %+v; want a re-clone because the primary lacks a segment from %s on", rep.Rejoin, need.first)
 		}
 		if _, err := os.Stat(filepath.Join(r.dir, "pgdata"+recloneAside, "PG_VERSION")); err != nil {
 			t.Errorf("the old data directory was not kept aside: %v", err)
+		}
+	})
+
+	t.Run("a running replica cut off while the WAL is recycled is cloned afresh", func(t *testing.T) {
+		// The same, found on a running replica: it was pointed at a port
+		// where no primary listens, as a network cut would leave it.
+		h := newHarness(t)
+		p, r := h.add("pg-0"), h.add("pg-1")
+		need := h.recycleBehind(p, r, nil, func() {
+			d := h.replica(p)
+			d.PrimaryPort = testutil.FreePort(t)
+			h.want(r, d)
+		})
+		pid := h.report(r).PID
+		start := time.Now()
+		h.want(r, h.replica(p))
+		h.waitFor(2*time.Minute, "pg-1 re-cloned and streaming", h.rejoined(r))
+		t.Logf("from reconnecting to streaming: %s", time.Since(start).Round(time.Millisecond))
+		h.waitFor(30*time.Second, "every row on pg-1", h.hasRows(r, h.rowsWritten(p)...))
+		rep := h.report(r)
+		if j := rep.Rejoin; j == nil || j.How != RejoinReclone || !need.holds(j.Segment) ||
+			!strings.Contains(j.Message, "re-cloning: the primary no longer has WAL segment "+j.Segment) {
+			t.Errorf("report's rejoin %+v; want a re-clone because the primary lacks a segment from %s on", rep.Rejoin, need.first)
+		}
+		if rep.PID == pid {
+			t.Errorf("postgres was not restarted on a fresh clone (pid %d)", pid)
 		}
 	})
 
@@ -48,7 +74,7 @@ func TestReplicaWhoseWALIsGoneRejoins(t *testing.T) {
 		h.writeRepositoryCredentials(cred)
 		archive := &ArchiveOrder{Stanza: "pg", Location: loc.Join("pg", "pgbackrest")}
 		p, r := h.add("pg-0"), h.add("pg-1")
-		need := h.recycleBehindStoppedReplica(p, r, archive)
+		need := h.recycleBehind(p, r, archive, func() { h.stop(r) })
 		system := h.report(p).Postgres.SystemIdentifier
 
 		start := time.Now()
@@ -60,11 +86,12 @@ func TestReplicaWhoseWALIsGoneRejoins(t *testing.T) {
 		// The primary had recycled the segment, so only the archive could
 		// have given it; a clone would have moved the old data aside.
 		if _, err := os.Stat(filepath.Join(r.dir, "pgdata"+recloneAside)); err == nil {
-			t.Errorf("pg-1 was cloned afresh though the archive holds the WAL it needed (%s)", need)
+			t.Errorf("pg-1 was cloned afresh though the archive holds the WAL it needed (%s)", need.first)
 		}
 		rep := h.report(r)
-		if j := rep.Rejoin; j != nil && j.How != RejoinArchive {
-			t.Errorf("report's rejoin %+v; want none or the archive", j)
+		if j := rep.Rejoin; j == nil || j.How != RejoinArchive || !need.holds(j.Segment) ||
+			!strings.Contains(j.Message, "fetching WAL from the repository's archive: the primary no longer has WAL segment "+j.Segment) {
+			t.Errorf("report's rejoin %+v; want the archive, because the primary lacks a segment from %s on", j, need.first)
 		}
 		if rep.Postgres.SystemIdentifier != system {
 			t.Errorf("pg-1 runs system %s, the primary %s", rep.Postgres.SystemIdentifier, system)
@@ -77,13 +104,13 @@ func TestReplicaWhoseWALIsGoneRejoins(t *testing.T) {
 	})
 }
 
-// recycleBehindStoppedReplica sets up p as primary and r as its streaming
-// replica, stops r, takes away its slot as a scale-down does, writes and
+// recycleBehind sets up p as primary and r as its streaming replica, cuts
+// r off from p with away, takes away its slot as a scale-down does, writes and
 // switches WAL until p has removed the segment r needs next, and tells p
 // to keep a slot for r again, as a scale-up does. It returns the name of
-// that segment. With archive, both archive there, and every segment is
-// archived before p may remove it.
-func (h *harness) recycleBehindStoppedReplica(p, r *node, archive *ArchiveOrder) string {
+// the segments r needs that p no longer has. With archive, both archive
+// there, and every segment is archived before p may remove it.
+func (h *harness) recycleBehind(p, r *node, archive *ArchiveOrder, away func()) missingWAL {
 	h.t.Helper()
 	h.epoch = 1
 	primary := func(replicas ...*node) Desired {
@@ -105,7 +132,7 @@ func (h *harness) recycleBehindStoppedReplica(p, r *node, archive *ArchiveOrder)
 	// Nothing is written meanwhile: where it stops is where it resumes.
 	var replayed string
 	h.superQuery(r, "postgres", `SELECT pg_last_wal_replay_lsn()::text`, &replayed)
-	h.stop(r)
+	away()
 	pos, err := postgres.ParseLSN(replayed)
 	if err != nil {
 		h.t.Fatal(err)
@@ -123,7 +150,7 @@ func (h *harness) recycleBehindStoppedReplica(p, r *node, archive *ArchiveOrder)
 	if archive != nil {
 		h.archiveNow(p)
 	}
-	var segSize uint64
+	var segSize, oldest uint64
 	var need string
 	h.waitFor(time.Minute, "the primary removes the WAL the replica needs", func() error {
 		h.superExec(p, "postgres", `CHECKPOINT`)
@@ -133,7 +160,6 @@ func (h *harness) recycleBehindStoppedReplica(p, r *node, archive *ArchiveOrder)
 			return err
 		}
 		defer conn.Close(ctx)
-		var oldest uint64
 		oldest, segSize, err = postgres.OldestWAL(ctx, conn)
 		if err != nil {
 			return err
@@ -146,7 +172,22 @@ func (h *harness) recycleBehindStoppedReplica(p, r *node, archive *ArchiveOrder)
 		return nil
 	})
 	h.want(p, primary(r))
-	return need
+	return missingWAL{first: need, from: postgres.WALSegment(pos, segSize), to: oldest, segSize: segSize}
+}
+
+// missingWAL is the segments a replica needs that its primary has removed:
+// numbers from up to (not including) to; first names the one at from.
+type missingWAL struct {
+	first             string
+	from, to, segSize uint64
+}
+
+// holds says whether segment name is one of them. The instance names the
+// first it finds missing, which depends on how it looked: from the
+// running replica's position, or before starting, past its own pg_wal.
+func (w missingWAL) holds(name string) bool {
+	seg, err := postgres.ParseWALFileName(name, w.segSize)
+	return err == nil && seg >= w.from && seg < w.to
 }
 
 // rejoined: n streams, and has streamed long enough for its report to

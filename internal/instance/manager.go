@@ -453,6 +453,10 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			return "", err
 		}
 		m.needRewind = false
+	} else if d.Role == postgres.Replica {
+		if msg, err := m.rejoinBeforeStart(ctx, d); msg != "" || err != nil {
+			return msg, err
+		}
 	}
 	if err := m.writeConfig(ctx, d, false); err != nil {
 		return "", err
