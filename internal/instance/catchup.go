@@ -196,12 +196,7 @@ func (m *Manager) rejoinBeforeStart(ctx context.Context, d *Desired) (string, er
 // replica may need the newest local segment whole again, so a gap counts
 // only past the one after it.
 func (m *Manager) walGoneBeforeStart(ctx context.Context, d *Desired) (string, error) {
-	conn, err := m.connectPrimary(ctx, d)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close(ctx)
-	oldest, segSize, err := postgres.OldestWAL(ctx, conn)
+	oldest, segSize, err := m.primaryOldestWAL(ctx, d)
 	if err != nil {
 		return "", err
 	}
@@ -237,12 +232,7 @@ func (m *Manager) walGone(ctx context.Context, d *Desired, st postgres.Status) (
 	if err != nil || pos == 0 {
 		return "", err // nothing replayed yet: nothing to compare
 	}
-	conn, err := m.connectPrimary(ctx, d)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close(ctx)
-	oldest, segSize, err := postgres.OldestWAL(ctx, conn)
+	oldest, segSize, err := m.primaryOldestWAL(ctx, d)
 	if err != nil {
 		return "", err
 	}
@@ -251,6 +241,16 @@ func (m *Manager) walGone(ctx context.Context, d *Desired, st postgres.Status) (
 		return "", nil
 	}
 	return postgres.WALFileName(st.Timeline, need, segSize), nil
+}
+
+// primaryOldestWAL is postgres.OldestWAL of the primary.
+func (m *Manager) primaryOldestWAL(ctx context.Context, d *Desired) (segno, segSize uint64, err error) {
+	conn, err := m.connectPrimary(ctx, d)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Close(ctx)
+	return postgres.OldestWAL(ctx, conn)
 }
 
 func aside(dataDir, suffix string) string { return filepath.Base(dataDir) + suffix }

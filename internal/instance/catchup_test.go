@@ -30,13 +30,7 @@ func TestReplicaWhoseWALIsGoneRejoins(t *testing.T) {
 		// for an instant, every retry: ready alone proves nothing.
 		h.waitFor(2*time.Minute, "pg-1 re-cloned and streaming", h.rejoined(r))
 		t.Logf("from restart to streaming: %s", time.Since(start).Round(time.Millisecond))
-		h.waitFor(30*time.Second, "every row on pg-1", h.hasRows(r, h.rowsWritten(p)...))
-
-		rep := h.report(r)
-		if j := rep.Rejoin; j == nil || j.How != RejoinReclone || !need.holds(j.Segment) ||
-			!strings.Contains(j.Message, "re-cloning: the primary no longer has WAL segment "+j.Segment) {
-			t.Errorf("report's rejoin %+v; want a re-clone because the primary lacks a segment from %s on", rep.Rejoin, need.first)
-		}
+		h.recloned(p, r, need)
 		if _, err := os.Stat(filepath.Join(r.dir, "pgdata"+recloneAside, "PG_VERSION")); err != nil {
 			t.Errorf("the old data directory was not kept aside: %v", err)
 		}
@@ -57,13 +51,8 @@ func TestReplicaWhoseWALIsGoneRejoins(t *testing.T) {
 		h.want(r, h.replica(p))
 		h.waitFor(2*time.Minute, "pg-1 re-cloned and streaming", h.rejoined(r))
 		t.Logf("from reconnecting to streaming: %s", time.Since(start).Round(time.Millisecond))
-		h.waitFor(30*time.Second, "every row on pg-1", h.hasRows(r, h.rowsWritten(p)...))
-		rep := h.report(r)
-		if j := rep.Rejoin; j == nil || j.How != RejoinReclone || !need.holds(j.Segment) ||
-			!strings.Contains(j.Message, "re-cloning: the primary no longer has WAL segment "+j.Segment) {
-			t.Errorf("report's rejoin %+v; want a re-clone because the primary lacks a segment from %s on", rep.Rejoin, need.first)
-		}
-		if rep.PID == pid {
+		h.recloned(p, r, need)
+		if h.report(r).PID == pid {
 			t.Errorf("postgres was not restarted on a fresh clone (pid %d)", pid)
 		}
 	})
@@ -201,6 +190,18 @@ func (h *harness) rejoined(n *node) func() error {
 			return fmt.Errorf("%s: not streaming since %s: %s", n.name, r.NotStreamingSince, r.Message)
 		}
 		return nil
+	}
+}
+
+// recloned checks that r holds every row of p and reports a re-clone for
+// one of the segments p lacks.
+func (h *harness) recloned(p, r *node, need missingWAL) {
+	h.t.Helper()
+	h.waitFor(30*time.Second, "every row on "+r.name, h.hasRows(r, h.rowsWritten(p)...))
+	rep := h.report(r)
+	if j := rep.Rejoin; j == nil || j.How != RejoinReclone || !need.holds(j.Segment) ||
+		!strings.Contains(j.Message, "re-cloning: the primary no longer has WAL segment "+j.Segment) {
+		h.t.Errorf("report's rejoin %+v; want a re-clone because the primary lacks a segment from %s on", rep.Rejoin, need.first)
 	}
 }
 
