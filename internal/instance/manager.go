@@ -42,6 +42,12 @@ type Report struct {
 	// Failing is the converge error once steps have failed for longer
 	// than failingAfter: no longer a passing hitch.
 	Failing string `json:"failing,omitempty"`
+	// NotStreamingSince is when this replica was first seen running
+	// without streaming from its primary; nil while it streams.
+	NotStreamingSince *time.Time `json:"notStreamingSince,omitempty"`
+	// Rejoin is the last time this replica fell back to the archive or to
+	// a fresh clone because its primary no longer had the WAL it needed.
+	Rejoin *Rejoin `json:"rejoin,omitempty"`
 }
 
 // failingAfter is how long converge steps fail in a row before the
@@ -84,6 +90,7 @@ type Manager struct {
 	needRewind   bool
 	startErr     string    // see Report.StartError
 	errorsSince  time.Time // when the steps began to fail; zero while they succeed
+	catch        catchUp
 
 	// lastLoop is when the converge loop last ran, in Unix nanoseconds;
 	// the liveness probe reads it from another goroutine.
@@ -293,8 +300,10 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 			msg = "postgres is not answering yet: " + qerr.Error()
 		}
 	}
+	m.catch.observe(d, st, time.Now())
 	m.setReport(func(r *Report) {
 		r.Desired = d
+		r.NotStreamingSince, r.Rejoin = m.catch.since(), m.catch.last
 		r.Running = m.server != nil && m.server.alive()
 		r.PID = 0
 		if r.Running {
@@ -444,7 +453,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 				return "not streaming: " + err.Error(), nil
 			}
 			if !diverged {
-				return "not streaming yet", nil
+				return m.catchUpOrReclone(ctx, d, st)
 			}
 			m.log.Info("this replica's history diverged from the primary's; stopping to rewind")
 			m.stopServer()
@@ -483,6 +492,10 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			return "", err
 		}
 		m.needRewind = false
+	} else if d.Role == postgres.Replica {
+		if msg, err := m.rejoinBeforeStart(ctx, d); msg != "" || err != nil {
+			return msg, err
+		}
 	}
 	if err := m.writeConfig(ctx, d, false); err != nil {
 		return "", err
@@ -602,14 +615,7 @@ func (m *Manager) rewind(ctx context.Context, d *Desired) error {
 		return nil
 	}
 	m.log.Error(err, "pg_rewind failed; cloning the primary afresh")
-	aside := m.cfg.DataDir + ".before-rewind"
-	if err := os.RemoveAll(aside); err != nil {
-		return fmt.Errorf("clearing %s: %w", aside, err)
-	}
-	if err := os.Rename(m.cfg.DataDir, aside); err != nil {
-		return fmt.Errorf("moving the old data directory aside: %w", err)
-	}
-	return m.bootstrap(ctx, d)
+	return m.cloneAfresh(ctx, d, rewindAside)
 }
 
 // writeConfig writes postgresql.conf, pg_hba.conf and the password file,
@@ -643,6 +649,7 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 		SlotName:     postgres.SlotName(m.cfg.Name),
 		SyncStandbys: d.Replicas, SyncQuorum: d.SyncQuorum,
 		ArchiveCommand: archive,
+		RestoreCommand: m.restoreCommand(d),
 		HoldReplay:     m.backups.dumping(),
 	})
 	custom, _ := os.ReadFile(m.cfg.CustomConf)

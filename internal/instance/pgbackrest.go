@@ -14,6 +14,7 @@ import (
 
 	"holdfast.dev/holdfast/internal/backup/pgbackrest"
 	"holdfast.dev/holdfast/internal/objectstore"
+	"holdfast.dev/holdfast/internal/postgres"
 )
 
 // ArchiveOrder turns continuous WAL archiving on: the primary pushes every
@@ -80,6 +81,17 @@ func (m *Manager) archiveCommand(d *Desired) (string, error) {
 		return "", err
 	}
 	return pgbackrest.ArchiveCommand(m.pgbackrestConf(), d.Archive.Stanza), nil
+}
+
+// restoreCommand is a replica's restore_command: pgBackRest's archive-get
+// from the cluster's repository, which archiveCommand configured, so that a
+// replica whose primary has recycled the WAL it needs fetches it from the
+// archive rather than loop on the primary's refusal.
+func (m *Manager) restoreCommand(d *Desired) string {
+	if d.Archive == nil || d.Role != postgres.Replica {
+		return ""
+	}
+	return pgbackrest.RestoreCommand(m.pgbackrestConf(), d.Archive.Stanza)
 }
 
 // writeArchiveConf writes the configuration of the cluster's own repository.

@@ -32,6 +32,9 @@ type ServerConf struct {
 	SyncQuorum   int
 	// ArchiveCommand archives a WAL segment; empty keeps none.
 	ArchiveCommand string
+	// RestoreCommand, on a replica, fetches from the archive a WAL segment
+	// its primary no longer has; empty leaves streaming as the only source.
+	RestoreCommand string
 	// HoldReplay makes a replica wait, rather than cancel its queries,
 	// when replay conflicts with them: a dump running on it must not be
 	// cancelled half way ("canceling statement due to conflict with recovery").
@@ -87,6 +90,9 @@ func RenderConf(c ServerConf) string {
 	if c.Role == Replica {
 		set("primary_conninfo", c.PrimaryConnInfo)
 		set("primary_slot_name", c.SlotName)
+		if c.RestoreCommand != "" {
+			set("restore_command", c.RestoreCommand)
+		}
 	} else {
 		set("synchronous_standby_names", SyncStandbyNames(c.SyncQuorum, c.SyncStandbys))
 	}

@@ -148,6 +148,7 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		e.mustKubectl("", "-n", ns, "delete", "pgc", "bad")
 		e.mustKubectl("", "-n", ns, "delete", "pvc", "--all")
 	})
+	t.Run("a replica whose WAL the primary recycled while it was scaled away clones afresh", e.replicaWhoseWALIsGoneRejoins)
 }
 
 func clusterManifest(name string, instances int, storageExtra string) string {

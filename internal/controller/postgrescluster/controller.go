@@ -49,6 +49,7 @@ type Reconciler struct {
 
 	leases  leaseWatch
 	answers answerLog
+	rejoins rejoinLog
 }
 
 // pollInstances is how often a cluster with running instances is looked at
@@ -165,6 +166,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, "InstanceUnreachable", "Orchestrate", "%v", err)
 			return ctrl.Result{}, err
 		}
+		r.announceRejoins(&c, reports)
 		if anyPodAddressed(pods.Items) {
 			result.RequeueAfter = pollInstances
 		}

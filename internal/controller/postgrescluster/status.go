@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -102,11 +103,14 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		setCondition(&st, c, holdfastv1.ConditionProgressing, false, "Stable", "the StatefulSet matches the spec")
 	}
 
+	stuck := replicasNotStreaming(pods, reports, time.Now())
 	switch {
 	case len(failing) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
 	case reported.reason() != "":
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, reported.reason(), reported.message())
+	case len(stuck) > 0:
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "ReplicaNotStreaming", strings.Join(stuck, "; "))
 	case stalled:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstancesNotReady", strings.Join(unready, "; "))
 	default:
@@ -114,7 +118,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	}
 
 	switch {
-	case len(failing) > 0 || reported.reason() != "" || stalled:
+	case len(failing) > 0 || reported.reason() != "" || len(stuck) > 0 || stalled:
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy
