@@ -36,6 +36,12 @@ type Report struct {
 	Restarts int    `json:"restarts"`
 	Message  string `json:"message,omitempty"`
 	Error    string `json:"error,omitempty"`
+
+	// Adopted, when set, says this instance took over the data an earlier
+	// incarnation of its cluster left on the volume.
+	Adopted *Adoption `json:"adopted,omitempty"`
+	// Archiving is a primary's WAL archiving, when the cluster has a repository.
+	Archiving *ArchiveReport `json:"archiving,omitempty"`
 }
 
 // Manager runs and supervises postgres in one instance and converges it to
@@ -110,6 +116,9 @@ func (m *Manager) SetDesired(d Desired) error {
 	if err := d.validate(); err != nil {
 		return err
 	}
+	if m.cfg.otherIncarnation(d.Incarnation) {
+		return fmt.Errorf("the order is for incarnation %s of the cluster; this instance belongs to %s", d.Incarnation, m.cfg.Incarnation)
+	}
 	m.mu.Lock()
 	if cur := m.currentEpoch(); d.Epoch < cur {
 		m.mu.Unlock()
@@ -165,7 +174,7 @@ func (m *Manager) Report() Report {
 
 // Run converges until ctx ends, then shuts postgres down cleanly.
 func (m *Manager) Run(ctx context.Context) error {
-	d, err := m.cfg.loadDesired()
+	d, foreign, err := m.cfg.loadDesired()
 	if err != nil {
 		return err
 	}
@@ -188,6 +197,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err := m.ensureDir(dir, 0o700); err != nil {
 			return err
 		}
+	}
+	if err := m.adoptData(foreign); err != nil {
+		return err
 	}
 
 	if m.lease != nil {
@@ -266,6 +278,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 			msg = "postgres is not answering yet: " + qerr.Error()
 		}
 	}
+	archiving := m.archiving(d, st)
 	m.setReport(func(r *Report) {
 		r.Desired = d
 		r.Running = m.server != nil && m.server.alive()
@@ -275,6 +288,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 		}
 		r.Fenced = d != nil && d.Fenced
 		r.Postgres = st
+		r.Archiving = archiving
 		r.Restarts = m.crashes
 		r.Message = msg
 		r.Error = ""
@@ -429,7 +443,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 				m.ensureStanza(d)
 				return "running", m.ensureRoles(ctx)
 			}
-			return "running", nil
+			return "running", m.passwordsReplayed()
 		}
 	}
 

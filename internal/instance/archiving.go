@@ -1,0 +1,58 @@
+package instance
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"holdfast.dev/holdfast/internal/postgres"
+)
+
+// ArchiveReport says whether a primary's WAL reaches its repository. The
+// message names no counter or time, so that it changes only when the
+// state does: the operator copies it into the cluster's status.
+type ArchiveReport struct {
+	OK      bool   `json:"ok"`
+	Message string `json:"message"`
+}
+
+// archiving judges the WAL archiving of a running primary ordered to
+// archive; nil for any other instance.
+func (m *Manager) archiving(d *Desired, st *postgres.Status) *ArchiveReport {
+	if d == nil || d.Archive == nil || st == nil || st.InRecovery || st.Archiver == nil {
+		return nil
+	}
+	s := &m.stanza
+	s.mu.Lock()
+	failed := s.failed
+	s.mu.Unlock()
+	if failed != nil {
+		return &ArchiveReport{Message: "creating the pgBackRest stanza: " + failed.Error()}
+	}
+	if a := st.Archiver; a.Failing {
+		return &ArchiveReport{Message: fmt.Sprintf("WAL segment %s could not be archived: %s",
+			a.LastFailedWAL, m.archivePushError(d.Archive.Stanza, a.LastFailedWAL))}
+	}
+	return &ArchiveReport{OK: true, Message: fmt.Sprintf("WAL is archived to stanza %s at %s", d.Archive.Stanza, d.Archive.Location)}
+}
+
+// archivePushError is pgBackRest's message for the segment that failed.
+// The asynchronous archiver leaves it in its queue, as <segment>.error or,
+// for a failure of the whole batch, global.error: a code line, then the
+// message.
+func (m *Manager) archivePushError(stanza, segment string) string {
+	out := filepath.Join(m.spoolDir(), "archive", stanza, "out")
+	for _, name := range []string{segment + ".error", "global.error"} {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			continue
+		}
+		code, msg, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+		if msg == "" {
+			msg = code
+		}
+		return strings.Join(strings.Fields(msg), " ")
+	}
+	return "pgBackRest's archive-push failed; postgres's log holds its message"
+}
