@@ -25,10 +25,13 @@ func (m *Manager) archiving(d *Desired, st *postgres.Status) *ArchiveReport {
 	}
 	s := &m.stanza
 	s.mu.Lock()
-	failed := s.failed
+	failed, made := s.failed, s.made == stanzaKey(*d.Archive)
 	s.mu.Unlock()
-	if failed != nil {
+	switch {
+	case failed != nil:
 		return &ArchiveReport{Message: "creating the pgBackRest stanza: " + failed.Error()}
+	case !made:
+		return nil // not known yet: the stanza is being made
 	}
 	if a := st.Archiver; a.Failing {
 		return &ArchiveReport{Message: fmt.Sprintf("WAL segment %s could not be archived: %s",
