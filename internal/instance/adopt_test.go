@@ -138,10 +138,34 @@ func TestArchivingFailureIsReported(t *testing.T) {
 		t.Errorf("the first system's archiving: %+v; want OK", rep)
 	}
 
+	// Keys the store refuses: archive-push fails, and its message is
+	// pgBackRest's, from its queue; the right keys again bring it back.
+	bad := cred
+	bad.SecretAccessKey = "not-the-key"
+	h.writeRepositoryCredentials(bad)
+	var seg string
+	// Something to archive: a switch of an empty segment does nothing.
+	h.superExec(a, "postgres", `CREATE TABLE wal (); DROP TABLE wal`)
+	h.superQuery(a, "postgres", `SELECT pg_walfile_name(pg_switch_wal())`, &seg)
+	h.waitFor(time.Minute, "refused keys are reported", func() error {
+		rep := h.report(a).Archiving
+		if rep == nil || rep.OK || !strings.Contains(rep.Message, seg) || strings.Contains(rep.Message, "postgres's log") {
+			return fmt.Errorf("archiving %+v", rep)
+		}
+		return nil
+	})
+	t.Logf("refused keys: %s", h.report(a).Archiving.Message)
+	h.writeRepositoryCredentials(cred)
+	h.waitFor(2*time.Minute, "archiving recovers with the right keys", func() error {
+		if rep := h.report(a).Archiving; rep == nil || !rep.OK {
+			return fmt.Errorf("archiving %+v", rep)
+		}
+		return nil
+	})
+
 	b := h.add("b-0")
 	h.want(b, d)
 	h.waitFor(time.Minute, "the second primary is ready", h.ready(b, "primary"))
-	var seg string
 	h.superQuery(b, "postgres", `SELECT pg_walfile_name(pg_switch_wal())`, &seg)
 	took := h.waitFor(time.Minute, "the second system's archiving is reported failing", func() error {
 		rep := h.report(b).Archiving
