@@ -143,6 +143,12 @@ func TestArchivingFailureIsReported(t *testing.T) {
 	bad := cred
 	bad.SecretAccessKey = "not-the-key"
 	h.writeRepositoryCredentials(bad)
+	h.waitFor(10*time.Second, "pgBackRest's configuration has the refused keys", func() error {
+		if conf, _ := os.ReadFile(a.mgr.pgbackrestConf()); !strings.Contains(string(conf), bad.SecretAccessKey) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 	var seg string
 	// Something to archive: a switch of an empty segment does nothing.
 	h.superExec(a, "postgres", `CREATE TABLE wal (); DROP TABLE wal`)

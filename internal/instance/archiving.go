@@ -40,6 +40,10 @@ func (m *Manager) archiving(d *Desired, st *postgres.Status) *ArchiveReport {
 	return &ArchiveReport{OK: true, Message: fmt.Sprintf("WAL is archived to stanza %s at %s", d.Archive.Stanza, d.Archive.Location)}
 }
 
+// maxArchiveMessage bounds pgBackRest's message in the report and the
+// cluster's condition.
+const maxArchiveMessage = 600
+
 // archivePushError is pgBackRest's message for the segment that failed.
 // The asynchronous archiver leaves it in its queue, as <segment>.error or,
 // for a failure of the whole batch, global.error: a code line, then the
@@ -55,7 +59,13 @@ func (m *Manager) archivePushError(stanza, segment string) string {
 		if msg == "" {
 			msg = code
 		}
-		return strings.Join(strings.Fields(msg), " ")
+		// An S3 refusal carries the store's whole XML answer: its start
+		// says what went wrong.
+		msg = strings.Join(strings.Fields(msg), " ")
+		if len(msg) > maxArchiveMessage {
+			msg = strings.ToValidUTF8(msg[:maxArchiveMessage], "") + " …"
+		}
+		return msg
 	}
 	return "pgBackRest's archive-push failed; postgres's log holds its message"
 }
