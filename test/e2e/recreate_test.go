@@ -148,7 +148,7 @@ func (e *sandboxEnv) deleteCluster(t *testing.T, name string, dropClaims bool) {
 func (e *sandboxEnv) clusterCondition(t *testing.T, cluster, typ string) string {
 	t.Helper()
 	return e.mustKubectl("", "-n", ns, "get", "pgc", cluster, "-o",
-		`jsonpath={.status.conditions[?(@.type=="`+typ+`")].status} {.status.conditions[?(@.type=="`+typ+`")].reason}: {.status.conditions[?(@.type=="`+typ+`")].message}`)
+		`jsonpath={range .status.conditions[?(@.type=="`+typ+`")]}{.status} {.reason}: {.message}{end}`)
 }
 
 // wantAdopted checks the condition and the Event of this incarnation that
