@@ -349,6 +349,12 @@ const (
 	// ConditionPrimaryAvailable: a primary takes writes; when False, the
 	// reason says whether it is failing, being replaced, or cannot be.
 	ConditionPrimaryAvailable = "PrimaryAvailable"
+	// ConditionAdoptedExistingData: the cluster found, on its kept claims,
+	// the data of an earlier cluster of its name, and took it as its own.
+	ConditionAdoptedExistingData = "AdoptedExistingData"
+	// ConditionContinuousArchiving: the primary's WAL reaches the
+	// repository; absent without spec.backup.
+	ConditionContinuousArchiving = "ContinuousArchiving"
 )
 
 // InstanceRole is what an instance is in its cluster.

@@ -45,6 +45,11 @@ type Config struct {
 	// RunAs is the user postgres runs as when this process is root (which
 	// postgres refuses); nil runs it as this process's user.
 	RunAs *syscall.Credential
+
+	// Incarnation is the PostgresCluster's UID: a cluster deleted and
+	// created again under the same name is another incarnation, and the
+	// state the old one saved on a kept volume is not this one's.
+	Incarnation string
 }
 
 // Credentials of one role, read from the mounted Secret.
@@ -97,8 +102,10 @@ type Desired struct {
 	Archive *ArchiveOrder `json:"archive,omitempty"`
 	// Fenced stops postgres until unfenced.
 	Fenced bool `json:"fenced,omitempty"`
-	// Cluster is namespace/name of the cluster the order is for.
-	Cluster string `json:"cluster,omitempty"`
+	// Cluster is namespace/name of the cluster the order is for, and
+	// Incarnation that cluster's UID.
+	Cluster     string `json:"cluster,omitempty"`
+	Incarnation string `json:"incarnation,omitempty"`
 	// Epoch grows with every change of primary; an instance ignores a
 	// Desired older than the last it accepted, so a delayed message from
 	// before a failover cannot undo it.
@@ -134,24 +141,38 @@ func (c Config) desiredFile() string {
 	return filepath.Join(filepath.Dir(c.DataDir), "holdfast-desired.json")
 }
 
-func (c Config) loadDesired() (*Desired, error) {
+// loadDesired reads the last accepted Desired. It returns nil when there
+// is none, or when it was another cluster's (a volume restored from its
+// snapshot) or another incarnation's of this one (a cluster re-created on
+// its kept claims): those orders, and their epochs, are not this
+// cluster's, and the state the operator sends now is all that counts.
+// foreign is the other incarnation whose state was dropped, if any.
+func (c Config) loadDesired() (d *Desired, foreign string, err error) {
 	b, err := os.ReadFile(c.desiredFile())
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, "", nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the last desired state: %w", err)
+		return nil, "", fmt.Errorf("reading the last desired state: %w", err)
 	}
-	var d Desired
-	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, fmt.Errorf("%w: parsing %s: %v", errUnreadableDesired, c.desiredFile(), err)
+	d = &Desired{}
+	if err := json.Unmarshal(b, d); err != nil {
+		return nil, "", fmt.Errorf("%w: parsing %s: %v", errUnreadableDesired, c.desiredFile(), err)
 	}
 	if d.Cluster != "" && c.Cluster != "" && d.Cluster != c.Cluster {
-		// A volume restored from another cluster's snapshot: its orders,
-		// and their epochs, are that cluster's, not this one's.
-		return nil, nil
+		return nil, "", nil
 	}
-	return &d, nil
+	if c.otherIncarnation(d.Incarnation) {
+		return nil, d.Incarnation, nil
+	}
+	return d, "", nil
+}
+
+// otherIncarnation says whether incarnation is known to differ from this
+// instance's. State saved before incarnations were recorded carries none,
+// and counts as this one's.
+func (c Config) otherIncarnation(incarnation string) bool {
+	return incarnation != "" && c.Incarnation != "" && incarnation != c.Incarnation
 }
 
 // errUnreadableDesired: the saved desired state does not parse (a disk

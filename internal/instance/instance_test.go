@@ -46,6 +46,8 @@ type harness struct {
 	runAs   *syscall.Credential
 	nodes   []*node
 	epoch   int64
+	// incarnation is the cluster UID the instances started next belong to.
+	incarnation string
 }
 
 func newHarness(t *testing.T) *harness {
@@ -88,7 +90,7 @@ func (h *harness) config(n *node) Config {
 		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets, CustomConf: filepath.Join(h.base, "custom.conf"),
 		TokenFile: filepath.Join(h.base, "token"), Database: "app", Owner: "app",
 		RepositoryDir: filepath.Join(h.base, "repository"), RestoreRepositoryDir: filepath.Join(h.base, "repository"),
-		StopTimeout: 30 * time.Second, RunAs: h.runAs,
+		StopTimeout: 30 * time.Second, RunAs: h.runAs, Incarnation: h.incarnation,
 	}
 }
 

@@ -48,6 +48,12 @@ type Report struct {
 	// Rejoin is the last time this replica fell back to the archive or to
 	// a fresh clone because its primary no longer had the WAL it needed.
 	Rejoin *Rejoin `json:"rejoin,omitempty"`
+
+	// Adopted, when set, says this instance took over the data an earlier
+	// incarnation of its cluster left on the volume.
+	Adopted *Adoption `json:"adopted,omitempty"`
+	// Archiving is a primary's WAL archiving, when the cluster has a repository.
+	Archiving *ArchiveReport `json:"archiving,omitempty"`
 }
 
 // failingAfter is how long converge steps fail in a row before the
@@ -130,6 +136,9 @@ func (m *Manager) SetDesired(d Desired) error {
 	if err := d.validate(); err != nil {
 		return err
 	}
+	if m.cfg.otherIncarnation(d.Incarnation) {
+		return fmt.Errorf("the order is for incarnation %s of the cluster; this instance belongs to %s", d.Incarnation, m.cfg.Incarnation)
+	}
 	m.mu.Lock()
 	if cur := m.currentEpoch(); d.Epoch < cur {
 		m.mu.Unlock()
@@ -185,7 +194,7 @@ func (m *Manager) Report() Report {
 
 // Run converges until ctx ends, then shuts postgres down cleanly.
 func (m *Manager) Run(ctx context.Context) error {
-	d, err := m.cfg.loadDesired()
+	d, foreign, err := m.cfg.loadDesired()
 	if errors.Is(err, errUnreadableDesired) {
 		m.log.Error(err, "waiting for the operator's word instead")
 		if err := os.Rename(m.cfg.desiredFile(), m.cfg.desiredFile()+".unreadable"); err != nil {
@@ -215,6 +224,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 	}
 	if err := m.clearLeftovers(); err != nil {
+		return err
+	}
+	if err := m.adoptData(foreign); err != nil {
 		return err
 	}
 
@@ -301,6 +313,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 		}
 	}
 	m.catch.observe(d, st, time.Now())
+	archiving := m.archiving(d, st)
 	m.setReport(func(r *Report) {
 		r.Desired = d
 		r.NotStreamingSince, r.Rejoin = m.catch.since(), m.catch.last
@@ -311,6 +324,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 		}
 		r.Fenced = d != nil && d.Fenced
 		r.Postgres = st
+		r.Archiving = archiving
 		r.Restarts = m.crashes
 		r.Message = msg
 		r.Error, r.Failing = "", ""
@@ -474,7 +488,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 				m.ensureStanza(d)
 				return "running", m.ensureRoles(ctx)
 			}
-			return "running", nil
+			return "running", m.passwordsReplayed()
 		}
 	}
 

@@ -49,7 +49,7 @@ func (m *Manager) writeRepoConf(path, credDir, stanza, dataDir string, loc objec
 	conf, err := pgbackrest.Config(
 		pgbackrest.Repo{Stanza: stanza, Location: loc, Cred: cred, CAFile: filepath.Join(credDir, objectstore.KeyCA)},
 		pgbackrest.Server{DataDir: dataDir, SocketDir: m.cfg.RunDir, Port: m.cfg.Port, User: su.Username,
-			SpoolDir: filepath.Join(filepath.Dir(m.cfg.DataDir), "pgbackrest-spool"), LockDir: filepath.Join(m.cfg.RunDir, "pgbackrest-lock")})
+			SpoolDir: m.spoolDir(), LockDir: filepath.Join(m.cfg.RunDir, "pgbackrest-lock")})
 	if err != nil {
 		return err
 	}
@@ -57,6 +57,11 @@ func (m *Manager) writeRepoConf(path, credDir, stanza, dataDir string, loc objec
 		return nil // written on every step; unchanged, it stays
 	}
 	return m.writeFile(path, []byte(conf), 0o600)
+}
+
+// spoolDir keeps the asynchronous archiver's queue, on the data volume.
+func (m *Manager) spoolDir() string {
+	return filepath.Join(filepath.Dir(m.cfg.DataDir), "pgbackrest-spool")
 }
 
 // pgbackrestTool runs pgbackrest with the configuration at conf, as the
@@ -109,10 +114,12 @@ type stanzaState struct {
 	run sync.Mutex
 	mu  sync.Mutex
 	// made is the repository whose stanza this primary made; busy is set
-	// while an attempt runs; retryAt delays the next after a failure.
+	// while an attempt runs; retryAt delays the next after a failure,
+	// whose error is failed (nil after a success).
 	made    [32]byte
 	busy    bool
 	retryAt time.Time
+	failed  error
 }
 
 // ensureStanza creates the primary's stanza once per repository, so that
@@ -138,6 +145,7 @@ func (m *Manager) ensureStanza(d *Desired) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.busy = false
+		s.failed = err
 		if err != nil {
 			m.log.Error(err, "creating the pgBackRest stanza; WAL archiving waits", "stanza", archive.Stanza)
 			s.retryAt = time.Now().Add(stanzaRetry)
@@ -163,13 +171,17 @@ func (m *Manager) stanzaBeforeStart(ctx context.Context, d *Desired, dataDir str
 	s := &m.stanza
 	s.run.Lock()
 	defer s.run.Unlock()
-	if err := pgbackrest.StanzaCreateOffline(ctx, m.pgbackrestTool(m.pgbackrestConf()), d.Archive.Stanza, dataDir); err != nil {
+	err := pgbackrest.StanzaCreateOffline(ctx, m.pgbackrestTool(m.pgbackrestConf()), d.Archive.Stanza, dataDir)
+	s.mu.Lock()
+	s.failed = err
+	if err == nil {
+		s.made = stanzaKey(*d.Archive)
+	}
+	s.mu.Unlock()
+	if err != nil {
 		m.log.Error(err, "creating the pgBackRest stanza before the first start; it is tried again once postgres runs")
 		return
 	}
-	s.mu.Lock()
-	s.made = stanzaKey(*d.Archive)
-	s.mu.Unlock()
 	m.log.Info("pgBackRest stanza ready", "stanza", d.Archive.Stanza, "at", d.Archive.Location.String())
 }
 
@@ -193,7 +205,7 @@ func (m *Manager) makeStanza(ctx context.Context, a ArchiveOrder) error {
 	}
 	m.log.Info("pgBackRest stanza ready", "stanza", a.Stanza, "at", a.Location.String())
 	s.mu.Lock()
-	s.made = stanzaKey(a)
+	s.made, s.failed = stanzaKey(a), nil
 	s.mu.Unlock()
 	return nil
 }

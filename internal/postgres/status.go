@@ -25,6 +25,16 @@ type Status struct {
 	LagBytes       int64           `json:"lagBytes"`
 	PendingRestart []string        `json:"pendingRestart,omitempty"`
 	Standbys       []StandbyStatus `json:"standbys,omitempty"`
+	// Archiver is a primary's WAL archiving, from pg_stat_archiver.
+	Archiver *ArchiverStatus `json:"archiver,omitempty"`
+}
+
+// ArchiverStatus is what pg_stat_archiver tells of archive_command.
+type ArchiverStatus struct {
+	LastArchivedWAL string `json:"lastArchivedWAL,omitempty"`
+	LastFailedWAL   string `json:"lastFailedWAL,omitempty"`
+	// Failing: the last attempt failed, later than the last success.
+	Failing bool `json:"failing"`
 }
 
 // StandbyStatus is one standby as its primary sees it.
@@ -64,6 +74,13 @@ func QueryStatus(ctx context.Context, conn *pgx.Conn) (Status, error) {
 		if err != nil {
 			return s, fmt.Errorf("reading standbys: %w", err)
 		}
+		var a ArchiverStatus
+		if err := conn.QueryRow(ctx, `SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, ''),
+			coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver`).
+			Scan(&a.LastArchivedWAL, &a.LastFailedWAL, &a.Failing); err != nil {
+			return s, fmt.Errorf("querying the WAL archiver: %w", err)
+		}
+		s.Archiver = &a
 	} else {
 		if err := conn.QueryRow(ctx, `SELECT coalesce(pg_last_wal_receive_lsn()::text, ''), coalesce(pg_last_wal_replay_lsn()::text, ''),
 			coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false),

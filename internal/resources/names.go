@@ -128,9 +128,13 @@ func RepositoryLocation(r *holdfastv1.S3Repository, prefix string) objectstore.L
 }
 
 // PGBackRestPath is the folder of the cluster's pgBackRest repository in
-// its bucket: the sets of the cluster's stanza and its WAL archive.
+// its bucket: the sets of the cluster's stanza and its WAL archive. Each
+// incarnation of the cluster (its UID) has its own: a cluster deleted and
+// created again under the same name is another postgres system, which
+// pgBackRest refuses to archive into the stanza of the first. A Backup
+// records the folder it was written to, so restoring it finds the old one.
 func PGBackRestPath(c *holdfastv1.PostgresCluster) string {
-	return path.Join(c.Spec.Backup.Repository.S3.Path, c.Namespace, c.Name, "pgbackrest")
+	return path.Join(c.Spec.Backup.Repository.S3.Path, c.Namespace, c.Name, string(c.UID), "pgbackrest")
 }
 
 // ConfigMapName holds the rendered postgresql.conf settings.

@@ -149,6 +149,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 				fieldEnv("POD_NAME", "metadata.name"),
 				fieldEnv("NAMESPACE", "metadata.namespace"),
 				{Name: "CLUSTER_NAME", Value: c.Name},
+				{Name: "CLUSTER_UID", Value: string(c.UID)},
 				{Name: "PGDATA", Value: PGDataPath},
 				{Name: "PG_MAJOR", Value: itoa(c.Spec.PostgresVersion)},
 				{Name: "HOLDFAST_DATABASE", Value: c.Spec.Bootstrap.InitDB.Database},

@@ -22,22 +22,11 @@ func TestBackupAndRestoreInSandbox(t *testing.T) {
 	e := startSandbox(t)
 	e.installOperator()
 	e.mustKubectl("", "create", "namespace", ns)
+	repo := e.s3Repository(t)
 	s3, err := sandbox.ReadS3(e.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The repository's keys, in the clusters' namespace, as a user would put them.
-	e.mustKubectl("", "-n", ns, "create", "secret", "generic", "backup-s3",
-		"--from-literal=accessKeyId="+s3.AccessKeyID, "--from-literal=secretAccessKey="+s3.SecretAccessKey,
-		"--from-literal=ca.crt="+s3.CACert)
-	repo := fmt.Sprintf(`
-  backup:
-    repository:
-      s3:
-        endpoint: %s
-        bucket: %s
-        path: e2e
-        credentialsSecret: backup-s3`, s3.Endpoint, s3.Bucket)
 	e.mustKubectl(clusterManifest("src", 2, "")+repo, "apply", "-f", "-")
 	e.waitReady(t, "src", 2, 6*time.Minute)
 	if t.Failed() {
@@ -261,9 +250,10 @@ spec:
 		e.mustKubectl(backupManifest("p2", "src")+"  method: pgbackrest\n", "apply", "-f", "-")
 		e.waitBackup(t, "p2", "Completed")
 		label := e.mustKubectl("", "-n", ns, "get", "backup", "p1", "-o", "jsonpath={.status.pgbackrest.label}")
+		repoPath := e.mustKubectl("", "-n", ns, "get", "backup", "p1", "-o", "jsonpath={.status.path}")
 		setFiles := func() int {
 			s, err := objectstore.Open(objectstore.Location{Endpoint: s3.HostEndpoint, Bucket: s3.Bucket, Region: s3.Region,
-				Prefix: "e2e/" + ns + "/src/pgbackrest/backup/src/" + label},
+				Prefix: repoPath + "/backup/src/" + label},
 				objectstore.Credentials{AccessKeyID: s3.AccessKeyID, SecretAccessKey: s3.SecretAccessKey, CA: []byte(s3.CACert)})
 			if err != nil {
 				t.Fatal(err)

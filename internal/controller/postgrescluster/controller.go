@@ -364,6 +364,7 @@ func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresClust
 func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, stored holdfastv1.PostgresClusterStatus,
 	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
+	observeData(&st, c, reports)
 	if equality.Semantic.DeepEqual(withoutPositions(st), withoutPositions(stored)) {
 		return nil
 	}
@@ -372,6 +373,7 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	if err := r.Client.Status().Update(ctx, c); err != nil {
 		return fmt.Errorf("updating status: %w", err)
 	}
+	r.announceData(c, &stored, &st)
 	if st.Phase != before {
 		kind := corev1.EventTypeNormal
 		if st.Phase == holdfastv1.PhaseDegraded {

@@ -270,7 +270,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	for name, d := range p.Desired {
 		// Every instance archives: whichever is promoted does from then on.
 		d.Archive = archive
-		d.Cluster = c.Namespace + "/" + c.Name
+		d.Cluster, d.Incarnation = c.Namespace+"/"+c.Name, string(c.UID)
 		p.Desired[name] = d
 	}
 	was := c.Status.DeepCopy()
