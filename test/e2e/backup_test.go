@@ -167,18 +167,10 @@ spec:
 			t.Errorf("set label %q; want a full backup's (…F)", label)
 		}
 		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (6001, 'before the target')`)
-		var target, segment string
+		var target string
 		e.superQuery(t, "src", rw, `SELECT pg_current_wal_insert_lsn()::text`, &target)
 		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (6002, 'after the target')`)
-		e.superQuery(t, "src", rw, `SELECT pg_walfile_name(pg_switch_wal())`, &segment)
-		poll(t, 2*time.Minute, "segment "+segment+" archived", func() error {
-			var last string
-			e.superQuery(t, "src", rw, `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`, &last)
-			if last < segment {
-				return errorString("last archived " + last)
-			}
-			return nil
-		})
+		e.wantArchiving(t, "src")
 		e.mustKubectl(clusterManifest("pitr", 2, "")+`
   bootstrap:
     restore:
@@ -204,7 +196,7 @@ spec:
 	// Such an object once blinded the operator to every cluster.
 	t.Run("a pgBackRest backup restores to a time written as the docs show it", func(t *testing.T) {
 		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (6003, 'before the time')`)
-		var target, segment string
+		var target string
 		// The next whole second after the row committed: the row is before
 		// it, and the next one is written after it.
 		e.superQuery(t, "src", rw, `SELECT to_char(date_trunc('second', clock_timestamp() AT TIME ZONE 'UTC') + interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`, &target)
@@ -217,15 +209,7 @@ spec:
 			return nil
 		})
 		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (6004, 'after the time')`)
-		e.superQuery(t, "src", rw, `SELECT pg_walfile_name(pg_switch_wal())`, &segment)
-		poll(t, 2*time.Minute, "segment "+segment+" archived", func() error {
-			var last string
-			e.superQuery(t, "src", rw, `SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver`, &last)
-			if last < segment {
-				return errorString("last archived " + last)
-			}
-			return nil
-		})
+		e.wantArchiving(t, "src")
 		e.mustKubectl(clusterManifest("pitr-time", 1, "")+`
   bootstrap:
     restore:
