@@ -44,9 +44,15 @@ var (
 		"1", "1Gi", "1.5Gi", "100m", "1e3", "1E3", "+1Gi", "-1", "0", ".5", "5.", "1e400", "9999999999999999999999999Ei",
 		"1 Gi", "0x10", int64(1), 1.5,
 	}
-	integerValues = []any{int64(0), int64(1), int64(-1), int64(2147483647), int64(2147483648), int64(-2147483649),
-		int64(9007199254740993), 1.0, 1e3}
-	stringValues = []any{"30d", "168h", "1h30m", "2026-12-02T15:58:47Z", "a", "1Gi"}
+	// 3, 6 and 15 fit fields whose bounds and rules admit little else:
+	// instances above the fixture's quorum, leaseDurationSeconds with the
+	// other failover defaults, postgresVersion.
+	integerValues = []any{int64(0), int64(1), int64(-1), int64(3), int64(6), int64(15), int64(2147483647),
+		int64(2147483648), int64(-2147483649), int64(9007199254740993), 1.0, 1e3}
+	// The last three fit patterned fields: an S3 endpoint, a cron
+	// schedule, an LSN.
+	stringValues = []any{"30d", "168h", "1h30m", "2026-12-02T15:58:47Z", "a", "1Gi",
+		"https://s3.example.com", "0 * * * *", "0/3000060"}
 )
 
 // exempt are leaves of Kubernetes' own types whose admitted values their
@@ -54,7 +60,7 @@ var (
 // date-time with no narrower rule (a lower-case t passes), and its type
 // is not ours to change: the decode guard covers it, and
 // TestAnUndecodableObjectBlindsNothing uses exactly that value.
-var exempt = regexp.MustCompile(`^status\.conditions\[\]\.lastTransitionTime$`)
+var exempt = regexp.MustCompile(`^status\.conditions\.\[\]\.lastTransitionTime$`)
 
 // TestEveryAdmittedValueDecodes walks every field of every CRD Holdfast
 // installs and, for each value the API server admits there, decodes the
