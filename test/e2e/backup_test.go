@@ -275,11 +275,25 @@ spec:
 		e.waitRowAs(t, "src", e.podIP(t, status["instance"]), 7002, "after the snapshot")
 		e.waitReady(t, "src", 2, 2*time.Minute)
 
-		e.mustKubectl(clusterManifest("snap", 2, "")+`
+		restore := clusterManifest("snap", 2, "") + `
   bootstrap:
     restore:
       backup:
-        name: s1`, "apply", "-f", "-")
+        name: s1`
+		// A claim smaller than the snapshot would never be provisioned, and
+		// could not shrink back: refused before any is made, and growing
+		// the size to fit goes on.
+		e.mustKubectl(strings.Replace(restore, "size: 1Gi", "size: 512Mi", 1), "apply", "-f", "-")
+		poll(t, time.Minute, "snap says its storage is smaller than the snapshot", func() error {
+			if c := e.clusterCondition(t, "snap", "Ready"); !strings.HasPrefix(c, "False RestoreTargetTooSmall: ") || !strings.Contains(c, "set spec.storage.size to at least 1Gi") {
+				return errorString(c)
+			}
+			return nil
+		})
+		if out, _ := e.kubectl("", "-n", ns, "get", "pvc", "-l", "holdfast.dev/cluster=snap", "-o", "name"); out != "" {
+			t.Errorf("a restore refused for its size made claims: %s", out)
+		}
+		e.mustKubectl(restore, "apply", "-f", "-")
 		e.waitReady(t, "snap", 2, 6*time.Minute)
 		if got := e.tableDigest(t, "snap", e.serviceIP(t, "snap-rw")); got != atSnapshot {
 			t.Errorf("restored table: %s; at the snapshot: %s", got, atSnapshot)

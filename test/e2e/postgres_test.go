@@ -26,6 +26,12 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		e.mustKubectl(clusterManifest("pg", 3, ""), "apply", "-f", "-")
 		e.waitReady(t, "pg", 3, 6*time.Minute)
 		t.Logf("3 of 3 instances ready %s after the cluster was applied", time.Since(began).Round(time.Second))
+		// Replicas cloning while the cluster is created is work under way:
+		// the cluster never passed through Degraded.
+		uid := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.metadata.uid}")
+		if out := e.mustKubectl("", "-n", ns, "get", "events", "--field-selector", "involvedObject.uid="+uid+",reason=PhaseDegraded", "-o", "name"); out != "" {
+			t.Errorf("a normal creation passed through Degraded: %s", out)
+		}
 		primary = e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 		if primary != "pg-0" {
 			t.Errorf("primary %q, want pg-0", primary)

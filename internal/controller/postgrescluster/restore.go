@@ -37,6 +37,7 @@ func (e *restoreBlocked) Error() string { return e.message }
 const (
 	reasonRestoreSourceMissing  = "RestoreSourceMissing"
 	reasonRestoreSourceNotReady = "RestoreSourceNotReady"
+	reasonRestoreTargetTooSmall = "RestoreTargetTooSmall"
 )
 
 // restoreOrder resolves spec.bootstrap.restore into the order the first
@@ -192,7 +193,7 @@ func (r *Reconciler) snapshotRestore(ctx context.Context, c *holdfastv1.Postgres
 	if rs, ok, _ := unstructured.NestedString(snap.Object, "status", "restoreSize"); ok {
 		need, err := resource.ParseQuantity(rs)
 		if asked := claim.Spec.Resources.Requests[corev1.ResourceStorage]; err == nil && asked.Cmp(need) < 0 {
-			return nil, &restoreBlocked{reasonRestoreSourceMissing,
+			return nil, &restoreBlocked{reasonRestoreTargetTooSmall,
 				fmt.Sprintf("spec.storage.size %s is smaller than VolumeSnapshot %s (%s) of Backup %s: set spec.storage.size to at least %s",
 					asked.String(), snap.GetName(), need.String(), b.Name, need.String())}
 		}
