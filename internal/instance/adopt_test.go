@@ -169,6 +169,27 @@ func TestArchivingFailureIsReported(t *testing.T) {
 		return nil
 	})
 
+	// A repository that refuses: the stanza cannot be made there.
+	// Back on the first, that failure is history, not the state (it once
+	// stuck, and the cluster said ArchivingFailed while WAL was archived).
+	away := d
+	away.Archive = &ArchiveOrder{Stanza: "pg", Location: loc.Join("shared", "pgbackrest")}
+	away.Archive.Location.Bucket = "no-such-bucket"
+	h.want(a, away)
+	h.waitFor(time.Minute, "the refusing repository is reported", func() error {
+		if rep := h.report(a).Archiving; rep == nil || rep.OK || !strings.Contains(rep.Message, "creating the pgBackRest stanza") {
+			return fmt.Errorf("archiving %+v", rep)
+		}
+		return nil
+	})
+	h.want(a, d)
+	h.waitFor(time.Minute, "archiving is reported OK back on the first repository", func() error {
+		if rep := h.report(a).Archiving; rep == nil || !rep.OK {
+			return fmt.Errorf("archiving %+v", rep)
+		}
+		return nil
+	})
+
 	b := h.add("b-0")
 	h.want(b, d)
 	h.waitFor(time.Minute, "the second primary is ready", h.ready(b, "primary"))

@@ -25,12 +25,17 @@ func (m *Manager) archiving(d *Desired, st *postgres.Status) *ArchiveReport {
 	}
 	s := &m.stanza
 	s.mu.Lock()
-	failed, made := s.failed, s.made == stanzaKey(*d.Archive)
+	key := stanzaKey(*d.Archive)
+	failed, made := s.failed, s.made == key
+	if s.failedFor != key {
+		failed = nil
+	}
 	s.mu.Unlock()
 	switch {
+	case made:
 	case failed != nil:
 		return &ArchiveReport{Message: "creating the pgBackRest stanza: " + failed.Error()}
-	case !made:
+	default:
 		return nil // not known yet: the stanza is being made
 	}
 	if a := st.Archiver; a.Failing {

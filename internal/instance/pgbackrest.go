@@ -115,11 +115,14 @@ type stanzaState struct {
 	mu  sync.Mutex
 	// made is the repository whose stanza this primary made; busy is set
 	// while an attempt runs; retryAt delays the next after a failure,
-	// whose error is failed (nil after a success).
-	made    [32]byte
-	busy    bool
-	retryAt time.Time
-	failed  error
+	// whose error is failed (nil after a success) for the repository
+	// failedFor: a failure against a repository the cluster has since left
+	// says nothing about the one it archives to now.
+	made      [32]byte
+	busy      bool
+	retryAt   time.Time
+	failed    error
+	failedFor [32]byte
 }
 
 // ensureStanza creates the primary's stanza once per repository, so that
@@ -145,7 +148,7 @@ func (m *Manager) ensureStanza(d *Desired) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.busy = false
-		s.failed = err
+		s.failed, s.failedFor = err, stanzaKey(archive)
 		if err != nil {
 			m.log.Error(err, "creating the pgBackRest stanza; WAL archiving waits", "stanza", archive.Stanza)
 			s.retryAt = time.Now().Add(stanzaRetry)
@@ -173,7 +176,7 @@ func (m *Manager) stanzaBeforeStart(ctx context.Context, d *Desired, dataDir str
 	defer s.run.Unlock()
 	err := pgbackrest.StanzaCreateOffline(ctx, m.pgbackrestTool(m.pgbackrestConf()), d.Archive.Stanza, dataDir)
 	s.mu.Lock()
-	s.failed = err
+	s.failed, s.failedFor = err, stanzaKey(*d.Archive)
 	if err == nil {
 		s.made = stanzaKey(*d.Archive)
 	}
