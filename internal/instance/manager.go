@@ -27,11 +27,14 @@ type Report struct {
 	Role    postgres.Role `json:"role,omitempty"`
 	Running bool          `json:"running"`
 	// PID is the postmaster's process ID while it runs; a change means a restart.
-	PID      int              `json:"pid,omitempty"`
-	Fenced   bool             `json:"fenced"`
-	Ready    bool             `json:"ready"`
-	Started  bool             `json:"started"`
-	Postgres *postgres.Status `json:"postgres,omitempty"`
+	PID     int  `json:"pid,omitempty"`
+	Fenced  bool `json:"fenced"`
+	Ready   bool `json:"ready"`
+	Started bool `json:"started"`
+	// BeenReady: this manager has seen its instance ready. Until then it
+	// is coming up for the first time (cloning, restoring, catching up).
+	BeenReady bool             `json:"beenReady,omitempty"`
+	Postgres  *postgres.Status `json:"postgres,omitempty"`
 	// Restarts counts postgres crashes this manager restarted it after.
 	Restarts int    `json:"restarts"`
 	Message  string `json:"message,omitempty"`
@@ -348,6 +351,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 			m.everStarted = true
 		}
 		r.Started = m.everStarted || (st != nil && d != nil && r.Role == d.Role)
+		r.BeenReady = m.everStarted
 	})
 }
 

@@ -29,7 +29,7 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		// Replicas cloning while the cluster is created is work under way:
 		// the cluster never passed through Degraded.
 		uid := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.metadata.uid}")
-		if out := e.mustKubectl("", "-n", ns, "get", "events", "--field-selector", "involvedObject.uid="+uid+",reason=PhaseDegraded", "-o", "name"); out != "" {
+		if out := e.mustKubectl("", "-n", ns, "get", "events", "--field-selector", "involvedObject.uid="+uid+",reason=PhaseDegraded", "-o", `jsonpath={range .items[*]}{.message}{"\n"}{end}`); out != "" {
 			t.Errorf("a normal creation passed through Degraded: %s", out)
 		}
 		primary = e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")

@@ -375,11 +375,15 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	}
 	r.announceData(c, &stored, &st)
 	if st.Phase != before {
-		kind := corev1.EventTypeNormal
+		kind, why := corev1.EventTypeNormal, ""
 		if st.Phase == holdfastv1.PhaseDegraded {
 			kind = corev1.EventTypeWarning
+			// The Event outlives the condition: it says why.
+			if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); d != nil {
+				why = fmt.Sprintf(" (%s: %s)", d.Reason, d.Message)
+			}
 		}
-		r.Recorder.Eventf(c, nil, kind, "Phase"+string(st.Phase), "Observe", "cluster is %s", st.Phase)
+		r.Recorder.Eventf(c, nil, kind, "Phase"+string(st.Phase), "Observe", "cluster is %s%s", st.Phase, why)
 	}
 	return nil
 }

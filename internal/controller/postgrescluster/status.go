@@ -29,6 +29,7 @@ var failingReasons = []string{
 // operator own (the primaries) and condition transition times carry over.
 func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []corev1.Pod,
 	reports map[string]*instance.Report, refused error) holdfastv1.PostgresClusterStatus {
+	now := time.Now()
 	st := *c.Status.DeepCopy()
 	st.ObservedGeneration = c.Generation
 	if st.TargetPrimary == "" {
@@ -58,7 +59,10 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			case isFailing(&p):
 				failing = append(failing, p.Name+": "+is.Message)
 				unready = append(unready, p.Name+": "+is.Message)
-			case firstStart(&p, reports[p.Name]):
+			case reports[p.Name] != nil && reports[p.Name].Ready:
+				// The instance is ready; the kubelet's next probe says so.
+				starting = append(starting, p.Name)
+			case firstStart(&p, reports[p.Name], now):
 				starting = append(starting, p.Name)
 			default:
 				unready = append(unready, p.Name+": "+is.Message)
@@ -103,7 +107,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		setCondition(&st, c, holdfastv1.ConditionProgressing, false, "Stable", "the StatefulSet matches the spec")
 	}
 
-	stuck := replicasNotStreaming(pods, reports, time.Now())
+	stuck := replicasNotStreaming(pods, reports, now)
 	switch {
 	case len(failing) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
@@ -152,14 +156,15 @@ func progressing(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []
 }
 
 // firstStart: the pod's instance is coming up for the first time (a clone,
-// a restore, crash recovery of a new pod), with no error to report and no
-// container restart behind it. A restarted container is recovering from a
-// failure, and counts as one.
+// a restore, a replica catching up), has never been ready, and has no
+// error to report and no restart behind it. A restarted container or
+// postgres is recovering from a failure, and counts as one.
 //
-// Without a report, only a scheduled pod whose containers are still being
-// set up counts: its instance manager has not begun to answer.
-func firstStart(p *corev1.Pod, rep *instance.Report) bool {
-	if p.DeletionTimestamp != nil || (rep != nil && (rep.Started || rep.Failing != "" || rep.StartError != "")) {
+// Without a report, a pod counts for startGrace after it was made: it is
+// waiting for its claim to bind, for the scheduler, for its containers, or
+// for its instance manager to first answer. Past that, something stops it.
+func firstStart(p *corev1.Pod, rep *instance.Report, now time.Time) bool {
+	if p.DeletionTimestamp != nil || (rep != nil && (rep.BeenReady || rep.Restarts > 0 || rep.Failing != "" || rep.StartError != "")) {
 		return false
 	}
 	for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
@@ -167,16 +172,11 @@ func firstStart(p *corev1.Pod, rep *instance.Report) bool {
 			return false
 		}
 	}
-	if rep != nil {
-		return true
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
-			return false
-		}
-	}
-	return p.Status.Phase == corev1.PodPending && p.Spec.NodeName != ""
+	return rep != nil || now.Sub(p.CreationTimestamp.Time) < startGrace
 }
+
+// startGrace is how long a new pod may take to first report.
+const startGrace = 2 * time.Minute
 
 func readyReason(ready bool) string {
 	if ready {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -171,6 +172,38 @@ func TestCreationIsNotDegraded(t *testing.T) {
 	st = computeStatus(c, settled(3), restarted, cloning, nil)
 	if st.Phase != holdfastv1.PhaseDegraded {
 		t.Errorf("a restarted container: phase %s, want Degraded", st.Phase)
+	}
+
+	// Cloned and running as a replica, catching up before it is first
+	// ready: still creation. Ready once and now not: a failure.
+	catching := map[string]*instance.Report{"demo-0": {Started: true, BeenReady: true}, "demo-1": {Started: true}, "demo-2": {Started: true}}
+	if st = computeStatus(c, settled(3), pods, catching, nil); st.Phase != holdfastv1.PhaseCreating {
+		t.Errorf("replicas running, not yet ready: phase %s, want Creating", st.Phase)
+	}
+	// Ready by its own account, before the kubelet's next probe: not a failure.
+	catching["demo-1"] = &instance.Report{Started: true, BeenReady: true, Ready: true}
+	if st = computeStatus(c, settled(3), pods, catching, nil); st.Phase != holdfastv1.PhaseCreating {
+		t.Errorf("a replica ready, its pod not yet: phase %s, want Creating", st.Phase)
+	}
+	catching["demo-1"] = &instance.Report{Started: true, BeenReady: true}
+	if st = computeStatus(c, settled(3), pods, catching, nil); st.Phase != holdfastv1.PhaseDegraded {
+		t.Errorf("a replica ready before, not now: phase %s, want Degraded", st.Phase)
+	}
+
+	// The last pod was just made: its claim is binding, or its instance
+	// manager has not answered yet. Long unreported, it is a failure.
+	fresh := slices.Clone(pods)
+	fresh[2].CreationTimestamp = metav1.Now()
+	fresh[2].Status = corev1.PodStatus{Phase: corev1.PodPending}
+	unreported := map[string]*instance.Report{"demo-0": {Started: true}, "demo-1": {Message: "cloning"}}
+	st = computeStatus(c, settled(3), fresh, unreported, nil)
+	if st.Phase != holdfastv1.PhaseCreating {
+		t.Errorf("a pod made a moment ago, not reporting yet: phase %s, want Creating", st.Phase)
+	}
+	fresh[2].CreationTimestamp = metav1.NewTime(time.Now().Add(-startGrace - time.Second))
+	st = computeStatus(c, settled(3), fresh, unreported, nil)
+	if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); st.Phase != holdfastv1.PhaseDegraded || !strings.Contains(d.Message, "demo-2") {
+		t.Errorf("a pod unreported for longer than %s: phase %s, Degraded %+v; want Degraded naming it", startGrace, st.Phase, d)
 	}
 
 	healthy := c.DeepCopy()
