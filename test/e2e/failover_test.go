@@ -43,6 +43,12 @@ func TestFailoverInSandbox(t *testing.T) {
 		{"deletion of the primary pod", func(t *testing.T, primary string) {
 			e.mustKubectl("", "-n", ns, "delete", "pod", primary, "--wait=false")
 		}},
+		// Such an object once blinded the operator to every cluster.
+		{"SIGKILL of the primary while another cluster keeps being made undecodable", func(t *testing.T, primary string) {
+			e.undecodableNeighbour(t)
+			n := e.killPod(t, primary)
+			t.Logf("killed %d processes of %s", n, primary)
+		}},
 	} {
 		t.Run(fault.name, func(t *testing.T) {
 			old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
@@ -271,6 +277,45 @@ func partition(t *testing.T, netns string) func() {
 
 // waitFailover waits until the operator has replaced old and the promoted
 // instance reports itself primary, and returns it.
+// undecodableNeighbour makes a cluster beside pg that, until the test
+// ends, is written over and over with a condition time the API server
+// admits and the operator's types cannot decode; it returns once the
+// operator has said it cannot read it. The cluster waits for a backup that
+// does not exist, so it runs no pods.
+func (e *sandboxEnv) undecodableNeighbour(t *testing.T) {
+	t.Helper()
+	e.mustKubectl(clusterManifest("odd", 1, "")+`
+  bootstrap:
+    restore:
+      backup:
+        name: no-such-backup`, "apply", "-f", "-")
+	bad := `{"status":{"conditions":[{"type":"Ready","status":"False","reason":"Odd","message":"written by hand","lastTransitionTime":"2026-12-02t15:58:47z"}]}}`
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			_, _ = e.kubectl("", "-n", ns, "patch", "pgc", "odd", "--subresource=status", "--type=merge", "-p", bad)
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_, _ = e.kubectl("", "-n", ns, "delete", "pgc", "odd", "--wait=false")
+	})
+	poll(t, time.Minute, "an Undecodable Event on odd", func() error {
+		out, err := e.kubectl("", "-n", ns, "get", "events", "--field-selector", "involvedObject.name=odd,reason=Undecodable", "-o", "name")
+		if err == nil && out == "" {
+			err = errorString("none yet")
+		}
+		return err
+	})
+}
+
 func (e *sandboxEnv) waitFailover(t *testing.T, old string) string {
 	t.Helper()
 	var promoted string
