@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -92,6 +93,23 @@ func newCluster(ns, name string, instances int32, class string) *holdfastv1.Post
 func get[T client.Object](ctx context.Context, ns, name string, obj T) (T, error) {
 	err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj)
 	return obj, err
+}
+
+// updateSpec changes a cluster's spec as a user does, reading it afresh
+// should the operator write its status in between: a status write moves
+// the object's resourceVersion too.
+func updateSpec(t *testing.T, ns, name string, change func(*holdfastv1.PostgresCluster)) {
+	t.Helper()
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		c, err := get(t.Context(), ns, name, &holdfastv1.PostgresCluster{})
+		if err != nil {
+			return err
+		}
+		change(c)
+		return k8s.Update(t.Context(), c)
+	}); err != nil {
+		t.Fatalf("updating the spec of %s: %v", name, err)
+	}
 }
 
 func TestClusterObjects(t *testing.T) {
@@ -223,14 +241,12 @@ func TestClusterObjects(t *testing.T) {
 	t.Run("no-op reconcile writes nothing", func(t *testing.T) { checkNoWrites(t, ns, "demo") })
 
 	// Change what users change: size, settings, resources, storage.
-	got, _ := get(t.Context(), ns, "demo", &holdfastv1.PostgresCluster{})
-	got.Spec.Instances = 4
-	got.Spec.PostgreSQL.Parameters["work_mem"] = "8MB"
-	got.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("200m")
-	got.Spec.Storage.Size = resource.MustParse("2Gi")
-	if err := k8s.Update(t.Context(), got); err != nil {
-		t.Fatalf("updating spec: %v", err)
-	}
+	updateSpec(t, ns, "demo", func(c *holdfastv1.PostgresCluster) {
+		c.Spec.Instances = 4
+		c.Spec.PostgreSQL.Parameters["work_mem"] = "8MB"
+		c.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("200m")
+		c.Spec.Storage.Size = resource.MustParse("2Gi")
+	})
 	eventually(t, settle, "StatefulSet follows the spec", func(ctx context.Context) error {
 		sts, err := get(ctx, ns, "demo", &appsv1.StatefulSet{})
 		if err != nil {
@@ -516,11 +532,9 @@ func TestSpecRefusedLeavesNothingHalfApplied(t *testing.T) {
 		}
 	}
 
-	got, _ := get(t.Context(), ns, "refused", &holdfastv1.PostgresCluster{})
-	got.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
-	if err := k8s.Update(t.Context(), got); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, ns, "refused", func(c *holdfastv1.PostgresCluster) {
+		c.Spec.Resources.Requests[corev1.ResourceCPU] = resource.MustParse("100m")
+	})
 	// No node runs pods here, so the cluster may well be degraded for that
 	// reason; what must go is the refusal.
 	eventually(t, settle, "fixed spec applied and the refusal cleared", func(ctx context.Context) error {

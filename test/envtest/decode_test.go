@@ -361,14 +361,7 @@ func TestAnUndecodableObjectBlindsNothing(t *testing.T) {
 		t.Fatalf("the API server's answer to the patch decoded or was refused (%v): this test needs another value it admits and the types refuse", err)
 	}
 
-	good, err := get(t.Context(), ns, "good", &holdfastv1.PostgresCluster{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	good.Spec.Instances = 2
-	if err := k8s.Update(t.Context(), good); err != nil {
-		t.Fatalf("scaling good to 2: %v", err)
-	}
+	updateSpec(t, ns, "good", func(c *holdfastv1.PostgresCluster) { c.Spec.Instances = 2 })
 	eventually(t, settle, "the other cluster scaled to 2", func(ctx context.Context) error {
 		sts, err := get(ctx, ns, "good", &appsv1.StatefulSet{})
 		if err != nil {
