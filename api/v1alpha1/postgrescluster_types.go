@@ -392,6 +392,11 @@ type InstanceStatus struct {
 	// LagBytes is how far a replica's replay trails the primary.
 	// +optional
 	LagBytes int64 `json:"lagBytes,omitempty"`
+	// PendingRestart names the settings the instance holds in its
+	// configuration but applies only once postgres restarts.
+	// +optional
+	// +listType=atomic
+	PendingRestart []string `json:"pendingRestart,omitempty"`
 }
 
 // RoleChange records one failover or switchover.

@@ -108,7 +108,6 @@ func newInstanceRunCmd() *cobra.Command {
 	f.IntVar(&cfg.Port, "port", postgres.Port, "postgres port")
 	f.StringVar(&cfg.StatusAddr, "status-addr", fmt.Sprintf(":%d", instance.StatusPort), "address of the instance API")
 	f.StringVar(&cfg.SecretsDir, "secrets-dir", "/etc/holdfast/secrets", "mounted credentials")
-	f.StringVar(&cfg.CustomConf, "custom-conf", "/etc/holdfast/config/custom.conf", "the user's postgresql.conf settings")
 	f.StringVar(&cfg.TokenFile, "token-file", "/etc/holdfast/secrets/instance/token", "bearer token that authorises state changes")
 	f.StringVar(&cfg.RepositoryDir, "repository-dir", resources.RepositoryMountPath, "the backup repository's credentials")
 	f.StringVar(&cfg.RestoreRepositoryDir, "restore-repository-dir", resources.RestoreRepositoryMountPath, "the credentials of the repository a new cluster is restored from")

@@ -30,7 +30,6 @@ type Config struct {
 	ListenAddresses string
 	StatusAddr      string // the HTTP API
 	SecretsDir      string // <role>/username and <role>/password for superuser, replication, app
-	CustomConf      string // the user's settings (the ConfigMap's custom.conf)
 	TokenFile       string // bearer token that authorises state changes
 	// RepositoryDir holds the backup repository's credentials (the Secret
 	// spec.backup.repository names); RestoreRepositoryDir those of the
@@ -100,6 +99,10 @@ type Desired struct {
 	Restore *RestoreOrder `json:"restore,omitempty"`
 	// Archive, when set, archives WAL to the cluster's repository.
 	Archive *ArchiveOrder `json:"archive,omitempty"`
+	// Parameters are the user's postgresql.conf settings: a change that
+	// postgres can reload takes effect at once; one that needs a restart
+	// is reported pending.
+	Parameters map[string]string `json:"parameters,omitempty"`
 	// Fenced stops postgres until unfenced.
 	Fenced bool `json:"fenced,omitempty"`
 	// Cluster is namespace/name of the cluster the order is for, and

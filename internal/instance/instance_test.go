@@ -48,6 +48,8 @@ type harness struct {
 	epoch   int64
 	// incarnation is the cluster UID the instances started next belong to.
 	incarnation string
+	// params are the settings primary and replica orders carry.
+	params map[string]string
 }
 
 func newHarness(t *testing.T) *harness {
@@ -66,7 +68,8 @@ func newHarness(t *testing.T) *harness {
 		os.WriteFile(filepath.Join(dir, "password"), []byte(role+"-pw-"+strconv.Itoa(os.Getpid())), 0o600)
 	}
 	os.WriteFile(filepath.Join(h.base, "token"), []byte(token+"\n"), 0o600)
-	os.WriteFile(filepath.Join(h.base, "custom.conf"), []byte("max_connections = '50'\n"), 0o644)
+	// Many servers run side by side: each takes few connections' memory.
+	h.params = map[string]string{"max_connections": "50"}
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	return h
 }
@@ -87,7 +90,7 @@ func (h *harness) add(name string) *node {
 func (h *harness) config(n *node) Config {
 	return Config{
 		Name: n.name, DataDir: filepath.Join(n.dir, "pgdata"), RunDir: filepath.Join(n.dir, "run"),
-		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets, CustomConf: filepath.Join(h.base, "custom.conf"),
+		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets,
 		TokenFile: filepath.Join(h.base, "token"), Database: "app", Owner: "app",
 		RepositoryDir: filepath.Join(h.base, "repository"), RestoreRepositoryDir: filepath.Join(h.base, "repository"),
 		StopTimeout: 30 * time.Second, RunAs: h.runAs, Incarnation: h.incarnation,
@@ -139,7 +142,7 @@ func (h *harness) want(n *node, d Desired) {
 }
 
 func (h *harness) primary(n *node, replicas ...*node) Desired {
-	d := Desired{Role: postgres.Primary, Epoch: h.epoch}
+	d := Desired{Role: postgres.Primary, Epoch: h.epoch, Parameters: h.params}
 	for _, r := range replicas {
 		d.Replicas = append(d.Replicas, r.name)
 	}
@@ -147,7 +150,7 @@ func (h *harness) primary(n *node, replicas ...*node) Desired {
 }
 
 func (h *harness) replica(of *node) Desired {
-	return Desired{Role: postgres.Replica, PrimaryHost: "127.0.0.1", PrimaryPort: of.port, Epoch: h.epoch}
+	return Desired{Role: postgres.Replica, PrimaryHost: "127.0.0.1", PrimaryPort: of.port, Epoch: h.epoch, Parameters: h.params}
 }
 
 func (h *harness) report(n *node) Report {
@@ -457,7 +460,9 @@ func TestInstanceLifecycle(t *testing.T) {
 
 	t.Run("a setting that needs a restart is reported, not applied", func(t *testing.T) {
 		pid := h.report(n1).PID
-		os.WriteFile(filepath.Join(h.base, "custom.conf"), []byte("max_connections = '60'\nwork_mem = '8MB'\n"), 0o644)
+		d := *h.report(n1).Desired
+		d.Parameters = map[string]string{"max_connections": "60", "work_mem": "8MB"}
+		h.want(n1, d)
 		h.waitFor(30*time.Second, "pending restart reported", func() error {
 			r := h.report(n1)
 			if r.Postgres == nil || strings.Join(r.Postgres.PendingRestart, ",") != "max_connections" {

@@ -42,6 +42,10 @@ type Report struct {
 	// StartError is why postgres last exited before it came up (its
 	// FATAL line), until it comes up: postgres fails to start, over and over.
 	StartError string `json:"startError,omitempty"`
+	// InvalidParameters is what postgres said of the settings last
+	// ordered, which it refused: the last settings it accepted stay in
+	// force. Empty once it accepts them.
+	InvalidParameters string `json:"invalidParameters,omitempty"`
 	// Failing is the converge error once steps have failed for longer
 	// than failingAfter: no longer a passing hitch.
 	Failing string `json:"failing,omitempty"`
@@ -97,7 +101,8 @@ type Manager struct {
 	rolesApplied [32]byte
 	everStarted  bool
 	needRewind   bool
-	startErr     string    // see Report.StartError
+	startErr     string // see Report.StartError
+	params       paramState
 	errorsSince  time.Time // when the steps began to fail; zero while they succeed
 	catch        catchUp
 
@@ -339,6 +344,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 			}
 		}
 		r.StartError = m.startErr
+		r.InvalidParameters = m.params.refused
 		r.Role = ""
 		if st != nil {
 			r.Role = postgres.Primary
@@ -657,9 +663,9 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 		}
 	}
 	hba := filepath.Join(m.cfg.DataDir, "pg_hba.conf")
-	conf := postgres.RenderConf(postgres.ServerConf{
+	server := postgres.ServerConf{
 		Name: m.cfg.Name, ListenAddresses: m.cfg.ListenAddresses, Port: m.cfg.Port, SocketDir: m.cfg.RunDir, HBAFile: hba,
-		CustomFile: m.cfg.CustomConf, Role: d.Role,
+		Role: d.Role,
 		PrimaryConnInfo: postgres.ConnInfo(map[string]string{
 			"host": d.PrimaryHost, "port": strconv.Itoa(d.PrimaryPort), "user": repl.Username,
 			"passfile": m.passFile(), "application_name": m.cfg.Name, "connect_timeout": "5",
@@ -669,10 +675,11 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 		ArchiveCommand: archive,
 		RestoreCommand: m.restoreCommand(d),
 		HoldReplay:     m.backups.dumping(),
-	})
-	custom, _ := os.ReadFile(m.cfg.CustomConf)
+	}
+	server.Parameters = m.acceptedParameters(ctx, server, d.Parameters)
+	conf := postgres.RenderConf(server)
 	hbaText := postgres.RenderHBA(m.foreignPasswords())
-	sum := sha256.Sum256([]byte(conf + hbaText + string(custom)))
+	sum := sha256.Sum256([]byte(conf + hbaText))
 	if running && sum == m.appliedConf {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -252,13 +253,15 @@ func TestStartAndConvergeErrorsAreReported(t *testing.T) {
 	h.want(n, h.primary(n))
 	h.waitFor(2*time.Minute, "primary up", h.ready(n, postgres.Primary))
 
-	custom := filepath.Join(h.base, "custom.conf")
-	good, err := os.ReadFile(custom)
+	// Settings the manager orders are checked before they are written;
+	// ALTER SYSTEM's file is not, and postgres reads it last.
+	auto := filepath.Join(n.dir, "pgdata", "postgresql.auto.conf")
+	good, err := os.ReadFile(auto)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Run("a postgres that fails to start reports its FATAL line", func(t *testing.T) {
-		if err := os.WriteFile(custom, []byte("max_connections = 'many'\n"), 0o644); err != nil {
+		if err := os.WriteFile(auto, append(slices.Clone(good), "max_connections = 'many'\n"...), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if err := syscall.Kill(h.report(n).PID, syscall.SIGKILL); err != nil {
@@ -271,7 +274,7 @@ func TestStartAndConvergeErrorsAreReported(t *testing.T) {
 			}
 			return nil
 		})
-		if err := os.WriteFile(custom, good, 0o644); err != nil {
+		if err := os.WriteFile(auto, good, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		h.waitFor(time.Minute, "postgres up again", h.ready(n, postgres.Primary))
@@ -302,6 +305,63 @@ func TestStartAndConvergeErrorsAreReported(t *testing.T) {
 			}
 			return nil
 		})
+	})
+}
+
+// TestRefusedSettingsLeaveTheLastInForce: settings postgres refuses are
+// reported with postgres's words and never written, so that neither a
+// reload nor the next start sees them; good ones apply at once.
+func TestRefusedSettingsLeaveTheLastInForce(t *testing.T) {
+	h := newHarness(t)
+	n := h.add("pg-0")
+	h.want(n, h.primary(n))
+	h.waitFor(2*time.Minute, "primary up", h.ready(n, postgres.Primary))
+	setting := func(name string) string {
+		t.Helper()
+		var v string
+		h.superQuery(n, "postgres", "SELECT current_setting('"+name+"')", &v)
+		return v
+	}
+	before := setting("work_mem")
+
+	d := h.primary(n)
+	d.Parameters = map[string]string{"max_connections": "50", "work_mem": "lots"}
+	h.want(n, d)
+	h.waitFor(30*time.Second, "the refusal reported", func() error {
+		if r := h.report(n); !strings.Contains(r.InvalidParameters, `invalid value for parameter "work_mem": "lots"`) {
+			return fmt.Errorf("invalid parameters %q", r.InvalidParameters)
+		}
+		return nil
+	})
+	if v := setting("work_mem"); v != before {
+		t.Errorf("work_mem %s after a refused value, want %s still", v, before)
+	}
+	// The next start runs on the settings last accepted.
+	killed := h.report(n).PID
+	if err := syscall.Kill(killed, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(time.Minute, "postgres up again after a crash", func() error {
+		r := h.report(n)
+		if r.StartError != "" || r.PID == killed {
+			return fmt.Errorf("start error %q, pid %d", r.StartError, r.PID)
+		}
+		return h.ready(n, postgres.Primary)()
+	})
+	if r := h.report(n); !strings.Contains(r.InvalidParameters, "work_mem") {
+		t.Errorf("after the restart the refusal is no longer reported: %q", r.InvalidParameters)
+	}
+
+	d.Parameters = map[string]string{"max_connections": "50", "work_mem": "8MB"}
+	h.want(n, d)
+	h.waitFor(30*time.Second, "the good value applied and the refusal cleared", func() error {
+		if r := h.report(n); r.InvalidParameters != "" {
+			return fmt.Errorf("invalid parameters %q", r.InvalidParameters)
+		}
+		if v := setting("work_mem"); v != "8MB" {
+			return fmt.Errorf("work_mem %s", v)
+		}
+		return nil
 	})
 }
 

@@ -22,8 +22,9 @@ type ServerConf struct {
 	Port            int
 	SocketDir       string
 	HBAFile         string
-	CustomFile      string // the user's settings, included first so that ours win
-	Role            Role
+	// Parameters are the user's settings, written first so that ours win.
+	Parameters map[string]string
+	Role       Role
 	// PrimaryConnInfo and SlotName are set on a replica.
 	PrimaryConnInfo string
 	SlotName        string
@@ -47,9 +48,7 @@ type ServerConf struct {
 func RenderConf(c ServerConf) string {
 	var b strings.Builder
 	b.WriteString("# Written by the Holdfast instance manager; edits are overwritten.\n")
-	if c.CustomFile != "" {
-		fmt.Fprintf(&b, "include_if_exists = %s\n", QuoteValue(c.CustomFile))
-	}
+	b.WriteString(RenderParameters(c.Parameters))
 	set := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, QuoteValue(v)) }
 	listen := c.ListenAddresses
 	if listen == "" {

@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 const ns = "e2e"
@@ -48,6 +51,62 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			e.waitRow(t, e.podIP(t, pod), 1, "first")
 		}
 		e.waitRow(t, e.serviceIP(t, "pg-ro"), 1, "first")
+	})
+
+	t.Run("parameters reach every instance; one needing a restart is pending; a refused one leaves the cluster serving", func(t *testing.T) {
+		patch := func(params string) {
+			e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"postgresql":{"parameters":`+params+`}}}`)
+		}
+		show := func(pod, setting, want string) {
+			t.Helper()
+			e.withConn(t, setting+" "+want, "pg", e.podIP(t, pod), true, func(ctx context.Context, conn *pgx.Conn) error {
+				var v string
+				if err := conn.QueryRow(ctx, "SHOW "+setting).Scan(&v); err != nil {
+					return err
+				}
+				if v != want {
+					return errorString(setting + " " + v)
+				}
+				return nil
+			})
+		}
+		pods := []string{"pg-0", "pg-1", "pg-2"}
+		began := time.Now()
+		patch(`{"work_mem":"8MB"}`)
+		for _, pod := range pods {
+			show(pod, "work_mem", "8MB")
+		}
+		t.Logf("work_mem 8MB on all 3 instances %s after the patch", time.Since(began).Round(10*time.Millisecond))
+
+		patch(`{"shared_buffers":"24MB"}`)
+		poll(t, time.Minute, "shared_buffers pending a restart on every instance", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={range .status.instances[*]}{.name}={.pendingRestart}{" "}{end}`)
+			if err == nil && strings.Count(out, `["shared_buffers"]`) != 3 {
+				err = errorString(out)
+			}
+			return err
+		})
+		show("pg-0", "shared_buffers", "16MB")
+
+		patch(`{"max_connections":"lots"}`)
+		poll(t, time.Minute, "Degraded InvalidParameter with postgres's words", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o",
+				`jsonpath={.status.phase} {.status.conditions[?(@.type=="Degraded")].reason}: {.status.conditions[?(@.type=="Degraded")].message}`)
+			if err == nil && (!strings.HasPrefix(out, "Degraded InvalidParameter: ") || !strings.Contains(out, `invalid value for parameter "max_connections": "lots"`)) {
+				err = errorString(out)
+			}
+			return err
+		})
+		e.sql(t, e.serviceIP(t, "pg-rw"), "INSERT INTO e2e VALUES (100, 'while a setting is refused')")
+		show("pg-0", "max_connections", "100")
+
+		// Back to the manifest's settings: nothing pending, nothing refused.
+		patch(`{"work_mem":null,"max_connections":null,"shared_buffers":"16MB"}`)
+		e.waitReady(t, "pg", 3, 2*time.Minute)
+		if out := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={.status.instances[*].pendingRestart}`); out != "" {
+			t.Errorf("still pending after the settings went back: %s", out)
+		}
+		show("pg-1", "work_mem", "4MB")
 	})
 
 	t.Run("a deleted replica comes back with the same name, claim and data", func(t *testing.T) {

@@ -127,13 +127,6 @@ func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, er
 			}
 		}
 	}
-	var cm corev1.ConfigMap
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: r.cluster + "-config"}, &cm); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "custom.conf"), []byte(cm.Data["custom.conf"]), 0o644); err != nil {
-		return nil, err
-	}
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return nil, err
@@ -148,7 +141,7 @@ func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, er
 	}
 	cfg := instance.Config{
 		Name: pod.Name, DataDir: filepath.Join(data, "pgdata"), RunDir: filepath.Join(dir, "run"), PGBinDir: testutil.PostgresBinDir,
-		Port: 5432, ListenAddresses: ip, SecretsDir: secrets, CustomConf: filepath.Join(dir, "custom.conf"),
+		Port: 5432, ListenAddresses: ip, SecretsDir: secrets,
 		TokenFile: filepath.Join(secrets, "instance", "token"), Database: env["HOLDFAST_DATABASE"], Owner: env["HOLDFAST_OWNER"],
 		StopTimeout: 30 * time.Second, RunAs: r.runAs,
 	}

@@ -266,10 +266,10 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		d.Restore = restore
 		p.Desired[p.TargetPrimary] = d
 	}
-	archive := archiveOrder(c)
+	archive, params := archiveOrder(c), parameters(c)
 	for name, d := range p.Desired {
 		// Every instance archives: whichever is promoted does from then on.
-		d.Archive = archive
+		d.Archive, d.Parameters = archive, params
 		d.Cluster, d.Incarnation = c.Namespace+"/"+c.Name, string(c.UID)
 		p.Desired[name] = d
 	}
@@ -423,4 +423,18 @@ func (r *Reconciler) settleSwitchoverAnnotation(ctx context.Context, c *holdfast
 	}
 	c.Status = *status // the patch answer carries the stored status, not this one
 	return nil
+}
+
+// parameters are the user's settings as every instance's order carries
+// them: no kubelet refreshing a mounted ConfigMap stands between a change
+// and the instances.
+func parameters(c *holdfastv1.PostgresCluster) map[string]string {
+	if len(c.Spec.PostgreSQL.Parameters) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(c.Spec.PostgreSQL.Parameters))
+	for k, v := range c.Spec.PostgreSQL.Parameters {
+		out[k] = string(v)
+	}
+	return out
 }

@@ -50,6 +50,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			pg := rep.Postgres
 			is.Timeline = pg.Timeline
 			is.CurrentLSN, is.ReceivedLSN, is.ReplayedLSN, is.LagBytes = pg.CurrentLSN, pg.ReceivedLSN, pg.ReplayedLSN, pg.LagBytes
+			is.PendingRestart = pg.PendingRestart
 		}
 		if is.Ready {
 			st.ReadyInstances++

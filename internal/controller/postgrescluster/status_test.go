@@ -136,7 +136,7 @@ func TestStatusCarriesEachInstancesPositions(t *testing.T) {
 	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 2}}
 	pods := []corev1.Pod{*runningPod("demo-0", "10.0.0.5", "primary"), *runningPod("demo-1", "10.0.0.6", "replica")}
 	reports := map[string]*instance.Report{
-		"demo-0": {Postgres: &postgres.Status{Timeline: 3, CurrentLSN: "0/5000100"}},
+		"demo-0": {Postgres: &postgres.Status{Timeline: 3, CurrentLSN: "0/5000100", PendingRestart: []string{"shared_buffers"}}},
 		"demo-1": {Postgres: &postgres.Status{Timeline: 3, InRecovery: true, ReceivedLSN: "0/5000100", ReplayedLSN: "0/5000000", LagBytes: 256}},
 	}
 	st := computeStatus(c, nil, pods, reports, nil)
@@ -144,7 +144,7 @@ func TestStatusCarriesEachInstancesPositions(t *testing.T) {
 		t.Fatalf("instances %+v", st.Instances)
 	}
 	p, r := st.Instances[0], st.Instances[1]
-	if p.Timeline != 3 || p.CurrentLSN != "0/5000100" || r.ReceivedLSN != "0/5000100" || r.ReplayedLSN != "0/5000000" || r.LagBytes != 256 {
+	if p.Timeline != 3 || p.CurrentLSN != "0/5000100" || !slices.Equal(p.PendingRestart, []string{"shared_buffers"}) || r.PendingRestart != nil || r.ReceivedLSN != "0/5000100" || r.ReplayedLSN != "0/5000000" || r.LagBytes != 256 {
 		t.Errorf("primary %+v replica %+v", p, r)
 	}
 }
@@ -216,6 +216,7 @@ func TestCreationIsNotDegraded(t *testing.T) {
 
 func TestDegradedShowsWhatInstancesReport(t *testing.T) {
 	const fatal = `FATAL: lock file "/var/run/postgresql/.s.PGSQL.5432.lock" already exists`
+	const refused = `invalid value for parameter "max_connections": "lots"`
 	const failing = "configuring WAL archiving: reading the repository credentials: open /etc/holdfast/repository/accessKeyId: no such file or directory"
 	tests := []struct {
 		name    string
@@ -229,6 +230,8 @@ func TestDegradedShowsWhatInstancesReport(t *testing.T) {
 			"InstanceError", "demo-0: " + failing},
 		{"both: the failed start first", map[string]*instance.Report{"demo-0": {Failing: failing}, "demo-1": {StartError: fatal}},
 			"InstanceCrashLooping", "demo-1: " + fatal + "; demo-0: " + failing},
+		{"settings postgres refuses", map[string]*instance.Report{"demo-0": {InvalidParameters: refused}, "demo-1": {InvalidParameters: refused}},
+			ReasonInvalidParameter, "demo-0: " + refused + "; demo-1: " + refused},
 		{"a passing error is not trouble yet", map[string]*instance.Report{"demo-0": {Error: failing}},
 			"NoFailures", "no instance is failing"},
 	}
@@ -245,7 +248,7 @@ func TestDegradedShowsWhatInstancesReport(t *testing.T) {
 				t.Errorf("Degraded %s in phase %s", cond.Status, c.Status.Phase)
 			}
 			for _, is := range c.Status.Instances {
-				if r := tt.reports[is.Name]; r != nil && (r.StartError+r.Failing) != "" && !strings.Contains(tt.message, is.Message) {
+				if r := tt.reports[is.Name]; r != nil && (r.StartError+r.Failing+r.InvalidParameters) != "" && !strings.Contains(tt.message, is.Message) {
 					t.Errorf("instance %s message %q, not what it reported", is.Name, is.Message)
 				}
 			}

@@ -1,6 +1,7 @@
 package postgrescluster
 
 import (
+	"slices"
 	"strings"
 
 	"holdfast.dev/holdfast/internal/instance"
@@ -8,11 +9,15 @@ import (
 
 // instanceTrouble gathers what the instances report going wrong that
 // their pods do not show: a postgres that fails to start on every attempt,
-// or a converge step that keeps failing, while the container runs and
-// may even pass its probes.
+// settings postgres refuses, or a converge step that keeps failing, while
+// the container runs and may even pass its probes.
 type instanceTrouble struct {
-	crashLooping, erring []string
+	crashLooping, invalid, erring []string
 }
+
+// ReasonInvalidParameter: postgres refuses settings of spec.postgresql.parameters;
+// the instances keep the ones it last accepted.
+const ReasonInvalidParameter = "InvalidParameter"
 
 // add notes the trouble rep reports, and returns it as the instance's
 // message, or "" when it reports none.
@@ -23,6 +28,9 @@ func (t *instanceTrouble) add(name string, rep *instance.Report) string {
 	case rep.StartError != "":
 		t.crashLooping = append(t.crashLooping, name+": "+rep.StartError)
 		return rep.StartError
+	case rep.InvalidParameters != "":
+		t.invalid = append(t.invalid, name+": "+rep.InvalidParameters)
+		return rep.InvalidParameters
 	case rep.Failing != "":
 		t.erring = append(t.erring, name+": "+rep.Failing)
 		return rep.Failing
@@ -35,6 +43,8 @@ func (t *instanceTrouble) reason() string {
 	switch {
 	case len(t.crashLooping) > 0:
 		return "InstanceCrashLooping"
+	case len(t.invalid) > 0:
+		return ReasonInvalidParameter
 	case len(t.erring) > 0:
 		return "InstanceError"
 	}
@@ -45,5 +55,5 @@ func (t *instanceTrouble) reason() string {
 // or count, so that it changes, and the status is written, only when what
 // the instances report changes.
 func (t *instanceTrouble) message() string {
-	return strings.Join(append(append([]string(nil), t.crashLooping...), t.erring...), "; ")
+	return strings.Join(slices.Concat(t.crashLooping, t.invalid, t.erring), "; ")
 }
