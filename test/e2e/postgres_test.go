@@ -53,6 +53,22 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		e.waitRow(t, e.serviceIP(t, "pg-ro"), 1, "first")
 	})
 
+	t.Run("the WAL positions in status follow writes while nothing else changes", func(t *testing.T) {
+		lsn := func() string {
+			return e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={.status.instances[?(@.role=="primary")].currentLSN}`)
+		}
+		before := lsn()
+		e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE positions AS SELECT g FROM generate_series(1, 10000) g")
+		began := time.Now()
+		poll(t, time.Minute, "the primary's currentLSN in status moved on from "+before, func() error {
+			if now := lsn(); now == before || now == "" {
+				return errorString("currentLSN " + now)
+			}
+			return nil
+		})
+		t.Logf("status showed the new position %s after the write", time.Since(began).Round(100*time.Millisecond))
+	})
+
 	t.Run("parameters reach every instance; one needing a restart is pending; a refused one leaves the cluster serving", func(t *testing.T) {
 		patch := func(params string) {
 			e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"postgresql":{"parameters":`+params+`}}}`)

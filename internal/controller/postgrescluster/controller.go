@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -16,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -50,6 +52,8 @@ type Reconciler struct {
 	leases  leaseWatch
 	answers answerLog
 	rejoins rejoinLog
+	// positions says when each cluster's status was last written.
+	positions writeLog
 }
 
 // pollInstances is how often a cluster with running instances is looked at
@@ -365,7 +369,8 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
 	observeData(&st, c, reports)
-	if equality.Semantic.DeepEqual(withoutPositions(st), withoutPositions(stored)) {
+	now := time.Now()
+	if !statusDue(st, stored, r.positions.last(c.UID), now) {
 		return nil
 	}
 	before := stored.Phase
@@ -373,6 +378,7 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	if err := r.Client.Status().Update(ctx, c); err != nil {
 		return fmt.Errorf("updating status: %w", err)
 	}
+	r.positions.wrote(c.UID, now)
 	r.announceData(c, &stored, &st)
 	if st.Phase != before {
 		kind, why := corev1.EventTypeNormal, ""
@@ -388,10 +394,46 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	return nil
 }
 
-// withoutPositions is a status without the instances' WAL positions and
-// lag: they move with every write, and a busy cluster must not rewrite its
-// status every second for them alone. They are refreshed whenever anything
-// else in the status changes.
+// statusDue says whether st must be written over stored, written last at
+// last. The instances' WAL positions and lag move with every write, and a
+// busy cluster must not rewrite its status every second for them alone:
+// they are written with anything else that changes, and on their own once
+// positionsRefresh has passed, so that they are never older than that.
+func statusDue(st, stored holdfastv1.PostgresClusterStatus, last, now time.Time) bool {
+	switch {
+	case !equality.Semantic.DeepEqual(withoutPositions(st), withoutPositions(stored)):
+		return true
+	case equality.Semantic.DeepEqual(st, stored):
+		return false
+	}
+	return now.Sub(last) >= positionsRefresh
+}
+
+// positionsRefresh bounds how stale the positions in status are.
+const positionsRefresh = 10 * time.Second
+
+// writeLog remembers when each cluster's status was last written by this
+// operator; after a restart the first look writes the positions.
+type writeLog struct {
+	mu sync.Mutex
+	at map[types.UID]time.Time
+}
+
+func (l *writeLog) last(uid types.UID) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.at[uid]
+}
+
+func (l *writeLog) wrote(uid types.UID, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.at == nil {
+		l.at = map[types.UID]time.Time{}
+	}
+	l.at[uid] = at
+}
+
 func withoutPositions(st holdfastv1.PostgresClusterStatus) holdfastv1.PostgresClusterStatus {
 	st = *st.DeepCopy()
 	for i := range st.Instances {
