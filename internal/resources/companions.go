@@ -15,8 +15,11 @@ import (
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
-// ConfigMap carries the user's postgresql.conf settings to the instances,
-// which reload them; the pods do not restart for a change here.
+// ConfigMap shows the user's postgresql.conf settings as the instances
+// hold them. The instances get them with their orders, not from here: a
+// kubelet refreshes a mounted ConfigMap only after a minute or so. It stays
+// mounted because a change of pod template would need every pod restarted,
+// which only a rolling update (not yet written) may do.
 func ConfigMap(c *holdfastv1.PostgresCluster) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
