@@ -459,6 +459,14 @@ type PostgresClusterStatus struct {
 	// +optional
 	PrimaryFailingSince *metav1.Time `json:"primaryFailingSince,omitempty"`
 
+	// PositionsObservedAt is when the instances' WAL positions and lag in
+	// Instances were observed; they are refreshed at least every 10 s
+	// while they move.
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
+	// +optional
+	PositionsObservedAt *metav1.Time `json:"positionsObservedAt,omitempty"`
+
 	// SyncStandbys are the standbys the primary last reported as
 	// synchronous: with synchronous replication, only they may be promoted.
 	// +optional

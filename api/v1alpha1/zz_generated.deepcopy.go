@@ -524,6 +524,10 @@ func (in *PostgresClusterStatus) DeepCopyInto(out *PostgresClusterStatus) {
 		in, out := &in.PrimaryFailingSince, &out.PrimaryFailingSince
 		*out = (*in).DeepCopy()
 	}
+	if in.PositionsObservedAt != nil {
+		in, out := &in.PositionsObservedAt, &out.PositionsObservedAt
+		*out = (*in).DeepCopy()
+	}
 	if in.SyncStandbys != nil {
 		in, out := &in.SyncStandbys, &out.SyncStandbys
 		*out = make([]string, len(*in))

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -17,7 +16,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -52,8 +50,6 @@ type Reconciler struct {
 	leases  leaseWatch
 	answers answerLog
 	rejoins rejoinLog
-	// positions says when each cluster's status was last written.
-	positions writeLog
 }
 
 // pollInstances is how often a cluster with running instances is looked at
@@ -370,15 +366,15 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	st := computeStatus(c, sts, pods, reports, refused)
 	observeData(&st, c, reports)
 	now := time.Now()
-	if !statusDue(st, stored, r.positions.last(c.UID), now) {
+	if !statusDue(st, stored, now) {
 		return nil
 	}
+	st.PositionsObservedAt = &metav1.Time{Time: now}
 	before := stored.Phase
 	c.Status = st
 	if err := r.Client.Status().Update(ctx, c); err != nil {
 		return fmt.Errorf("updating status: %w", err)
 	}
-	r.positions.wrote(c.UID, now)
 	r.announceData(c, &stored, &st)
 	if st.Phase != before {
 		kind, why := corev1.EventTypeNormal, ""
@@ -394,48 +390,38 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	return nil
 }
 
-// statusDue says whether st must be written over stored, written last at
-// last. The instances' WAL positions and lag move with every write, and a
-// busy cluster must not rewrite its status every second for them alone:
-// they are written with anything else that changes, and on their own once
-// positionsRefresh has passed, so that they are never older than that.
-func statusDue(st, stored holdfastv1.PostgresClusterStatus, last, now time.Time) bool {
+// statusDue says whether st must be written over stored. The instances'
+// WAL positions and lag move with every write, and a busy cluster must not
+// rewrite its status every second for them alone: they are written with
+// anything else that changes, and on their own once positionsRefresh has
+// passed since they were observed, so that they are never older than that.
+// The time is kept in the status, not in this process: any operator, a
+// restarted one too, judges alike.
+func statusDue(st, stored holdfastv1.PostgresClusterStatus, now time.Time) bool {
 	switch {
 	case !equality.Semantic.DeepEqual(withoutPositions(st), withoutPositions(stored)):
 		return true
-	case equality.Semantic.DeepEqual(st, stored):
+	case equality.Semantic.DeepEqual(positions(st), positions(stored)):
 		return false
 	}
-	return now.Sub(last) >= positionsRefresh
+	return stored.PositionsObservedAt == nil || now.Sub(stored.PositionsObservedAt.Time) >= positionsRefresh
 }
 
 // positionsRefresh bounds how stale the positions in status are.
 const positionsRefresh = 10 * time.Second
 
-// writeLog remembers when each cluster's status was last written by this
-// operator; after a restart the first look writes the positions.
-type writeLog struct {
-	mu sync.Mutex
-	at map[types.UID]time.Time
-}
-
-func (l *writeLog) last(uid types.UID) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.at[uid]
-}
-
-func (l *writeLog) wrote(uid types.UID, at time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.at == nil {
-		l.at = map[types.UID]time.Time{}
+// positions are each instance's WAL positions and lag, in order.
+func positions(st holdfastv1.PostgresClusterStatus) []holdfastv1.InstanceStatus {
+	out := make([]holdfastv1.InstanceStatus, len(st.Instances))
+	for i, is := range st.Instances {
+		out[i] = holdfastv1.InstanceStatus{Name: is.Name, CurrentLSN: is.CurrentLSN, ReceivedLSN: is.ReceivedLSN, ReplayedLSN: is.ReplayedLSN, LagBytes: is.LagBytes}
 	}
-	l.at[uid] = at
+	return out
 }
 
 func withoutPositions(st holdfastv1.PostgresClusterStatus) holdfastv1.PostgresClusterStatus {
 	st = *st.DeepCopy()
+	st.PositionsObservedAt = nil
 	for i := range st.Instances {
 		st.Instances[i].CurrentLSN, st.Instances[i].ReceivedLSN, st.Instances[i].ReplayedLSN, st.Instances[i].LagBytes = "", "", "", 0
 	}

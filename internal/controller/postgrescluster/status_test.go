@@ -264,26 +264,37 @@ func TestDegradedShowsWhatInstancesReport(t *testing.T) {
 // least that often; anything else at once.
 func TestPositionsRefreshOnABoundedInterval(t *testing.T) {
 	now := time.Now()
-	stored := holdfastv1.PostgresClusterStatus{Phase: holdfastv1.PhaseHealthy,
-		Instances: []holdfastv1.InstanceStatus{{Name: "demo-0", CurrentLSN: "0/5000100"}, {Name: "demo-1", ReplayedLSN: "0/5000000", LagBytes: 256}}}
-	moved := *stored.DeepCopy()
+	stored := func(observed time.Time) holdfastv1.PostgresClusterStatus {
+		st := holdfastv1.PostgresClusterStatus{Phase: holdfastv1.PhaseHealthy,
+			Instances: []holdfastv1.InstanceStatus{{Name: "demo-0", CurrentLSN: "0/5000100"}, {Name: "demo-1", ReplayedLSN: "0/5000000", LagBytes: 256}}}
+		if !observed.IsZero() {
+			st.PositionsObservedAt = &metav1.Time{Time: observed}
+		}
+		return st
+	}
+	same := stored(time.Time{})
+	moved := *same.DeepCopy()
 	moved.Instances[0].CurrentLSN, moved.Instances[1].ReplayedLSN, moved.Instances[1].LagBytes = "0/6000000", "0/5000100", 0
-	changed := *stored.DeepCopy()
+	changed := *same.DeepCopy()
 	changed.Phase = holdfastv1.PhaseDegraded
 	tests := []struct {
-		name string
-		st   holdfastv1.PostgresClusterStatus
-		last time.Time
-		want bool
+		name     string
+		st       holdfastv1.PostgresClusterStatus
+		observed time.Time
+		want     bool
 	}{
-		{"nothing moved", stored, now.Add(-time.Hour), false},
-		{"positions moved, written a moment ago", moved, now.Add(-time.Second), false},
-		{"positions moved, written long enough ago", moved, now.Add(-positionsRefresh), true},
-		{"positions moved, never written by this operator", moved, time.Time{}, true},
+		{"nothing moved", same, now.Add(-time.Hour), false},
+		{"positions moved, observed a moment ago", moved, now.Add(-time.Second), false},
+		{"positions moved, observed long enough ago", moved, now.Add(-positionsRefresh), true},
+		{"positions moved, never observed", moved, time.Time{}, true},
 		{"something else changed a moment after a write", changed, now.Add(-time.Second), true},
 	}
 	for _, tt := range tests {
-		if got := statusDue(tt.st, stored, tt.last, now); got != tt.want {
+		st := *tt.st.DeepCopy()
+		// What computeStatus carries over from the stored status.
+		was := stored(tt.observed)
+		st.PositionsObservedAt = was.PositionsObservedAt
+		if got := statusDue(st, was, now); got != tt.want {
 			t.Errorf("%s: due %v, want %v", tt.name, got, tt.want)
 		}
 	}
