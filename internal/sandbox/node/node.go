@@ -73,9 +73,6 @@ func Run(ctx context.Context, o Options, ready func()) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: o.NodeName})
 
-	p := newProvider(o, recorder)
-	defer p.shutdown(o.ShutdownGrace)
-
 	mine := informers.NewSharedInformerFactoryWithOptions(o.Client, time.Minute,
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
 			lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", o.NodeName).String()
@@ -85,6 +82,8 @@ func Run(ctx context.Context, o Options, ready func()) error {
 	secrets, configMaps, services := all.Core().V1().Secrets(), all.Core().V1().ConfigMaps(), all.Core().V1().Services()
 	synced := []cache.InformerSynced{pods.Informer().HasSynced, secrets.Informer().HasSynced,
 		configMaps.Informer().HasSynced, services.Informer().HasSynced}
+	p := newProvider(o, recorder, secrets.Lister(), configMaps.Lister())
+	defer p.shutdown(o.ShutdownGrace)
 	mine.Start(ctx.Done())
 	all.Start(ctx.Done())
 	// Pods created while the caches fill would fail their env resolution.

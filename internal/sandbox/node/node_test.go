@@ -104,6 +104,10 @@ func TestVolumesAreWrittenAsTheKubeletWould(t *testing.T) {
 			t.Errorf("%s: mode %v gid %d, want 0440 and the fsGroup", file, st.Mode().Perm(), sysGID(st))
 		}
 	}
+	// The kubelet's layout, which refreshes swap atomically.
+	if link, err := os.Readlink(filepath.Join(got["creds"], "db")); err != nil || link != filepath.Join(dataLink, "db") {
+		t.Errorf("creds/db links to %q, %v; want a link through %s", link, err, dataLink)
+	}
 	if _, err := os.Stat(filepath.Join(got["creds"], "other")); err == nil {
 		t.Errorf("a key not listed in items was written")
 	}

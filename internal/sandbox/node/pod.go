@@ -95,6 +95,9 @@ func (r *podRuntime) run() {
 	if !r.setUp() {
 		return
 	}
+	stopRefresh := r.refreshVolumes(volumeRefreshInterval)
+	// Before teardown, which removes the volumes.
+	defer stopRefresh()
 	for _, c := range r.inits {
 		if !c.runToCompletion() {
 			return
@@ -114,6 +117,8 @@ func (r *podRuntime) run() {
 		}()
 	}
 	wg.Wait()
+	// No container will read the volumes again.
+	stopRefresh()
 	r.changed()
 	// Containers that will not restart leave the pod Succeeded or Failed,
 	// kept until it is deleted.
@@ -145,10 +150,7 @@ func (r *podRuntime) setUp() bool {
 		return false
 	}
 	for attempt := 0; ; attempt++ {
-		r.mu.Lock()
-		pod := r.pod.DeepCopy() // labels may change meanwhile
-		r.mu.Unlock()
-		vols, err := volumeWriter{client: o.Client, pod: pod, dir: filepath.Join(r.dir, "volumes"), fsGroup: fsGroup(pod)}.write(r.ctx)
+		vols, err := r.volumeWriter().write(r.ctx)
 		if err == nil {
 			r.mu.Lock()
 			for _, c := range append(append([]*container(nil), r.inits...), r.containers...) {
@@ -171,6 +173,15 @@ func (r *podRuntime) setUp() bool {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// volumeWriter writes the pod's volumes as its spec and its labels and
+// annotations of the moment say.
+func (r *podRuntime) volumeWriter() volumeWriter {
+	r.mu.Lock()
+	pod := r.pod.DeepCopy() // labels may change meanwhile
+	r.mu.Unlock()
+	return volumeWriter{client: r.p.opts.Client, pod: pod, dir: filepath.Join(r.dir, "volumes"), fsGroup: fsGroup(pod)}
 }
 
 // writeEtc writes the files every container gets at /etc: hosts, hostname

@@ -11,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
 )
 
@@ -20,20 +21,25 @@ type Provider struct {
 	log      logr.Logger
 	ipam     *ipam
 	recorder record.EventRecorder
+	// secrets and configMaps are the node's caches, which volume refreshes read.
+	secrets    corelisters.SecretLister
+	configMaps corelisters.ConfigMapLister
 
 	mu       sync.Mutex
 	pods     map[string]*podRuntime // by namespace/name
 	notifyCb func(*corev1.Pod)
 }
 
-func newProvider(o Options, recorder record.EventRecorder) *Provider {
+func newProvider(o Options, recorder record.EventRecorder, secrets corelisters.SecretLister, configMaps corelisters.ConfigMapLister) *Provider {
 	network := o.Bridge.Gateway.IP.Mask(o.Bridge.Gateway.Mask)
 	return &Provider{
-		opts:     o,
-		log:      o.Log,
-		ipam:     newIPAM(&net.IPNet{IP: network, Mask: o.Bridge.Gateway.Mask}, o.Bridge.Gateway.IP),
-		recorder: recorder,
-		pods:     map[string]*podRuntime{},
+		opts:       o,
+		log:        o.Log,
+		ipam:       newIPAM(&net.IPNet{IP: network, Mask: o.Bridge.Gateway.Mask}, o.Bridge.Gateway.IP),
+		recorder:   recorder,
+		secrets:    secrets,
+		configMaps: configMaps,
+		pods:       map[string]*podRuntime{},
 	}
 }
 

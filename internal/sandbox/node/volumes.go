@@ -10,8 +10,10 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/utils/ptr"
 
 	"holdfast.dev/holdfast/internal/sandbox/storage"
@@ -25,6 +27,13 @@ type volumeWriter struct {
 	dir    string // the pod's folder for volumes
 	// fsGroup owns what the pod may write, as securityContext.fsGroup asks.
 	fsGroup *int64
+	// secrets and configMaps, when set, are read instead of the API server:
+	// the node's caches, which a refresh every few seconds may read freely.
+	secrets    corelisters.SecretLister
+	configMaps corelisters.ConfigMapLister
+	// keepTokens reuses the service-account tokens already written rather
+	// than asking for new ones: refreshes do not rotate tokens.
+	keepTokens bool
 }
 
 // write returns each volume's source on this machine, by volume name.
@@ -56,49 +65,86 @@ func (w volumeWriter) volume(ctx context.Context, v corev1.Volume) (string, erro
 		return v.HostPath.Path, nil
 	case v.PersistentVolumeClaim != nil:
 		return w.claim(ctx, v.PersistentVolumeClaim.ClaimName)
-	case v.Secret != nil:
-		files, err := w.secretFiles(ctx, v.Secret.SecretName, v.Secret.Items, ptr.Deref(v.Secret.Optional, false))
-		if err != nil {
+	case v.Secret != nil, v.ConfigMap != nil, v.DownwardAPI != nil, v.Projected != nil:
+		if _, err := w.writeSources(ctx, v); err != nil {
 			return "", err
 		}
-		return dir, w.writeFiles(dir, files, v.Secret.DefaultMode)
-	case v.ConfigMap != nil:
-		files, err := w.configMapFiles(ctx, v.ConfigMap.Name, v.ConfigMap.Items, ptr.Deref(v.ConfigMap.Optional, false))
-		if err != nil {
-			return "", err
-		}
-		return dir, w.writeFiles(dir, files, v.ConfigMap.DefaultMode)
-	case v.DownwardAPI != nil:
-		files, err := w.downwardFiles(v.DownwardAPI.Items)
-		if err != nil {
-			return "", err
-		}
-		return dir, w.writeFiles(dir, files, v.DownwardAPI.DefaultMode)
-	case v.Projected != nil:
-		var files []file
-		for _, s := range v.Projected.Sources {
-			var more []file
-			var err error
-			switch {
-			case s.Secret != nil:
-				more, err = w.secretFiles(ctx, s.Secret.Name, s.Secret.Items, ptr.Deref(s.Secret.Optional, false))
-			case s.ConfigMap != nil:
-				more, err = w.configMapFiles(ctx, s.ConfigMap.Name, s.ConfigMap.Items, ptr.Deref(s.ConfigMap.Optional, false))
-			case s.DownwardAPI != nil:
-				more, err = w.downwardFiles(s.DownwardAPI.Items)
-			case s.ServiceAccountToken != nil:
-				more, err = w.token(ctx, s.ServiceAccountToken)
-			default:
-				err = fmt.Errorf("a projected source the sandbox does not support")
-			}
-			if err != nil {
-				return "", err
-			}
-			files = append(files, more...)
-		}
-		return dir, w.writeFiles(dir, files, v.Projected.DefaultMode)
+		return dir, nil
 	}
 	return "", fmt.Errorf("a volume type the sandbox does not support (it supports emptyDir, hostPath, persistentVolumeClaim, secret, configMap, downwardAPI and projected)")
+}
+
+// writeSources writes a Secret, ConfigMap, downward API or projected volume
+// unless it already holds its sources' content, and says whether it wrote.
+func (w volumeWriter) writeSources(ctx context.Context, v corev1.Volume) (bool, error) {
+	dir := filepath.Join(w.dir, v.Name)
+	files, err := w.payload(ctx, dir, v)
+	if err != nil {
+		return false, err
+	}
+	return w.writeAtomic(dir, files, defaultMode(v))
+}
+
+// payload is the files of a Secret, ConfigMap, downward API or projected
+// volume whose folder is dir.
+func (w volumeWriter) payload(ctx context.Context, dir string, v corev1.Volume) ([]file, error) {
+	var files []file
+	for _, s := range sources(v) {
+		more, err := w.projection(ctx, dir, s)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, more...)
+	}
+	return files, nil
+}
+
+// sources are a volume's sources as projections: a Secret, ConfigMap or
+// downward API volume is a projected volume of that one source.
+func sources(v corev1.Volume) []corev1.VolumeProjection {
+	switch {
+	case v.Secret != nil:
+		return []corev1.VolumeProjection{{Secret: &corev1.SecretProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: v.Secret.SecretName}, Items: v.Secret.Items, Optional: v.Secret.Optional}}}
+	case v.ConfigMap != nil:
+		return []corev1.VolumeProjection{{ConfigMap: &corev1.ConfigMapProjection{
+			LocalObjectReference: v.ConfigMap.LocalObjectReference, Items: v.ConfigMap.Items, Optional: v.ConfigMap.Optional}}}
+	case v.DownwardAPI != nil:
+		return []corev1.VolumeProjection{{DownwardAPI: &corev1.DownwardAPIProjection{Items: v.DownwardAPI.Items}}}
+	case v.Projected != nil:
+		return v.Projected.Sources
+	}
+	return nil
+}
+
+func (w volumeWriter) projection(ctx context.Context, dir string, s corev1.VolumeProjection) ([]file, error) {
+	switch {
+	case s.Secret != nil:
+		return w.secretFiles(ctx, s.Secret.Name, s.Secret.Items, ptr.Deref(s.Secret.Optional, false))
+	case s.ConfigMap != nil:
+		return w.configMapFiles(ctx, s.ConfigMap.Name, s.ConfigMap.Items, ptr.Deref(s.ConfigMap.Optional, false))
+	case s.DownwardAPI != nil:
+		return w.downwardFiles(s.DownwardAPI.Items)
+	case s.ServiceAccountToken != nil && w.keepTokens:
+		return writtenToken(dir, s.ServiceAccountToken.Path)
+	case s.ServiceAccountToken != nil:
+		return w.token(ctx, s.ServiceAccountToken)
+	}
+	return nil, fmt.Errorf("a projected source the sandbox does not support")
+}
+
+func defaultMode(v corev1.Volume) *int32 {
+	switch {
+	case v.Secret != nil:
+		return v.Secret.DefaultMode
+	case v.ConfigMap != nil:
+		return v.ConfigMap.DefaultMode
+	case v.DownwardAPI != nil:
+		return v.DownwardAPI.DefaultMode
+	case v.Projected != nil:
+		return v.Projected.DefaultMode
+	}
+	return nil
 }
 
 // file is one file of a secret, configMap, downward API or token volume.
@@ -109,9 +155,11 @@ type file struct {
 }
 
 func (w volumeWriter) secretFiles(ctx context.Context, name string, items []corev1.KeyToPath, optional bool) ([]file, error) {
-	s, err := w.client.CoreV1().Secrets(w.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	s, err := w.secret(ctx, name)
 	if err != nil {
-		if optional {
+		// Only a source that is gone empties an optional volume: an API
+		// server that did not answer must not.
+		if optional && apierrors.IsNotFound(err) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("secret %s: %w", name, err)
@@ -120,9 +168,9 @@ func (w volumeWriter) secretFiles(ctx context.Context, name string, items []core
 }
 
 func (w volumeWriter) configMapFiles(ctx context.Context, name string, items []corev1.KeyToPath, optional bool) ([]file, error) {
-	cm, err := w.client.CoreV1().ConfigMaps(w.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	cm, err := w.configMap(ctx, name)
 	if err != nil {
-		if optional {
+		if optional && apierrors.IsNotFound(err) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("configmap %s: %w", name, err)
@@ -135,6 +183,20 @@ func (w volumeWriter) configMapFiles(ctx context.Context, name string, items []c
 		data[k] = v
 	}
 	return keyFiles("configmap "+name, data, items, optional)
+}
+
+func (w volumeWriter) secret(ctx context.Context, name string) (*corev1.Secret, error) {
+	if w.secrets != nil {
+		return w.secrets.Secrets(w.pod.Namespace).Get(name)
+	}
+	return w.client.CoreV1().Secrets(w.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (w volumeWriter) configMap(ctx context.Context, name string) (*corev1.ConfigMap, error) {
+	if w.configMaps != nil {
+		return w.configMaps.ConfigMaps(w.pod.Namespace).Get(name)
+	}
+	return w.client.CoreV1().ConfigMaps(w.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
 // keyFiles picks the listed keys (all keys when none are listed).
@@ -229,36 +291,13 @@ func (w volumeWriter) token(ctx context.Context, p *corev1.ServiceAccountTokenPr
 	return []file{{path: p.Path, data: []byte(tr.Status.Token)}}, nil
 }
 
-// writeFiles writes files under dir, owned by root and, when the pod has
-// an fsGroup, by that group, as the kubelet does.
-func (w volumeWriter) writeFiles(dir string, files []file, defaultMode *int32) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+// writtenToken is the token file a projected volume in dir already holds.
+func writtenToken(dir, path string) ([]file, error) {
+	b, err := os.ReadFile(filepath.Join(dir, path))
+	if err != nil {
+		return nil, fmt.Errorf("the token written at %s: %w", path, err)
 	}
-	gid := -1
-	if w.fsGroup != nil {
-		gid = int(*w.fsGroup)
-	}
-	for _, f := range files {
-		if strings.Contains(f.path, "..") || filepath.IsAbs(f.path) {
-			return fmt.Errorf("file path %q escapes its volume", f.path)
-		}
-		mode := ptr.Deref(f.mode, ptr.Deref(defaultMode, 0o644))
-		p := filepath.Join(dir, f.path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, f.data, 0o600); err != nil {
-			return err
-		}
-		if err := os.Chown(p, 0, gid); err != nil {
-			return err
-		}
-		if err := os.Chmod(p, fs.FileMode(mode)&fs.ModePerm); err != nil {
-			return err
-		}
-	}
-	return nil
+	return []file{{path: path, data: b}}, nil
 }
 
 // claim finds the folder of the volume bound to a claim and hands it to the
