@@ -40,6 +40,26 @@ func TestNodeRunsPodsAsAKubeletWould(t *testing.T) {
 		}
 	})
 
+	t.Run("a changed ConfigMap and Secret reach a running pod's volumes", func(t *testing.T) {
+		read := func() (string, error) {
+			return e.kubectl("", "-n", nodeNS, "exec", "life", "-c", "main", "--", "sh", "-c", "cat /etc/cfg/value; echo; cat /etc/sec/value")
+		}
+		if out, err := read(); err != nil || out != "from-configmap\nfrom-secret" {
+			t.Fatalf("volumes before the change: %q (%v)", out, err)
+		}
+		began := time.Now()
+		e.mustKubectl("", "-n", nodeNS, "patch", "configmap", "cm", "--type=merge", "-p", `{"data":{"value":"changed-configmap"}}`)
+		e.mustKubectl("", "-n", nodeNS, "patch", "secret", "s", "--type=merge", "-p", `{"stringData":{"value":"changed-secret"}}`)
+		poll(t, time.Minute, "the new values in the running container", func() error {
+			out, err := read()
+			if err == nil && out != "changed-configmap\nchanged-secret" {
+				err = errorString(out)
+			}
+			return err
+		})
+		t.Logf("new values in the container %s after the patches", time.Since(began).Round(100*time.Millisecond))
+	})
+
 	t.Run("a container that exits is restarted with back-off", func(t *testing.T) {
 		poll(t, 2*time.Minute, "crash restarted and backing off", func() error {
 			out, err := e.kubectl("", "-n", nodeNS, "get", "pod", "crash", "-o",
@@ -169,6 +189,8 @@ spec:
   volumes:
   - {name: work, emptyDir: {}}
   - {name: data, persistentVolumeClaim: {claimName: data}}
+  - {name: cfg, configMap: {name: cm}}
+  - {name: sec, secret: {secretName: s}}
   initContainers:
   - {name: one, image: postgres:15, command: [sh, -c, "echo one >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
   - {name: two, image: postgres:15, command: [sh, -c, "echo two >> /work/order"], volumeMounts: [{name: work, mountPath: /work}]}
@@ -189,7 +211,7 @@ spec:
     - {name: FROM_SECRET, valueFrom: {secretKeyRef: {name: s, key: value}}}
     - {name: FROM_CM, valueFrom: {configMapKeyRef: {name: cm, key: value}}}
     - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    volumeMounts: [{name: work, mountPath: /work}, {name: data, mountPath: /data}]
+    volumeMounts: [{name: work, mountPath: /work}, {name: data, mountPath: /data}, {name: cfg, mountPath: /etc/cfg}, {name: sec, mountPath: /etc/sec}]
     readinessProbe: {exec: {command: [test, -f, /work/ready]}, periodSeconds: 1}
   - name: web
     image: postgres:15
