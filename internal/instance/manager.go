@@ -99,7 +99,7 @@ type Manager struct {
 	appliedConf  [32]byte
 	stanza       stanzaState
 	rolesApplied [32]byte
-	everStarted  bool
+	beenReady    bool
 	needRewind   bool
 	startErr     string // see Report.StartError
 	params       paramState
@@ -354,10 +354,10 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 		}
 		r.Ready = m.ready(d, st)
 		if r.Ready {
-			m.everStarted = true
+			m.beenReady = true
 		}
-		r.Started = m.everStarted || (st != nil && d != nil && r.Role == d.Role)
-		r.BeenReady = m.everStarted
+		r.Started = m.beenReady || (st != nil && d != nil && r.Role == d.Role)
+		r.BeenReady = m.beenReady
 	})
 }
 

@@ -396,12 +396,13 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 // anything else that changes, and on their own once positionsRefresh has
 // passed since they were observed, so that they are never older than that.
 // The time is kept in the status, not in this process: any operator, a
-// restarted one too, judges alike.
+// restarted one too, judges alike. st carries stored's time over, so the
+// two are equal exactly when nothing, positions included, moved.
 func statusDue(st, stored holdfastv1.PostgresClusterStatus, now time.Time) bool {
 	switch {
 	case !equality.Semantic.DeepEqual(withoutPositions(st), withoutPositions(stored)):
 		return true
-	case equality.Semantic.DeepEqual(positions(st), positions(stored)):
+	case equality.Semantic.DeepEqual(st, stored):
 		return false
 	}
 	return stored.PositionsObservedAt == nil || now.Sub(stored.PositionsObservedAt.Time) >= positionsRefresh
@@ -409,15 +410,6 @@ func statusDue(st, stored holdfastv1.PostgresClusterStatus, now time.Time) bool 
 
 // positionsRefresh bounds how stale the positions in status are.
 const positionsRefresh = 10 * time.Second
-
-// positions are each instance's WAL positions and lag, in order.
-func positions(st holdfastv1.PostgresClusterStatus) []holdfastv1.InstanceStatus {
-	out := make([]holdfastv1.InstanceStatus, len(st.Instances))
-	for i, is := range st.Instances {
-		out[i] = holdfastv1.InstanceStatus{Name: is.Name, CurrentLSN: is.CurrentLSN, ReceivedLSN: is.ReceivedLSN, ReplayedLSN: is.ReplayedLSN, LagBytes: is.LagBytes}
-	}
-	return out
-}
 
 func withoutPositions(st holdfastv1.PostgresClusterStatus) holdfastv1.PostgresClusterStatus {
 	st = *st.DeepCopy()

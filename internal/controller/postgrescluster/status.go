@@ -60,10 +60,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			case isFailing(&p):
 				failing = append(failing, p.Name+": "+is.Message)
 				unready = append(unready, p.Name+": "+is.Message)
-			case reports[p.Name] != nil && reports[p.Name].Ready:
-				// The instance is ready; the kubelet's next probe says so.
-				starting = append(starting, p.Name)
-			case firstStart(&p, reports[p.Name], now):
+			case startingUp(&p, reports[p.Name], now):
 				starting = append(starting, p.Name)
 			default:
 				unready = append(unready, p.Name+": "+is.Message)
@@ -156,15 +153,20 @@ func progressing(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []
 	return ""
 }
 
-// firstStart: the pod's instance is coming up for the first time (a clone,
-// a restore, a replica catching up), has never been ready, and has no
-// error to report and no restart behind it. A restarted container or
-// postgres is recovering from a failure, and counts as one.
+// startingUp: the not-ready pod's instance is on its way up, not down.
+// Either it reports itself ready and the kubelet's next probe will say
+// so, or it is coming up for the first time (a clone, a restore, a replica
+// catching up): never ready yet, with no error to report and no restart
+// behind it. A restarted container or postgres is recovering from a
+// failure, and counts as one.
 //
 // Without a report, a pod counts for startGrace after it was made: it is
 // waiting for its claim to bind, for the scheduler, for its containers, or
 // for its instance manager to first answer. Past that, something stops it.
-func firstStart(p *corev1.Pod, rep *instance.Report, now time.Time) bool {
+func startingUp(p *corev1.Pod, rep *instance.Report, now time.Time) bool {
+	if rep != nil && rep.Ready {
+		return true
+	}
 	if p.DeletionTimestamp != nil || (rep != nil && (rep.BeenReady || rep.Restarts > 0 || rep.Failing != "" || rep.StartError != "")) {
 		return false
 	}
