@@ -64,7 +64,25 @@ type PostgresClusterSpec struct {
 	// +kubebuilder:default={unreachableSeconds: 6, leaseDurationSeconds: 6, renewDeadlineSeconds: 4}
 	// +optional
 	Failover FailoverSpec `json:"failover,omitempty"`
+
+	// PrimaryUpdateMethod says how a rolling update restarts the primary,
+	// once every replica runs the new pod template: Switchover (the
+	// default) hands the primary role to the most advanced replica first,
+	// so writes pause for one switchover; Restart restarts the primary in
+	// place, so writes pause until it is back.
+	// +kubebuilder:validation:Enum=Switchover;Restart
+	// +kubebuilder:default=Switchover
+	// +optional
+	PrimaryUpdateMethod PrimaryUpdateMethod `json:"primaryUpdateMethod,omitempty"`
 }
+
+// PrimaryUpdateMethod is how a rolling update restarts the primary.
+type PrimaryUpdateMethod string
+
+const (
+	PrimaryUpdateSwitchover PrimaryUpdateMethod = "Switchover"
+	PrimaryUpdateRestart    PrimaryUpdateMethod = "Restart"
+)
 
 // FailoverSpec tunes automated failover. A primary whose pod is gone or
 // whose container is not running is replaced at once: its processes are
@@ -324,6 +342,12 @@ type SchedulingSpec struct {
 // operator removes it once the switchover is done or refused.
 const AnnotationSwitchoverTo = "holdfast.dev/switchover-to"
 
+// AnnotationRestartedAt on a PostgresCluster asks for a rolling restart of
+// every instance whenever its value changes, as kubectl rollout restart
+// does for a Deployment: it is copied into the pod template, and a changed
+// template rolls. holdfast restart sets it to the current time.
+const AnnotationRestartedAt = "holdfast.dev/restartedAt"
+
 // AnnotationFencedFor on a replica's pod names the Backup that has it
 // stopped for a VolumeSnapshot of its volume; the Backup controller sets and
 // removes it, and the cluster's controller fences the replica meanwhile. It
@@ -399,22 +423,117 @@ type InstanceStatus struct {
 	PendingRestart []string `json:"pendingRestart,omitempty"`
 }
 
-// RoleChange records one failover or switchover.
-type RoleChange struct {
-	// From is the primary being replaced; To the instance promoted.
-	From string `json:"from"`
-	To   string `json:"to"`
-	// Reason says why.
+// OperationKind names what an operation does.
+// +kubebuilder:validation:Enum=Failover;Switchover;RollingUpdate
+type OperationKind string
+
+const (
+	// OperationFailover replaces a failed primary with the most advanced replica.
+	OperationFailover OperationKind = "Failover"
+	// OperationSwitchover hands the primary role to a chosen replica after
+	// the primary has stopped cleanly.
+	OperationSwitchover OperationKind = "Switchover"
+	// OperationRollingUpdate restarts every instance that runs an older
+	// pod template or holds settings pending a restart: replicas first,
+	// then the primary (after a switchover, unless spec.primaryUpdateMethod
+	// is Restart).
+	OperationRollingUpdate OperationKind = "RollingUpdate"
+)
+
+// OperationPhase is the step an operation is at.
+type OperationPhase string
+
+const (
+	// PhasePromoting: the target is being promoted (Failover, Switchover,
+	// and a rolling update's switchover).
+	PhasePromoting OperationPhase = "Promoting"
+	// PhaseRestartingReplica: a rolling update waits for a restarted
+	// replica to come back ready and streaming.
+	PhaseRestartingReplica OperationPhase = "RestartingReplica"
+	// PhaseRestartingPrimary: a rolling update waits for the primary it
+	// restarted in place.
+	PhaseRestartingPrimary OperationPhase = "RestartingPrimary"
+)
+
+// OperationOutcome is how an operation ended.
+type OperationOutcome string
+
+const (
+	OutcomeSucceeded OperationOutcome = "Succeeded"
+	// OutcomeFailed: a phase passed its deadline and the operation stopped there.
+	OutcomeFailed OperationOutcome = "Failed"
+	// OutcomePreempted: a failover took over.
+	OutcomePreempted OperationOutcome = "Preempted"
+)
+
+// Operation is one change of roles or pods under way.
+type Operation struct {
+	Kind  OperationKind  `json:"kind"`
+	Phase OperationPhase `json:"phase"`
+	// From is the primary being replaced; To the instance being promoted.
+	// +optional
+	From string `json:"from,omitempty"`
+	// +optional
+	To string `json:"to,omitempty"`
+	// Instance is the instance the phase works on: the one a rolling
+	// update restarts.
+	// +optional
+	Instance string `json:"instance,omitempty"`
+	// PodUID is the UID of the pod restarted, so that its successor is told apart.
+	// +optional
+	PodUID string `json:"podUID,omitempty"`
+	// Epoch is the cluster's epoch the operation set.
+	// +optional
+	Epoch int64 `json:"epoch,omitempty"`
+	// Reason says why it started, and what it did since.
 	Reason string `json:"reason"`
-	// StartedAt is when the operator judged the primary failed (or the
-	// switchover was asked for); CompletedAt when the new primary reported.
+	// StartedAt is when the operation started (for a failover, when the
+	// primary was first found failing); PhaseStartedAt when its phase did;
+	// PhaseDeadline when the phase is abandoned or moves on.
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	// +kubebuilder:validation:Type=string
 	StartedAt metav1.MicroTime `json:"startedAt"`
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	// +kubebuilder:validation:Type=string
+	PhaseStartedAt metav1.MicroTime `json:"phaseStartedAt"`
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
+	PhaseDeadline metav1.MicroTime `json:"phaseDeadline"`
+	// Dropped are promotion targets given up on at their deadline.
 	// +optional
-	CompletedAt *metav1.MicroTime `json:"completedAt,omitempty"`
+	// +listType=atomic
+	Dropped []string `json:"dropped,omitempty"`
+	// RequiredLSN is how much WAL any later target of a failover must have
+	// received: the first target's position when it was chosen, which
+	// holds every acknowledged commit.
+	// +optional
+	RequiredLSN string `json:"requiredLSN,omitempty"`
+	// Restarted lists the instances a rolling update has restarted.
+	// +optional
+	// +listType=atomic
+	Restarted []string `json:"restarted,omitempty"`
+}
+
+// OperationRecord is an operation that finished.
+type OperationRecord struct {
+	Kind OperationKind `json:"kind"`
+	// +optional
+	From string `json:"from,omitempty"`
+	// +optional
+	To string `json:"to,omitempty"`
+	// +optional
+	// +listType=atomic
+	Restarted []string         `json:"restarted,omitempty"`
+	Outcome   OperationOutcome `json:"outcome"`
+	Reason    string           `json:"reason"`
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
+	StartedAt metav1.MicroTime `json:"startedAt"`
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
+	FinishedAt metav1.MicroTime `json:"finishedAt"`
+	// Duration is FinishedAt - StartedAt, as Go prints durations (1.234s).
+	Duration string `json:"duration"`
 }
 
 // PostgresClusterStatus is the cluster as the operator last saw it.
@@ -472,11 +591,17 @@ type PostgresClusterStatus struct {
 	// +optional
 	SyncStandbys []string `json:"syncStandbys,omitempty"`
 
-	// LastFailover and LastSwitchover record the latest change of primary of each kind.
+	// Operation is the change of roles or pods under way, if any. Only one
+	// runs at a time, and each of its transitions is written here before
+	// anything acts on it.
 	// +optional
-	LastFailover *RoleChange `json:"lastFailover,omitempty"`
+	Operation *Operation `json:"operation,omitempty"`
+
+	// History lists the last 20 operations that finished, oldest first.
 	// +optional
-	LastSwitchover *RoleChange `json:"lastSwitchover,omitempty"`
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	History []OperationRecord `json:"history,omitempty"`
 
 	// Instances lists every instance pod.
 	// +listType=map
@@ -495,6 +620,7 @@ type PostgresClusterStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyInstances`
 // +kubebuilder:printcolumn:name="Primary",type=string,JSONPath=`.status.currentPrimary`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Operation",type=string,JSONPath=`.status.operation.kind`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must start with a letter and hold only lower case letters, digits and -, because Service names derive from it"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 47",message="metadata.name must be at most 47 characters so that instance and Service names fit"

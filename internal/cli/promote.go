@@ -7,16 +7,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 )
 
 func newPromoteCmd() *cobra.Command {
-	var kubeconfig, namespace string
-	var timeout time.Duration
+	var flags clusterFlags
 	cmd := &cobra.Command{
 		Use:   "promote CLUSTER INSTANCE",
 		Short: "Switch a cluster's primary over to INSTANCE, a ready replica, and wait until it takes writes",
@@ -26,11 +23,10 @@ stops the primary cleanly, so that every write it took reaches the replicas, the
 and moves the -rw Service to it. promote waits for that and says how long it took.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, namespace, err := kubeClient(kubeconfig, namespace)
+			ctx, cancel, c, namespace, err := flags.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			took, err := promote(ctx, c, client.ObjectKey{Namespace: namespace, Name: args[0]}, args[1])
 			if err != nil {
@@ -40,9 +36,7 @@ and moves the -rw Service to it. promote waits for that and says how long it too
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "the cluster's namespace (default: the kubeconfig's)")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
+	flags.add(cmd, 5*time.Minute)
 	return cmd
 }
 
@@ -75,41 +69,30 @@ func promote(ctx context.Context, c client.Client, key client.ObjectKey, to stri
 		if err := c.Get(ctx, key, &pgc); err != nil {
 			return 0, err
 		}
-		sw := pgc.Status.LastSwitchover
-		if sw != nil && sw.To == to && sw.CompletedAt != nil && !sw.StartedAt.Time.Before(asked.Add(-time.Second)) {
-			return sw.CompletedAt.Sub(sw.StartedAt.Time), nil
+		sw := lastRecord(&pgc, holdfastv1.OperationSwitchover, asked)
+		if sw != nil && sw.Outcome == holdfastv1.OutcomeSucceeded {
+			return sw.FinishedAt.Sub(sw.StartedAt.Time), nil
 		}
-		if _, still := pgc.Annotations[holdfastv1.AnnotationSwitchoverTo]; !still && (sw == nil || sw.To != to) {
+		if sw != nil {
+			return 0, fmt.Errorf("the switchover to %s ended %s: %s", to, sw.Outcome, sw.Reason)
+		}
+		op := pgc.Status.Operation
+		running := op != nil && op.Kind == holdfastv1.OperationSwitchover && op.To == to
+		if _, still := pgc.Annotations[holdfastv1.AnnotationSwitchoverTo]; !still && !running {
 			return 0, fmt.Errorf("the operator refused the switchover to %s; see the SwitchoverRefused Event (kubectl describe pgc %s)", to, key.Name)
 		}
 	}
 }
 
-// kubeClient connects as the kubeconfig (or, inside a pod, the pod's
-// ServiceAccount) says, and settles the namespace: the flag's, else the
-// kubeconfig's.
-func kubeClient(kubeconfig, namespace string) (client.Client, string, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
-	if namespace == "" {
-		ns, _, err := cc.Namespace()
-		if err != nil {
-			return nil, "", err
+// lastRecord is the last operation of kind the history records as started
+// after asked (less a second of clock skew), nil when none.
+func lastRecord(pgc *holdfastv1.PostgresCluster, kind holdfastv1.OperationKind, asked time.Time) *holdfastv1.OperationRecord {
+	for i := len(pgc.Status.History) - 1; i >= 0; i-- {
+		rec := &pgc.Status.History[i]
+		if rec.Kind == kind && !rec.StartedAt.Time.Before(asked.Add(-time.Second)) {
+			return rec
 		}
-		namespace = ns
 	}
-	cfg, err := cc.ClientConfig()
-	if err != nil {
-		return nil, "", fmt.Errorf("reading the kubeconfig: %w", err)
-	}
-	scheme := runtime.NewScheme()
-	if err := holdfastv1.AddToScheme(scheme); err != nil {
-		return nil, "", err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return nil, "", fmt.Errorf("connecting to the API server: %w", err)
-	}
-	return c, namespace, nil
+	return nil
 }
+

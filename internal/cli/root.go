@@ -20,7 +20,7 @@ func NewRoot() *cobra.Command {
 		SilenceErrors: true,
 		Version:       Version,
 	}
-	root.AddCommand(newOperatorCmd(), newInstanceCmd(), newSandboxCmd(), newPromoteCmd(), newBackupCmd())
+	root.AddCommand(newOperatorCmd(), newInstanceCmd(), newSandboxCmd(), newPromoteCmd(), newRestartCmd(), newBackupCmd())
 	return root
 }
 

@@ -46,12 +46,23 @@ func StatefulSet(c *holdfastv1.PostgresCluster, opts Options) *appsv1.StatefulSe
 				WhenScaled:  retention(c.Spec.Storage.RetentionPolicy.WhenScaled),
 			},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: templateAnnotations(c)},
 				Spec:       podSpec(c, opts),
 			},
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{DataClaimTemplate(c)},
 		},
 	}
+}
+
+// templateAnnotations carry a restart request into the pod template: a
+// changed template is what a rolling update replaces, so a new request
+// restarts every instance, and an old one nothing.
+func templateAnnotations(c *holdfastv1.PostgresCluster) map[string]string {
+	at, ok := c.Annotations[holdfastv1.AnnotationRestartedAt]
+	if !ok {
+		return nil
+	}
+	return map[string]string{holdfastv1.AnnotationRestartedAt: at}
 }
 
 // DataClaimTemplate is the claim each instance gets for its data directory.

@@ -23,14 +23,7 @@ import (
 // that writes never came from two primaries at once, and that the cluster
 // heals.
 func TestFailoverInSandbox(t *testing.T) {
-	e := startSandbox(t)
-	e.installOperator()
-	e.mustKubectl("", "create", "namespace", ns)
-	t.Cleanup(func() { _, _ = e.kubectl("", "delete", "namespace", ns, "--wait=false") })
-	m := strings.Replace(clusterManifest("pg", 3, ""), "  postgresVersion: 15\n", "  postgresVersion: 15\n  synchronous:\n    quorum: 1\n", 1)
-	e.mustKubectl(m, "apply", "-f", "-")
-	e.waitReady(t, "pg", 3, 6*time.Minute)
-	e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE acks (seq bigint PRIMARY KEY, server text, timeline int)")
+	e := startSyncCluster(t)
 
 	for _, fault := range []struct {
 		name   string
@@ -139,7 +132,7 @@ func TestFailoverInSandbox(t *testing.T) {
 		w.waitAcks(t, 20)
 		// A watch, not a poll: the failover lasts a fraction of a second.
 		watch := exec.Command(filepath.Join(e.bins, "kubectl"), "--kubeconfig", e.kubeconfig, "-n", ns, "get", "pgc", "pg", "-w",
-			"-o", `jsonpath={.status.lastFailover.from} {.status.lastFailover.to} {.status.lastFailover.completedAt}{"\n"}`)
+			"-o", `jsonpath={.status.operation.kind} {.status.operation.from}{"\n"}`)
 		out, err := watch.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -153,7 +146,7 @@ func TestFailoverInSandbox(t *testing.T) {
 			lines := bufio.NewScanner(out)
 			for lines.Scan() {
 				// Started (from the old primary), not completed: kill now.
-				if f := strings.Fields(lines.Text()); len(f) == 2 && f[0] == old {
+				if f := strings.Fields(lines.Text()); len(f) == 2 && f[0] == "Failover" && f[1] == old {
 					if _, err := faults.KillPod(network.NamespacePath(network.Namespace(operator))); err == nil {
 						midway <- time.Now()
 					}
@@ -170,7 +163,7 @@ func TestFailoverInSandbox(t *testing.T) {
 			t.Fatal("no failover started within a minute of killing the primary")
 		}
 		promoted := e.waitFailover(t, old)
-		completed := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.lastFailover.completedAt}")
+		completed := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.history[-1:].finishedAt}")
 		done, err := time.Parse(time.RFC3339Nano, completed)
 		if err != nil {
 			t.Fatalf("completedAt %q: %v", completed, err)
@@ -250,6 +243,20 @@ func TestFailoverInSandbox(t *testing.T) {
 	})
 }
 
+// startSyncCluster brings up a sandbox with the operator and a 3-instance
+// cluster pg with synchronous replication (quorum 1) and the writer's table.
+func startSyncCluster(t *testing.T) *sandboxEnv {
+	e := startSandbox(t)
+	e.installOperator()
+	e.mustKubectl("", "create", "namespace", ns)
+	t.Cleanup(func() { _, _ = e.kubectl("", "delete", "namespace", ns, "--wait=false") })
+	m := strings.Replace(clusterManifest("pg", 3, ""), "  postgresVersion: 15\n", "  postgresVersion: 15\n  synchronous:\n    quorum: 1\n", 1)
+	e.mustKubectl(m, "apply", "-f", "-")
+	e.waitReady(t, "pg", 3, 6*time.Minute)
+	e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE acks (seq bigint PRIMARY KEY, server text, timeline int)")
+	return e
+}
+
 func (e *sandboxEnv) wantEvents(t *testing.T, reasons ...string) {
 	t.Helper()
 	out := e.mustKubectl("", "-n", ns, "get", "events", "--field-selector", "involvedObject.name=pg", "-o", "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}")
@@ -320,15 +327,16 @@ func (e *sandboxEnv) waitFailover(t *testing.T, old string) string {
 	t.Helper()
 	var promoted string
 	poll(t, 2*time.Minute, "a replica promoted in place of "+old, func() error {
-		out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.lastFailover.from} {.status.lastFailover.to} {.status.lastFailover.completedAt} {.status.currentPrimary}")
+		out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o",
+			"jsonpath={.status.history[-1:].kind} {.status.history[-1:].outcome} {.status.history[-1:].from} {.status.history[-1:].to} {.status.currentPrimary}")
 		if err != nil {
 			return err
 		}
 		f := strings.Fields(out)
-		if len(f) != 4 || f[0] != old || f[3] != f[1] {
+		if len(f) != 5 || f[0] != "Failover" || f[1] != "Succeeded" || f[2] != old || f[4] != f[3] {
 			return errorString(out)
 		}
-		promoted = f[1]
+		promoted = f[3]
 		return nil
 	})
 	return promoted

@@ -281,11 +281,11 @@ func TestOperatorBootstrapsRealInstances(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME INSTANCES READY PRIMARY PHASE AGE" {
+		if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME INSTANCES READY PRIMARY PHASE OPERATION AGE" {
 			t.Fatalf("kubectl get pgc:\n%s", out)
 		}
 		if got := strings.Fields(lines[1]); len(got) != 6 || strings.Join(got[:5], " ") != "real 3 3 real-0 Healthy" {
-			t.Errorf("row %q, want real 3 3 real-0 Healthy <age>", lines[1])
+			t.Errorf("row %q, want real 3 3 real-0 Healthy <age> (no operation)", lines[1])
 		}
 	})
 

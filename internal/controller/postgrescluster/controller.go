@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -71,6 +72,8 @@ const restoreWait = 5 * time.Second
 // +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
+// (create: a rolling update restarts instances by eviction, which the PodDisruptionBudget may refuse)
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -157,7 +160,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var reports map[string]*instance.Report
 	var result ctrl.Result
 	if r.Instances != nil && refused == nil {
-		reports, err = r.orchestrate(ctx, &c, pods.Items, restore)
+		reports, err = r.orchestrate(ctx, &c, pods.Items, templateRevision(sts), restore)
 		if apierrors.IsConflict(err) {
 			// Decided from a stale copy: nothing was done; look again.
 			return ctrl.Result{RequeueAfter: pollDuringChange}, nil
@@ -184,23 +187,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return result, err
 }
 
-// primaryChanging: a failover or switchover is under way, or the primary
+// primaryChanging: an operation is promoting an instance, or the primary
 // is failing and may be replaced any moment.
 func primaryChanging(c *holdfastv1.PostgresCluster) bool {
-	return inProgress(c.Status.LastSwitchover) || inProgress(c.Status.LastFailover) || c.Status.PrimaryFailingSince != nil
+	return changingPrimary(c.Status.Operation) || c.Status.PrimaryFailingSince != nil
 }
 
-// roleChangeUnderWay: a failover or switchover started less than
-// fastPathLimit ago and has not completed. The limit keeps a change that
-// cannot complete (say, the new primary never starts) from holding off
-// the fix, a change of spec that only the full reconcile applies.
+// roleChangeUnderWay: an operation started promoting an instance less than
+// fastPathLimit ago. The limit keeps a change that cannot complete (say,
+// the new primary never starts) from holding off the fix, a change of spec
+// that only the full reconcile applies.
 func roleChangeUnderWay(c *holdfastv1.PostgresCluster, now time.Time) bool {
-	for _, rc := range []*holdfastv1.RoleChange{c.Status.LastFailover, c.Status.LastSwitchover} {
-		if inProgress(rc) && now.Sub(rc.StartedAt.Time) < fastPathLimit {
-			return true
-		}
-	}
-	return false
+	op := c.Status.Operation
+	return changingPrimary(op) && now.Sub(op.PhaseStartedAt.Time) < fastPathLimit
 }
 
 const fastPathLimit = 30 * time.Second
@@ -243,6 +242,15 @@ func (r *Reconciler) ensureAll(ctx context.Context, c *holdfastv1.PostgresCluste
 		return nil, nil, err
 	}
 	return sts, nil, r.growClaims(ctx, c)
+}
+
+// templateRevision is the revision of the StatefulSet's current pod
+// template, "" while the StatefulSet controller has not caught up with it.
+func templateRevision(sts *appsv1.StatefulSet) string {
+	if sts == nil || sts.Status.ObservedGeneration < sts.Generation {
+		return ""
+	}
+	return sts.Status.UpdateRevision
 }
 
 func anyPodAddressed(pods []corev1.Pod) bool {
@@ -291,6 +299,7 @@ func (r *Reconciler) ensureObjects(ctx context.Context, c *holdfastv1.PostgresCl
 		return nil, err
 	}
 	sts := resources.StatefulSet(c, r.Options)
+	sts.Spec.Replicas = ptr.To(podsToKeep(c))
 	if live != nil {
 		// Claim templates cannot change once the StatefulSet exists; growing
 		// storage resizes the claims themselves (growClaims).

@@ -71,7 +71,7 @@ func TestADecisionThatCannotBeRecordedIsNotCarriedOut(t *testing.T) {
 	replica := runningPod("demo-1", "10.0.0.6", "replica")
 	replica.Namespace = c.Namespace
 
-	_, err := r.orchestrate(context.Background(), c, []corev1.Pod{*replica}, nil)
+	_, err := r.orchestrate(context.Background(), c, []corev1.Pod{*replica}, "", nil)
 	if !apierrors.IsConflict(err) {
 		t.Fatalf("orchestrate: %v, want the conflict", err)
 	}
@@ -85,7 +85,7 @@ func TestADecisionThatCannotBeRecordedIsNotCarriedOut(t *testing.T) {
 
 	// Recorded, it is carried out.
 	conflicts = false
-	if _, err := r.orchestrate(context.Background(), c, []corev1.Pod{*replica}, nil); err != nil {
+	if _, err := r.orchestrate(context.Background(), c, []corev1.Pod{*replica}, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	var stored holdfastv1.PostgresCluster

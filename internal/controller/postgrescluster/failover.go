@@ -73,20 +73,24 @@ func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
 }
 
 // chooseCandidate picks the replica to promote: a healthy streaming-capable
-// replica with the most WAL received (then replayed). With synchronous
-// replication only a standby that was synchronous qualifies, and enough of
-// them must answer that one of them surely holds every acknowledged commit.
-func chooseCandidate(c *holdfastv1.PostgresCluster, views []view, old string) (string, string) {
+// replica with the most WAL received (then replayed), other than those
+// excluded. With synchronous replication only a standby that was
+// synchronous qualifies, and enough of them must answer that one of them
+// surely holds every acknowledged commit. When required is set (a later
+// target of the same failover), that proof was made when the first target
+// was chosen, and required is the WAL it had: a replica that has received
+// as much holds every acknowledged commit too, synchronous or not.
+func chooseCandidate(c *holdfastv1.PostgresCluster, views []view, exclude []string, required uint64) (*view, string) {
 	quorum := 0
-	if c.Spec.Synchronous != nil {
+	if c.Spec.Synchronous != nil && required == 0 {
 		quorum = int(c.Spec.Synchronous.Quorum)
 	}
 	var best *view
-	answering := 0
+	answering, behind := 0, 0
 	for i := range views {
 		v := &views[i]
 		name := v.Pod.Name
-		if name == old || resources.Ordinal(name) >= int(c.Spec.Instances) || v.Pod.DeletionTimestamp != nil {
+		if slices.Contains(exclude, name) || resources.Ordinal(name) >= int(c.Spec.Instances) || v.Pod.DeletionTimestamp != nil {
 			continue
 		}
 		if h, _ := judgePrimary(v); h != healthy {
@@ -99,6 +103,10 @@ func chooseCandidate(c *holdfastv1.PostgresCluster, views []view, old string) (s
 		if quorum > 0 && !slices.Contains(c.Status.SyncStandbys, name) {
 			continue
 		}
+		if required > 0 && walPosition(r.Postgres) < required {
+			behind++
+			continue
+		}
 		answering++
 		if best == nil || moreAdvanced(r.Postgres, best.Report.Postgres) {
 			best = v
@@ -109,15 +117,22 @@ func chooseCandidate(c *holdfastv1.PostgresCluster, views []view, old string) (s
 		// seeing all but quorum-1 of them guarantees one holds it.
 		need := len(c.Status.SyncStandbys) - quorum + 1
 		if answering < need {
-			return "", fmt.Sprintf("only %d of the synchronous standbys %v answer and %d are needed to be sure no acknowledged write is lost",
+			return nil, fmt.Sprintf("only %d of the synchronous standbys %v answer and %d are needed to be sure no acknowledged write is lost",
 				answering, c.Status.SyncStandbys, need)
 		}
 	}
-	if best == nil {
-		return "", "no healthy replica to promote"
+	if best == nil && behind > 0 {
+		return nil, fmt.Sprintf("%d replicas answer but have received less WAL than %s, which the first target had and which holds every acknowledged write",
+			behind, formatLSN(required))
 	}
-	return best.Pod.Name, fmt.Sprintf("the most advanced replica (received %s, replayed %s)", best.Report.Postgres.ReceivedLSN, best.Report.Postgres.ReplayedLSN)
+	if best == nil {
+		return nil, "no healthy replica to promote"
+	}
+	return best, fmt.Sprintf("the most advanced replica (received %s, replayed %s)", best.Report.Postgres.ReceivedLSN, best.Report.Postgres.ReplayedLSN)
 }
+
+// formatLSN writes a WAL position as postgres does.
+func formatLSN(pos uint64) string { return fmt.Sprintf("%X/%X", pos>>32, uint32(pos)) }
 
 func moreAdvanced(a, b *postgres.Status) bool {
 	if x, y := walPosition(a), walPosition(b); x != y {
@@ -147,9 +162,9 @@ func parseLSN(s string) uint64 {
 	return h<<32 | l
 }
 
-// considerFailover judges the primary and, when it has failed, picks the
-// new one. It fills p's TargetPrimary, Epoch, PrimaryFailingSince,
-// LastFailover and Blocked.
+// considerFailover judges the primary and, when it has failed, starts a
+// failover to the best replica, preempting any other operation. It fills
+// p's PrimaryFailingSince, Waiting and Blocked.
 func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQuiet time.Duration, p *plan) {
 	target := p.TargetPrimary
 	// Only a cluster that has had this primary can lose it; during
@@ -157,18 +172,18 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 	if c.Status.CurrentPrimary != target {
 		return
 	}
-	var pv *view
-	for i := range views {
-		if views[i].Pod.Name == target {
-			pv = &views[i]
-		}
-	}
+	pv := findView(views, target)
 	h, why := judgePrimary(pv)
-	switch h {
-	case healthy:
+	if h == healthy {
 		p.PrimaryFailingSince = nil
 		return
-	case failing:
+	}
+	if !failoverMayStart(p.Operation, now) {
+		p.Waiting = fmt.Sprintf("primary %s: %s; it is restarting for a rolling update, which it has until %s to finish",
+			target, why, p.Operation.PhaseDeadline.UTC().Format(time.RFC3339))
+		return
+	}
+	if h == failing {
 		if p.PrimaryFailingSince == nil {
 			since := now
 			if pv != nil && pv.Report == nil && !pv.LastAnswer.IsZero() {
@@ -194,8 +209,8 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 		}
 		why = fmt.Sprintf("%s for %s", why, now.Sub(p.PrimaryFailingSince.Time).Round(time.Second))
 	}
-	cand, how := chooseCandidate(c, views, target)
-	if cand == "" {
+	cand, how := chooseCandidate(c, views, []string{target}, 0)
+	if cand == nil {
 		p.Blocked = fmt.Sprintf("primary %s failed (%s) but no replica can be promoted: %s", target, why, how)
 		return
 	}
@@ -203,12 +218,49 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 	if p.PrimaryFailingSince != nil {
 		started = p.PrimaryFailingSince.Time
 	}
-	p.LastFailover = &holdfastv1.RoleChange{From: target, To: cand, StartedAt: metav1.MicroTime{Time: started},
-		Reason: fmt.Sprintf("primary %s failed: %s; promoting %s, %s", target, why, cand, how)}
-	p.TargetPrimary = cand
-	p.CurrentPrimary = ""
+	if p.Operation != nil {
+		p.finish(holdfastv1.OutcomePreempted, fmt.Sprintf("primary %s failed", target), now)
+	}
+	op := p.begin(holdfastv1.OperationFailover, holdfastv1.PhasePromoting, started, now, promoteTimeout,
+		fmt.Sprintf("primary %s failed: %s; promoting %s, %s", target, why, cand.Pod.Name, how))
+	op.From = target
+	op.RequiredLSN = formatLSN(walPosition(cand.Report.Postgres))
+	p.promote(cand.Pod.Name)
 	p.PrimaryFailingSince = nil
-	p.Epoch++
+}
+
+// stepFailover moves a failover on whose target has not become primary by
+// its deadline, or whose target is gone: the next eligible replica is
+// promoted, once the dropped one's lease has lapsed (a target that renews
+// it is alive, only slow, and may be taking writes).
+func stepFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQuiet time.Duration, p *plan) {
+	op := p.Operation
+	if c.Status.CurrentPrimary == op.To {
+		return // done; decide records it
+	}
+	h, why := judgePrimary(findView(views, op.To))
+	if h != dead && !pastDeadline(op, now) {
+		return
+	}
+	if h != dead {
+		why = fmt.Sprintf("it has not become primary within %s", promoteTimeout)
+		if lease := time.Duration(c.Spec.Failover.LeaseDurationSeconds) * time.Second; leaseQuiet < lease {
+			p.Waiting = fmt.Sprintf("failover target %s: %s; its lease was renewed %s ago and lasts %s", op.To, why, leaseQuiet.Round(time.Second), lease)
+			return
+		}
+	}
+	required, _ := postgres.ParseLSN(op.RequiredLSN)
+	next, how := chooseCandidate(c, views, slices.Concat([]string{op.From, op.To}, op.Dropped), required)
+	if next == nil {
+		p.Blocked = fmt.Sprintf("failover target %s: %s, and no other replica can be promoted: %s", op.To, why, how)
+		return
+	}
+	dropped := op.To
+	op.Dropped = append(op.Dropped, dropped)
+	op.Reason += fmt.Sprintf("; dropped %s (%s), promoting %s, %s", dropped, why, next.Pod.Name, how)
+	p.enter(holdfastv1.PhasePromoting, now, promoteTimeout)
+	p.promote(next.Pod.Name)
+	p.say(true, "FailoverRetargeted", "Failover", fmt.Sprintf("dropped %s (%s); promoting %s, %s", dropped, why, next.Pod.Name, how))
 }
 
 // setPrimaryCondition says whether the cluster has a primary taking
@@ -220,10 +272,10 @@ func setPrimaryCondition(c *holdfastv1.PostgresCluster, p plan) {
 		ok, reason, msg = false, "FailoverBlocked", p.Blocked
 	case p.Waiting != "":
 		ok, reason, msg = false, "PrimaryFailing", p.Waiting
-	case p.CurrentPrimary == "" && inProgress(p.LastFailover):
-		ok, reason, msg = false, "FailingOver", p.LastFailover.Reason
-	case p.CurrentPrimary == "" && inProgress(p.LastSwitchover):
-		ok, reason, msg = false, "SwitchingOver", p.LastSwitchover.Reason
+	case p.CurrentPrimary == "" && changingPrimary(p.Operation) && p.Operation.Kind == holdfastv1.OperationFailover:
+		ok, reason, msg = false, "FailingOver", p.Operation.Reason
+	case p.CurrentPrimary == "" && handingOver(p.Operation):
+		ok, reason, msg = false, "SwitchingOver", p.Operation.Reason
 	case p.CurrentPrimary == "":
 		ok, reason, msg = false, "NoPrimary", "no instance has reported itself primary yet"
 	}
@@ -231,22 +283,17 @@ func setPrimaryCondition(c *holdfastv1.PostgresCluster, p plan) {
 }
 
 // considerSwitchover starts a switchover the cluster's annotation asks for,
-// when the cluster is settled and the instance named is a ready replica.
+// when no operation runs and the instance named is a ready replica.
 func considerSwitchover(c *holdfastv1.PostgresCluster, views []view, now time.Time, p *plan) {
 	want := c.Annotations[holdfastv1.AnnotationSwitchoverTo]
-	if want == "" || want == p.TargetPrimary || inProgress(p.LastSwitchover) || inProgress(p.LastFailover) {
+	if want == "" || want == p.TargetPrimary || !p.idle() {
 		return
 	}
 	if c.Status.CurrentPrimary != p.TargetPrimary {
 		return // no primary to hand over from yet: try again later
 	}
 	refuse := func(why string) { p.SwitchoverRefused = fmt.Sprintf("switchover to %s refused: %s", want, why) }
-	var v *view
-	for i := range views {
-		if views[i].Pod.Name == want {
-			v = &views[i]
-		}
-	}
+	v := findView(views, want)
 	switch {
 	case v == nil || resources.Ordinal(want) >= int(c.Spec.Instances):
 		refuse("no such instance")
@@ -258,14 +305,85 @@ func considerSwitchover(c *holdfastv1.PostgresCluster, views []view, now time.Ti
 		refuse("it is not a synchronous standby, so it may lack acknowledged writes")
 		return
 	}
-	p.LastSwitchover = &holdfastv1.RoleChange{From: p.TargetPrimary, To: want, StartedAt: metav1.MicroTime{Time: now},
-		Reason: fmt.Sprintf("switchover from %s to %s asked for with the %s annotation", p.TargetPrimary, want, holdfastv1.AnnotationSwitchoverTo)}
-	p.TargetPrimary = want
-	p.CurrentPrimary = ""
-	p.Epoch++
+	op := p.begin(holdfastv1.OperationSwitchover, holdfastv1.PhasePromoting, now, now, switchoverTimeout,
+		fmt.Sprintf("switchover from %s to %s asked for with the %s annotation", p.TargetPrimary, want, holdfastv1.AnnotationSwitchoverTo))
+	op.From = p.TargetPrimary
+	p.promote(want)
 }
 
-func inProgress(rc *holdfastv1.RoleChange) bool { return rc != nil && rc.CompletedAt == nil }
+// considerScaleDown hands the primary role on before a scale-down removes
+// the primary's pod: a switchover to the most advanced remaining replica,
+// not a crash of the primary. The StatefulSet keeps the primary's pod
+// until then (podsToKeep).
+func considerScaleDown(c *holdfastv1.PostgresCluster, views []view, now time.Time, p *plan) {
+	if !p.idle() || c.Status.CurrentPrimary != p.TargetPrimary || resources.Ordinal(p.TargetPrimary) < int(c.Spec.Instances) {
+		return
+	}
+	cand := switchoverCandidate(c, views, p.TargetPrimary)
+	if cand == nil {
+		return // the StatefulSet keeps the primary; Progressing says what waits
+	}
+	op := p.begin(holdfastv1.OperationSwitchover, holdfastv1.PhasePromoting, now, now, switchoverTimeout,
+		fmt.Sprintf("spec.instances is %d, which removes the primary %s: switching over to %s, the most advanced replica that stays",
+			c.Spec.Instances, p.TargetPrimary, cand.Pod.Name))
+	op.From = p.TargetPrimary
+	p.promote(cand.Pod.Name)
+}
+
+// switchoverCandidate is the most advanced replica a planned switchover may
+// hand the primary role to: ready and streaming, synchronous when
+// replication is, and staying in the cluster. The old primary stops
+// cleanly before it is promoted, so it then holds every write.
+func switchoverCandidate(c *holdfastv1.PostgresCluster, views []view, primary string) *view {
+	var best *view
+	for i := range views {
+		v := &views[i]
+		if v.Pod.Name == primary || resources.Ordinal(v.Pod.Name) >= int(c.Spec.Instances) || v.Pod.DeletionTimestamp != nil ||
+			!instanceReady(v) || v.Report.Role != postgres.Replica || v.Report.Fenced ||
+			(c.Spec.Synchronous != nil && !slices.Contains(c.Status.SyncStandbys, v.Pod.Name)) {
+			continue
+		}
+		if best == nil || moreAdvanced(v.Report.Postgres, best.Report.Postgres) {
+			best = v
+		}
+	}
+	return best
+}
+
+// podsToKeep is how many pods the StatefulSet must keep: spec.instances,
+// or more while the primary, or the primary an operation is handing over
+// from, has a higher ordinal (a scale-down waits for its switchover).
+func podsToKeep(c *holdfastv1.PostgresCluster) int32 {
+	n := c.Spec.Instances
+	for _, name := range []string{c.Status.TargetPrimary, c.Status.CurrentPrimary} {
+		if name != "" {
+			n = max(n, int32(resources.Ordinal(name))+1)
+		}
+	}
+	if op := c.Status.Operation; changingPrimary(op) && op.From != "" {
+		n = max(n, int32(resources.Ordinal(op.From))+1)
+	}
+	return n
+}
+
+// stepSwitchover gives up a switchover whose target is down and has not
+// become primary by its deadline: the target then counts as a primary
+// that failed, and the failover rules replace it with the best replica.
+// A target that is up is waited for: it was told to promote.
+func stepSwitchover(c *holdfastv1.PostgresCluster, views []view, now time.Time, p *plan) {
+	op := p.Operation
+	if c.Status.CurrentPrimary == op.To || !pastDeadline(op, now) {
+		return
+	}
+	h, why := judgePrimary(findView(views, op.To))
+	if h == healthy {
+		p.Waiting = fmt.Sprintf("switchover target %s has not become primary within %s", op.To, switchoverTimeout)
+		return
+	}
+	p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("%s has not become primary within %s: %s", op.To, switchoverTimeout, why), now)
+	// The failover rules judge the target as the primary it was told to be.
+	p.CurrentPrimary = p.TargetPrimary
+}
 
 // oldPrimaryStopped: the primary a switchover replaces has stopped taking
 // writes at the new epoch (its clean shutdown has sent every WAL record to

@@ -45,7 +45,7 @@ func TestFailover(t *testing.T) {
 		p := decide(healthyCluster(0), []view{
 			replicaView("demo-1", "10.0.0.6", "0/3000060"),
 			replicaView("demo-2", "10.0.0.7", "0/3000100"),
-		}, now, time.Hour)
+		}, now, time.Hour, "")
 		if p.TargetPrimary != "demo-2" || p.Epoch != 2 || p.CurrentPrimary != "" {
 			t.Fatalf("target %q epoch %d current %q, want demo-2, 2, none", p.TargetPrimary, p.Epoch, p.CurrentPrimary)
 		}
@@ -55,16 +55,17 @@ func TestFailover(t *testing.T) {
 		if d := p.Desired["demo-1"]; d.Role != postgres.Replica || d.PrimaryHost != "10.0.0.7" || d.Epoch != 2 {
 			t.Errorf("demo-1 told %+v, want to follow demo-2 at epoch 2", d)
 		}
-		f := p.LastFailover
-		if f == nil || f.From != "demo-0" || f.To != "demo-2" || !strings.Contains(f.Reason, "pod is gone") || f.CompletedAt != nil {
-			t.Errorf("lastFailover %+v", f)
+		f := p.Operation
+		if f == nil || f.Kind != holdfastv1.OperationFailover || f.Phase != holdfastv1.PhasePromoting || f.From != "demo-0" || f.To != "demo-2" ||
+			!strings.Contains(f.Reason, "pod is gone") || f.RequiredLSN != "0/3000100" || !f.PhaseDeadline.Time.Equal(now.Add(promoteTimeout)) {
+			t.Errorf("operation %+v", f)
 		}
 	})
 
 	t.Run("a primary whose container is not running is replaced at once", func(t *testing.T) {
 		dead := runningPod("demo-0", "10.0.0.5", "primary")
 		dead.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
-		p := decide(healthyCluster(0), []view{{Pod: dead, Report: nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}, now, time.Hour)
+		p := decide(healthyCluster(0), []view{{Pod: dead, Report: nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}, now, time.Hour, "")
 		if p.TargetPrimary != "demo-1" {
 			t.Fatalf("target %q, want demo-1", p.TargetPrimary)
 		}
@@ -76,22 +77,22 @@ func TestFailover(t *testing.T) {
 	t.Run("a silent primary is replaced only after unreachableSeconds", func(t *testing.T) {
 		c := healthyCluster(0)
 		views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
-		p := decide(c, views, now, time.Hour)
+		p := decide(c, views, now, time.Hour, "")
 		if p.TargetPrimary != "demo-0" || p.PrimaryFailingSince == nil || !p.PrimaryFailingSince.Time.Equal(now) || p.Waiting == "" {
 			t.Fatalf("first look: target %q since %v waiting %q", p.TargetPrimary, p.PrimaryFailingSince, p.Waiting)
 		}
 		c.Status.PrimaryFailingSince = p.PrimaryFailingSince
-		if p := decide(c, views, now.Add(9*time.Second), time.Hour); p.TargetPrimary != "demo-0" {
+		if p := decide(c, views, now.Add(9*time.Second), time.Hour, ""); p.TargetPrimary != "demo-0" {
 			t.Fatalf("replaced after 9 s of 10")
 		}
-		p = decide(c, views, now.Add(10*time.Second), time.Hour)
-		if p.TargetPrimary != "demo-1" || !p.LastFailover.StartedAt.Time.Equal(now) {
-			t.Fatalf("after 10 s: target %q failover %+v", p.TargetPrimary, p.LastFailover)
+		p = decide(c, views, now.Add(10*time.Second), time.Hour, "")
+		if p.TargetPrimary != "demo-1" || !p.Operation.StartedAt.Time.Equal(now) {
+			t.Fatalf("after 10 s: target %q failover %+v", p.TargetPrimary, p.Operation)
 		}
 		// The primary answering again before the delay clears the clock.
 		c.Status.PrimaryFailingSince = &metav1.Time{Time: now}
 		views[0].Report = reportOf(postgres.Primary, true)
-		if p := decide(c, views, now.Add(5*time.Second), time.Hour); p.PrimaryFailingSince != nil || p.TargetPrimary != "demo-0" {
+		if p := decide(c, views, now.Add(5*time.Second), time.Hour, ""); p.PrimaryFailingSince != nil || p.TargetPrimary != "demo-0" {
 			t.Errorf("a recovered primary: since %v target %q", p.PrimaryFailingSince, p.TargetPrimary)
 		}
 	})
@@ -101,7 +102,7 @@ func TestFailover(t *testing.T) {
 		// but it replayed further than demo-2 received.
 		restarted := replicaView("demo-1", "10.0.0.6", "0/5000000")
 		restarted.Report.Postgres.ReplayedLSN = "0/502B580"
-		p := decide(healthyCluster(0), []view{restarted, replicaView("demo-2", "10.0.0.7", "0/5010000")}, now, time.Hour)
+		p := decide(healthyCluster(0), []view{restarted, replicaView("demo-2", "10.0.0.7", "0/5010000")}, now, time.Hour, "")
 		if p.TargetPrimary != "demo-1" {
 			t.Fatalf("promoted %q, want demo-1, whose WAL reaches furthest", p.TargetPrimary)
 		}
@@ -111,16 +112,16 @@ func TestFailover(t *testing.T) {
 		c := healthyCluster(0)
 		lastAnswer := now.Add(-3 * time.Second)
 		views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), LastAnswer: lastAnswer}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
-		p := decide(c, views, now, time.Hour)
+		p := decide(c, views, now, time.Hour, "")
 		if p.PrimaryFailingSince == nil || !p.PrimaryFailingSince.Time.Equal(lastAnswer) {
 			t.Fatalf("failing since %v, want its last answer %v", p.PrimaryFailingSince, lastAnswer)
 		}
 		c.Status.PrimaryFailingSince = p.PrimaryFailingSince
-		if p := decide(c, views, lastAnswer.Add(10*time.Second), time.Hour); p.TargetPrimary != "demo-1" {
+		if p := decide(c, views, lastAnswer.Add(10*time.Second), time.Hour, ""); p.TargetPrimary != "demo-1" {
 			t.Fatalf("10 s after its last answer: target %q, want demo-1", p.TargetPrimary)
 		}
 		// Its lease still decides: a primary renewing it is never replaced.
-		if p := decide(c, views, lastAnswer.Add(10*time.Second), 2*time.Second); p.TargetPrimary != "demo-0" {
+		if p := decide(c, views, lastAnswer.Add(10*time.Second), 2*time.Second, ""); p.TargetPrimary != "demo-0" {
 			t.Fatalf("replaced while its lease was renewed 2 s ago")
 		}
 	})
@@ -130,12 +131,12 @@ func TestFailover(t *testing.T) {
 		p := decide(c, []view{
 			replicaView("demo-1", "10.0.0.6", "0/3000000"),
 			replicaView("demo-2", "10.0.0.7", "0/4000000"),
-		}, now, time.Hour)
+		}, now, time.Hour, "")
 		if p.TargetPrimary != "demo-2" {
 			t.Fatalf("target %q, want demo-2", p.TargetPrimary)
 		}
 		c.Status.SyncStandbys = []string{"demo-1"}
-		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000"), replicaView("demo-2", "10.0.0.7", "0/4000000")}, now, time.Hour); p.TargetPrimary != "demo-1" {
+		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000"), replicaView("demo-2", "10.0.0.7", "0/4000000")}, now, time.Hour, ""); p.TargetPrimary != "demo-1" {
 			t.Errorf("target %q, want demo-1, the only synchronous standby", p.TargetPrimary)
 		}
 	})
@@ -143,12 +144,12 @@ func TestFailover(t *testing.T) {
 	t.Run("with too few synchronous standbys answering, failover waits and says why", func(t *testing.T) {
 		c := healthyCluster(1, "demo-1", "demo-2")
 		c.Spec.Instances = 3
-		p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000")}, now, time.Hour)
+		p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000000")}, now, time.Hour, "")
 		// ANY 1 (demo-1, demo-2): a commit may be on demo-2 alone.
 		if p.TargetPrimary != "demo-0" || !strings.Contains(p.Blocked, "synchronous standbys") {
 			t.Fatalf("target %q blocked %q", p.TargetPrimary, p.Blocked)
 		}
-		if p := decide(c, nil, now, time.Hour); !strings.Contains(p.Blocked, "synchronous") {
+		if p := decide(c, nil, now, time.Hour, ""); !strings.Contains(p.Blocked, "synchronous") {
 			t.Errorf("no replica at all: blocked %q", p.Blocked)
 		}
 	})
@@ -156,12 +157,16 @@ func TestFailover(t *testing.T) {
 	t.Run("the failover completes when the new primary reports at the new epoch", func(t *testing.T) {
 		c := healthyCluster(0)
 		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
-		c.Status.LastFailover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
+		c.Status.Operation = promoting(holdfastv1.OperationFailover, "demo-0", "demo-1", now)
 		promoted := reportOf(postgres.Primary, true)
 		promoted.Desired.Epoch = 2
-		p := decide(c, []view{{Pod: runningPod("demo-1", "10.0.0.6", ""), Report: promoted}, replicaView("demo-2", "10.0.0.7", "0/1")}, now.Add(3*time.Second), time.Hour)
-		if p.CurrentPrimary != "demo-1" || p.LastFailover.CompletedAt == nil || p.LastFailover.CompletedAt.Sub(now) != 3*time.Second {
-			t.Fatalf("current %q failover %+v", p.CurrentPrimary, p.LastFailover)
+		p := decide(c, []view{{Pod: runningPod("demo-1", "10.0.0.6", ""), Report: promoted}, replicaView("demo-2", "10.0.0.7", "0/1")}, now.Add(3*time.Second), time.Hour, "")
+		if p.CurrentPrimary != "demo-1" || p.Operation != nil || len(p.History) != 1 {
+			t.Fatalf("current %q operation %+v history %+v", p.CurrentPrimary, p.Operation, p.History)
+		}
+		if h := p.History[0]; h.Kind != holdfastv1.OperationFailover || h.Outcome != holdfastv1.OutcomeSucceeded || h.To != "demo-1" ||
+			h.FinishedAt.Sub(now) != 3*time.Second || h.Duration != "3s" {
+			t.Errorf("history %+v", h)
 		}
 		if p.Roles["demo-1"] != holdfastv1.RolePrimary {
 			t.Errorf("the new primary is not labelled: %v", p.Roles)
@@ -171,8 +176,8 @@ func TestFailover(t *testing.T) {
 	t.Run("bootstrap is not a failover", func(t *testing.T) {
 		c := healthyCluster(0)
 		c.Status.CurrentPrimary = ""
-		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour); p.TargetPrimary != "demo-0" || p.LastFailover != nil {
-			t.Errorf("target %q failover %+v", p.TargetPrimary, p.LastFailover)
+		if p := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour, ""); p.TargetPrimary != "demo-0" || p.Operation != nil {
+			t.Errorf("target %q operation %+v", p.TargetPrimary, p.Operation)
 		}
 	})
 }
@@ -197,9 +202,9 @@ func TestSwitchover(t *testing.T) {
 
 	t.Run("the old primary is told to step down first; the new one waits for it", func(t *testing.T) {
 		// The old primary renewed its lease a moment ago.
-		p := decide(asked("demo-1"), []view{primaryView(1), replicaView("demo-1", "10.0.0.6", "0/1"), replicaView("demo-2", "10.0.0.7", "0/1")}, now, 0)
-		if p.TargetPrimary != "demo-1" || p.Epoch != 2 || p.LastSwitchover == nil || p.LastSwitchover.From != "demo-0" {
-			t.Fatalf("target %q epoch %d switchover %+v", p.TargetPrimary, p.Epoch, p.LastSwitchover)
+		p := decide(asked("demo-1"), []view{primaryView(1), replicaView("demo-1", "10.0.0.6", "0/1"), replicaView("demo-2", "10.0.0.7", "0/1")}, now, 0, "")
+		if op := p.Operation; p.TargetPrimary != "demo-1" || p.Epoch != 2 || op == nil || op.Kind != holdfastv1.OperationSwitchover || op.From != "demo-0" || op.Epoch != 2 {
+			t.Fatalf("target %q epoch %d operation %+v", p.TargetPrimary, p.Epoch, op)
 		}
 		if d := p.Desired["demo-0"]; d.Role != postgres.Replica || d.PrimaryHost != "10.0.0.6" || d.Epoch != 2 {
 			t.Errorf("old primary told %+v, want to follow demo-1 at epoch 2", d)
@@ -212,12 +217,12 @@ func TestSwitchover(t *testing.T) {
 	t.Run("an old primary that never reports stepping down is passed over once the lease lapses", func(t *testing.T) {
 		c := asked("demo-1")
 		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
-		c.Status.LastSwitchover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
+		c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
 		views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: nil}, replicaView("demo-1", "10.0.0.6", "0/1")}
-		if p := decide(c, views, now, 2*time.Second); p.Desired["demo-1"].Role == postgres.Primary {
+		if p := decide(c, views, now, 2*time.Second, ""); p.Desired["demo-1"].Role == postgres.Primary {
 			t.Errorf("demo-1 promoted while the old primary may still hold its lease")
 		}
-		if p := decide(c, views, now, 6*time.Second); p.Desired["demo-1"].Role != postgres.Primary {
+		if p := decide(c, views, now, 6*time.Second, ""); p.Desired["demo-1"].Role != postgres.Primary {
 			t.Errorf("demo-1 not promoted after the lease lapsed: %+v", p.Desired["demo-1"])
 		}
 	})
@@ -225,10 +230,10 @@ func TestSwitchover(t *testing.T) {
 	t.Run("once the old primary has stopped at the new epoch, the new one is promoted", func(t *testing.T) {
 		c := asked("demo-1")
 		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
-		c.Status.LastSwitchover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
+		c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
 		stopped := reportOf("", false)
 		stopped.Desired = &instance.Desired{Role: postgres.Replica, Epoch: 2}
-		p := decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour)
+		p := decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour, "")
 		if d := p.Desired["demo-1"]; d.Role != postgres.Primary || d.Epoch != 2 {
 			t.Fatalf("demo-1 told %+v, want primary at epoch 2", d)
 		}
@@ -238,7 +243,7 @@ func TestSwitchover(t *testing.T) {
 		// The label moves in the look that finds the new primary promoted.
 		promoted := reportOf(postgres.Primary, true)
 		promoted.Desired.Epoch = 2
-		p = decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, {Pod: runningPod("demo-1", "10.0.0.6", "replica"), Report: promoted}}, now, time.Hour)
+		p = decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, {Pod: runningPod("demo-1", "10.0.0.6", "replica"), Report: promoted}}, now, time.Hour, "")
 		if p.Roles["demo-0"] != "" || p.Roles["demo-1"] != holdfastv1.RolePrimary || p.CurrentPrimary != "demo-1" {
 			t.Errorf("after the promotion: roles %v current %q", p.Roles, p.CurrentPrimary)
 		}
@@ -251,7 +256,7 @@ func TestSwitchover(t *testing.T) {
 			"demo-1": {primaryView(1), lagging},
 			"demo-7": {primaryView(1)},
 		} {
-			p := decide(asked(name), views, now, time.Hour)
+			p := decide(asked(name), views, now, time.Hour, "")
 			if p.TargetPrimary != "demo-0" || !strings.Contains(p.SwitchoverRefused, name) {
 				t.Errorf("switchover to %s: target %q refused %q", name, p.TargetPrimary, p.SwitchoverRefused)
 			}
@@ -264,7 +269,7 @@ func TestSyncQuorumHoldsWhenStandbysFail(t *testing.T) {
 	r := reportOf(postgres.Primary, true)
 	r.Desired.SyncQuorum = 1
 	// Both standbys are silent: writes must wait for them, not go async.
-	p := decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: r}, {Pod: runningPod("demo-1", "10.0.0.6", "replica"), Report: nil}}, now, time.Hour)
+	p := decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: r}, {Pod: runningPod("demo-1", "10.0.0.6", "replica"), Report: nil}}, now, time.Hour, "")
 	if d := p.Desired["demo-0"]; d.SyncQuorum != 1 {
 		t.Errorf("sync quorum %d with the standbys down, want it kept at 1", d.SyncQuorum)
 	}
@@ -276,11 +281,11 @@ func TestASilentPrimaryWithALiveLeaseIsNotReplaced(t *testing.T) {
 	views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: nil}, replicaView("demo-1", "10.0.0.6", "0/5000000")}
 	// The operator cannot reach it, but it still renews its lease: it is
 	// cut off from the operator, not from the API server, and may take writes.
-	p := decide(c, views, now.Add(time.Minute), 2*time.Second)
+	p := decide(c, views, now.Add(time.Minute), 2*time.Second, "")
 	if p.TargetPrimary != "demo-0" || !strings.Contains(p.Waiting, "lease") {
 		t.Fatalf("target %q waiting %q", p.TargetPrimary, p.Waiting)
 	}
-	if p := decide(c, views, now.Add(time.Minute), 6*time.Second); p.TargetPrimary != "demo-1" {
+	if p := decide(c, views, now.Add(time.Minute), 6*time.Second, ""); p.TargetPrimary != "demo-1" {
 		t.Fatalf("lease expired: target %q, want demo-1", p.TargetPrimary)
 	}
 }
@@ -323,15 +328,26 @@ func TestRoleChangeUnderWayIsBounded(t *testing.T) {
 	if roleChangeUnderWay(c, now) {
 		t.Fatal("a settled cluster counted as changing")
 	}
-	c.Status.LastSwitchover = &holdfastv1.RoleChange{From: "demo-0", To: "demo-1", StartedAt: metav1.MicroTime{Time: now}}
+	c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
 	if !roleChangeUnderWay(c, now.Add(time.Second)) {
 		t.Error("a switchover started a second ago is not under way")
 	}
 	if roleChangeUnderWay(c, now.Add(fastPathLimit)) {
 		t.Error("a switchover stuck for the whole limit still skips the full reconcile")
 	}
-	c.Status.LastSwitchover.CompletedAt = &metav1.MicroTime{Time: now.Add(time.Second)}
+	c.Status.Operation = nil
 	if roleChangeUnderWay(c, now.Add(2*time.Second)) {
 		t.Error("a completed switchover is still under way")
 	}
+}
+
+// promoting is an operation of kind in its Promoting phase, begun at started.
+func promoting(kind holdfastv1.OperationKind, from, to string, started time.Time) *holdfastv1.Operation {
+	timeout := promoteTimeout
+	if kind != holdfastv1.OperationFailover {
+		timeout = switchoverTimeout
+	}
+	return &holdfastv1.Operation{Kind: kind, Phase: holdfastv1.PhasePromoting, From: from, To: to, Epoch: 2,
+		StartedAt: metav1.MicroTime{Time: started}, PhaseStartedAt: metav1.MicroTime{Time: started},
+		PhaseDeadline: metav1.MicroTime{Time: started.Add(timeout)}}
 }

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -40,12 +42,18 @@ type plan struct {
 	CurrentPrimary string
 	TargetPrimary  string
 	Epoch          int64
-	// PrimaryFailingSince, SyncStandbys and LastFailover are the status
-	// fields of those names as they should become.
+	// PrimaryFailingSince and SyncStandbys are the status fields of those
+	// names as they should become.
 	PrimaryFailingSince *metav1.Time
 	SyncStandbys        []string
-	LastFailover        *holdfastv1.RoleChange
-	LastSwitchover      *holdfastv1.RoleChange
+	// Operation and History are status.operation and status.history as
+	// they should become; Notes the Events their steps ask for.
+	Operation *holdfastv1.Operation
+	History   []holdfastv1.OperationRecord
+	Notes     []note
+	finished  bool // an operation ended in this look
+	// Evict is the pod the operation restarts now, nil for none.
+	Evict *corev1.Pod
 	// SwitchoverRefused says why the switchover asked for cannot happen.
 	SwitchoverRefused string
 	// Waiting says why a failing primary is not replaced yet; Blocked why a
@@ -55,9 +63,12 @@ type plan struct {
 
 // decide is the operator's judgement as a pure function of the cluster,
 // what its instances report and the time: it keeps the cluster together
-// around status.targetPrimary, and replaces that primary when it fails.
-// leaseQuiet is how long the operator has seen no renewal of the primary's Lease.
-func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQuiet time.Duration) plan {
+// around status.targetPrimary, moves the operation under way on, replaces
+// the primary when it fails, and starts the operations asked for.
+// leaseQuiet is how long the operator has seen no renewal of the primary's
+// Lease; revision the StatefulSet's current template revision ("" when not
+// known).
+func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQuiet time.Duration, revision string) plan {
 	p := plan{
 		Desired:             map[string]instance.Desired{},
 		Roles:               map[string]holdfastv1.InstanceRole{},
@@ -66,14 +77,26 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		Epoch:               max(c.Status.Epoch, 1),
 		PrimaryFailingSince: c.Status.PrimaryFailingSince,
 		SyncStandbys:        c.Status.SyncStandbys,
-		LastFailover:        c.Status.LastFailover.DeepCopy(),
-		LastSwitchover:      c.Status.LastSwitchover.DeepCopy(),
+		Operation:           c.Status.Operation.DeepCopy(),
+		History:             slices.Clone(c.Status.History),
 	}
 	if p.TargetPrimary == "" {
 		p.TargetPrimary = resources.InstanceName(c, 0)
 	}
+	if op := p.Operation; op != nil {
+		switch op.Kind {
+		case holdfastv1.OperationFailover:
+			stepFailover(c, views, now, leaseQuiet, &p)
+		case holdfastv1.OperationSwitchover:
+			stepSwitchover(c, views, now, &p)
+		case holdfastv1.OperationRollingUpdate:
+			stepRollingUpdate(c, views, revision, now, &p)
+		}
+	}
 	considerFailover(c, views, now, leaseQuiet, &p)
+	considerScaleDown(c, views, now, &p)
 	considerSwitchover(c, views, now, &p)
+	considerRollingUpdate(c, views, revision, now, &p)
 	target := p.TargetPrimary
 	var replicas []string
 	for i := range int(c.Spec.Instances) {
@@ -90,12 +113,17 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 	quorum := syncQuorum(c, views, primary, target, p.Epoch, len(replicas))
 	// A switchover promotes only once the old primary has stopped cleanly,
 	// so that the new one holds every write the old one took.
-	switching := inProgress(p.LastSwitchover) && p.LastSwitchover.To == target
+	op := p.Operation
+	switching := handingOver(op) && op.To == target
+	var from string
+	if changingPrimary(op) {
+		from = op.From
+	}
 	// The lease went to the new primary when the switchover began, so the
 	// old one, which can no longer renew it, has stopped taking writes once
 	// it has gone unrenewed for its duration, even if it never said so.
 	leaseLapsed := leaseQuiet >= time.Duration(c.Spec.Failover.LeaseDurationSeconds)*time.Second
-	hold := switching && !oldPrimaryStopped(views, p.LastSwitchover.From, p.Epoch) && !leaseLapsed
+	hold := switching && !oldPrimaryStopped(views, from, p.Epoch) && !leaseLapsed
 	if primary != nil && primary.Report != nil && primary.Pod.DeletionTimestamp == nil && !hold {
 		p.Desired[target] = instance.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch,
 			Lease: &instance.LeaseTerms{Name: resources.LeaseName(c), RenewDeadlineSeconds: int(c.Spec.Failover.RenewDeadlineSeconds)}}
@@ -106,13 +134,10 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 			}
 		}
 	}
-	failingOver := inProgress(p.LastFailover) && p.LastFailover.To == target
-	for _, rc := range []*holdfastv1.RoleChange{p.LastFailover, p.LastSwitchover} {
-		if inProgress(rc) && rc.To == target && p.CurrentPrimary == target {
-			rc.CompletedAt = &metav1.MicroTime{Time: now}
-		}
+	failingOver := changingPrimary(op) && op.To == target && p.CurrentPrimary != target
+	if changingPrimary(op) && op.Kind != holdfastv1.OperationRollingUpdate && op.To == target && p.CurrentPrimary == target {
+		p.finish(holdfastv1.OutcomeSucceeded, "", now)
 	}
-	failingOver = failingOver && p.CurrentPrimary != target || switching && p.CurrentPrimary != target
 	// Replicas clone or follow the primary, so they wait until it reports
 	// itself; during a failover they follow the promoted replica at once
 	// (cascading until its promotion, then along its new timeline).
@@ -123,7 +148,7 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		if v.Report == nil {
 			// A silent instance keeps its label until judged, but a
 			// replaced primary loses it at once, whether it answers or not.
-			if replacedPrimary(p, name) && v.Pod.Labels[resources.LabelRole] != "" {
+			if name != target && v.Pod.Labels[resources.LabelRole] == string(holdfastv1.RolePrimary) {
 				p.Roles[name] = ""
 			}
 			continue
@@ -131,7 +156,7 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		switch {
 		case v.Report.Role == postgres.Primary && name == p.CurrentPrimary:
 			p.Roles[name] = holdfastv1.RolePrimary
-		case switching && p.CurrentPrimary != target && name == p.LastSwitchover.From &&
+		case switching && p.CurrentPrimary != target && name == from &&
 			v.Pod.Labels[resources.LabelRole] == string(holdfastv1.RolePrimary):
 			// The primary being switched away from keeps its label until
 			// the new one takes it, so that the -rw Service changes once,
@@ -144,7 +169,8 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		default:
 			p.Roles[name] = ""
 		}
-		if name != target && follow && resources.Ordinal(name) < int(c.Spec.Instances) && v.Pod.DeletionTimestamp == nil {
+		// The primary a scale-down removes is told to step down too.
+		if name != target && follow && (resources.Ordinal(name) < int(c.Spec.Instances) || name == from) && v.Pod.DeletionTimestamp == nil {
 			p.Desired[name] = instance.Desired{
 				Role: postgres.Replica, PrimaryHost: primary.Pod.Status.PodIP, PrimaryPort: postgres.Port, Epoch: p.Epoch,
 				// A backup snapshots this replica's volume while it is stopped.
@@ -179,16 +205,6 @@ func syncQuorum(c *holdfastv1.PostgresCluster, views []view, primary *view, targ
 	return min(int(c.Spec.Synchronous.Quorum), replicas, joined)
 }
 
-// replacedPrimary: name was the primary before the latest change of primary.
-func replacedPrimary(p plan, name string) bool {
-	for _, rc := range []*holdfastv1.RoleChange{p.LastFailover, p.LastSwitchover} {
-		if rc != nil && rc.From == name && name != p.TargetPrimary {
-			return true
-		}
-	}
-	return false
-}
-
 // syncStandbys are the standbys a primary reports as synchronous.
 func syncStandbys(st *postgres.Status) []string {
 	var out []string
@@ -213,7 +229,7 @@ type InstanceAPI interface {
 // orchestrate asks every instance for its state, tells each what to be,
 // labels pods with their roles and records the primary in c's status (in
 // memory; updateStatus writes it). It returns the reports by pod name.
-func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod, restore *instance.RestoreOrder) (map[string]*instance.Report, error) {
+func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod, revision string, restore *instance.RestoreOrder) (map[string]*instance.Report, error) {
 	reports := map[string]*instance.Report{}
 	// All at once, and briefly: a silent instance must not delay the
 	// judgement of the others, least of all the primary's.
@@ -260,7 +276,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	if err != nil {
 		return reports, err
 	}
-	p := decide(c, views, now, r.leases.quietFor(client.ObjectKeyFromObject(c), lease, now))
+	p := decide(c, views, now, r.leases.quietFor(client.ObjectKeyFromObject(c), lease, now), revision)
 	if d, ok := p.Desired[p.TargetPrimary]; ok && restore != nil {
 		// Only the first primary restores; replicas clone it.
 		d.Restore = restore
@@ -274,8 +290,10 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		p.Desired[name] = d
 	}
 	was := c.Status.DeepCopy()
-	if p.Epoch != c.Status.Epoch || p.TargetPrimary != c.Status.TargetPrimary {
-		// A new epoch is written down before anything acts on it. A look
+	if p.Epoch != c.Status.Epoch || p.TargetPrimary != c.Status.TargetPrimary ||
+		!equality.Semantic.DeepEqual(p.Operation, c.Status.Operation) || len(p.History) != len(c.Status.History) {
+		// A new epoch, and every step of an operation, is written down
+		// before anything acts on it. A look
 		// that began from a stale copy of the cluster (the cache lags the
 		// last status write) fails here on the resource version, before it
 		// has handed over the lease or given an order; one that acted
@@ -295,7 +313,16 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	if err != nil {
 		return reports, err
 	}
-	r.recordFailover(c, was, p)
+	for _, n := range p.Notes {
+		kind := corev1.EventTypeNormal
+		if n.warning {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(c, nil, kind, n.reason, n.what, "%s", n.message)
+	}
+	if p.SwitchoverRefused != "" {
+		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "SwitchoverRefused", "Switchover", "%s", p.SwitchoverRefused)
+	}
 	// The promotion goes first: the other orders point at the new primary.
 	slices.SortStableFunc(views, func(a, b view) int {
 		return boolInt(b.Pod.Name == p.TargetPrimary) - boolInt(a.Pod.Name == p.TargetPrimary)
@@ -338,6 +365,13 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			return reports, fmt.Errorf("labelling pod %s %q: %w", v.Pod.Name, role, err)
 		}
 	}
+	if p.Evict != nil {
+		if err := r.evict(ctx, p.Evict); err != nil {
+			// Refused by the PodDisruptionBudget, say: the next look tries
+			// again, until the phase's deadline.
+			log.FromContext(ctx).Info("could not evict instance pod", "pod", p.Evict.Name, "error", err.Error())
+		}
+	}
 	if p.CurrentPrimary != was.CurrentPrimary && p.CurrentPrimary != "" {
 		r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "PrimaryReady", "Observe", "%s is the primary", p.CurrentPrimary)
 	}
@@ -360,7 +394,7 @@ func boolInt(b bool) int {
 // applyTo copies the plan's choice of primary into a status.
 func (p plan) applyTo(st *holdfastv1.PostgresClusterStatus) {
 	st.CurrentPrimary, st.TargetPrimary, st.Epoch = p.CurrentPrimary, p.TargetPrimary, p.Epoch
-	st.PrimaryFailingSince, st.LastFailover, st.LastSwitchover = p.PrimaryFailingSince, p.LastFailover, p.LastSwitchover
+	st.PrimaryFailingSince, st.Operation, st.History = p.PrimaryFailingSince, p.Operation, p.History
 }
 
 // recordDecision writes the plan's choice of primary and epoch to the
@@ -375,32 +409,16 @@ func (r *Reconciler) recordDecision(ctx context.Context, c *holdfastv1.PostgresC
 	return nil
 }
 
-// recordFailover says with Events when a failover or switchover starts and
-// ends; was is the status before this look.
-func (r *Reconciler) recordFailover(c *holdfastv1.PostgresCluster, was *holdfastv1.PostgresClusterStatus, p plan) {
-	for _, k := range []struct {
-		kind     string
-		was, now *holdfastv1.RoleChange
-		started  string
-	}{
-		{"Failover", was.LastFailover, p.LastFailover, corev1.EventTypeWarning},
-		{"Switchover", was.LastSwitchover, p.LastSwitchover, corev1.EventTypeNormal},
-	} {
-		was, now := k.was, k.now
-		if now == nil {
-			continue
-		}
-		if was == nil || was.StartedAt != now.StartedAt || was.To != now.To {
-			r.Recorder.Eventf(c, nil, k.started, k.kind+"Started", k.kind, "%s", now.Reason)
-		}
-		if now.CompletedAt != nil && (was == nil || was.CompletedAt == nil) {
-			r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, k.kind+"Completed", k.kind, "%s is the primary, %s after %s started",
-				now.To, now.CompletedAt.Sub(now.StartedAt.Time).Round(time.Millisecond), strings.ToLower(k.kind))
-		}
+// evict asks the API server to evict pod, as a drain would: the
+// PodDisruptionBudget may refuse, and the pod shuts down gracefully.
+func (r *Reconciler) evict(ctx context.Context, pod *corev1.Pod) error {
+	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
+		DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}}}
+	if err := r.Client.SubResource("eviction").Create(ctx, pod, ev); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("evicting pod %s: %w", pod.Name, err)
 	}
-	if p.SwitchoverRefused != "" {
-		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "SwitchoverRefused", "Switchover", "%s", p.SwitchoverRefused)
-	}
+	log.FromContext(ctx).Info("evicted instance pod", "pod", pod.Name)
+	return nil
 }
 
 // settleSwitchoverAnnotation removes the switchover annotation once the
@@ -411,7 +429,7 @@ func (r *Reconciler) settleSwitchoverAnnotation(ctx context.Context, c *holdfast
 		return nil
 	}
 	done := p.SwitchoverRefused != "" || want == "" ||
-		(want == p.TargetPrimary && !inProgress(p.LastSwitchover) && p.CurrentPrimary == want)
+		(want == p.TargetPrimary && p.Operation == nil && p.CurrentPrimary == want)
 	if !done {
 		return nil
 	}

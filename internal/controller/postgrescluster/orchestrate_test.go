@@ -45,7 +45,7 @@ func TestDecide(t *testing.T) {
 	}
 
 	t.Run("first instance told to be primary, others wait", func(t *testing.T) {
-		p := decide(cluster("", 0), []view{{Pod: podAt("demo-0", "10.0.0.5", ""), Report: reportOf("", false)}}, now, time.Hour)
+		p := decide(cluster("", 0), []view{{Pod: podAt("demo-0", "10.0.0.5", ""), Report: reportOf("", false)}}, now, time.Hour, "")
 		d, ok := p.Desired["demo-0"]
 		if !ok || d.Role != postgres.Primary || d.Epoch != 1 || len(d.Replicas) != 2 || d.Replicas[0] != "demo-1" {
 			t.Fatalf("desired for demo-0 = %+v", d)
@@ -62,7 +62,7 @@ func TestDecide(t *testing.T) {
 		p := decide(cluster("", 1), []view{
 			{Pod: podAt("demo-0", "10.0.0.5", ""), Report: reportOf(postgres.Primary, true)},
 			{Pod: podAt("demo-1", "10.0.0.6", ""), Report: reportOf("", false)},
-		}, now, time.Hour)
+		}, now, time.Hour, "")
 		// No standby has joined yet: synchronous commit would block the
 		// bootstrap itself.
 		if d := p.Desired["demo-0"]; d.SyncQuorum != 0 {
@@ -71,7 +71,7 @@ func TestDecide(t *testing.T) {
 		p = decide(cluster("", 1), []view{
 			{Pod: podAt("demo-0", "10.0.0.5", ""), Report: reportOf(postgres.Primary, true)},
 			{Pod: podAt("demo-1", "10.0.0.6", ""), Report: reportOf(postgres.Replica, false)},
-		}, now, time.Hour)
+		}, now, time.Hour, "")
 		if p.CurrentPrimary != "demo-0" || p.Roles["demo-0"] != holdfastv1.RolePrimary {
 			t.Errorf("currentPrimary %q roles %v", p.CurrentPrimary, p.Roles)
 		}
@@ -89,7 +89,7 @@ func TestDecide(t *testing.T) {
 			{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true)},
 			{Pod: podAt("demo-1", "10.0.0.6", "replica"), Report: reportOf(postgres.Replica, false)},
 			{Pod: podAt("demo-2", "10.0.0.7", ""), Report: reportOf(postgres.Replica, true)},
-		}, now, time.Hour)
+		}, now, time.Hour, "")
 		if p.Roles["demo-1"] != "" || p.Roles["demo-2"] != holdfastv1.RoleReplica {
 			t.Errorf("roles %v", p.Roles)
 		}
@@ -98,7 +98,7 @@ func TestDecide(t *testing.T) {
 	t.Run("a fenced primary loses its label", func(t *testing.T) {
 		rep := reportOf("", false)
 		rep.Fenced = true
-		p := decide(cluster("demo-0", 0), []view{{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: rep}}, now, time.Hour)
+		p := decide(cluster("demo-0", 0), []view{{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: rep}}, now, time.Hour, "")
 		if role, ok := p.Roles["demo-0"]; !ok || role != "" {
 			t.Errorf("fenced primary keeps role %q", role)
 		}
@@ -108,7 +108,7 @@ func TestDecide(t *testing.T) {
 		p := decide(cluster("demo-0", 0), []view{
 			{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true)},
 			{Pod: podAt("demo-1", "10.0.0.6", "replica"), Report: nil},
-		}, now, time.Hour)
+		}, now, time.Hour, "")
 		if _, ok := p.Roles["demo-1"]; ok {
 			t.Errorf("unreachable pod's label touched")
 		}
@@ -123,7 +123,7 @@ func TestDecide(t *testing.T) {
 		p := decide(c, []view{
 			{Pod: podAt("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true)},
 			{Pod: podAt("demo-2", "10.0.0.7", "replica"), Report: reportOf(postgres.Replica, true)},
-		}, now, time.Hour)
+		}, now, time.Hour, "")
 		if _, ok := p.Desired["demo-2"]; ok {
 			t.Errorf("an instance being removed got orders")
 		}
@@ -147,7 +147,7 @@ func TestDecideFencesAReplicaForABackupButNeverThePrimary(t *testing.T) {
 		{Pod: fenced(podAt("demo-0", "10.0.0.5", "primary")), Report: reportOf(postgres.Primary, true)},
 		{Pod: fenced(podAt("demo-1", "10.0.0.6", "replica")), Report: reportOf(postgres.Replica, true)},
 		{Pod: podAt("demo-2", "10.0.0.7", "replica"), Report: reportOf(postgres.Replica, true)},
-	}, now, time.Hour)
+	}, now, time.Hour, "")
 	if d := p.Desired["demo-0"]; d.Role != postgres.Primary || d.Fenced {
 		t.Errorf("the primary, annotated by mistake, is told %+v; it must never stop for a backup", d)
 	}

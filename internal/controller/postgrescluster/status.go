@@ -85,6 +85,15 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	if progress == "" && len(starting) > 0 {
 		progress = "starting instances: " + strings.Join(starting, ", ")
 	}
+	if op := st.Operation; op != nil && op.Kind == holdfastv1.OperationRollingUpdate {
+		// An instance it restarts is down on purpose, not failing.
+		subject := op.Instance
+		if op.Phase == holdfastv1.PhasePromoting {
+			subject = op.To
+		}
+		progress = fmt.Sprintf("rolling update, %s %s: %s", op.Phase, subject, op.Reason)
+	}
+	halted := haltedUpdate(&st, sts, pods, reports)
 	var blocked *restoreBlocked
 	if errors.As(refused, &blocked) {
 		setCondition(&st, c, holdfastv1.ConditionReady, false, blocked.reason, blocked.message)
@@ -113,6 +122,8 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, reported.reason(), reported.message())
 	case len(stuck) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "ReplicaNotStreaming", strings.Join(stuck, "; "))
+	case halted != "":
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, ReasonRollingUpdateHalted, halted)
 	case stalled:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstancesNotReady", strings.Join(unready, "; "))
 	default:
@@ -120,7 +131,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	}
 
 	switch {
-	case len(failing) > 0 || reported.reason() != "" || len(stuck) > 0 || stalled:
+	case len(failing) > 0 || reported.reason() != "" || len(stuck) > 0 || halted != "" || stalled:
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy
@@ -132,6 +143,25 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		st.Phase = holdfastv1.PhaseUpdating
 	}
 	return st
+}
+
+// ReasonRollingUpdateHalted: a rolling update stopped at a phase deadline,
+// and instances still wait for their restart.
+const ReasonRollingUpdateHalted = "RollingUpdateHalted"
+
+// haltedUpdate says why the last rolling update halted while instances
+// still need the restart it was for, "" when none did.
+func haltedUpdate(st *holdfastv1.PostgresClusterStatus, sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report) string {
+	n := len(st.History)
+	if st.Operation != nil || n == 0 || st.History[n-1].Kind != holdfastv1.OperationRollingUpdate || st.History[n-1].Outcome != holdfastv1.OutcomeFailed {
+		return ""
+	}
+	for i := range pods {
+		if needsRestart(&view{Pod: &pods[i], Report: reports[pods[i].Name]}, templateRevision(sts)) != "" {
+			return st.History[n-1].Reason
+		}
+	}
+	return ""
 }
 
 // progressing says what the StatefulSet is still doing, or "" when it has

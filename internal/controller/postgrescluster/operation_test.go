@@ -1,0 +1,340 @@
+package postgrescluster
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/instance"
+	"holdfast.dev/holdfast/internal/postgres"
+)
+
+// TestFailoverStep: a failover whose target does not become primary moves
+// on to the next eligible replica, and only when that is safe.
+func TestFailoverStep(t *testing.T) {
+	failing := func() *holdfastv1.PostgresCluster {
+		c := healthyCluster(1, "demo-1", "demo-2")
+		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+		c.Status.Operation = promoting(holdfastv1.OperationFailover, "demo-0", "demo-1", now)
+		c.Status.Operation.RequiredLSN = "0/3000100"
+		return c
+	}
+	frozen := view{Pod: runningPod("demo-1", "10.0.0.6", "replica")} // running, silent
+	for _, tc := range []struct {
+		name       string
+		views      []view
+		at         time.Duration // after the phase started
+		leaseQuiet time.Duration
+		target     string // "" : unchanged (demo-1)
+		says       string // in Waiting or Blocked
+	}{
+		{name: "within its deadline the target is waited for",
+			views: []view{frozen, replicaView("demo-2", "10.0.0.7", "0/3000100")}, at: 5 * time.Second, leaseQuiet: time.Hour},
+		{name: "past its deadline, a silent target whose lease lapsed is dropped for the next replica",
+			views: []view{frozen, replicaView("demo-2", "10.0.0.7", "0/3000100")}, at: promoteTimeout, leaseQuiet: 6 * time.Second, target: "demo-2"},
+		{name: "past its deadline, a target that renews its lease is alive and may take writes: it is not dropped",
+			views: []view{frozen, replicaView("demo-2", "10.0.0.7", "0/3000100")}, at: promoteTimeout, leaseQuiet: time.Second, says: "lease was renewed"},
+		{name: "a target whose pod is gone is dropped at once",
+			views: []view{replicaView("demo-2", "10.0.0.7", "0/3000100")}, at: time.Second, leaseQuiet: 0, target: "demo-2"},
+		{name: "a replica with less WAL than the first target had may lack acknowledged writes: blocked",
+			views: []view{frozen, replicaView("demo-2", "10.0.0.7", "0/3000000")}, at: promoteTimeout, leaseQuiet: time.Hour, says: "received less WAL than 0/3000100"},
+		{name: "the failed primary is never a later target",
+			views: []view{frozen, replicaView("demo-0", "10.0.0.5", "0/3000100")}, at: promoteTimeout, leaseQuiet: time.Hour, says: "no healthy replica"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := failing()
+			p := decide(c, tc.views, now.Add(tc.at), tc.leaseQuiet, "")
+			want := tc.target
+			if want == "" {
+				want = "demo-1"
+			}
+			if p.TargetPrimary != want {
+				t.Fatalf("target %q, want %s (waiting %q blocked %q)", p.TargetPrimary, want, p.Waiting, p.Blocked)
+			}
+			if tc.says != "" && !strings.Contains(p.Waiting+p.Blocked, tc.says) {
+				t.Errorf("waiting %q blocked %q, want %q", p.Waiting, p.Blocked, tc.says)
+			}
+			op := p.Operation
+			if tc.target == "" {
+				if p.Epoch != 2 || len(op.Dropped) != 0 {
+					t.Errorf("epoch %d dropped %v: nothing should move", p.Epoch, op.Dropped)
+				}
+				return
+			}
+			if p.Epoch != 3 || op.Epoch != 3 || op.To != tc.target || !slices.Equal(op.Dropped, []string{"demo-1"}) ||
+				!op.PhaseDeadline.Time.Equal(now.Add(tc.at+promoteTimeout)) || op.RequiredLSN != "0/3000100" {
+				t.Errorf("epoch %d operation %+v", p.Epoch, op)
+			}
+			if d := p.Desired[tc.target]; d.Role != postgres.Primary || d.Epoch != 3 {
+				t.Errorf("%s told %+v, want primary at epoch 3", tc.target, d)
+			}
+			if len(p.Notes) != 1 || p.Notes[0].reason != "FailoverRetargeted" {
+				t.Errorf("notes %+v", p.Notes)
+			}
+		})
+	}
+}
+
+func TestSwitchoverStep(t *testing.T) {
+	c := healthyCluster(0)
+	c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+	c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
+	stopped := reportOf("", false)
+	stopped.Desired = &instance.Desired{Role: postgres.Replica, Epoch: 2}
+	old := view{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}
+	stuck := replicaView("demo-1", "10.0.0.6", "0/1")
+
+	if p := decide(c, []view{old, stuck}, now.Add(switchoverTimeout), time.Hour, ""); p.Operation == nil || !strings.Contains(p.Waiting, "has not become primary") {
+		t.Errorf("a target that is up is waited for past the deadline: operation %+v waiting %q", p.Operation, p.Waiting)
+	}
+	p := decide(c, []view{old}, now.Add(switchoverTimeout), time.Hour, "")
+	if p.Operation != nil || len(p.History) != 1 || p.History[0].Outcome != holdfastv1.OutcomeFailed || p.CurrentPrimary != "demo-1" {
+		t.Fatalf("a target that is gone: operation %+v history %+v current %q", p.Operation, p.History, p.CurrentPrimary)
+	}
+	// From here the failover rules judge demo-1, the primary it was told to be.
+	c.Status.Operation, c.Status.History, c.Status.CurrentPrimary = nil, p.History, "demo-1"
+	p = decide(c, []view{old, replicaView("demo-2", "10.0.0.7", "0/1")}, now.Add(switchoverTimeout), time.Hour, "")
+	if op := p.Operation; op == nil || op.Kind != holdfastv1.OperationFailover || op.From != "demo-1" {
+		t.Errorf("then a failover: operation %+v", op)
+	}
+}
+
+// rollingCluster is a healthy 3-instance cluster whose StatefulSet is at
+// revision "new"; stale names the pods still at "old".
+func rollingCluster(primary string, stale ...string) (*holdfastv1.PostgresCluster, []view) {
+	c := healthyCluster(1, "demo-1", "demo-2")
+	c.Status.TargetPrimary, c.Status.CurrentPrimary = primary, primary
+	var views []view
+	for i := range 3 {
+		name := fmt.Sprintf("demo-%d", i)
+		v := replicaView(name, fmt.Sprintf("10.0.0.%d", 5+i), "0/3000000")
+		if name == primary {
+			r := reportOf(postgres.Primary, true)
+			v = view{Pod: runningPod(name, fmt.Sprintf("10.0.0.%d", 5+i), "primary"), Report: r}
+		}
+		v.Pod.UID = types.UID(name + "-uid")
+		v.Pod.Labels[appsv1.ControllerRevisionHashLabelKey] = "new"
+		if slices.Contains(stale, name) {
+			v.Pod.Labels[appsv1.ControllerRevisionHashLabelKey] = "old"
+		}
+		views = append(views, v)
+	}
+	return c, views
+}
+
+// restarted is v's successor: a new pod at the current template.
+func restarted(v view) view {
+	pod := v.Pod.DeepCopy()
+	pod.UID += "-2"
+	pod.Labels[appsv1.ControllerRevisionHashLabelKey] = "new"
+	r := *v.Report
+	return view{Pod: pod, Report: &r}
+}
+
+func TestRollingUpdateStep(t *testing.T) {
+	t.Run("replicas go highest ordinal first, then a switchover, then the old primary", func(t *testing.T) {
+		c, views := rollingCluster("demo-0", "demo-0", "demo-1", "demo-2")
+		p := decide(c, views, now, time.Hour, "new")
+		op := p.Operation
+		if op == nil || op.Kind != holdfastv1.OperationRollingUpdate || op.Phase != holdfastv1.PhaseRestartingReplica ||
+			op.Instance != "demo-2" || op.PodUID != "demo-2-uid" || p.Evict == nil || p.Evict.Name != "demo-2" {
+			t.Fatalf("first step: operation %+v evict %v", op, p.Evict)
+		}
+		c.Status.Operation = op
+
+		// Evicted until the pod goes; then waited for.
+		if p := decide(c, views, now.Add(time.Second), time.Hour, "new"); p.Evict == nil || p.Evict.Name != "demo-2" {
+			t.Errorf("the pod still there is not evicted again: %v", p.Evict)
+		}
+		gone := slices.DeleteFunc(slices.Clone(views), func(v view) bool { return v.Pod.Name == "demo-2" })
+		if p := decide(c, gone, now.Add(time.Second), time.Hour, "new"); p.Evict != nil || p.Operation.Instance != "demo-2" {
+			t.Errorf("while the pod is away: evict %v operation %+v", p.Evict, p.Operation)
+		}
+		back := restarted(views[2])
+		back.Report.Ready = false
+		views[2] = back
+		if p := decide(c, views, now.Add(2*time.Second), time.Hour, "new"); p.Operation.Instance != "demo-2" || p.Evict != nil {
+			t.Errorf("a successor not ready yet moved the update on: %+v", p.Operation)
+		}
+		views[2].Report.Ready = true
+		p = decide(c, views, now.Add(3*time.Second), time.Hour, "new")
+		if op := p.Operation; op.Instance != "demo-1" || !slices.Equal(op.Restarted, []string{"demo-2"}) || p.Evict.Name != "demo-1" {
+			t.Fatalf("second step: operation %+v", op)
+		}
+		c.Status.Operation = p.Operation
+		views[1] = restarted(views[1])
+		p = decide(c, views, now.Add(4*time.Second), time.Hour, "new")
+		op = p.Operation
+		if op.Phase != holdfastv1.PhasePromoting || op.From != "demo-0" || op.To == "" || p.TargetPrimary != op.To || p.Epoch != 2 || p.Evict != nil {
+			t.Fatalf("third step, the switchover: operation %+v target %q epoch %d", op, p.TargetPrimary, p.Epoch)
+		}
+		if d := p.Desired["demo-0"]; d.Role != postgres.Replica || d.Epoch != 2 {
+			t.Errorf("the old primary told %+v, want to step down at epoch 2", d)
+		}
+		to := op.To
+		c.Status.Operation, c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = op, to, to, 2
+		p = decide(c, views, now.Add(5*time.Second), time.Hour, "new")
+		if op := p.Operation; op.Phase != holdfastv1.PhaseRestartingReplica || op.Instance != "demo-0" || p.Evict.Name != "demo-0" {
+			t.Fatalf("fourth step, the old primary: operation %+v", op)
+		}
+		c.Status.Operation = p.Operation
+		views[0] = restarted(views[0])
+		views[0].Report.Role = postgres.Replica
+		p = decide(c, views, now.Add(6*time.Second), time.Hour, "new")
+		if p.Operation != nil || len(p.History) != 1 {
+			t.Fatalf("done: operation %+v history %+v", p.Operation, p.History)
+		}
+		if h := p.History[0]; h.Outcome != holdfastv1.OutcomeSucceeded || !slices.Equal(h.Restarted, []string{"demo-2", "demo-1", "demo-0"}) ||
+			h.From != "demo-0" || h.To != to || h.Duration != "6s" {
+			t.Errorf("history %+v", h)
+		}
+	})
+
+	t.Run("settings pending a restart roll too, and a restarted instance is not restarted twice", func(t *testing.T) {
+		c, views := rollingCluster("demo-0")
+		views[1].Report.Postgres.PendingRestart = []string{"shared_buffers"}
+		p := decide(c, views, now, time.Hour, "new")
+		if op := p.Operation; op == nil || op.Instance != "demo-1" || !strings.Contains(op.Reason, "shared_buffers") {
+			t.Fatalf("operation %+v", op)
+		}
+		c.Status.Operation = p.Operation
+		views[1] = restarted(views[1]) // still says pending: it must not loop
+		// (A new update for what is still pending starts no sooner than the next look.)
+		if p := decide(c, views, now.Add(time.Second), time.Hour, "new"); p.Operation != nil || p.History[0].Outcome != holdfastv1.OutcomeSucceeded {
+			t.Errorf("operation %+v history %+v", p.Operation, p.History)
+		}
+	})
+
+	t.Run("an unready replica goes first; a ready one waits while another is down", func(t *testing.T) {
+		c, views := rollingCluster("demo-0", "demo-1", "demo-2")
+		views[1].Report.Ready = false
+		if p := decide(c, views, now, time.Hour, "new"); p.Operation == nil || p.Operation.Instance != "demo-1" {
+			t.Fatalf("operation %+v, want demo-1 (unready) first", p.Operation)
+		}
+		c, views = rollingCluster("demo-0", "demo-2")
+		views[1].Report.Ready = false // current, but down
+		if p := decide(c, views, now, time.Hour, "new"); p.Operation != nil {
+			t.Errorf("a ready replica restarted while another is down: %+v", p.Operation)
+		}
+	})
+
+	t.Run("a replica that does not come back halts the update, touching no other pod", func(t *testing.T) {
+		c, views := rollingCluster("demo-0", "demo-0", "demo-1", "demo-2")
+		p := decide(c, views, now, time.Hour, "new")
+		c.Status.Operation = p.Operation
+		views[2] = restarted(views[2])
+		views[2].Report.Ready = false
+		p = decide(c, views, now.Add(replicaRestartTimeout), time.Hour, "new")
+		if p.Operation != nil || p.Evict != nil || len(p.History) != 1 || p.History[0].Outcome != holdfastv1.OutcomeFailed ||
+			!strings.Contains(p.History[0].Reason, "demo-2 did not come back ready") {
+			t.Fatalf("operation %+v evict %v history %+v", p.Operation, p.Evict, p.History)
+		}
+		c.Status.Operation, c.Status.History = nil, p.History
+		if p := decide(c, views, now.Add(replicaRestartTimeout+time.Second), time.Hour, "new"); p.Operation != nil || p.Evict != nil {
+			t.Errorf("after the halt another pod is touched: %+v", p.Operation)
+		}
+		st := computeStatus(c, &appsv1.StatefulSet{Status: appsv1.StatefulSetStatus{UpdateRevision: "new"}}, pods(views), reports(views), nil)
+		if d := findCondition(st, holdfastv1.ConditionDegraded); d == nil || d.Reason != ReasonRollingUpdateHalted {
+			t.Errorf("degraded %+v, want %s", d, ReasonRollingUpdateHalted)
+		}
+	})
+
+	t.Run("primaryUpdateMethod Restart restarts the primary in place, and no failover replaces it meanwhile", func(t *testing.T) {
+		c, views := rollingCluster("demo-0", "demo-0")
+		c.Spec.PrimaryUpdateMethod = holdfastv1.PrimaryUpdateRestart
+		p := decide(c, views, now, time.Hour, "new")
+		if op := p.Operation; op == nil || op.Phase != holdfastv1.PhaseRestartingPrimary || p.Evict.Name != "demo-0" || p.TargetPrimary != "demo-0" {
+			t.Fatalf("operation %+v", op)
+		}
+		c.Status.Operation = p.Operation
+		gone := views[1:]
+		if p := decide(c, gone, now.Add(time.Second), time.Hour, "new"); p.TargetPrimary != "demo-0" || !strings.Contains(p.Waiting, "rolling update") {
+			t.Errorf("the restarting primary was replaced: target %q waiting %q", p.TargetPrimary, p.Waiting)
+		}
+		if p := decide(c, gone, now.Add(primaryRestartTimeout), time.Hour, "new"); p.Operation.Kind != holdfastv1.OperationFailover ||
+			p.History[0].Outcome != holdfastv1.OutcomeFailed {
+			t.Errorf("past the deadline the update halts and a failover replaces the primary: operation %+v history %+v", p.Operation, p.History)
+		}
+	})
+
+	t.Run("nothing rolls while the primary changes or without a known revision", func(t *testing.T) {
+		c, views := rollingCluster("demo-0", "demo-1")
+		if p := decide(c, views, now, time.Hour, ""); p.Operation != nil {
+			t.Errorf("revision unknown: %+v", p.Operation)
+		}
+		c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-2", now)
+		c.Status.TargetPrimary, c.Status.CurrentPrimary = "demo-2", ""
+		if p := decide(c, views, now, time.Hour, "new"); p.Operation.Kind != holdfastv1.OperationSwitchover || p.Evict != nil {
+			t.Errorf("during a switchover: %+v", p.Operation)
+		}
+	})
+}
+
+func pods(views []view) []corev1.Pod {
+	var out []corev1.Pod
+	for _, v := range views {
+		out = append(out, *v.Pod)
+	}
+	return out
+}
+
+func reports(views []view) map[string]*instance.Report {
+	out := map[string]*instance.Report{}
+	for _, v := range views {
+		out[v.Pod.Name] = v.Report
+	}
+	return out
+}
+
+func findCondition(st holdfastv1.PostgresClusterStatus, typ string) *metav1.Condition {
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == typ {
+			return &st.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func TestHistoryIsBounded(t *testing.T) {
+	p := plan{}
+	for i := range historyLength + 5 {
+		p.Operation = &holdfastv1.Operation{Kind: holdfastv1.OperationSwitchover, To: fmt.Sprint(i), StartedAt: metav1.MicroTime{Time: now}}
+		p.finish(holdfastv1.OutcomeSucceeded, "", now.Add(time.Second))
+	}
+	if len(p.History) != historyLength || p.History[0].To != "5" || p.History[historyLength-1].To != fmt.Sprint(historyLength+4) {
+		t.Errorf("history of %d, first %q last %q", len(p.History), p.History[0].To, p.History[len(p.History)-1].To)
+	}
+}
+
+func TestScaleDownHandsThePrimaryOnFirst(t *testing.T) {
+	c, views := rollingCluster("demo-2")
+	c.Spec.Instances = 2
+	views[1].Report.Postgres.ReceivedLSN = "0/3000100"
+	if n := podsToKeep(c); n != 3 {
+		t.Errorf("the StatefulSet would keep %d pods, want 3 until the primary has moved", n)
+	}
+	p := decide(c, views, now, time.Hour, "new")
+	op := p.Operation
+	if op == nil || op.Kind != holdfastv1.OperationSwitchover || op.From != "demo-2" || op.To != "demo-1" || !strings.Contains(op.Reason, "spec.instances is 2") {
+		t.Fatalf("operation %+v", op)
+	}
+	if d := p.Desired["demo-2"]; d.Role != postgres.Replica || d.Epoch != 2 {
+		t.Errorf("the primary being removed told %+v, want to step down at epoch 2", d)
+	}
+	c.Status.Operation, c.Status.TargetPrimary, c.Status.CurrentPrimary = op, "demo-1", ""
+	if n := podsToKeep(c); n != 3 {
+		t.Errorf("during the switchover the StatefulSet would keep %d pods, want 3", n)
+	}
+	c.Status.Operation, c.Status.CurrentPrimary = nil, "demo-1"
+	if n := podsToKeep(c); n != 2 {
+		t.Errorf("after the switchover the StatefulSet keeps %d pods, want 2", n)
+	}
+}

@@ -1,0 +1,225 @@
+package postgrescluster
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/postgres"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+// A rolling update restarts, one at a time, every instance whose pod runs
+// an older template (a new image, resources, scheduling, a restart request)
+// or whose postgres holds settings that wait for a restart. Replicas go
+// first, unready ones before ready ones, then the highest ordinal first;
+// a ready replica goes only when every other instance is ready. Then the
+// primary: by a switchover to the most advanced replica and a restart of
+// the old primary as a replica, or in place (spec.primaryUpdateMethod).
+// A restart is an eviction, so the PodDisruptionBudget has its say, and
+// the StatefulSet (OnDelete) makes the new pod from the current template.
+
+// needsRestart says why the instance must restart, "" when it need not.
+// revision is the StatefulSet's current template revision, "" when not
+// known yet.
+func needsRestart(v *view, revision string) string {
+	if h := v.Pod.Labels[appsv1.ControllerRevisionHashLabelKey]; revision != "" && h != "" && h != revision {
+		return "it runs an older pod template"
+	}
+	if v.Report != nil && v.Report.Postgres != nil && len(v.Report.Postgres.PendingRestart) > 0 {
+		return "settings wait for a restart: " + strings.Join(v.Report.Postgres.PendingRestart, ", ")
+	}
+	return ""
+}
+
+// rollStep is the next thing a rolling update does.
+type rollStep struct {
+	replica  *view  // restart this replica
+	switchTo *view  // hand the primary role to this replica
+	primary  *view  // restart the primary in place
+	wait     string // nothing can be done now, because of this
+	why      string // why the instance restarts
+}
+
+func (s rollStep) done() bool {
+	return s.replica == nil && s.switchTo == nil && s.primary == nil && s.wait == ""
+}
+
+// nextRoll finds the rolling update's next step; restarted are the
+// instances it has restarted already, which it does not restart again.
+func nextRoll(c *holdfastv1.PostgresCluster, views []view, revision string, restarted []string, primary string) rollStep {
+	var stale []*view
+	for i := int(c.Spec.Instances) - 1; i >= 0; i-- {
+		name := resources.InstanceName(c, i)
+		v := findView(views, name)
+		if name == primary || v == nil || v.Pod.DeletionTimestamp != nil || slices.Contains(restarted, name) || needsRestart(v, revision) == "" {
+			continue
+		}
+		stale = append(stale, v)
+	}
+	if len(stale) > 0 {
+		pick := stale[0]
+		for _, v := range stale {
+			if !instanceReady(v) {
+				// Restarting it costs no availability, and may cure it.
+				return rollStep{replica: v, why: needsRestart(v, revision)}
+			}
+		}
+		if other := unreadyInstance(c, views, pick.Pod.Name); other != "" {
+			return rollStep{wait: fmt.Sprintf("%s is not ready, and a ready replica restarts only while every other instance is", other)}
+		}
+		return rollStep{replica: pick, why: needsRestart(pick, revision)}
+	}
+	pv := findView(views, primary)
+	if pv == nil || slices.Contains(restarted, primary) || needsRestart(pv, revision) == "" {
+		return rollStep{}
+	}
+	why := needsRestart(pv, revision)
+	if c.Spec.PrimaryUpdateMethod == holdfastv1.PrimaryUpdateRestart || c.Spec.Instances == 1 {
+		return rollStep{primary: pv, why: why}
+	}
+	if other := unreadyInstance(c, views, ""); other != "" {
+		return rollStep{wait: fmt.Sprintf("%s is not ready, and the primary is switched over only while every instance is", other)}
+	}
+	cand := switchoverCandidate(c, views, primary)
+	if cand == nil {
+		return rollStep{wait: "no ready, synchronous replica can take over from the primary"}
+	}
+	return rollStep{switchTo: cand, why: why + "; switching over to " + cand.Pod.Name + ", the most advanced replica"}
+}
+
+// instanceReady: the instance says it is ready (a replica: streaming).
+func instanceReady(v *view) bool {
+	r := v.Report
+	return r != nil && r.Ready && r.Postgres != nil && (r.Role != postgres.Replica || r.NotStreamingSince == nil)
+}
+
+// unreadyInstance names an instance other than except that is not ready, "" when all are.
+func unreadyInstance(c *holdfastv1.PostgresCluster, views []view, except string) string {
+	for i := range int(c.Spec.Instances) {
+		name := resources.InstanceName(c, i)
+		if name == except {
+			continue
+		}
+		if v := findView(views, name); v == nil || v.Pod.DeletionTimestamp != nil || !instanceReady(v) {
+			return name
+		}
+	}
+	return ""
+}
+
+// considerRollingUpdate starts a rolling update when no operation runs,
+// the primary is settled, some instance needs a restart and the first
+// step can be taken now.
+func considerRollingUpdate(c *holdfastv1.PostgresCluster, views []view, revision string, now time.Time, p *plan) {
+	if !p.idle() || c.Status.CurrentPrimary == "" || c.Status.CurrentPrimary != p.TargetPrimary || p.CurrentPrimary != p.TargetPrimary {
+		return
+	}
+	var why []string
+	for i := range int(c.Spec.Instances) {
+		if v := findView(views, resources.InstanceName(c, i)); v != nil {
+			if r := needsRestart(v, revision); r != "" {
+				why = append(why, v.Pod.Name+": "+r)
+			}
+		}
+	}
+	if len(why) == 0 {
+		return
+	}
+	step := nextRoll(c, views, revision, nil, p.TargetPrimary)
+	if step.done() || step.wait != "" {
+		return
+	}
+	p.begin(holdfastv1.OperationRollingUpdate, holdfastv1.PhaseRestartingReplica, now, now, replicaRestartTimeout,
+		"instances need a restart: "+strings.Join(why, "; "))
+	takeRoll(step, now, p)
+}
+
+// takeRoll starts step within the rolling update, or ends it.
+func takeRoll(step rollStep, now time.Time, p *plan) {
+	op := p.Operation
+	op.Instance, op.PodUID = "", ""
+	switch {
+	case step.wait != "":
+		p.finish(holdfastv1.OutcomeFailed, "halted: "+step.wait, now)
+	case step.replica != nil:
+		op.Instance, op.PodUID = step.replica.Pod.Name, string(step.replica.Pod.UID)
+		p.enter(holdfastv1.PhaseRestartingReplica, now, replicaRestartTimeout)
+		p.Evict = step.replica.Pod
+		p.say(false, "RestartingInstance", "RollingUpdate", fmt.Sprintf("restarting replica %s: %s", op.Instance, step.why))
+	case step.primary != nil:
+		op.Instance, op.PodUID = step.primary.Pod.Name, string(step.primary.Pod.UID)
+		p.enter(holdfastv1.PhaseRestartingPrimary, now, primaryRestartTimeout)
+		p.Evict = step.primary.Pod
+		p.say(false, "RestartingInstance", "RollingUpdate", fmt.Sprintf("restarting primary %s in place: %s", op.Instance, step.why))
+	case step.switchTo != nil:
+		op.From = p.TargetPrimary
+		p.enter(holdfastv1.PhasePromoting, now, switchoverTimeout)
+		p.promote(step.switchTo.Pod.Name)
+		p.say(false, "SwitchingOver", "RollingUpdate", fmt.Sprintf("primary %s: %s", op.From, step.why))
+	default:
+		p.finish(holdfastv1.OutcomeSucceeded, "", now)
+	}
+}
+
+// stepRollingUpdate moves a rolling update on: it evicts the instance it
+// restarts until the pod goes, waits for its successor to be back, then
+// takes the next step; past a phase's deadline it halts, touching no other pod.
+func stepRollingUpdate(c *holdfastv1.PostgresCluster, views []view, revision string, now time.Time, p *plan) {
+	op := p.Operation
+	switch op.Phase {
+	case holdfastv1.PhasePromoting:
+		if c.Status.CurrentPrimary != op.To {
+			if pastDeadline(op, now) {
+				if h, why := judgePrimary(findView(views, op.To)); h != healthy {
+					p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("halted: %s has not become primary within %s: %s", op.To, switchoverTimeout, why), now)
+					p.CurrentPrimary = p.TargetPrimary
+				}
+			}
+			return
+		}
+		// The old primary now follows the new one; it restarts as a replica.
+		old := findView(views, op.From)
+		if old == nil || slices.Contains(op.Restarted, op.From) {
+			takeRoll(nextRoll(c, views, revision, op.Restarted, p.TargetPrimary), now, p)
+			return
+		}
+		takeRoll(rollStep{replica: old, why: "it was the primary"}, now, p)
+	case holdfastv1.PhaseRestartingReplica, holdfastv1.PhaseRestartingPrimary:
+		v := findView(views, op.Instance)
+		if pod := evictable(v, op); pod != nil {
+			if pastDeadline(op, now) {
+				p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("halted: %s could not be evicted (see its PodDisruptionBudget)", op.Instance), now)
+				return
+			}
+			p.Evict = pod
+			return
+		}
+		if !restartedBack(v, op, p.Epoch) {
+			if pastDeadline(op, now) {
+				p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("halted: %s did not come back ready within %s", op.Instance,
+					op.PhaseDeadline.Sub(op.PhaseStartedAt.Time)), now)
+			}
+			return
+		}
+		op.Restarted = append(op.Restarted, op.Instance)
+		takeRoll(nextRoll(c, views, revision, op.Restarted, p.TargetPrimary), now, p)
+	}
+}
+
+// restartedBack: the restarted instance's new pod is up in its role: a
+// replica ready and streaming, a primary taking writes at the epoch.
+func restartedBack(v *view, op *holdfastv1.Operation, epoch int64) bool {
+	if v == nil || string(v.Pod.UID) == op.PodUID || !instanceReady(v) {
+		return false
+	}
+	if op.Phase == holdfastv1.PhaseRestartingPrimary {
+		d := v.Report.Desired
+		return v.Report.Role == postgres.Primary && d != nil && d.Epoch == epoch
+	}
+	return v.Report.Role == postgres.Replica
+}
