@@ -194,6 +194,33 @@ func TestOperationsInSandbox(t *testing.T) {
 		e.waitReady(t, "pg", 3, 4*time.Minute)
 	})
 
+	t.Run("a scale-down that removes the primary switches over first", func(t *testing.T) {
+		e.waitSynchronous(t)
+		if e.primary(t) != "pg-2" {
+			if out, err := exec.Command(e.holdfast, "promote", "pg", "pg-2", "-n", ns, "--kubeconfig", e.kubeconfig).CombinedOutput(); err != nil {
+				t.Fatalf("holdfast promote pg pg-2: %v\n%s", err, out)
+			}
+			kinds = append(kinds, "Switchover")
+		}
+		e.waitSynchronous(t)
+		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+		w.waitAcks(t, 20)
+		began := time.Now()
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"instances":2}}`)
+		rec := e.waitOperation(t, "Switchover", began, 2*time.Minute)
+		kinds = append(kinds, "Switchover")
+		if !strings.Contains(rec.field("reason"), "spec.instances is 2") || rec.field("from") != "pg-2" {
+			t.Errorf("the switchover's record: %s: %s", rec, rec.field("reason"))
+		}
+		e.waitPods(t, "pg", "pod/pg-0", "pod/pg-1")
+		w.waitAcks(t, 20)
+		t.Logf("scale-down: %s; longest gap between acknowledged writes %s", rec, w.History().LongestGap(began, time.Now()).Round(time.Millisecond))
+		e.checkAcks(t, e.primary(t), "pg-2", w)
+		e.waitReady(t, "pg", 2, 2*time.Minute)
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"instances":3}}`)
+		e.waitReady(t, "pg", 3, 4*time.Minute)
+	})
+
 	t.Run("status.history holds every operation, in order", func(t *testing.T) {
 		out := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={range .status.history[*]}{.kind}={.outcome}{" "}{end}`)
 		var got []string
