@@ -65,6 +65,12 @@ type PostgresClusterSpec struct {
 	// +optional
 	Failover FailoverSpec `json:"failover,omitempty"`
 
+	// Hibernation stops every instance and keeps the claims: true stops
+	// the cluster (after a switchover to <name>-0, which the StatefulSet
+	// starts first), false brings it back with the same primary and data.
+	// +optional
+	Hibernation bool `json:"hibernation,omitempty"`
+
 	// PrimaryUpdateMethod says how a rolling update restarts the primary,
 	// once every replica runs the new pod template: Switchover (the
 	// default) hands the primary role to the most advanced replica first,
@@ -363,6 +369,8 @@ const (
 	PhaseHealthy  ClusterPhase = "Healthy"
 	PhaseDegraded ClusterPhase = "Degraded"
 	PhaseUpdating ClusterPhase = "Updating"
+	// PhaseHibernated: spec.hibernation stopped every instance; the claims remain.
+	PhaseHibernated ClusterPhase = "Hibernated"
 )
 
 // Condition types a cluster reports.
@@ -424,7 +432,7 @@ type InstanceStatus struct {
 }
 
 // OperationKind names what an operation does.
-// +kubebuilder:validation:Enum=Failover;Switchover;RollingUpdate
+// +kubebuilder:validation:Enum=Failover;Switchover;RollingUpdate;Hibernate;Wake
 type OperationKind string
 
 const (
@@ -438,6 +446,10 @@ const (
 	// then the primary (after a switchover, unless spec.primaryUpdateMethod
 	// is Restart).
 	OperationRollingUpdate OperationKind = "RollingUpdate"
+	// OperationHibernate stops every instance, keeping the claims.
+	OperationHibernate OperationKind = "Hibernate"
+	// OperationWake brings a hibernated cluster back with its primary.
+	OperationWake OperationKind = "Wake"
 )
 
 // OperationPhase is the step an operation is at.
@@ -453,6 +465,10 @@ const (
 	// PhaseRestartingPrimary: a rolling update waits for the primary it
 	// restarted in place.
 	PhaseRestartingPrimary OperationPhase = "RestartingPrimary"
+	// PhaseStopping: hibernation waits for every pod to stop.
+	PhaseStopping OperationPhase = "Stopping"
+	// PhaseStarting: waking waits for the primary to take writes again.
+	PhaseStarting OperationPhase = "Starting"
 )
 
 // OperationOutcome is how an operation ended.

@@ -95,4 +95,3 @@ func lastRecord(pgc *holdfastv1.PostgresCluster, kind holdfastv1.OperationKind, 
 	}
 	return nil
 }
-

@@ -221,6 +221,41 @@ func TestOperationsInSandbox(t *testing.T) {
 		e.waitReady(t, "pg", 3, 4*time.Minute)
 	})
 
+	t.Run("hibernation stops every pod, keeps the claims, and wakes with the same primary and data", func(t *testing.T) {
+		e.waitSynchronous(t)
+		e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE e2e (id int PRIMARY KEY, note text); INSERT INTO e2e VALUES (1, 'before hibernation')")
+		began := time.Now()
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"hibernation":true}}`)
+		rec := e.waitOperation(t, "Hibernate", began, 5*time.Minute)
+		kinds = append(kinds, "Hibernate")
+		primary := e.primary(t)
+		t.Logf("hibernate: %s: %s", rec, rec.field("reason"))
+		// Done means stopped: no pod is left when the record says so.
+		if out := e.mustKubectl("", "-n", ns, "get", "pods", "-l", "holdfast.dev/cluster=pg", "-o", "jsonpath={.items[*].metadata.name}"); out != "" {
+			t.Errorf("pods %s remain after the hibernation was recorded as done", out)
+		}
+		if got := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.phase} {.status.readyInstances}"); got != "Hibernated 0" {
+			t.Errorf("hibernated cluster: phase and ready %q, want Hibernated 0", got)
+		}
+		if claims := e.mustKubectl("", "-n", ns, "get", "pvc", "-l", "holdfast.dev/cluster=pg", "-o", "name"); strings.Count(claims, "persistentvolumeclaim/") != 3 {
+			t.Errorf("claims while hibernated: %s", claims)
+		}
+
+		began = time.Now()
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"hibernation":false}}`)
+		rec = e.waitOperation(t, "Wake", began, 5*time.Minute)
+		kinds = append(kinds, "Wake")
+		e.waitReady(t, "pg", 3, 5*time.Minute)
+		t.Logf("wake: %s; 3 instances ready %s after hibernation was set to false", rec, time.Since(began).Round(time.Millisecond))
+		if got := e.primary(t); got != primary {
+			t.Errorf("woke with %s as the primary, hibernated with %s", got, primary)
+		}
+		e.waitRow(t, e.serviceIP(t, "pg-rw"), 1, "before hibernation")
+		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+		w.waitAcks(t, 20)
+		e.checkAcks(t, primary, primary, w)
+	})
+
 	t.Run("status.history holds every operation, in order", func(t *testing.T) {
 		out := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={range .status.history[*]}{.kind}={.outcome}{" "}{end}`)
 		var got []string

@@ -173,6 +173,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if anyPodAddressed(pods.Items) {
 			result.RequeueAfter = pollInstances
 		}
+		// An operation moves on by what the instances do, not by API
+		// events: look again while one runs, even with no pod to ask.
+		if c.Status.Operation != nil {
+			result.RequeueAfter = pollInstances
+		}
 		// While the primary changes, look again sooner.
 		if primaryChanging(&c) {
 			result.RequeueAfter = pollDuringChange

@@ -178,9 +178,11 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 		p.PrimaryFailingSince = nil
 		return
 	}
-	if !failoverMayStart(p.Operation, now) {
-		p.Waiting = fmt.Sprintf("primary %s: %s; it is restarting for a rolling update, which it has until %s to finish",
-			target, why, p.Operation.PhaseDeadline.UTC().Format(time.RFC3339))
+	if !failoverMayStart(c, p.Operation, now) {
+		if op := p.Operation; op != nil {
+			p.Waiting = fmt.Sprintf("primary %s: %s; it was stopped on purpose (%s), and has until %s to come back",
+				target, why, op.Kind, op.PhaseDeadline.UTC().Format(time.RFC3339))
+		}
 		return
 	}
 	if h == failing {
@@ -338,9 +340,7 @@ func switchoverCandidate(c *holdfastv1.PostgresCluster, views []view, primary st
 	var best *view
 	for i := range views {
 		v := &views[i]
-		if v.Pod.Name == primary || resources.Ordinal(v.Pod.Name) >= int(c.Spec.Instances) || v.Pod.DeletionTimestamp != nil ||
-			!instanceReady(v) || v.Report.Role != postgres.Replica || v.Report.Fenced ||
-			(c.Spec.Synchronous != nil && !slices.Contains(c.Status.SyncStandbys, v.Pod.Name)) {
+		if v.Pod.Name == primary || !mayTakeOver(c, v) {
 			continue
 		}
 		if best == nil || moreAdvanced(v.Report.Postgres, best.Report.Postgres) {
@@ -350,10 +350,20 @@ func switchoverCandidate(c *holdfastv1.PostgresCluster, views []view, primary st
 	return best
 }
 
+// mayTakeOver: v may become the primary in a planned switchover.
+func mayTakeOver(c *holdfastv1.PostgresCluster, v *view) bool {
+	return resources.Ordinal(v.Pod.Name) < int(c.Spec.Instances) && v.Pod.DeletionTimestamp == nil &&
+		instanceReady(v) && v.Report.Role == postgres.Replica && !v.Report.Fenced &&
+		(c.Spec.Synchronous == nil || slices.Contains(c.Status.SyncStandbys, v.Pod.Name))
+}
+
 // podsToKeep is how many pods the StatefulSet must keep: spec.instances,
 // or more while the primary, or the primary an operation is handing over
 // from, has a higher ordinal (a scale-down waits for its switchover).
 func podsToKeep(c *holdfastv1.PostgresCluster) int32 {
+	if stoppingForHibernation(c) {
+		return 0
+	}
 	n := c.Spec.Instances
 	for _, name := range []string{c.Status.TargetPrimary, c.Status.CurrentPrimary} {
 		if name != "" {

@@ -132,10 +132,20 @@ func changingPrimary(op *holdfastv1.Operation) bool {
 }
 
 // failoverMayStart is the one rule of preemption: a failover may replace a
-// failed primary whatever else runs, except a primary restarted on
-// purpose, which has until its phase deadline to come back.
-func failoverMayStart(op *holdfastv1.Operation, now time.Time) bool {
-	return op == nil || op.Phase != holdfastv1.PhaseRestartingPrimary || pastDeadline(op, now)
+// failed primary whatever else runs, except a primary stopped on purpose:
+// one restarted in place, or starting after hibernation, has until its
+// phase deadline to come back, and a hibernating cluster has no primary
+// to replace.
+func failoverMayStart(c *holdfastv1.PostgresCluster, op *holdfastv1.Operation, now time.Time) bool {
+	switch {
+	case stoppingForHibernation(c):
+		return false
+	case op == nil:
+		return true
+	case op.Phase == holdfastv1.PhaseRestartingPrimary, op.Kind == holdfastv1.OperationWake:
+		return pastDeadline(op, now)
+	}
+	return true
 }
 
 // findView is the view of the named pod, nil when it does not exist.

@@ -256,7 +256,7 @@ func TestRollingUpdateStep(t *testing.T) {
 		}
 		c.Status.Operation = p.Operation
 		gone := views[1:]
-		if p := decide(c, gone, now.Add(time.Second), time.Hour, "new"); p.TargetPrimary != "demo-0" || !strings.Contains(p.Waiting, "rolling update") {
+		if p := decide(c, gone, now.Add(time.Second), time.Hour, "new"); p.TargetPrimary != "demo-0" || !strings.Contains(p.Waiting, "stopped on purpose (RollingUpdate)") {
 			t.Errorf("the restarting primary was replaced: target %q waiting %q", p.TargetPrimary, p.Waiting)
 		}
 		if p := decide(c, gone, now.Add(primaryRestartTimeout), time.Hour, "new"); p.Operation.Kind != holdfastv1.OperationFailover ||
@@ -336,5 +336,74 @@ func TestScaleDownHandsThePrimaryOnFirst(t *testing.T) {
 	c.Status.Operation, c.Status.CurrentPrimary = nil, "demo-1"
 	if n := podsToKeep(c); n != 2 {
 		t.Errorf("after the switchover the StatefulSet keeps %d pods, want 2", n)
+	}
+}
+
+func TestHibernationStep(t *testing.T) {
+	c, views := rollingCluster("demo-1")
+	c.Spec.Hibernation = true
+	c.Status.SyncStandbys = []string{"demo-0", "demo-2"}
+	p := decide(c, views, now, time.Hour, "new")
+	op := p.Operation
+	if op == nil || op.Kind != holdfastv1.OperationHibernate || op.Phase != holdfastv1.PhasePromoting || op.From != "demo-1" || op.To != "demo-0" {
+		t.Fatalf("a primary other than demo-0 is switched over first: %+v", op)
+	}
+	if n := podsToKeep(c); n != 3 {
+		t.Errorf("before the switchover the StatefulSet keeps %d pods", n)
+	}
+	// The look that sees demo-0 promoted does not end the hibernation.
+	promoted := reportOf(postgres.Primary, true)
+	promoted.Desired.Epoch = 2
+	views[0].Report, views[1].Report = promoted, reportOf(postgres.Replica, true)
+	c.Status.Operation, c.Status.TargetPrimary, c.Status.Epoch = op, "demo-0", 2
+	if p := decide(c, views, now.Add(time.Second/2), time.Hour, "new"); p.CurrentPrimary != "demo-0" || p.Operation == nil || p.Operation.Phase != holdfastv1.PhasePromoting {
+		t.Fatalf("the look that finds demo-0 promoted: current %q operation %+v", p.CurrentPrimary, p.Operation)
+	}
+	c.Status.CurrentPrimary = "demo-0"
+	p = decide(c, views, now.Add(time.Second), time.Hour, "new")
+	if p.Operation.Phase != holdfastv1.PhaseStopping {
+		t.Fatalf("after the switchover: %+v", p.Operation)
+	}
+	c.Status.Operation = p.Operation
+	if n := podsToKeep(c); n != 0 {
+		t.Errorf("while stopping the StatefulSet keeps %d pods, want 0", n)
+	}
+	// The primary's pod goes last; no failover replaces it.
+	if p := decide(c, views[1:], now.Add(2*time.Second), time.Hour, "new"); p.TargetPrimary != "demo-0" || p.Operation.Kind != holdfastv1.OperationHibernate {
+		t.Errorf("while stopping: target %q operation %+v", p.TargetPrimary, p.Operation)
+	}
+	p = decide(c, nil, now.Add(3*time.Second), time.Hour, "new")
+	if p.Operation != nil || p.History[0].Kind != holdfastv1.OperationHibernate || p.History[0].Outcome != holdfastv1.OutcomeSucceeded {
+		t.Fatalf("all pods gone: operation %+v history %+v", p.Operation, p.History)
+	}
+	c.Status.Operation, c.Status.History = nil, p.History
+	if n := podsToKeep(c); n != 0 {
+		t.Errorf("hibernated, the StatefulSet keeps %d pods", n)
+	}
+	if p := decide(c, nil, now.Add(time.Hour), time.Hour, "new"); p.Operation != nil || p.TargetPrimary != "demo-0" || p.Blocked != "" {
+		t.Errorf("hibernated: operation %+v target %q blocked %q", p.Operation, p.TargetPrimary, p.Blocked)
+	}
+	if st := computeStatus(c, nil, nil, nil, nil); st.Phase != holdfastv1.PhaseHibernated {
+		t.Errorf("phase %s, want Hibernated", st.Phase)
+	}
+
+	c.Spec.Hibernation = false
+	p = decide(c, nil, now.Add(time.Hour), time.Hour, "new")
+	if op := p.Operation; op == nil || op.Kind != holdfastv1.OperationWake || op.Phase != holdfastv1.PhaseStarting {
+		t.Fatalf("waking: %+v", op)
+	}
+	c.Status.Operation = p.Operation
+	if n := podsToKeep(c); n != 3 {
+		t.Errorf("waking, the StatefulSet keeps %d pods, want 3", n)
+	}
+	starting := view{Pod: runningPod("demo-0", "10.0.0.5", "")}
+	if p := decide(c, []view{starting}, now.Add(time.Hour+time.Second), time.Hour, "new"); p.TargetPrimary != "demo-0" || p.Operation.Kind != holdfastv1.OperationWake {
+		t.Errorf("while demo-0 starts: target %q operation %+v", p.TargetPrimary, p.Operation)
+	}
+	back := reportOf(postgres.Primary, true)
+	back.Desired.Epoch = 2
+	p = decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", ""), Report: back}}, now.Add(time.Hour+2*time.Second), time.Hour, "new")
+	if p.Operation != nil || p.History[1].Kind != holdfastv1.OperationWake || p.History[1].Outcome != holdfastv1.OutcomeSucceeded || p.CurrentPrimary != "demo-0" {
+		t.Errorf("woken: operation %+v history %+v current %q", p.Operation, p.History, p.CurrentPrimary)
 	}
 }

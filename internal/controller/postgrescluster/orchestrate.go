@@ -91,9 +91,12 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 			stepSwitchover(c, views, now, &p)
 		case holdfastv1.OperationRollingUpdate:
 			stepRollingUpdate(c, views, revision, now, &p)
+		case holdfastv1.OperationHibernate, holdfastv1.OperationWake:
+			stepHibernation(c, views, now, &p)
 		}
 	}
 	considerFailover(c, views, now, leaseQuiet, &p)
+	considerHibernation(c, views, now, &p)
 	considerScaleDown(c, views, now, &p)
 	considerSwitchover(c, views, now, &p)
 	considerRollingUpdate(c, views, revision, now, &p)
@@ -135,7 +138,11 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		}
 	}
 	failingOver := changingPrimary(op) && op.To == target && p.CurrentPrimary != target
-	if changingPrimary(op) && op.Kind != holdfastv1.OperationRollingUpdate && op.To == target && p.CurrentPrimary == target {
+	// A failover or switchover is done once its target takes writes; the
+	// kinds that promote on the way (a rolling update, hibernation) move
+	// on to their next phase in their step, on the next look.
+	if changingPrimary(op) && (op.Kind == holdfastv1.OperationFailover || op.Kind == holdfastv1.OperationSwitchover) &&
+		op.To == target && p.CurrentPrimary == target {
 		p.finish(holdfastv1.OutcomeSucceeded, "", now)
 	}
 	// Replicas clone or follow the primary, so they wait until it reports

@@ -85,15 +85,23 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	if progress == "" && len(starting) > 0 {
 		progress = "starting instances: " + strings.Join(starting, ", ")
 	}
-	if op := st.Operation; op != nil && op.Kind == holdfastv1.OperationRollingUpdate {
-		// An instance it restarts is down on purpose, not failing.
+	if op := st.Operation; op != nil && op.Kind != holdfastv1.OperationFailover && op.Kind != holdfastv1.OperationSwitchover {
+		// An instance it restarts or stops is down on purpose, not failing.
 		subject := op.Instance
 		if op.Phase == holdfastv1.PhasePromoting {
 			subject = op.To
 		}
-		progress = fmt.Sprintf("rolling update, %s %s: %s", op.Phase, subject, op.Reason)
+		progress = strings.TrimSpace(fmt.Sprintf("%s, %s %s: %s", op.Kind, op.Phase, subject, op.Reason))
 	}
 	halted := haltedUpdate(&st, sts, pods, reports)
+	if hibernated(c) && len(pods) == 0 {
+		msg := fmt.Sprintf("spec.hibernation is true: every instance is stopped, the claims are kept, and %s starts first as the primary on waking", st.TargetPrimary)
+		setCondition(&st, c, holdfastv1.ConditionReady, false, "Hibernated", msg)
+		setCondition(&st, c, holdfastv1.ConditionProgressing, false, "Hibernated", msg)
+		setCondition(&st, c, holdfastv1.ConditionDegraded, false, "Hibernated", msg)
+		st.Phase = holdfastv1.PhaseHibernated
+		return st
+	}
 	var blocked *restoreBlocked
 	if errors.As(refused, &blocked) {
 		setCondition(&st, c, holdfastv1.ConditionReady, false, blocked.reason, blocked.message)
