@@ -64,7 +64,7 @@ func main() {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	n := fs.Int("n", 20, "injections of each fault per configuration")
 	out := fs.String("out", "bench", "folder for the report")
-	faults := fs.String("faults", "kill,stop,partition,switchover", "faults to inject, in round order")
+	faults := fs.String("faults", "kill,stop,partition,switchover,rolling-update", "faults to inject, in round order")
 	configs := fs.String("configs", "defaults,tuned", "configurations to measure")
 	keep := fs.Bool("keep", false, "keep the last cluster's data and logs")
 	holdfastFrom := fs.String("holdfast-results", "", "failover suite: take Holdfast's results from this .json of an earlier `holdfast` run (the report says so) instead of running it")
@@ -120,7 +120,7 @@ func note(err error) string {
 // details lists the settings, the checker's verdict and every sample.
 func details(results []bench.Result) string {
 	var b strings.Builder
-	b.WriteString("times: fault -> first write acknowledged by a new primary through the read-write target; gap: longest time without an acknowledged write in that window (the write unavailability of a switchover)\nsamples in seconds, in the order taken:\n\n")
+	b.WriteString("times: fault -> first write acknowledged by a new primary through the read-write target; gap: longest time without an acknowledged write in that window (the write unavailability of a switchover); for rolling-update, the gap is the longest in the whole update, start to end (the fair comparison: Holdfast's operator and Patroni's runbook both restart every member once with one switchover)\nsamples in seconds, in the order taken:\n\n")
 	for _, r := range results {
 		fmt.Fprintf(&b, "%s %s: %s\n", r.Suite, r.Config, r.Settings)
 		for _, f := range r.Faults {
@@ -131,11 +131,21 @@ func details(results []bench.Result) string {
 					continue
 				}
 				fmt.Fprintf(&b, " %.2f", s.Outage.Seconds())
-				if f.Fault == bench.Switchover {
+				switch f.Fault {
+				case bench.Switchover:
 					fmt.Fprintf(&b, "(gap %.2f)", s.Gap.Seconds())
+				case bench.RollingUpdate:
+					fmt.Fprintf(&b, "(took %.2f, gap %.2f, %d failed writes)", s.Took.Seconds(), s.Gap.Seconds(), s.FailedWrites)
 				}
 			}
 			b.WriteString("\n")
+			if steps := f.StepMedians(); len(steps) > 0 {
+				fmt.Fprintf(&b, "  %s, where the time goes (median of each step):", f.Fault)
+				for _, st := range steps {
+					fmt.Fprintf(&b, " %s %.2f;", st.Name, st.Took.Seconds())
+				}
+				b.WriteString("\n")
+			}
 		}
 	}
 	return b.String()

@@ -33,10 +33,16 @@ const (
 	Partition Fault = "partition"
 	// Switchover asks for a planned change of primary.
 	Switchover Fault = "switchover"
+	// RollingUpdate restarts every member once, with one planned change
+	// of primary: Holdfast's operator rolls an image change (replicas
+	// first, a switchover, then the old primary); Patroni's runbook does
+	// the same by hand (restart each replica's member, a switchover, then
+	// restart the old leader's member).
+	RollingUpdate Fault = "rolling-update"
 )
 
 // Faults are all faults, in the order a round injects them.
-var Faults = []Fault{Kill, Stop, Partition, Switchover}
+var Faults = []Fault{Kill, Stop, Partition, Switchover, RollingUpdate}
 
 // Sample is one injection of a fault.
 type Sample struct {
@@ -54,6 +60,53 @@ type Sample struct {
 	// Lost counts acknowledged writes of this sample's window (from this
 	// fault to the next) that the final table lacks.
 	Lost int
+	// Took is, for a rolling update, from its start to its end; Gap is
+	// then the longest time without an acknowledged write in all of it,
+	// and FailedWrites the write attempts that failed in it.
+	Took         time.Duration
+	FailedWrites int
+	// Steps break a switchover's time to a write on the new primary down,
+	// in order, where the suite can see them.
+	Steps []Step `json:",omitempty"`
+}
+
+// Step is one stretch of a switchover.
+type Step struct {
+	Name string
+	Took time.Duration
+}
+
+// StepMedians are the median of each step over the samples that have it,
+// in the order of the first sample's steps.
+func (f FaultResult) StepMedians() []Step {
+	var names []string
+	by := map[string][]time.Duration{}
+	for _, s := range f.Samples {
+		for _, st := range s.Steps {
+			if _, ok := by[st.Name]; !ok {
+				names = append(names, st.Name)
+			}
+			by[st.Name] = append(by[st.Name], st.Took)
+		}
+	}
+	var out []Step
+	for _, n := range names {
+		out = append(out, Step{Name: n, Took: loadcheck.Summarize(by[n]).Median})
+	}
+	return out
+}
+
+// Spread records, for a fault that lasts (a rolling update) from s.At to
+// end, how long it took, its longest write gap and its failed writes.
+func (s *Sample) Spread(h loadcheck.History, end time.Time) {
+	s.Took = end.Sub(s.At)
+	s.Gap = h.LongestGap(s.At, end)
+	s.FailedWrites = 0
+	for _, f := range h.Failures {
+		if !f.At.Before(s.At) && !f.At.After(end) {
+			s.FailedWrites++
+		}
+	}
 }
 
 // FaultResult is every sample of one fault in one configuration.
@@ -126,16 +179,22 @@ func Ratios(results []Result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ratios: %s %s against each (other's median / %s's median; >1 means %s recovers sooner)\n", base.Suite, base.Config, base.Suite, base.Suite)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "fault\t%s median\tother\tother median\tratio\t\n", base.Suite)
+	fmt.Fprintf(tw, "fault\tmeasure\t%s median\tother\tother median\tratio\t\n", base.Suite)
 	for _, f := range base.Faults {
-		bm := f.Outage().Median
+		// A rolling update is judged by its longest write gap: both sides
+		// restart every member, and the gap is what clients feel.
+		measure, get := "to a write on a new primary", FaultResult.Outage
+		if f.Fault == RollingUpdate {
+			measure, get = "longest write gap", FaultResult.Gap
+		}
+		bm := get(f).Median
 		for _, o := range results[1:] {
 			of, ok := o.Fault(f.Fault)
 			if !ok || bm <= 0 {
 				continue
 			}
-			om := of.Outage().Median
-			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%.1fx\t\n", f.Fault, secs(bm), o.Suite, o.Config, secs(om), om.Seconds()/bm.Seconds())
+			om := get(of).Median
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%s\t%.1fx\t\n", f.Fault, measure, secs(bm), o.Suite, o.Config, secs(om), om.Seconds()/bm.Seconds())
 		}
 	}
 	tw.Flush()

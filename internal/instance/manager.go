@@ -465,6 +465,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 				m.log.Info("checkpoint before demotion failed; stopping anyway", "error", err.Error())
 			}
 			m.stopServer()
+			m.log.Info("demoted: postgres stopped")
 			// The new primary is promoted once this one says it has
 			// stopped: say so before rewinding.
 			m.publish(ctx, d, "stopped to rejoin as a replica", nil)

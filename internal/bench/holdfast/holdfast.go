@@ -40,8 +40,9 @@ const Settings = "failover.unreachableSeconds=6 leaseDurationSeconds=6 renewDead
 const ns = "bench"
 
 type run struct {
-	o  Options
-	sb *sandboxrun.Sandbox
+	o      Options
+	sb     *sandboxrun.Sandbox
+	slices *sliceWatch
 }
 
 // Run brings up a sandbox, measures every fault o.N times and tears it down.
@@ -72,6 +73,11 @@ func Run(ctx context.Context, o Options) ([]bench.Result, error) {
 	if err := bench.Poll(ctx, time.Minute, func() error { return w.Setup(ctx) }); err != nil {
 		return nil, fmt.Errorf("creating the bench table: %w", err)
 	}
+	r.slices, err = r.watchSlices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.slices.stop()
 	wctx, stopWriter := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { _ = w.Run(wctx); close(done) }()
@@ -183,6 +189,8 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 		_, err = r.kubectl(ctx, "-n", ns, "delete", "pod", primary, "--wait=false")
 	case bench.Partition:
 		heal, err = faults.Partition(network.Namespace(uid))
+	case bench.RollingUpdate:
+		err = r.changeImage(ctx)
 	case bench.Switchover:
 		to := "pg-1"
 		if primary == to {
@@ -214,6 +222,17 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 			return s, err
 		}
 	}
+	if f == bench.Switchover && ackErr == nil {
+		s.Steps = r.switchoverSteps(ctx, r.slices, s.At, a.At)
+	}
+	if f == bench.RollingUpdate && ackErr == nil {
+		end, err := r.rollingUpdateEnd(ctx, s.At)
+		if err != nil {
+			s.Err = err.Error()
+			return s, err
+		}
+		s.Spread(w.History(), end)
+	}
 	if f == bench.Kill {
 		// Restore, as the Patroni suite restarts a killed member at once:
 		// a pod whose container is killed round after round waits out the
@@ -224,6 +243,52 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 		}
 	}
 	return s, ctx.Err()
+}
+
+// changeImage switches the cluster between two minor versions of its
+// image (the sandbox runs the same postgres for both): a rolling update.
+func (r *run) changeImage(ctx context.Context) error {
+	image, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.spec.image}")
+	if err != nil {
+		return err
+	}
+	next := "postgres:15.9"
+	if image == next {
+		next = "postgres:15.10"
+	}
+	_, err = r.kubectl(ctx, "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", fmt.Sprintf(`{"spec":{"image":%q}}`, next))
+	return err
+}
+
+// rollingUpdateEnd waits until status.history records the rolling update
+// that started after at, and returns when it ended.
+func (r *run) rollingUpdateEnd(ctx context.Context, at time.Time) (time.Time, error) {
+	var end time.Time
+	err := bench.Poll(ctx, 10*time.Minute, func() error {
+		out, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o",
+			`jsonpath={range .status.history[*]}{.kind}|{.outcome}|{.startedAt}|{.finishedAt}|{.reason}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		for line := range strings.SplitSeq(out, "\n") {
+			f := strings.SplitN(line, "|", 5)
+			if len(f) != 5 || f[0] != "RollingUpdate" {
+				continue
+			}
+			started, err1 := time.Parse(time.RFC3339Nano, f[2])
+			finished, err2 := time.Parse(time.RFC3339Nano, f[3])
+			if err1 != nil || err2 != nil || started.Before(at.Add(-time.Second)) {
+				continue
+			}
+			if f[1] != "Succeeded" {
+				return bench.Permanent(fmt.Errorf("the rolling update ended %s: %s", f[1], f[4]))
+			}
+			end = finished
+			return nil
+		}
+		return errors.New("the rolling update has not ended yet")
+	})
+	return end, err
 }
 
 func (r *run) kubectl(ctx context.Context, args ...string) (string, error) {

@@ -508,6 +508,43 @@ func (c *cluster) switchover(ctx context.Context, leader *member) error {
 	return nil
 }
 
+// rollingUpdate is Patroni's runbook for changing every member (a new
+// image, say): restart each replica's member in turn, each back streaming
+// before the next, then switch over, then restart the old leader's member.
+// A member restarts as a pod does: Patroni stops postgres on SIGTERM and
+// exits, and starts it again when started.
+func (c *cluster) rollingUpdate(ctx context.Context, leader *member) error {
+	restart := func(m *member) error {
+		if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			return fmt.Errorf("stopping %s: %w", m.name, err)
+		}
+		select {
+		case <-m.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := c.startMember(m); err != nil {
+			return err
+		}
+		_, err := c.waitHealthy(ctx, 3*time.Minute)
+		return err
+	}
+	for _, m := range c.members {
+		if m != leader {
+			if err := restart(m); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.switchover(ctx, leader); err != nil {
+		return err
+	}
+	if _, err := c.waitHealthy(ctx, 3*time.Minute); err != nil {
+		return err
+	}
+	return restart(leader)
+}
+
 // tail returns the end of a member's Patroni log, for error messages.
 func (m *member) tail() string {
 	b, _ := os.ReadFile(filepath.Join(m.dir, "patroni.log"))

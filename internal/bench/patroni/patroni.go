@@ -190,6 +190,7 @@ func (c *cluster) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault
 	recovered, cancel = context.WithTimeout(recovered, recovery)
 	defer cancel()
 	s := bench.Sample{At: time.Now()}
+	var rolled chan error
 	switch f {
 	case bench.Kill:
 		killNamespace(leader.ns)
@@ -205,6 +206,15 @@ func (c *cluster) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault
 				refused(err)
 			}
 		}()
+	case bench.RollingUpdate:
+		rolled = make(chan error, 1)
+		go func() {
+			err := c.rollingUpdate(ctx, leader)
+			if err != nil {
+				refused(err)
+			}
+			rolled <- err
+		}()
 	default:
 		err = fmt.Errorf("unknown fault %q", f)
 	}
@@ -217,6 +227,14 @@ func (c *cluster) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault
 		s.Gap = w.History().LongestGap(s.At, a.At)
 	} else {
 		s.Err = ackErr.Error()
+	}
+
+	if rolled != nil {
+		if err := <-rolled; err != nil {
+			s.Err = err.Error()
+			return s, err
+		}
+		s.Spread(w.History(), time.Now())
 	}
 
 	// Restore: the old leader comes back and must rejoin as a replica.

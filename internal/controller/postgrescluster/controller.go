@@ -84,7 +84,9 @@ const restoreWait = 5 * time.Second
 // SetupWithManager registers the reconciler and what it watches.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&holdfastv1.PostgresCluster{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Annotations ask for operations (a switchover, a restart): they
+		// are acted on at once, not at the next look.
+		For(&holdfastv1.PostgresCluster{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
