@@ -354,6 +354,14 @@ const AnnotationSwitchoverTo = "holdfast.dev/switchover-to"
 // template rolls. holdfast restart sets it to the current time.
 const AnnotationRestartedAt = "holdfast.dev/restartedAt"
 
+// AnnotationRestartInstance on a PostgresCluster asks for a restart of one
+// instance: its value is "<instance>@<anything new>" (holdfast restart
+// CLUSTER INSTANCE writes the time). The instance restarts once (the
+// primary after a switchover, unless spec.primaryUpdateMethod is Restart);
+// the rolling update that does it records the value in status.history, and
+// a value recorded there asks nothing more.
+const AnnotationRestartInstance = "holdfast.dev/restart-instance"
+
 // AnnotationFencedFor on a replica's pod names the Backup that has it
 // stopped for a VolumeSnapshot of its volume; the Backup controller sets and
 // removes it, and the cluster's controller fences the replica meanwhile. It
@@ -528,6 +536,10 @@ type Operation struct {
 	// +optional
 	// +listType=atomic
 	Restarted []string `json:"restarted,omitempty"`
+	// Request is the holdfast.dev/restart-instance annotation's value a
+	// rolling update carries out, so that it is carried out once.
+	// +optional
+	Request string `json:"request,omitempty"`
 }
 
 // OperationRecord is an operation that finished.
@@ -539,9 +551,11 @@ type OperationRecord struct {
 	To string `json:"to,omitempty"`
 	// +optional
 	// +listType=atomic
-	Restarted []string         `json:"restarted,omitempty"`
-	Outcome   OperationOutcome `json:"outcome"`
-	Reason    string           `json:"reason"`
+	Restarted []string `json:"restarted,omitempty"`
+	// +optional
+	Request string           `json:"request,omitempty"`
+	Outcome OperationOutcome `json:"outcome"`
+	Reason  string           `json:"reason"`
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	// +kubebuilder:validation:Type=string
 	StartedAt metav1.MicroTime `json:"startedAt"`

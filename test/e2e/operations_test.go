@@ -114,6 +114,33 @@ func TestOperationsInSandbox(t *testing.T) {
 		e.waitReady(t, "pg", 3, 2*time.Minute)
 	})
 
+	t.Run("holdfast restart with an instance restarts that one only", func(t *testing.T) {
+		e.waitSynchronous(t)
+		old := e.primary(t)
+		replica := "pg-0"
+		if old == replica {
+			replica = "pg-1"
+		}
+		uids := e.watchUIDs(t, "pg")
+		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+		w.waitAcks(t, 20)
+		out, err := exec.Command(e.holdfast, "restart", "pg", replica, "-n", ns, "--kubeconfig", e.kubeconfig).CombinedOutput()
+		if err != nil {
+			t.Fatalf("holdfast restart pg %s: %v\n%s", replica, err, out)
+		}
+		kinds = append(kinds, "RollingUpdate")
+		t.Logf("holdfast restart pg %s: %s", replica, strings.TrimSpace(string(out)))
+		if changes := uids.stop(); !slices.Equal(changes, []string{replica}) {
+			t.Errorf("pods replaced: %v, want only %s", changes, replica)
+		}
+		if now := e.primary(t); now != old {
+			t.Errorf("the primary moved from %s to %s for a replica's restart", old, now)
+		}
+		w.waitAcks(t, 20)
+		e.checkAcks(t, old, old, w)
+		e.waitReady(t, "pg", 3, 2*time.Minute)
+	})
+
 	t.Run("a failover whose first target freezes promotes another replica", func(t *testing.T) {
 		e.waitSynchronous(t)
 		old := e.primary(t)

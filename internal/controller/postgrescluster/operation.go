@@ -80,7 +80,7 @@ func (p *plan) finish(outcome holdfastv1.OperationOutcome, why string, now time.
 		reason += "; " + why
 	}
 	rec := holdfastv1.OperationRecord{
-		Kind: op.Kind, From: op.From, To: op.To, Restarted: op.Restarted, Outcome: outcome, Reason: reason,
+		Kind: op.Kind, From: op.From, To: op.To, Restarted: op.Restarted, Request: op.Request, Outcome: outcome, Reason: reason,
 		StartedAt: op.StartedAt, FinishedAt: metav1.MicroTime{Time: now},
 		Duration: now.Sub(op.StartedAt.Time).Round(time.Millisecond).String(),
 	}

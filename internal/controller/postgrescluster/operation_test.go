@@ -407,3 +407,30 @@ func TestHibernationStep(t *testing.T) {
 		t.Errorf("woken: operation %+v history %+v current %q", p.Operation, p.History, p.CurrentPrimary)
 	}
 }
+
+func TestRestartOfOneInstanceOnRequest(t *testing.T) {
+	c, views := rollingCluster("demo-0")
+	asked := "demo-1@2026-11-26T01:00:00Z"
+	c.Annotations = map[string]string{holdfastv1.AnnotationRestartInstance: asked}
+	p := decide(c, views, now, time.Hour, "new")
+	op := p.Operation
+	if op == nil || op.Instance != "demo-1" || op.Request != asked || p.Evict.Name != "demo-1" {
+		t.Fatalf("operation %+v", op)
+	}
+	c.Status.Operation = op
+	views[1] = restarted(views[1])
+	p = decide(c, views, now.Add(time.Second), time.Hour, "new")
+	if p.Operation != nil || len(p.History) != 1 || p.History[0].Request != asked || !slices.Equal(p.History[0].Restarted, []string{"demo-1"}) {
+		t.Fatalf("operation %+v history %+v", p.Operation, p.History)
+	}
+	// Carried out: the same request asks nothing more, whatever the clocks say.
+	c.Status.Operation, c.Status.History = nil, p.History
+	if p := decide(c, views, now.Add(time.Hour), time.Hour, "new"); p.Operation != nil {
+		t.Errorf("the request was carried out again: %+v", p.Operation)
+	}
+	// Asking for the primary: a switchover first, then it restarts as a replica.
+	c.Annotations[holdfastv1.AnnotationRestartInstance] = "demo-0@again"
+	if p := decide(c, views, now.Add(2*time.Hour), time.Hour, "new"); p.Operation == nil || p.Operation.Phase != holdfastv1.PhasePromoting || p.Operation.From != "demo-0" {
+		t.Errorf("restarting the primary: %+v", p.Operation)
+	}
+}

@@ -26,7 +26,10 @@ import (
 // needsRestart says why the instance must restart, "" when it need not.
 // revision is the StatefulSet's current template revision, "" when not
 // known yet.
-func needsRestart(v *view, revision string) string {
+func needsRestart(c *holdfastv1.PostgresCluster, v *view, revision string) string {
+	if restartAsked(c) == v.Pod.Name {
+		return "a restart was asked for with the " + holdfastv1.AnnotationRestartInstance + " annotation"
+	}
 	if h := v.Pod.Labels[appsv1.ControllerRevisionHashLabelKey]; revision != "" && h != "" && h != revision {
 		return "it runs an older pod template"
 	}
@@ -34,6 +37,24 @@ func needsRestart(v *view, revision string) string {
 		return "settings wait for a restart: " + strings.Join(v.Report.Postgres.PendingRestart, ", ")
 	}
 	return ""
+}
+
+// restartAsked names the instance the restart-instance annotation asks to
+// restart, "" when it asks nothing, or nothing more: a rolling update
+// recorded carrying the request out. (No clocks are compared: the request
+// may come from a machine whose clock is not the operator's.)
+func restartAsked(c *holdfastv1.PostgresCluster) string {
+	value := c.Annotations[holdfastv1.AnnotationRestartInstance]
+	name, _, ok := strings.Cut(value, "@")
+	if !ok || name == "" {
+		return ""
+	}
+	for _, rec := range c.Status.History {
+		if rec.Kind == holdfastv1.OperationRollingUpdate && rec.Outcome == holdfastv1.OutcomeSucceeded && rec.Request == value {
+			return ""
+		}
+	}
+	return name
 }
 
 // rollStep is the next thing a rolling update does.
@@ -56,7 +77,7 @@ func nextRoll(c *holdfastv1.PostgresCluster, views []view, revision string, rest
 	for i := int(c.Spec.Instances) - 1; i >= 0; i-- {
 		name := resources.InstanceName(c, i)
 		v := findView(views, name)
-		if name == primary || v == nil || v.Pod.DeletionTimestamp != nil || slices.Contains(restarted, name) || needsRestart(v, revision) == "" {
+		if name == primary || v == nil || v.Pod.DeletionTimestamp != nil || slices.Contains(restarted, name) || needsRestart(c, v, revision) == "" {
 			continue
 		}
 		stale = append(stale, v)
@@ -66,19 +87,19 @@ func nextRoll(c *holdfastv1.PostgresCluster, views []view, revision string, rest
 		for _, v := range stale {
 			if !instanceReady(v) {
 				// Restarting it costs no availability, and may cure it.
-				return rollStep{replica: v, why: needsRestart(v, revision)}
+				return rollStep{replica: v, why: needsRestart(c, v, revision)}
 			}
 		}
 		if other := unreadyInstance(c, views, pick.Pod.Name); other != "" {
 			return rollStep{wait: fmt.Sprintf("%s is not ready, and a ready replica restarts only while every other instance is", other)}
 		}
-		return rollStep{replica: pick, why: needsRestart(pick, revision)}
+		return rollStep{replica: pick, why: needsRestart(c, pick, revision)}
 	}
 	pv := findView(views, primary)
-	if pv == nil || slices.Contains(restarted, primary) || needsRestart(pv, revision) == "" {
+	if pv == nil || slices.Contains(restarted, primary) || needsRestart(c, pv, revision) == "" {
 		return rollStep{}
 	}
-	why := needsRestart(pv, revision)
+	why := needsRestart(c, pv, revision)
 	if c.Spec.PrimaryUpdateMethod == holdfastv1.PrimaryUpdateRestart || c.Spec.Instances == 1 {
 		return rollStep{primary: pv, why: why}
 	}
@@ -122,7 +143,7 @@ func considerRollingUpdate(c *holdfastv1.PostgresCluster, views []view, revision
 	var why []string
 	for i := range int(c.Spec.Instances) {
 		if v := findView(views, resources.InstanceName(c, i)); v != nil {
-			if r := needsRestart(v, revision); r != "" {
+			if r := needsRestart(c, v, revision); r != "" {
 				why = append(why, v.Pod.Name+": "+r)
 			}
 		}
@@ -134,8 +155,11 @@ func considerRollingUpdate(c *holdfastv1.PostgresCluster, views []view, revision
 	if step.done() || step.wait != "" {
 		return
 	}
-	p.begin(holdfastv1.OperationRollingUpdate, holdfastv1.PhaseRestartingReplica, now, now, replicaRestartTimeout,
+	op := p.begin(holdfastv1.OperationRollingUpdate, holdfastv1.PhaseRestartingReplica, now, now, replicaRestartTimeout,
 		"instances need a restart: "+strings.Join(why, "; "))
+	if restartAsked(c) != "" {
+		op.Request = c.Annotations[holdfastv1.AnnotationRestartInstance]
+	}
 	takeRoll(step, now, p)
 }
 

@@ -93,7 +93,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		}
 		progress = strings.TrimSpace(fmt.Sprintf("%s, %s %s: %s", op.Kind, op.Phase, subject, op.Reason))
 	}
-	halted := haltedUpdate(&st, sts, pods, reports)
+	halted := haltedUpdate(c, &st, sts, pods, reports)
 	if hibernated(c) && len(pods) == 0 {
 		msg := fmt.Sprintf("spec.hibernation is true: every instance is stopped, the claims are kept, and %s starts first as the primary on waking", st.TargetPrimary)
 		setCondition(&st, c, holdfastv1.ConditionReady, false, "Hibernated", msg)
@@ -159,13 +159,13 @@ const ReasonRollingUpdateHalted = "RollingUpdateHalted"
 
 // haltedUpdate says why the last rolling update halted while instances
 // still need the restart it was for, "" when none did.
-func haltedUpdate(st *holdfastv1.PostgresClusterStatus, sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report) string {
+func haltedUpdate(c *holdfastv1.PostgresCluster, st *holdfastv1.PostgresClusterStatus, sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report) string {
 	n := len(st.History)
 	if st.Operation != nil || n == 0 || st.History[n-1].Kind != holdfastv1.OperationRollingUpdate || st.History[n-1].Outcome != holdfastv1.OutcomeFailed {
 		return ""
 	}
 	for i := range pods {
-		if needsRestart(&view{Pod: &pods[i], Report: reports[pods[i].Name]}, templateRevision(sts)) != "" {
+		if needsRestart(c, &view{Pod: &pods[i], Report: reports[pods[i].Name]}, templateRevision(sts)) != "" {
 			return st.History[n-1].Reason
 		}
 	}
