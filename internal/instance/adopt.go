@@ -8,16 +8,6 @@ import (
 	"path/filepath"
 )
 
-// Adoption says that this instance found, on its volume, the data of an
-// earlier incarnation of its cluster (one deleted with its claims kept and
-// created again under the same name), and took it as this cluster's data.
-type Adoption struct {
-	// Incarnation is the cluster's UID that adopted the data; From is the
-	// UID of the one that wrote it.
-	Incarnation string `json:"incarnation"`
-	From        string `json:"from"`
-}
-
 // adoptionFile records the adoption beside PGDATA: the report says so
 // after a restart too, until the operator has seen it.
 func (c Config) adoptionFile() string {

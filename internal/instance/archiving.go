@@ -9,14 +9,6 @@ import (
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
-// ArchiveReport says whether a primary's WAL reaches its repository. The
-// message names no counter or time, so that it changes only when the
-// state does: the operator copies it into the cluster's status.
-type ArchiveReport struct {
-	OK      bool   `json:"ok"`
-	Message string `json:"message"`
-}
-
 // archiving judges the WAL archiving of a running primary ordered to
 // archive; nil for any other instance.
 func (m *Manager) archiving(d *Desired, st *postgres.Status) *ArchiveReport {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"holdfast.dev/holdfast/internal/backup/pgbackrest"
+	"holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/testutil"
 )
@@ -35,7 +36,7 @@ func (h *harness) writeRepositoryCredentials(cred objectstore.Credentials) {
 // backup orders a backup through the API and waits for its end.
 func (h *harness) backup(n *node, o BackupOrder) BackupReport {
 	h.t.Helper()
-	c := Client{HTTP: http.DefaultClient}
+	c := api.Client{HTTP: http.DefaultClient}
 	if _, err := c.StartBackup(h.t.Context(), n.api.URL, token, o); err != nil {
 		h.t.Fatalf("ordering backup %s: %v", o.ID, err)
 	}

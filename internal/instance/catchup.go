@@ -11,27 +11,6 @@ import (
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
-// Rejoin is what a replica did on its own to follow its primary again
-// once the primary no longer had the WAL it needed: the operator
-// announces each with an Event.
-type Rejoin struct {
-	At time.Time `json:"at"`
-	// How is RejoinArchive or RejoinReclone.
-	How string `json:"how"`
-	// Segment is the WAL segment the primary no longer had.
-	Segment string `json:"segment"`
-	Message string `json:"message"`
-}
-
-const (
-	// RejoinArchive: the replica replays WAL that its restore_command
-	// fetches from the cluster's repository.
-	RejoinArchive = "archive"
-	// RejoinReclone: the replica cloned the primary afresh, its old data
-	// directory kept aside.
-	RejoinReclone = "reclone"
-)
-
 // How long a replica whose primary no longer has the WAL it needs may go
 // without replaying anything before it is cloned afresh. With a
 // repository its restore_command may be fetching the WAL from the archive,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -24,7 +25,7 @@ func TestClientAgainstHandler(t *testing.T) {
 	m := NewManager(Config{Name: "pg-0", DataDir: filepath.Join(dir, "pgdata"), TokenFile: tokenFile}, logr.Discard())
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
-	c := Client{HTTP: srv.Client()}
+	c := api.Client{HTTP: srv.Client()}
 
 	r, err := c.Status(t.Context(), srv.URL)
 	if err != nil || r.Name != "pg-0" || r.Desired != nil {

@@ -19,50 +19,6 @@ import (
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
-// Report is the instance's state as its HTTP API tells it.
-type Report struct {
-	Name    string   `json:"name"`
-	Desired *Desired `json:"desired,omitempty"`
-	// Role is what postgres is now: primary, replica, or "" when stopped.
-	Role    postgres.Role `json:"role,omitempty"`
-	Running bool          `json:"running"`
-	// PID is the postmaster's process ID while it runs; a change means a restart.
-	PID     int  `json:"pid,omitempty"`
-	Fenced  bool `json:"fenced"`
-	Ready   bool `json:"ready"`
-	Started bool `json:"started"`
-	// BeenReady: this manager has seen its instance ready. Until then it
-	// is coming up for the first time (cloning, restoring, catching up).
-	BeenReady bool             `json:"beenReady,omitempty"`
-	Postgres  *postgres.Status `json:"postgres,omitempty"`
-	// Restarts counts postgres crashes this manager restarted it after.
-	Restarts int    `json:"restarts"`
-	Message  string `json:"message,omitempty"`
-	Error    string `json:"error,omitempty"`
-	// StartError is why postgres last exited before it came up (its
-	// FATAL line), until it comes up: postgres fails to start, over and over.
-	StartError string `json:"startError,omitempty"`
-	// InvalidParameters is what postgres said of the settings last
-	// ordered, which it refused: the last settings it accepted stay in
-	// force. Empty once it accepts them.
-	InvalidParameters string `json:"invalidParameters,omitempty"`
-	// Failing is the converge error once steps have failed for longer
-	// than failingAfter: no longer a passing hitch.
-	Failing string `json:"failing,omitempty"`
-	// NotStreamingSince is when this replica was first seen running
-	// without streaming from its primary; nil while it streams.
-	NotStreamingSince *time.Time `json:"notStreamingSince,omitempty"`
-	// Rejoin is the last time this replica fell back to the archive or to
-	// a fresh clone because its primary no longer had the WAL it needed.
-	Rejoin *Rejoin `json:"rejoin,omitempty"`
-
-	// Adopted, when set, says this instance took over the data an earlier
-	// incarnation of its cluster left on the volume.
-	Adopted *Adoption `json:"adopted,omitempty"`
-	// Archiving is a primary's WAL archiving, when the cluster has a repository.
-	Archiving *ArchiveReport `json:"archiving,omitempty"`
-}
-
 // failingAfter is how long converge steps fail in a row before the
 // instance reports itself failing (and the cluster Degraded): long enough
 // to ride out a failover's moments without a primary.
@@ -141,7 +97,7 @@ func (m *Manager) poke() {
 
 // SetDesired accepts a new desired state unless it is older than the current one.
 func (m *Manager) SetDesired(d Desired) error {
-	if err := d.validate(); err != nil {
+	if err := d.Validate(); err != nil {
 		return err
 	}
 	if m.cfg.otherIncarnation(d.Incarnation) {

@@ -17,18 +17,6 @@ import (
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
-// ArchiveOrder turns continuous WAL archiving on: the primary pushes every
-// WAL segment to the stanza in the cluster's repository (asynchronously,
-// through pgBackRest's spool), which physical backups and point-in-time
-// recovery need.
-type ArchiveOrder struct {
-	Stanza   string               `json:"stanza"`
-	Location objectstore.Location `json:"location"`
-}
-
-// MethodPGBackRest is a pgBackRest physical backup.
-const MethodPGBackRest = "pgbackrest"
-
 // pgbackrestConf is the configuration of the cluster's own repository.
 func (m *Manager) pgbackrestConf() string { return filepath.Join(m.cfg.RunDir, "pgbackrest.conf") }
 

@@ -32,7 +32,7 @@ import (
 	"holdfast.dev/holdfast/internal/controller/backupschedule"
 	"holdfast.dev/holdfast/internal/controller/postgrescluster"
 	"holdfast.dev/holdfast/internal/decodeguard"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -159,8 +159,8 @@ func NewReconciler(c client.Client, rec events.EventRecorder, opts Options) *pos
 	}
 }
 
-func instanceClient() instance.Client {
-	return instance.Client{HTTP: &http.Client{
+func instanceClient() instanceapi.Client {
+	return instanceapi.Client{HTTP: &http.Client{
 		Timeout: 5 * time.Second,
 		// The instance API answers on pod IPs, never through a proxy.
 		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},

@@ -6,7 +6,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -14,7 +14,7 @@ import (
 // spreads over replicas, and -headless gives each pod a stable DNS name.
 func Services(c *holdfastv1.PostgresCluster) []*corev1.Service {
 	pg := corev1.ServicePort{Name: "postgres", Port: postgres.Port, TargetPort: intstr.FromString("postgres"), Protocol: corev1.ProtocolTCP}
-	status := corev1.ServicePort{Name: "status", Port: instance.StatusPort, TargetPort: intstr.FromString("status"), Protocol: corev1.ProtocolTCP}
+	status := corev1.ServicePort{Name: "status", Port: instanceapi.StatusPort, TargetPort: intstr.FromString("status"), Protocol: corev1.ProtocolTCP}
 	return []*corev1.Service{
 		service(c, ServiceRWName(c), "rw", corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,

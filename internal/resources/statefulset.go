@@ -8,7 +8,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -168,7 +168,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			},
 			Ports: []corev1.ContainerPort{
 				{Name: "postgres", ContainerPort: postgres.Port, Protocol: corev1.ProtocolTCP},
-				{Name: "status", ContainerPort: instance.StatusPort, Protocol: corev1.ProtocolTCP},
+				{Name: "status", ContainerPort: instanceapi.StatusPort, Protocol: corev1.ProtocolTCP},
 			},
 			// A startup that clones a large primary may take long; liveness
 			// only starts counting once startup has succeeded.
@@ -176,9 +176,9 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			// they are cheap to ask often: a pod is ready within a second of
 			// postgres, and a StatefulSet creates the next pod only then.
 			// Startup still allows an hour (a long clone or recovery).
-			StartupProbe:    httpProbe(instance.StartupPath, 1, 3600),
-			LivenessProbe:   httpProbe(instance.LivenessPath, 10, 3),
-			ReadinessProbe:  httpProbe(instance.ReadinessPath, 2, 3),
+			StartupProbe:    httpProbe(instanceapi.StartupPath, 1, 3600),
+			LivenessProbe:   httpProbe(instanceapi.LivenessPath, 10, 3),
+			ReadinessProbe:  httpProbe(instanceapi.ReadinessPath, 2, 3),
 			Resources:       c.Spec.Resources,
 			SecurityContext: containerSecurityContext(),
 			VolumeMounts: append([]corev1.VolumeMount{

@@ -22,15 +22,15 @@ import (
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/controller/instances"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
 // InstanceAPI is the part of the instance managers' API backups use.
 type InstanceAPI interface {
-	Status(ctx context.Context, base string) (instance.Report, error)
-	StartBackup(ctx context.Context, base, token string, o instance.BackupOrder) (instance.BackupReport, error)
+	Status(ctx context.Context, base string) (instanceapi.Report, error)
+	StartBackup(ctx context.Context, base, token string, o instanceapi.BackupOrder) (instanceapi.BackupReport, error)
 	CancelBackup(ctx context.Context, base, token, id string) error
 }
 
@@ -194,7 +194,7 @@ func (r *Reconciler) follow(ctx context.Context, b *holdfastv1.Backup, c *holdfa
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	order := instance.BackupOrder{ID: string(b.UID), Method: string(b.Spec.Method), Location: location(b)}
+	order := instanceapi.BackupOrder{ID: string(b.UID), Method: string(b.Spec.Method), Location: location(b)}
 	if b.Spec.Method == holdfastv1.BackupPGBackRest {
 		order.Stanza, order.Type = b.Status.PGBackRest.Stanza, "full"
 		if b.Spec.PGBackRest != nil && b.Spec.PGBackRest.Type != "" {
@@ -206,7 +206,7 @@ func (r *Reconciler) follow(ctx context.Context, b *holdfastv1.Backup, c *holdfa
 		return r.note(ctx, b, fmt.Sprintf("asking %s about the backup: %v", pod.Name, err))
 	}
 	switch rep.Phase {
-	case instance.JobCompleted:
+	case instanceapi.JobCompleted:
 		b.Status.Phase = holdfastv1.BackupCompleted
 		b.Status.Message = ""
 		b.Status.StoppedAt = &metav1.Time{Time: *rep.StoppedAt}
@@ -221,7 +221,7 @@ func (r *Reconciler) follow(ctx context.Context, b *holdfastv1.Backup, c *holdfa
 		r.Recorder.Eventf(b, nil, corev1.EventTypeNormal, "Completed", "Backup", "backup of %s completed: %d bytes in %s",
 			c.Name, rep.SizeBytes, rep.StoppedAt.Sub(rep.StartedAt).Round(time.Millisecond))
 		return ctrl.Result{}, nil
-	case instance.JobFailed:
+	case instanceapi.JobFailed:
 		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonBackupError, rep.Error)
 	}
 	return r.note(ctx, b, "running on "+pod.Name)
@@ -320,16 +320,16 @@ func (r *Reconciler) expireSet(ctx context.Context, b *holdfastv1.Backup) error 
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	rep, err := r.Instances.StartBackup(cctx, instances.URL(&pod), token, instance.BackupOrder{
-		ID: "expire-" + string(b.UID), Method: instance.MethodPGBackRest, Location: location(b), Stanza: pb.Stanza, Expire: pb.Label,
+	rep, err := r.Instances.StartBackup(cctx, instances.URL(&pod), token, instanceapi.BackupOrder{
+		ID: "expire-" + string(b.UID), Method: instanceapi.MethodPGBackRest, Location: location(b), Stanza: pb.Stanza, Expire: pb.Label,
 	})
 	switch {
 	case err != nil:
 		log.FromContext(ctx).Info("asking the primary to expire the set", "set", pb.Label, "error", err.Error())
 		return errExpiring
-	case rep.Phase == instance.JobRunning:
+	case rep.Phase == instanceapi.JobRunning:
 		return errExpiring
-	case rep.Phase == instance.JobFailed:
+	case rep.Phase == instanceapi.JobFailed:
 		return &unreachableFiles{fmt.Sprintf("set %s is left in %s: %s", pb.Label, location(b), rep.Error)}
 	}
 	log.FromContext(ctx).Info("expired the pgBackRest set", "set", pb.Label, "at", location(b).String())

@@ -12,13 +12,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
 // URL is the base URL of the instance API of pod.
 func URL(pod *corev1.Pod) string {
-	return "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(instance.StatusPort))
+	return "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(instanceapi.StatusPort))
 }
 
 // Token reads the bearer token the cluster's instance managers ask for.

@@ -30,7 +30,7 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/apply"
 	"holdfast.dev/holdfast/internal/credentials"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -159,7 +159,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.List(ctx, &pods, client.InNamespace(c.Namespace), client.MatchingLabels(resources.SelectorLabels(&c))); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing pods: %w", err)
 	}
-	var reports map[string]*instance.Report
+	var reports map[string]*instanceapi.Report
 	var result ctrl.Result
 	if r.Instances != nil && refused == nil {
 		reports, err = r.orchestrate(ctx, &c, pods.Items, templateRevision(sts), restore)
@@ -378,7 +378,7 @@ func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresClust
 
 // updateStatus writes the status only when it differs from stored.
 func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, stored holdfastv1.PostgresClusterStatus,
-	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report, refused error) error {
+	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instanceapi.Report, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
 	observeData(&st, c, reports)
 	now := time.Now()

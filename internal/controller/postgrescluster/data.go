@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 )
 
 // Reasons of the conditions about the cluster's data and its archive.
@@ -22,7 +22,7 @@ const (
 // data: AdoptedExistingData once an instance says it took over an earlier
 // cluster's data, and ContinuousArchiving from what the primary says of
 // its WAL archiving. A condition no report speaks to stays as it was.
-func observeData(st *holdfastv1.PostgresClusterStatus, c *holdfastv1.PostgresCluster, reports map[string]*instance.Report) {
+func observeData(st *holdfastv1.PostgresClusterStatus, c *holdfastv1.PostgresCluster, reports map[string]*instanceapi.Report) {
 	if meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionAdoptedExistingData) == nil {
 		// Set once: which instances adopted, and when, is in the Events.
 		if from := adoptedFrom(c, reports); from != "" {
@@ -45,7 +45,7 @@ func observeData(st *holdfastv1.PostgresClusterStatus, c *holdfastv1.PostgresClu
 
 // adoptedFrom is the UID of the earlier cluster whose data an instance of
 // this one adopted, or "".
-func adoptedFrom(c *holdfastv1.PostgresCluster, reports map[string]*instance.Report) string {
+func adoptedFrom(c *holdfastv1.PostgresCluster, reports map[string]*instanceapi.Report) string {
 	names := make([]string, 0, len(reports))
 	for name := range reports {
 		names = append(names, name)

@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 )
 
 func TestObserveData(t *testing.T) {
@@ -17,10 +17,10 @@ func TestObserveData(t *testing.T) {
 	c.Spec.Backup = &holdfastv1.BackupConfig{Repository: holdfastv1.RepositorySpec{S3: &holdfastv1.S3Repository{
 		Endpoint: "https://s3.example", Bucket: "b", CredentialsSecret: "s3"}}}
 	st := holdfastv1.PostgresClusterStatus{CurrentPrimary: "src-0"}
-	failing := &instance.ArchiveReport{Message: "WAL segment 000000010000000000000003 could not be archived: [044]: WAL file system-id does not match"}
-	reports := map[string]*instance.Report{
+	failing := &instanceapi.ArchiveReport{Message: "WAL segment 000000010000000000000003 could not be archived: [044]: WAL file system-id does not match"}
+	reports := map[string]*instanceapi.Report{
 		"src-0": {Archiving: failing},
-		"src-1": {Adopted: &instance.Adoption{Incarnation: "uid-new", From: "uid-old"}},
+		"src-1": {Adopted: &instanceapi.Adoption{Incarnation: "uid-new", From: "uid-old"}},
 	}
 
 	observeData(&st, c, reports)
@@ -37,13 +37,13 @@ func TestObserveData(t *testing.T) {
 	// did not answer: no status write for them.
 	before := *st.DeepCopy()
 	observeData(&st, c, reports)
-	observeData(&st, c, map[string]*instance.Report{})
+	observeData(&st, c, map[string]*instanceapi.Report{})
 	if !equality.Semantic.DeepEqual(before, st) {
 		t.Errorf("an unchanged look changed the status:\n%+v\n%+v", before.Conditions, st.Conditions)
 	}
 
 	// Archiving recovers; the adoption stays said.
-	observeData(&st, c, map[string]*instance.Report{"src-0": {Archiving: &instance.ArchiveReport{OK: true, Message: "WAL is archived"}}})
+	observeData(&st, c, map[string]*instanceapi.Report{"src-0": {Archiving: &instanceapi.ArchiveReport{OK: true, Message: "WAL is archived"}}})
 	if arch := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionContinuousArchiving); arch == nil || arch.Status != metav1.ConditionTrue || arch.Reason != reasonArchiving {
 		t.Errorf("ContinuousArchiving after recovery: %+v; want True", arch)
 	}
@@ -60,7 +60,7 @@ func TestObserveData(t *testing.T) {
 
 	// An adoption recorded by an earlier incarnation is not this cluster's.
 	fresh := holdfastv1.PostgresClusterStatus{}
-	observeData(&fresh, c, map[string]*instance.Report{"src-0": {Adopted: &instance.Adoption{Incarnation: "uid-older", From: "uid-oldest"}}})
+	observeData(&fresh, c, map[string]*instanceapi.Report{"src-0": {Adopted: &instanceapi.Adoption{Incarnation: "uid-older", From: "uid-oldest"}}})
 	if cond := meta.FindStatusCondition(fresh.Conditions, holdfastv1.ConditionAdoptedExistingData); cond != nil {
 		t.Errorf("an earlier incarnation's adoption set %+v", cond)
 	}

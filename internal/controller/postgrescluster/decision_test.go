@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/resources"
 )
@@ -26,16 +26,16 @@ import (
 // and records the orders given.
 type recordingInstances struct {
 	mu     sync.Mutex
-	orders []instance.Desired
+	orders []instanceapi.Desired
 }
 
-func (f *recordingInstances) Status(context.Context, string) (instance.Report, error) {
+func (f *recordingInstances) Status(context.Context, string) (instanceapi.Report, error) {
 	r := reportOf(postgres.Replica, true)
 	r.Postgres.ReceivedLSN, r.Postgres.ReplayedLSN = "0/5000000", "0/5000000"
 	return *r, nil
 }
 
-func (f *recordingInstances) Desire(_ context.Context, _, _ string, d instance.Desired) error {
+func (f *recordingInstances) Desire(_ context.Context, _, _ string, d instanceapi.Desired) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.orders = append(f.orders, d)

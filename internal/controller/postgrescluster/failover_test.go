@@ -12,7 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -232,7 +232,7 @@ func TestSwitchover(t *testing.T) {
 		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
 		c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
 		stopped := reportOf("", false)
-		stopped.Desired = &instance.Desired{Role: postgres.Replica, Epoch: 2}
+		stopped.Desired = &instanceapi.Desired{Role: postgres.Replica, Epoch: 2}
 		p := decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, replicaView("demo-1", "10.0.0.6", "0/1")}, now, time.Hour, "")
 		if d := p.Desired["demo-1"]; d.Role != postgres.Primary || d.Epoch != 2 {
 			t.Fatalf("demo-1 told %+v, want primary at epoch 2", d)

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -88,7 +88,7 @@ func TestSwitchoverStep(t *testing.T) {
 	c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
 	c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
 	stopped := reportOf("", false)
-	stopped.Desired = &instance.Desired{Role: postgres.Replica, Epoch: 2}
+	stopped.Desired = &instanceapi.Desired{Role: postgres.Replica, Epoch: 2}
 	old := view{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}
 	stuck := replicaView("demo-1", "10.0.0.6", "0/1")
 
@@ -286,8 +286,8 @@ func pods(views []view) []corev1.Pod {
 	return out
 }
 
-func reports(views []view) map[string]*instance.Report {
-	out := map[string]*instance.Report{}
+func reports(views []view) map[string]*instanceapi.Report {
+	out := map[string]*instanceapi.Report{}
 	for _, v := range views {
 		out[v.Pod.Name] = v.Report
 	}

@@ -18,7 +18,7 @@ import (
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/controller/instances"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/resources"
 )
@@ -27,7 +27,7 @@ import (
 // is nil when the pod has no address yet or did not answer.
 type view struct {
 	Pod    *corev1.Pod
-	Report *instance.Report
+	Report *instanceapi.Report
 	// LastAnswer is when its instance manager last answered; zero when the
 	// operator has not heard from it since it started.
 	LastAnswer time.Time
@@ -36,7 +36,7 @@ type view struct {
 // plan is what the operator wants of each instance after one look at them.
 type plan struct {
 	// Desired holds the orders to send, by pod name.
-	Desired map[string]instance.Desired
+	Desired map[string]instanceapi.Desired
 	// Roles holds the role label each pod should carry; "" removes it.
 	Roles          map[string]holdfastv1.InstanceRole
 	CurrentPrimary string
@@ -70,7 +70,7 @@ type plan struct {
 // known).
 func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQuiet time.Duration, revision string) plan {
 	p := plan{
-		Desired:             map[string]instance.Desired{},
+		Desired:             map[string]instanceapi.Desired{},
 		Roles:               map[string]holdfastv1.InstanceRole{},
 		CurrentPrimary:      c.Status.CurrentPrimary,
 		TargetPrimary:       c.Status.TargetPrimary,
@@ -128,8 +128,8 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 	leaseLapsed := leaseQuiet >= time.Duration(c.Spec.Failover.LeaseDurationSeconds)*time.Second
 	hold := switching && !oldPrimaryStopped(views, from, p.Epoch) && !leaseLapsed
 	if primary != nil && primary.Report != nil && primary.Pod.DeletionTimestamp == nil && !hold {
-		p.Desired[target] = instance.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch,
-			Lease: &instance.LeaseTerms{Name: resources.LeaseName(c), RenewDeadlineSeconds: int(c.Spec.Failover.RenewDeadlineSeconds)}}
+		p.Desired[target] = instanceapi.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch,
+			Lease: &instanceapi.LeaseTerms{Name: resources.LeaseName(c), RenewDeadlineSeconds: int(c.Spec.Failover.RenewDeadlineSeconds)}}
 		if r := primary.Report; r.Role == postgres.Primary && !r.Fenced && r.Desired != nil && r.Desired.Epoch == p.Epoch {
 			p.CurrentPrimary = target
 			if r.Postgres != nil {
@@ -178,7 +178,7 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		}
 		// The primary a scale-down removes is told to step down too.
 		if name != target && follow && (resources.Ordinal(name) < int(c.Spec.Instances) || name == from) && v.Pod.DeletionTimestamp == nil {
-			p.Desired[name] = instance.Desired{
+			p.Desired[name] = instanceapi.Desired{
 				Role: postgres.Replica, PrimaryHost: primary.Pod.Status.PodIP, PrimaryPort: postgres.Port, Epoch: p.Epoch,
 				// A backup snapshots this replica's volume while it is stopped.
 				Fenced: v.Pod.Annotations[holdfastv1.AnnotationFencedFor] != "",
@@ -229,15 +229,15 @@ const instanceTimeout = 2 * time.Second
 
 // InstanceAPI is how the operator talks to instance managers.
 type InstanceAPI interface {
-	Status(ctx context.Context, base string) (instance.Report, error)
-	Desire(ctx context.Context, base, token string, d instance.Desired) error
+	Status(ctx context.Context, base string) (instanceapi.Report, error)
+	Desire(ctx context.Context, base, token string, d instanceapi.Desired) error
 }
 
 // orchestrate asks every instance for its state, tells each what to be,
 // labels pods with their roles and records the primary in c's status (in
 // memory; updateStatus writes it). It returns the reports by pod name.
-func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod, revision string, restore *instance.RestoreOrder) (map[string]*instance.Report, error) {
-	reports := map[string]*instance.Report{}
+func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod, revision string, restore *instanceapi.RestoreOrder) (map[string]*instanceapi.Report, error) {
+	reports := map[string]*instanceapi.Report{}
 	// All at once, and briefly: a silent instance must not delay the
 	// judgement of the others, least of all the primary's.
 	views := make([]view, len(pods))

@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -20,10 +20,10 @@ func podAt(name, ip string, role string) *corev1.Pod {
 	return p
 }
 
-func reportOf(role postgres.Role, ready bool) *instance.Report {
-	r := &instance.Report{Role: role, Ready: ready, Running: role != ""}
+func reportOf(role postgres.Role, ready bool) *instanceapi.Report {
+	r := &instanceapi.Report{Role: role, Ready: ready, Running: role != ""}
 	if role != "" {
-		r.Desired = &instance.Desired{Role: role, Epoch: 1}
+		r.Desired = &instanceapi.Desired{Role: role, Epoch: 1}
 		r.Postgres = &postgres.Status{InRecovery: role == postgres.Replica}
 	}
 	return r

@@ -8,7 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -21,7 +21,7 @@ const notStreamingGrace = 10 * time.Second
 // replicasNotStreaming describes, with what each says it does about it,
 // the replicas that have run without streaming for longer than
 // notStreamingGrace at now.
-func replicasNotStreaming(pods []corev1.Pod, reports map[string]*instance.Report, now time.Time) []string {
+func replicasNotStreaming(pods []corev1.Pod, reports map[string]*instanceapi.Report, now time.Time) []string {
 	var out []string
 	for _, p := range pods {
 		rep := reports[p.Name]
@@ -63,14 +63,14 @@ func (l *rejoinLog) first(key string, at time.Time) bool {
 // announceRejoins records an Event for each replica that has newly fallen
 // back to the archive or to a fresh clone to follow its primary again.
 // After an operator restart the latest of each is announced once more.
-func (r *Reconciler) announceRejoins(c *holdfastv1.PostgresCluster, reports map[string]*instance.Report) {
+func (r *Reconciler) announceRejoins(c *holdfastv1.PostgresCluster, reports map[string]*instanceapi.Report) {
 	for name, rep := range reports {
 		j := rep.Rejoin
 		if j == nil || !r.rejoins.first(c.Namespace+"/"+name, j.At) {
 			continue
 		}
 		reason := "ReplicaRecloned"
-		if j.How == instance.RejoinArchive {
+		if j.How == instanceapi.RejoinArchive {
 			reason = "ReplicaReplaysArchivedWAL"
 		}
 		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, reason, "Rejoin", "%s: %s", name, j.Message)

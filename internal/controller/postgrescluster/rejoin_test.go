@@ -11,7 +11,7 @@ import (
 	"k8s.io/client-go/tools/events"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -22,17 +22,17 @@ func TestAReplicaThatDoesNotStreamDegradesTheCluster(t *testing.T) {
 	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo", Generation: 1}, Spec: holdfastv1.PostgresClusterSpec{Instances: 3}}
 	pods := []corev1.Pod{pod("demo-0", true), pod("demo-1", true), pod("demo-2", true)}
 	since := func(ago time.Duration) *time.Time { t := time.Now().Add(-ago); return &t }
-	replica := &instance.Desired{Role: postgres.Replica}
+	replica := &instanceapi.Desired{Role: postgres.Replica}
 	for _, tt := range []struct {
 		name     string
-		reports  map[string]*instance.Report
+		reports  map[string]*instanceapi.Report
 		degraded bool
 	}{
-		{"every replica streams", map[string]*instance.Report{"demo-1": {Desired: replica}, "demo-2": {Desired: replica}}, false},
-		{"a replica paused a moment", map[string]*instance.Report{"demo-1": {Desired: replica, NotStreamingSince: since(2 * time.Second)}}, false},
-		{"a replica stuck", map[string]*instance.Report{"demo-1": {Desired: replica, NotStreamingSince: since(time.Minute),
+		{"every replica streams", map[string]*instanceapi.Report{"demo-1": {Desired: replica}, "demo-2": {Desired: replica}}, false},
+		{"a replica paused a moment", map[string]*instanceapi.Report{"demo-1": {Desired: replica, NotStreamingSince: since(2 * time.Second)}}, false},
+		{"a replica stuck", map[string]*instanceapi.Report{"demo-1": {Desired: replica, NotStreamingSince: since(time.Minute),
 			Message: "re-cloning: the primary no longer has WAL segment 000000030000000000000007"}}, true},
-		{"an instance being promoted", map[string]*instance.Report{"demo-1": {Desired: &instance.Desired{Role: postgres.Primary}, NotStreamingSince: since(time.Minute)}}, false},
+		{"an instance being promoted", map[string]*instanceapi.Report{"demo-1": {Desired: &instanceapi.Desired{Role: postgres.Primary}, NotStreamingSince: since(time.Minute)}}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			st := computeStatus(c, settled(3), pods, tt.reports, nil)
@@ -57,12 +57,12 @@ func TestEachRejoinIsAnnouncedOnce(t *testing.T) {
 	r := &Reconciler{Recorder: rec}
 	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: "ns"}}
 	at := time.Now()
-	reports := map[string]*instance.Report{"demo-1": {Rejoin: &instance.Rejoin{At: at, How: instance.RejoinReclone,
+	reports := map[string]*instanceapi.Report{"demo-1": {Rejoin: &instanceapi.Rejoin{At: at, How: instanceapi.RejoinReclone,
 		Message: "re-cloning: the primary no longer has WAL segment 000000030000000000000007"}}}
 	for range 3 {
 		r.announceRejoins(c, reports)
 	}
-	reports["demo-1"].Rejoin = &instance.Rejoin{At: at.Add(time.Minute), How: instance.RejoinArchive, Message: "fetching WAL from the repository's archive"}
+	reports["demo-1"].Rejoin = &instanceapi.Rejoin{At: at.Add(time.Minute), How: instanceapi.RejoinArchive, Message: "fetching WAL from the repository's archive"}
 	r.announceRejoins(c, reports)
 	close(rec.Events)
 	var got []string

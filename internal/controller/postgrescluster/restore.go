@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/resources"
 )
@@ -43,7 +43,7 @@ const (
 // restoreOrder resolves spec.bootstrap.restore into the order the first
 // primary bootstraps from. It is nil once the cluster has had a primary:
 // from then on the cluster's own data is what counts.
-func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresCluster) (*instance.RestoreOrder, error) {
+func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresCluster) (*instanceapi.RestoreOrder, error) {
 	spec := c.Spec.Bootstrap.Restore
 	if spec == nil || spec.Backup == nil || c.Status.CurrentPrimary != "" {
 		return nil, nil
@@ -89,7 +89,7 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 	if err := r.copyRestoreCredentials(ctx, c, s3.CredentialsSecret); err != nil {
 		return nil, err
 	}
-	order := &instance.RestoreOrder{
+	order := &instanceapi.RestoreOrder{
 		Method:   string(b.Spec.Method),
 		Location: resources.RepositoryLocation(s3, b.Status.Path),
 	}
@@ -108,11 +108,11 @@ func (r *Reconciler) restoreOrder(ctx context.Context, c *holdfastv1.PostgresClu
 
 // archiveOrder is where the cluster's instances archive their WAL: its
 // pgBackRest stanza, named after it, in its repository; nil without one.
-func archiveOrder(c *holdfastv1.PostgresCluster) *instance.ArchiveOrder {
+func archiveOrder(c *holdfastv1.PostgresCluster) *instanceapi.ArchiveOrder {
 	if c.Spec.Backup == nil || c.Spec.Backup.Repository.S3 == nil {
 		return nil
 	}
-	return &instance.ArchiveOrder{Stanza: c.Name, Location: resources.RepositoryLocation(c.Spec.Backup.Repository.S3, resources.PGBackRestPath(c))}
+	return &instanceapi.ArchiveOrder{Stanza: c.Name, Location: resources.RepositoryLocation(c.Spec.Backup.Repository.S3, resources.PGBackRestPath(c))}
 }
 
 func phaseOrPending(p holdfastv1.BackupPhase) holdfastv1.BackupPhase {
@@ -173,7 +173,7 @@ func (r *Reconciler) copyRestoreCredentials(ctx context.Context, c *holdfastv1.P
 // VolumeSnapshot before the StatefulSet exists, which then adopts it by
 // name. Only that claim: the replicas clone the restored primary, as in any
 // new cluster.
-func (r *Reconciler) snapshotRestore(ctx context.Context, c *holdfastv1.PostgresCluster, b *holdfastv1.Backup) (*instance.RestoreOrder, error) {
+func (r *Reconciler) snapshotRestore(ctx context.Context, c *holdfastv1.PostgresCluster, b *holdfastv1.Backup) (*instanceapi.RestoreOrder, error) {
 	snap := &unstructured.Unstructured{}
 	snap.SetGroupVersionKind(resources.VolumeSnapshotGVK)
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: b.Status.VolumeSnapshot}, snap)
@@ -208,5 +208,5 @@ func (r *Reconciler) snapshotRestore(ctx context.Context, c *holdfastv1.Postgres
 	if err := r.Client.Create(ctx, &claim); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating claim %s from VolumeSnapshot %s: %w", claim.Name, snap.GetName(), err)
 	}
-	return &instance.RestoreOrder{Method: instance.MethodVolumeSnapshot}, nil
+	return &instanceapi.RestoreOrder{Method: instanceapi.MethodVolumeSnapshot}, nil
 }

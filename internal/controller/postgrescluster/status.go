@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -28,7 +28,7 @@ var failingReasons = []string{
 // and from refused, the API server's refusal of the objects the spec makes. It starts from the current status so that fields other parts of the
 // operator own (the primaries) and condition transition times carry over.
 func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []corev1.Pod,
-	reports map[string]*instance.Report, refused error) holdfastv1.PostgresClusterStatus {
+	reports map[string]*instanceapi.Report, refused error) holdfastv1.PostgresClusterStatus {
 	now := time.Now()
 	st := *c.Status.DeepCopy()
 	st.ObservedGeneration = c.Generation
@@ -159,7 +159,7 @@ const ReasonRollingUpdateHalted = "RollingUpdateHalted"
 
 // haltedUpdate says why the last rolling update halted while instances
 // still need the restart it was for, "" when none did.
-func haltedUpdate(c *holdfastv1.PostgresCluster, st *holdfastv1.PostgresClusterStatus, sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instance.Report) string {
+func haltedUpdate(c *holdfastv1.PostgresCluster, st *holdfastv1.PostgresClusterStatus, sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instanceapi.Report) string {
 	n := len(st.History)
 	if st.Operation != nil || n == 0 || st.History[n-1].Kind != holdfastv1.OperationRollingUpdate || st.History[n-1].Outcome != holdfastv1.OutcomeFailed {
 		return ""
@@ -201,7 +201,7 @@ func progressing(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods []
 // Without a report, a pod counts for startGrace after it was made: it is
 // waiting for its claim to bind, for the scheduler, for its containers, or
 // for its instance manager to first answer. Past that, something stops it.
-func startingUp(p *corev1.Pod, rep *instance.Report, now time.Time) bool {
+func startingUp(p *corev1.Pod, rep *instanceapi.Report, now time.Time) bool {
 	if rep != nil && rep.Ready {
 		return true
 	}

@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -135,7 +135,7 @@ func TestConditionTimesSurviveUnchangedStatus(t *testing.T) {
 func TestStatusCarriesEachInstancesPositions(t *testing.T) {
 	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 2}}
 	pods := []corev1.Pod{*runningPod("demo-0", "10.0.0.5", "primary"), *runningPod("demo-1", "10.0.0.6", "replica")}
-	reports := map[string]*instance.Report{
+	reports := map[string]*instanceapi.Report{
 		"demo-0": {Postgres: &postgres.Status{Timeline: 3, CurrentLSN: "0/5000100", PendingRestart: []string{"shared_buffers"}}},
 		"demo-1": {Postgres: &postgres.Status{Timeline: 3, InRecovery: true, ReceivedLSN: "0/5000100", ReplayedLSN: "0/5000000", LagBytes: 256}},
 	}
@@ -155,13 +155,13 @@ func TestCreationIsNotDegraded(t *testing.T) {
 	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 3},
 		Status: holdfastv1.PostgresClusterStatus{CurrentPrimary: "demo-0", Phase: holdfastv1.PhaseCreating}}
 	pods := []corev1.Pod{pod("demo-0", true), pod("demo-1", false), pod("demo-2", false)}
-	cloning := map[string]*instance.Report{"demo-0": {Started: true}, "demo-1": {Message: "cloning"}, "demo-2": {Message: "cloning"}}
+	cloning := map[string]*instanceapi.Report{"demo-0": {Started: true}, "demo-1": {Message: "cloning"}, "demo-2": {Message: "cloning"}}
 	st := computeStatus(c, settled(3), pods, cloning, nil)
 	if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); st.Phase != holdfastv1.PhaseCreating || d.Status != metav1.ConditionFalse {
 		t.Errorf("replicas cloning: phase %s, Degraded %+v; want Creating, not degraded", st.Phase, d)
 	}
 
-	failed := map[string]*instance.Report{"demo-0": {Started: true}, "demo-1": {Failing: "role name \"public\" is reserved"}, "demo-2": {Message: "cloning"}}
+	failed := map[string]*instanceapi.Report{"demo-0": {Started: true}, "demo-1": {Failing: "role name \"public\" is reserved"}, "demo-2": {Message: "cloning"}}
 	st = computeStatus(c, settled(3), pods, failed, nil)
 	if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); st.Phase != holdfastv1.PhaseDegraded || d.Status != metav1.ConditionTrue {
 		t.Errorf("an instance with an error: phase %s, Degraded %+v; want Degraded", st.Phase, d)
@@ -176,16 +176,16 @@ func TestCreationIsNotDegraded(t *testing.T) {
 
 	// Cloned and running as a replica, catching up before it is first
 	// ready: still creation. Ready once and now not: a failure.
-	catching := map[string]*instance.Report{"demo-0": {Started: true, BeenReady: true}, "demo-1": {Started: true}, "demo-2": {Started: true}}
+	catching := map[string]*instanceapi.Report{"demo-0": {Started: true, BeenReady: true}, "demo-1": {Started: true}, "demo-2": {Started: true}}
 	if st = computeStatus(c, settled(3), pods, catching, nil); st.Phase != holdfastv1.PhaseCreating {
 		t.Errorf("replicas running, not yet ready: phase %s, want Creating", st.Phase)
 	}
 	// Ready by its own account, before the kubelet's next probe: not a failure.
-	catching["demo-1"] = &instance.Report{Started: true, BeenReady: true, Ready: true}
+	catching["demo-1"] = &instanceapi.Report{Started: true, BeenReady: true, Ready: true}
 	if st = computeStatus(c, settled(3), pods, catching, nil); st.Phase != holdfastv1.PhaseCreating {
 		t.Errorf("a replica ready, its pod not yet: phase %s, want Creating", st.Phase)
 	}
-	catching["demo-1"] = &instance.Report{Started: true, BeenReady: true}
+	catching["demo-1"] = &instanceapi.Report{Started: true, BeenReady: true}
 	if st = computeStatus(c, settled(3), pods, catching, nil); st.Phase != holdfastv1.PhaseDegraded {
 		t.Errorf("a replica ready before, not now: phase %s, want Degraded", st.Phase)
 	}
@@ -195,7 +195,7 @@ func TestCreationIsNotDegraded(t *testing.T) {
 	fresh := slices.Clone(pods)
 	fresh[2].CreationTimestamp = metav1.Now()
 	fresh[2].Status = corev1.PodStatus{Phase: corev1.PodPending}
-	unreported := map[string]*instance.Report{"demo-0": {Started: true}, "demo-1": {Message: "cloning"}}
+	unreported := map[string]*instanceapi.Report{"demo-0": {Started: true}, "demo-1": {Message: "cloning"}}
 	st = computeStatus(c, settled(3), fresh, unreported, nil)
 	if st.Phase != holdfastv1.PhaseCreating {
 		t.Errorf("a pod made a moment ago, not reporting yet: phase %s, want Creating", st.Phase)
@@ -220,19 +220,19 @@ func TestDegradedShowsWhatInstancesReport(t *testing.T) {
 	const failing = "configuring WAL archiving: reading the repository credentials: open /etc/holdfast/repository/accessKeyId: no such file or directory"
 	tests := []struct {
 		name    string
-		reports map[string]*instance.Report
+		reports map[string]*instanceapi.Report
 		reason  string
 		message string
 	}{
-		{"a postgres that fails to start", map[string]*instance.Report{"demo-1": {StartError: fatal}},
+		{"a postgres that fails to start", map[string]*instanceapi.Report{"demo-1": {StartError: fatal}},
 			"InstanceCrashLooping", "demo-1: " + fatal},
-		{"a converge error that lasts", map[string]*instance.Report{"demo-0": {Failing: failing, Error: failing}},
+		{"a converge error that lasts", map[string]*instanceapi.Report{"demo-0": {Failing: failing, Error: failing}},
 			"InstanceError", "demo-0: " + failing},
-		{"both: the failed start first", map[string]*instance.Report{"demo-0": {Failing: failing}, "demo-1": {StartError: fatal}},
+		{"both: the failed start first", map[string]*instanceapi.Report{"demo-0": {Failing: failing}, "demo-1": {StartError: fatal}},
 			"InstanceCrashLooping", "demo-1: " + fatal + "; demo-0: " + failing},
-		{"settings postgres refuses", map[string]*instance.Report{"demo-0": {InvalidParameters: refused}, "demo-1": {InvalidParameters: refused}},
+		{"settings postgres refuses", map[string]*instanceapi.Report{"demo-0": {InvalidParameters: refused}, "demo-1": {InvalidParameters: refused}},
 			ReasonInvalidParameter, "demo-0: " + refused + "; demo-1: " + refused},
-		{"a passing error is not trouble yet", map[string]*instance.Report{"demo-0": {Error: failing}},
+		{"a passing error is not trouble yet", map[string]*instanceapi.Report{"demo-0": {Error: failing}},
 			"NoFailures", "no instance is failing"},
 	}
 	for _, tt := range tests {

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strings"
 
-	"holdfast.dev/holdfast/internal/instance"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 )
 
 // instanceTrouble gathers what the instances report going wrong that
@@ -21,7 +21,7 @@ const ReasonInvalidParameter = "InvalidParameter"
 
 // add notes the trouble rep reports, and returns it as the instance's
 // message, or "" when it reports none.
-func (t *instanceTrouble) add(name string, rep *instance.Report) string {
+func (t *instanceTrouble) add(name string, rep *instanceapi.Report) string {
 	switch {
 	case rep == nil:
 		return ""

@@ -1,7 +1,4 @@
-// Package instance is the in-pod instance manager. This file is the contract
-// between it and the pod spec the operator builds: where it listens and which
-// paths the probes call.
-package instance
+package api
 
 const (
 	// StatusPort is the instance manager's HTTP port.

@@ -1,0 +1,90 @@
+package api
+
+import (
+	"time"
+
+	"holdfast.dev/holdfast/internal/postgres"
+)
+
+// Report is the instance's state as its HTTP API tells it.
+type Report struct {
+	Name    string   `json:"name"`
+	Desired *Desired `json:"desired,omitempty"`
+	// Role is what postgres is now: primary, replica, or "" when stopped.
+	Role    postgres.Role `json:"role,omitempty"`
+	Running bool          `json:"running"`
+	// PID is the postmaster's process ID while it runs; a change means a restart.
+	PID     int  `json:"pid,omitempty"`
+	Fenced  bool `json:"fenced"`
+	Ready   bool `json:"ready"`
+	Started bool `json:"started"`
+	// BeenReady: this manager has seen its instance ready. Until then it
+	// is coming up for the first time (cloning, restoring, catching up).
+	BeenReady bool             `json:"beenReady,omitempty"`
+	Postgres  *postgres.Status `json:"postgres,omitempty"`
+	// Restarts counts postgres crashes this manager restarted it after.
+	Restarts int    `json:"restarts"`
+	Message  string `json:"message,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// StartError is why postgres last exited before it came up (its
+	// FATAL line), until it comes up: postgres fails to start, over and over.
+	StartError string `json:"startError,omitempty"`
+	// InvalidParameters is what postgres said of the settings last
+	// ordered, which it refused: the last settings it accepted stay in
+	// force. Empty once it accepts them.
+	InvalidParameters string `json:"invalidParameters,omitempty"`
+	// Failing is the converge error once steps have failed for longer
+	// than failingAfter: no longer a passing hitch.
+	Failing string `json:"failing,omitempty"`
+	// NotStreamingSince is when this replica was first seen running
+	// without streaming from its primary; nil while it streams.
+	NotStreamingSince *time.Time `json:"notStreamingSince,omitempty"`
+	// Rejoin is the last time this replica fell back to the archive or to
+	// a fresh clone because its primary no longer had the WAL it needed.
+	Rejoin *Rejoin `json:"rejoin,omitempty"`
+
+	// Adopted, when set, says this instance took over the data an earlier
+	// incarnation of its cluster left on the volume.
+	Adopted *Adoption `json:"adopted,omitempty"`
+	// Archiving is a primary's WAL archiving, when the cluster has a repository.
+	Archiving *ArchiveReport `json:"archiving,omitempty"`
+}
+
+// Rejoin is what a replica did on its own to follow its primary again
+// once the primary no longer had the WAL it needed: the operator
+// announces each with an Event.
+type Rejoin struct {
+	At time.Time `json:"at"`
+	// How is RejoinArchive or RejoinReclone.
+	How string `json:"how"`
+	// Segment is the WAL segment the primary no longer had.
+	Segment string `json:"segment"`
+	Message string `json:"message"`
+}
+
+const (
+	// RejoinArchive: the replica replays WAL that its restore_command
+	// fetches from the cluster's repository.
+	RejoinArchive = "archive"
+	// RejoinReclone: the replica cloned the primary afresh, its old data
+	// directory kept aside.
+	RejoinReclone = "reclone"
+)
+
+// Adoption says that this instance found, on its volume, the data of an
+// earlier incarnation of its cluster (one deleted with its claims kept and
+// created again under the same name), and took it as this cluster's data.
+type Adoption struct {
+	// Incarnation is the cluster's UID that adopted the data; From is the
+	// UID of the one that wrote it.
+	Incarnation string `json:"incarnation"`
+	From        string `json:"from"`
+}
+
+// ArchiveReport says whether a primary's WAL reaches its repository. The
+// message names no counter or time, so that it changes only when the
+// state does: the operator copies it into the cluster's status.
+type ArchiveReport struct {
+	OK      bool   `json:"ok"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,37 @@
+package instance
+
+import "holdfast.dev/holdfast/internal/instance/api"
+
+// The contract with the operator lives in package api, which the operator
+// imports without linking this manager; these names keep the manager's
+// own code as it reads best.
+type (
+	Desired       = api.Desired
+	LeaseTerms    = api.LeaseTerms
+	Report        = api.Report
+	Rejoin        = api.Rejoin
+	Adoption      = api.Adoption
+	ArchiveReport = api.ArchiveReport
+	ArchiveOrder  = api.ArchiveOrder
+	BackupOrder   = api.BackupOrder
+	BackupReport  = api.BackupReport
+	RestoreOrder  = api.RestoreOrder
+)
+
+const (
+	RejoinArchive        = api.RejoinArchive
+	RejoinReclone        = api.RejoinReclone
+	MethodLogical        = api.MethodLogical
+	MethodVolumeSnapshot = api.MethodVolumeSnapshot
+	MethodPGBackRest     = api.MethodPGBackRest
+	JobRunning           = api.JobRunning
+	JobCompleted         = api.JobCompleted
+	JobFailed            = api.JobFailed
+	StatusPort           = api.StatusPort
+	StartupPath          = api.StartupPath
+	LivenessPath         = api.LivenessPath
+	ReadinessPath        = api.ReadinessPath
+	StatusPath           = api.StatusPath
+	DesiredPath          = api.DesiredPath
+	BackupsPath          = api.BackupsPath
+)
