@@ -56,6 +56,7 @@ type Manager struct {
 	stanza       stanzaState
 	rolesApplied [32]byte
 	beenReady    bool
+	demotedAt    int64 // see Report.DemotedAtEpoch
 	needRewind   bool
 	startErr     string // see Report.StartError
 	params       paramState
@@ -290,6 +291,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 		r.Postgres = st
 		r.Archiving = archiving
 		r.Restarts = m.crashes
+		r.DemotedAtEpoch = m.demotedAt
 		r.Message = msg
 		r.Error, r.Failing = "", ""
 		if err != nil {
@@ -421,6 +423,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 				m.log.Info("checkpoint before demotion failed; stopping anyway", "error", err.Error())
 			}
 			m.stopServer()
+			m.demotedAt = d.Epoch
 			m.log.Info("demoted: postgres stopped")
 			// The new primary is promoted once this one says it has
 			// stopped: say so before rewinding.

@@ -1,16 +1,18 @@
 package holdfast
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"holdfast.dev/holdfast/internal/bench"
 )
@@ -20,7 +22,7 @@ import (
 type sliceWatch struct {
 	mu      sync.Mutex
 	changes []sliceChange
-	cmd     *exec.Cmd
+	cancel  context.CancelFunc
 }
 
 type sliceChange struct {
@@ -29,23 +31,32 @@ type sliceChange struct {
 }
 
 func (r *run) watchSlices(ctx context.Context) (*sliceWatch, error) {
-	w := &sliceWatch{}
-	w.cmd = exec.CommandContext(ctx, filepath.Join(r.o.BinDir, "kubectl"), "--kubeconfig", r.sb.Kubeconfig, "-n", ns, "get", "endpointslices",
-		"-l", "kubernetes.io/service-name=pg-rw", "-w", "-o", `jsonpath={range .endpoints[*]}{.addresses[0]}={.conditions.ready} {end}{"\n"}`)
-	out, err := w.cmd.StdoutPipe()
+	cfg, err := clientcmd.BuildConfigFromFlags("", r.sb.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("reading the sandbox's kubeconfig: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := w.cmd.Start(); err != nil {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &sliceWatch{cancel: cancel}
+	watcher, err := cs.DiscoveryV1().EndpointSlices(ns).Watch(wctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=pg-rw"})
+	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("watching the -rw EndpointSlice: %w", err)
 	}
 	go func() {
-		lines := bufio.NewScanner(out)
-		for lines.Scan() {
+		defer watcher.Stop()
+		for ev := range watcher.ResultChan() {
+			slice, ok := ev.Object.(*discoveryv1.EndpointSlice)
+			if !ok {
+				continue
+			}
 			c := sliceChange{at: time.Now()}
-			for _, f := range strings.Fields(lines.Text()) {
-				if addr, ready, _ := strings.Cut(f, "="); ready == "true" {
-					c.ready = append(c.ready, addr)
+			for _, ep := range slice.Endpoints {
+				if len(ep.Addresses) > 0 && (ep.Conditions.Ready == nil || *ep.Conditions.Ready) {
+					c.ready = append(c.ready, ep.Addresses[0])
 				}
 			}
 			w.mu.Lock()
@@ -56,10 +67,7 @@ func (r *run) watchSlices(ctx context.Context) (*sliceWatch, error) {
 	return w, nil
 }
 
-func (w *sliceWatch) stop() {
-	_ = w.cmd.Process.Kill()
-	_ = w.cmd.Wait()
-}
+func (w *sliceWatch) stop() { w.cancel() }
 
 // firstNaming is when, after t, the slice first named ip as ready.
 func (w *sliceWatch) firstNaming(ip string, t time.Time) (time.Time, bool) {

@@ -397,7 +397,9 @@ func stepSwitchover(c *holdfastv1.PostgresCluster, views []view, now time.Time, 
 
 // oldPrimaryStopped: the primary a switchover replaces has stopped taking
 // writes at the new epoch (its clean shutdown has sent every WAL record to
-// the streaming replicas), or is gone.
+// the streaming replicas), or is gone. It says so for good with
+// DemotedAtEpoch: the moment it runs no postgres at all lasts only until
+// it starts again as a standby, and a look may well miss it.
 func oldPrimaryStopped(views []view, old string, epoch int64) bool {
 	for _, v := range views {
 		if v.Pod.Name != old {
@@ -407,7 +409,7 @@ func oldPrimaryStopped(views []view, old string, epoch int64) bool {
 			return true
 		}
 		r := v.Report
-		return r != nil && r.Desired != nil && r.Desired.Epoch == epoch && (!r.Running || r.Role == postgres.Replica)
+		return r != nil && r.Desired != nil && r.Desired.Epoch == epoch && (!r.Running || r.Role == postgres.Replica || r.DemotedAtEpoch == epoch)
 	}
 	return true
 }

@@ -249,6 +249,28 @@ func TestSwitchover(t *testing.T) {
 		}
 	})
 
+	t.Run("an old primary that says it demoted at the new epoch counts as stopped while it starts as a standby", func(t *testing.T) {
+		c := asked("demo-1")
+		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+		c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
+		starting := reportOf("", false)
+		starting.Running = true // postgres runs, not answering yet: no role
+		starting.Desired = &instanceapi.Desired{Role: postgres.Replica, Epoch: 2}
+		// The lease was renewed a moment ago: only the report can release the promotion.
+		views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: starting}, replicaView("demo-1", "10.0.0.6", "0/1")}
+		if p := decide(c, views, now, 0, ""); p.Desired["demo-1"].Role == postgres.Primary {
+			t.Errorf("demo-1 promoted while demo-0 runs a postgres of no known role and has not said it demoted")
+		}
+		starting.DemotedAtEpoch = 2
+		if p := decide(c, views, now, 0, ""); p.Desired["demo-1"].Role != postgres.Primary {
+			t.Errorf("demo-0 demoted at epoch 2, yet demo-1 is told %+v", p.Desired["demo-1"])
+		}
+		starting.DemotedAtEpoch = 1 // an earlier switchover's
+		if p := decide(c, views, now, 0, ""); p.Desired["demo-1"].Role == postgres.Primary {
+			t.Errorf("a demotion at an earlier epoch counted for this one")
+		}
+	})
+
 	t.Run("a switchover to an instance that is not a ready replica is refused", func(t *testing.T) {
 		lagging := replicaView("demo-1", "10.0.0.6", "0/1")
 		lagging.Report.Ready = false

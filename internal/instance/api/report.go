@@ -22,6 +22,12 @@ type Report struct {
 	// is coming up for the first time (cloning, restoring, catching up).
 	BeenReady bool             `json:"beenReady,omitempty"`
 	Postgres  *postgres.Status `json:"postgres,omitempty"`
+	// DemotedAtEpoch is the epoch of the order under which this instance
+	// last stopped its primary to become a replica: it has taken no write
+	// since, whatever it runs now (a standby starting up, a rewind). A
+	// switchover promotes the new primary on this, not on a moment of
+	// "not running" that may last only milliseconds.
+	DemotedAtEpoch int64 `json:"demotedAtEpoch,omitempty"`
 	// Restarts counts postgres crashes this manager restarted it after.
 	Restarts int    `json:"restarts"`
 	Message  string `json:"message,omitempty"`
