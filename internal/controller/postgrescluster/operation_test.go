@@ -130,11 +130,14 @@ func rollingCluster(primary string, stale ...string) (*holdfastv1.PostgresCluste
 	return c, views
 }
 
-// restarted is v's successor: a new pod at the current template.
+// restarted is v's successor: a new pod at the current template, Ready
+// (by its kubelet) for a while.
 func restarted(v view) view {
 	pod := v.Pod.DeepCopy()
 	pod.UID += "-2"
 	pod.Labels[appsv1.ControllerRevisionHashLabelKey] = "new"
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue,
+		LastTransitionTime: metav1.Time{Time: now.Add(-time.Hour)}}}
 	r := *v.Report
 	return view{Pod: pod, Report: &r}
 }
@@ -432,5 +435,22 @@ func TestRestartOfOneInstanceOnRequest(t *testing.T) {
 	c.Annotations[holdfastv1.AnnotationRestartInstance] = "demo-0@again"
 	if p := decide(c, views, now.Add(2*time.Hour), time.Hour, "new"); p.Operation == nil || p.Operation.Phase != holdfastv1.PhasePromoting || p.Operation.From != "demo-0" {
 		t.Errorf("restarting the primary: %+v", p.Operation)
+	}
+}
+
+// The step after a restart waits until the new pod has been Ready by its
+// kubelet for endpointsSettle: kube-proxy would otherwise hold back the
+// -rw change of a switchover that follows at once.
+func TestRollingUpdateLetsEndpointsSettle(t *testing.T) {
+	c, views := rollingCluster("demo-0", "demo-0", "demo-2")
+	p := decide(c, views, now, time.Hour, "new")
+	c.Status.Operation = p.Operation
+	views[2] = restarted(views[2])
+	views[2].Pod.Status.Conditions[0].LastTransitionTime = metav1.Time{Time: now.Add(9 * time.Second)}
+	if p := decide(c, views, now.Add(10*time.Second), time.Hour, "new"); p.Operation.Instance != "demo-2" || p.Operation.Phase != holdfastv1.PhaseRestartingReplica {
+		t.Errorf("moved on a second after the pod became Ready: %+v", p.Operation)
+	}
+	if p := decide(c, views, now.Add(11*time.Second), time.Hour, "new"); p.Operation.Phase != holdfastv1.PhasePromoting {
+		t.Errorf("did not move on once the pod had been Ready for %s: %+v", endpointsSettle, p.Operation)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/postgres"
@@ -223,7 +224,7 @@ func stepRollingUpdate(c *holdfastv1.PostgresCluster, views []view, revision str
 			p.Evict = pod
 			return
 		}
-		if !restartedBack(v, op, p.Epoch) {
+		if !restartedBack(v, op, p.Epoch, now) {
 			if pastDeadline(op, now) {
 				p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("halted: %s did not come back ready within %s", op.Instance,
 					op.PhaseDeadline.Sub(op.PhaseStartedAt.Time)), now)
@@ -235,10 +236,21 @@ func stepRollingUpdate(c *holdfastv1.PostgresCluster, views []view, revision str
 	}
 }
 
-// restartedBack: the restarted instance's new pod is up in its role: a
-// replica ready and streaming, a primary taking writes at the epoch.
-func restartedBack(v *view, op *holdfastv1.Operation, epoch int64) bool {
-	if v == nil || string(v.Pod.UID) == op.PodUID || !instanceReady(v) {
+// endpointsSettle is how long a restarted pod must have been Ready (by
+// its kubelet) before the next step. Its readiness changes the Services'
+// EndpointSlices, and kube-proxy applies a change no sooner than its
+// minimum sync period (1 s by default) after the one before: a switchover
+// that moved the -rw label within that second would leave clients without
+// the new primary for up to a second more. Waiting here costs the update
+// time, not writes. (The condition's time is stored in whole seconds, so
+// the wait is 1 to 2 s.)
+const endpointsSettle = 2 * time.Second
+
+// restartedBack: the restarted instance's new pod is up in its role (a
+// replica ready and streaming, a primary taking writes at the epoch), and
+// its kubelet has said it is Ready for endpointsSettle.
+func restartedBack(v *view, op *holdfastv1.Operation, epoch int64, now time.Time) bool {
+	if v == nil || string(v.Pod.UID) == op.PodUID || !instanceReady(v) || !readyFor(v.Pod, endpointsSettle, now) {
 		return false
 	}
 	if op.Phase == holdfastv1.PhaseRestartingPrimary {
@@ -246,4 +258,14 @@ func restartedBack(v *view, op *holdfastv1.Operation, epoch int64) bool {
 		return v.Report.Role == postgres.Primary && d != nil && d.Epoch == epoch
 	}
 	return v.Report.Role == postgres.Replica
+}
+
+// readyFor: the pod's Ready condition has been true for at least d.
+func readyFor(pod *corev1.Pod, d time.Duration, now time.Time) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue && now.Sub(c.LastTransitionTime.Time) >= d
+		}
+	}
+	return false
 }
