@@ -271,6 +271,20 @@ func TestSwitchover(t *testing.T) {
 		}
 	})
 
+	t.Run("the instance being promoted keeps its replica label until it takes the primary one", func(t *testing.T) {
+		c := asked("demo-1")
+		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+		c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
+		stopped := reportOf("", false)
+		stopped.Desired = &instanceapi.Desired{Role: postgres.Replica, Epoch: 2}
+		promoting := replicaView("demo-1", "10.0.0.6", "0/1")
+		promoting.Report.Ready = false // told to be the primary, not promoted yet
+		p := decide(c, []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, promoting}, now, 0, "")
+		if p.Roles["demo-1"] != holdfastv1.RoleReplica || p.Roles["demo-0"] != holdfastv1.RolePrimary {
+			t.Errorf("while promoting: roles %v, want demo-1 still replica and demo-0 still primary (one Service change, not two)", p.Roles)
+		}
+	})
+
 	t.Run("a switchover to an instance that is not a ready replica is refused", func(t *testing.T) {
 		lagging := replicaView("demo-1", "10.0.0.6", "0/1")
 		lagging.Report.Ready = false

@@ -173,6 +173,15 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 			p.Roles[name] = holdfastv1.RolePrimary
 		case v.Report.Role == postgres.Replica && v.Report.Ready:
 			p.Roles[name] = holdfastv1.RoleReplica
+		case name == target && changingPrimary(op) && v.Report.Role == postgres.Replica &&
+			v.Pod.Labels[resources.LabelRole] == string(holdfastv1.RoleReplica):
+			// The instance being promoted is not "ready" as a replica
+			// once told to be the primary, yet keeps its replica label
+			// until it takes the primary one, in a single change: every
+			// change to a Service's endpoints makes kube-proxy wait its
+			// minimum sync period (1 s) before applying the next, and
+			// the next is the -rw change that clients wait for.
+			p.Roles[name] = holdfastv1.RoleReplica
 		default:
 			p.Roles[name] = ""
 		}

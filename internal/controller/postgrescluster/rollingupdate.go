@@ -174,7 +174,9 @@ func takeRoll(step rollStep, now time.Time, p *plan) {
 	case step.replica != nil:
 		op.Instance, op.PodUID = step.replica.Pod.Name, string(step.replica.Pod.UID)
 		p.enter(holdfastv1.PhaseRestartingReplica, now, replicaRestartTimeout)
-		p.Evict = step.replica.Pod
+		if op.Instance != op.From { // the old primary goes later: stepRollingUpdate
+			p.Evict = step.replica.Pod
+		}
 		p.say(false, "RestartingInstance", "RollingUpdate", fmt.Sprintf("restarting replica %s: %s", op.Instance, step.why))
 	case step.primary != nil:
 		op.Instance, op.PodUID = step.primary.Pod.Name, string(step.primary.Pod.UID)
@@ -217,6 +219,13 @@ func stepRollingUpdate(c *holdfastv1.PostgresCluster, views []view, revision str
 	case holdfastv1.PhaseRestartingReplica, holdfastv1.PhaseRestartingPrimary:
 		v := findView(views, op.Instance)
 		if pod := evictable(v, op); pod != nil {
+			if op.Instance == op.From && now.Sub(op.PhaseStartedAt.Time) < endpointsSettle {
+				// The old primary lost its -rw label a moment ago, and
+				// kube-proxy drops its address within its sync period:
+				// until then a client may still be sent to it, and a pod
+				// gone answers nothing, not even a refusal.
+				return
+			}
 			if pastDeadline(op, now) {
 				p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("halted: %s could not be evicted (see its PodDisruptionBudget)", op.Instance), now)
 				return

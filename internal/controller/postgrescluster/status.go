@@ -143,9 +143,10 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy
-	case progress != "" && (st.CurrentPrimary == "" || c.Status.Phase == holdfastv1.PhaseCreating):
+	case progress != "" && (st.CurrentPrimary == "" && st.Operation == nil && len(st.History) == 0 || c.Status.Phase == holdfastv1.PhaseCreating):
 		// A cluster is created until it is first Healthy: its replicas
-		// clone after the primary reports.
+		// clone after the primary reports. (A switchover, with no
+		// primary for a moment, is not a creation.)
 		st.Phase = holdfastv1.PhaseCreating
 	default:
 		st.Phase = holdfastv1.PhaseUpdating
