@@ -431,10 +431,21 @@ func TestInstanceLifecycle(t *testing.T) {
 			t.Fatalf("write on the old primary: %v", err)
 		}
 
+		// The path taken, not only the outcome: a failed rewind falls back
+		// to a fresh clone, which would rejoin just as well. A rewind keeps
+		// the data directory itself; a clone makes a new one and keeps the
+		// old one aside.
+		before := inode(t, filepath.Join(n0.dir, "pgdata"))
 		start = time.Now()
 		h.want(n0, h.replica(n1))
 		h.waitFor(2*time.Minute, "old primary streams from the new one", h.ready(n0, postgres.Replica))
 		t.Logf("rewind and rejoin: %s", time.Since(start))
+		if _, err := os.Stat(filepath.Join(n0.dir, "pgdata.before-rewind")); err == nil {
+			t.Errorf("n0 rejoined by a fresh clone (its old data is aside), not by pg_rewind")
+		}
+		if after := inode(t, filepath.Join(n0.dir, "pgdata")); after != before {
+			t.Errorf("n0's data directory is a new one (inode %d, was %d): it was cloned, not rewound", after, before)
+		}
 		if err := h.exec(n1, `INSERT INTO t VALUES ('d')`); err != nil {
 			t.Fatal(err)
 		}
@@ -555,4 +566,14 @@ func TestInstanceLifecycle(t *testing.T) {
 			t.Errorf("pg-2 is primary on timeline %d, was a standby on %d: it was not promoted", after.Timeline, before.Timeline)
 		}
 	})
+}
+
+// inode is path's inode number: a directory replaced by another has a new one.
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
 }
