@@ -377,22 +377,32 @@ func podsToKeep(c *holdfastv1.PostgresCluster) int32 {
 }
 
 // stepSwitchover gives up a switchover whose target is down and has not
-// become primary by its deadline: the target then counts as a primary
-// that failed, and the failover rules replace it with the best replica.
-// A target that is up is waited for: it was told to promote.
+// become primary by its deadline (abandonHandover); a target that is up is
+// waited for, and the condition says so.
 func stepSwitchover(c *holdfastv1.PostgresCluster, views []view, now time.Time, p *plan) {
 	op := p.Operation
 	if c.Status.CurrentPrimary == op.To || !pastDeadline(op, now) {
 		return
 	}
-	h, why := judgePrimary(findView(views, op.To))
-	if h == healthy {
+	if !abandonHandover(views, now, p, "") {
 		p.Waiting = fmt.Sprintf("switchover target %s has not become primary within %s", op.To, switchoverTimeout)
-		return
 	}
-	p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("%s has not become primary within %s: %s", op.To, switchoverTimeout, why), now)
-	// The failover rules judge the target as the primary it was told to be.
+}
+
+// abandonHandover ends, Failed, a planned handover (a switchover, on its
+// own or within a rolling update or hibernation) past its deadline whose
+// target is down: the failover rules then judge the target as the primary
+// it was told to be, and replace it. A target that is up was told to
+// promote and is waited for: abandonHandover then does nothing and says so.
+func abandonHandover(views []view, now time.Time, p *plan, prefix string) bool {
+	to := p.Operation.To
+	h, why := judgePrimary(findView(views, to))
+	if h == healthy {
+		return false
+	}
+	p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("%s%s has not become primary within %s: %s", prefix, to, switchoverTimeout, why), now)
 	p.CurrentPrimary = p.TargetPrimary
+	return true
 }
 
 // oldPrimaryStopped: the primary a switchover replaces has stopped taking

@@ -80,10 +80,7 @@ func stepHibernation(c *holdfastv1.PostgresCluster, views []view, now time.Time,
 			return
 		}
 		if pastDeadline(op, now) {
-			if h, why := judgePrimary(findView(views, op.To)); h != healthy {
-				p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("%s has not become primary within %s: %s", op.To, switchoverTimeout, why), now)
-				p.CurrentPrimary = p.TargetPrimary
-			}
+			abandonHandover(views, now, p, "")
 		}
 	case holdfastv1.PhaseStopping:
 		switch {

@@ -202,10 +202,7 @@ func stepRollingUpdate(c *holdfastv1.PostgresCluster, views []view, revision str
 	case holdfastv1.PhasePromoting:
 		if c.Status.CurrentPrimary != op.To {
 			if pastDeadline(op, now) {
-				if h, why := judgePrimary(findView(views, op.To)); h != healthy {
-					p.finish(holdfastv1.OutcomeFailed, fmt.Sprintf("halted: %s has not become primary within %s: %s", op.To, switchoverTimeout, why), now)
-					p.CurrentPrimary = p.TargetPrimary
-				}
+				abandonHandover(views, now, p, "halted: ")
 			}
 			return
 		}
