@@ -362,11 +362,13 @@ const AnnotationRestartedAt = "holdfast.dev/restartedAt"
 // a value recorded there asks nothing more.
 const AnnotationRestartInstance = "holdfast.dev/restart-instance"
 
-// AnnotationFencedFor on a replica's pod names the Backup that has it
-// stopped for a VolumeSnapshot of its volume; the Backup controller sets and
-// removes it, and the cluster's controller fences the replica meanwhile. It
-// never stops the primary.
-const AnnotationFencedFor = "holdfast.dev/fenced-for-backup"
+// AnnotationFenceForBackup on a PostgresCluster asks for a replica to be
+// stopped while a Backup snapshots its volume: its value is
+// "<instance>@<backup>". The Backup controller sets and removes it; the
+// cluster's controller runs a Fence operation for it when no other runs,
+// and never stops the primary. A request recorded in status.history asks
+// nothing more.
+const AnnotationFenceForBackup = "holdfast.dev/fence-for-backup"
 
 // ClusterPhase is a one-word summary of the cluster; conditions carry the detail.
 type ClusterPhase string
@@ -440,7 +442,7 @@ type InstanceStatus struct {
 }
 
 // OperationKind names what an operation does.
-// +kubebuilder:validation:Enum=Failover;Switchover;RollingUpdate;Hibernate;Wake
+// +kubebuilder:validation:Enum=Failover;Switchover;RollingUpdate;Hibernate;Wake;Fence
 type OperationKind string
 
 const (
@@ -458,6 +460,9 @@ const (
 	OperationHibernate OperationKind = "Hibernate"
 	// OperationWake brings a hibernated cluster back with its primary.
 	OperationWake OperationKind = "Wake"
+	// OperationFence stops one replica's postgres, keeping its pod, while
+	// a Backup snapshots its volume.
+	OperationFence OperationKind = "Fence"
 )
 
 // OperationPhase is the step an operation is at.
@@ -473,8 +478,12 @@ const (
 	// PhaseRestartingPrimary: a rolling update waits for the primary it
 	// restarted in place.
 	PhaseRestartingPrimary OperationPhase = "RestartingPrimary"
-	// PhaseStopping: hibernation waits for every pod to stop.
+	// PhaseStopping: hibernation waits for every pod to stop; a fence for
+	// its replica's postgres to stop.
 	PhaseStopping OperationPhase = "Stopping"
+	// PhaseFenced: the fenced replica's postgres is stopped, and stays so
+	// until the request goes.
+	PhaseFenced OperationPhase = "Fenced"
 	// PhaseStarting: waking waits for the primary to take writes again.
 	PhaseStarting OperationPhase = "Starting"
 )

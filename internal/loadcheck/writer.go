@@ -49,6 +49,12 @@ type Failure struct {
 // on, which is what differs between instances of one cluster.
 const DefaultIdentityQuery = `SELECT coalesce(host(inet_server_addr()), 'local') || ':' || coalesce(inet_server_port(), 0)`
 
+// InstanceNameQuery names the server by its cluster_name, which Holdfast
+// sets to the instance (pod) name. Use it where a server may restart in
+// place on a new address: the same instance on the same volume and
+// timeline is one server, not two primaries.
+const InstanceNameQuery = `SELECT current_setting('cluster_name')`
+
 // Writer inserts rows one at a time through ConnString until its context
 // ends, reconnecting after any error, and records what happened. Use one
 // Writer per table: it numbers rows itself.

@@ -267,6 +267,16 @@ spec:
 		if status["instance"] == primary || status["instance"] == "" {
 			t.Errorf("the snapshot stopped %q; it must stop a replica, never the primary %s", status["instance"], primary)
 		}
+		// The replica was stopped by an operation of the cluster, asked for
+		// on the cluster and released there once the copy was made.
+		poll(t, time.Minute, "the fence recorded in src's history and its request withdrawn", func() error {
+			out := e.mustKubectl("", "-n", ns, "get", "pgc", "src", "-o",
+				`jsonpath={.metadata.annotations.holdfast\.dev/fence-for-backup}|{range .status.history[?(@.kind=="Fence")]}{.outcome} {.request}{end}`)
+			if out != "|Succeeded "+status["instance"]+"@s1" {
+				return errorString(out)
+			}
+			return nil
+		})
 		if ready := e.mustKubectl("", "-n", ns, "get", "volumesnapshot", "s1", "-o", "jsonpath={.status.readyToUse}"); ready != "true" {
 			t.Errorf("VolumeSnapshot s1 readyToUse %q", ready)
 		}

@@ -50,7 +50,7 @@ func TestFailoverInSandbox(t *testing.T) {
 			at := time.Now()
 			fault.inject(t, old)
 			promoted := e.waitFailover(t, old)
-			firstAck := w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute)
+			firstAck := w.firstAckAfter(t, at, promoted, time.Minute)
 			t.Logf("%s: %s promoted; first acknowledged write through pg-rw %s after the fault", fault.name, promoted, firstAck.Round(time.Millisecond))
 			w.waitAcks(t, 20)
 			e.checkAcks(t, promoted, old, w)
@@ -69,7 +69,7 @@ func TestFailoverInSandbox(t *testing.T) {
 		heal := partition(t, "hf-"+uid)
 		stopped := whenGone(postmaster)
 		promoted := e.waitFailover(t, old)
-		firstAck := at.Add(w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute))
+		firstAck := at.Add(w.firstAckAfter(t, at, promoted, time.Minute))
 		stoppedBefore(t, stopped, firstAck, promoted)
 		t.Logf("partition: %s promoted; first acknowledged write through pg-rw %s after the partition",
 			promoted, firstAck.Sub(at).Round(time.Millisecond))
@@ -111,7 +111,7 @@ func TestFailoverInSandbox(t *testing.T) {
 		t.Cleanup(thaw)
 		stopped := whenGone(postmaster)
 		promoted := e.waitFailover(t, old)
-		firstAck := at.Add(w.firstAckAfter(t, at, e.podIP(t, promoted), time.Minute))
+		firstAck := at.Add(w.firstAckAfter(t, at, promoted, time.Minute))
 		gone := stoppedBefore(t, stopped, firstAck, promoted)
 		t.Logf("manager frozen: postgres stopped %s after, %s promoted, first write through pg-rw %s after",
 			gone.Sub(at).Round(time.Millisecond), promoted, firstAck.Sub(at).Round(time.Millisecond))
@@ -171,7 +171,7 @@ func TestFailoverInSandbox(t *testing.T) {
 		if done.Before(killed) {
 			t.Fatalf("the failover completed (%s) before the operator was killed (%s): the kill missed the middle", done.Format(time.StampMicro), killed.Format(time.StampMicro))
 		}
-		firstAck := w.firstAckAfter(t, at, e.podIP(t, promoted), 3*time.Minute)
+		firstAck := w.firstAckAfter(t, at, promoted, 3*time.Minute)
 		t.Logf("operator killed %s into the failover; its successor completed it: %s is the primary, first write through pg-rw %s after the fault (the node restarts the operator after a 10 s back-off, then it waits for its leader lease)",
 			killed.Sub(at).Round(time.Millisecond), promoted, firstAck.Round(time.Millisecond))
 		w.waitAcks(t, 20)
@@ -374,7 +374,7 @@ type writer struct {
 
 func startWriter(t *testing.T, e *sandboxEnv, host string) *writer {
 	t.Helper()
-	w := &loadcheck.Writer{Table: "acks", ConnString: fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=disable",
+	w := &loadcheck.Writer{Table: "acks", IdentityQuery: loadcheck.InstanceNameQuery, ConnString: fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=disable",
 		host, e.secretValue(ns, "pg-app", "username"), e.secretValue(ns, "pg-app", "password"))}
 	poll(t, time.Minute, "the writer's table", func() error { return w.Setup(context.Background()) })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -397,13 +397,13 @@ func (w *writer) waitAcks(t *testing.T, n int) {
 }
 
 // firstAckAfter is how long after at the first write was acknowledged by
-// the server at ip: writes in flight at the fault may still be
+// the instance named: writes in flight at the fault may still be
 // acknowledged by the old primary.
-func (w *writer) firstAckAfter(t *testing.T, at time.Time, ip string, timeout time.Duration) time.Duration {
+func (w *writer) firstAckAfter(t *testing.T, at time.Time, instance string, timeout time.Duration) time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	a, err := w.WaitAck(ctx, at, func(a loadcheck.Ack) bool { return strings.HasPrefix(a.Server, ip+":") })
+	a, err := w.WaitAck(ctx, at, func(a loadcheck.Ack) bool { return a.Server == instance })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,14 +25,7 @@ func TestOperationsInSandbox(t *testing.T) {
 	var kinds []string // the operations the subtests run, in order
 
 	t.Run("an image change rolls the replicas highest first, then switches over, then restarts the old primary", func(t *testing.T) {
-		e.waitSynchronous(t)
-		old := e.primary(t)
-		epoch := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.epoch}")
-		uids := e.watchUIDs(t, "pg")
-		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
-		w.waitAcks(t, 20)
-		began := time.Now()
-		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"image":"postgres:15.9"}}`)
+		old, epoch, uids, w, began := e.startUpdate(t, `{"spec":{"image":"postgres:15.9"}}`)
 		rec := e.waitOperation(t, "RollingUpdate", began, 10*time.Minute)
 		kinds = append(kinds, "RollingUpdate")
 		w.waitAcks(t, 20)
@@ -59,10 +52,7 @@ func TestOperationsInSandbox(t *testing.T) {
 		if got := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.epoch}"); got != fmt.Sprint(atoi(t, epoch)+1) {
 			t.Errorf("epoch %s after the update, was %s: want exactly one change of primary", got, epoch)
 		}
-		images := e.mustKubectl("", "-n", ns, "get", "pods", "-l", "holdfast.dev/cluster=pg", "-o", `jsonpath={range .items[*]}{.spec.containers[?(@.name=="postgres")].image}{" "}{end}`)
-		if strings.Count(images, "postgres:15.9") != 3 {
-			t.Errorf("pods run %s, want postgres:15.9 on all 3", images)
-		}
+		e.wantImage(t, "postgres:15.9")
 		e.checkAcks(t, now, old, w)
 		e.waitReady(t, "pg", 3, 2*time.Minute)
 		e.wantEvents(t, "RollingUpdateStarted", "RestartingInstance", "RollingUpdateCompleted")
@@ -137,6 +127,33 @@ func TestOperationsInSandbox(t *testing.T) {
 			t.Errorf("the primary moved from %s to %s for a replica's restart", old, now)
 		}
 		w.waitAcks(t, 20)
+		e.checkAcks(t, old, old, w)
+		e.waitReady(t, "pg", 3, 2*time.Minute)
+	})
+
+	t.Run("primaryUpdateMethod Restart rolls the replicas, then restarts the primary in place", func(t *testing.T) {
+		old, epoch, uids, w, began := e.startUpdate(t, `{"spec":{"primaryUpdateMethod":"Restart","image":"postgres:15.10"}}`)
+		t.Cleanup(func() {
+			e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"primaryUpdateMethod":"Switchover"}}`)
+		})
+		rec := e.waitOperation(t, "RollingUpdate", began, 10*time.Minute)
+		kinds = append(kinds, "RollingUpdate")
+		w.waitAcks(t, 20)
+		t.Logf("image change with a restart in place: %s; longest gap between acknowledged writes %s", rec, w.History().LongestGap(began, time.Now()).Round(time.Millisecond))
+		changes := uids.stop()
+		if len(changes) != 3 || changes[2] != old {
+			t.Errorf("pods replaced in the order %v: want each once, the primary %s last", changes, old)
+		}
+		if rec.field("from") != "" || rec.field("to") != "" {
+			t.Errorf("the record says the primary went from %s to %s; it stayed on %s", rec.field("from"), rec.field("to"), old)
+		}
+		if now := e.primary(t); now != old {
+			t.Errorf("the primary moved from %s to %s: a restart in place keeps it", old, now)
+		}
+		if got := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.epoch}"); got != epoch {
+			t.Errorf("epoch %s after the update, was %s: a restart in place changes no primary", got, epoch)
+		}
+		e.wantImage(t, "postgres:15.10")
 		e.checkAcks(t, old, old, w)
 		e.waitReady(t, "pg", 3, 2*time.Minute)
 	})
@@ -297,6 +314,31 @@ func TestOperationsInSandbox(t *testing.T) {
 			t.Errorf("history %v, want %v", got, kinds)
 		}
 	})
+}
+
+// startUpdate changes cluster pg with patch once its replicas are
+// synchronous and a client writes through -rw, and returns the primary and
+// epoch before, a watch of the pods replaced, the writer and the time.
+func (e *sandboxEnv) startUpdate(t *testing.T, patch string) (old, epoch string, uids *uidWatch, w *writer, began time.Time) {
+	t.Helper()
+	e.waitSynchronous(t)
+	old = e.primary(t)
+	epoch = e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.epoch}")
+	uids = e.watchUIDs(t, "pg")
+	w = startWriter(t, e, e.serviceIP(t, "pg-rw"))
+	w.waitAcks(t, 20)
+	began = time.Now()
+	e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", patch)
+	return old, epoch, uids, w, began
+}
+
+// wantImage checks that every pod of cluster pg runs image.
+func (e *sandboxEnv) wantImage(t *testing.T, image string) {
+	t.Helper()
+	images := e.mustKubectl("", "-n", ns, "get", "pods", "-l", "holdfast.dev/cluster=pg", "-o", `jsonpath={range .items[*]}{.spec.containers[?(@.name=="postgres")].image}{" "}{end}`)
+	if strings.Count(images, image+" ") != 3 {
+		t.Errorf("pods run %s, want %s on all 3", images, image)
+	}
 }
 
 // primary is the cluster pg's current primary.

@@ -56,7 +56,7 @@ const callTimeout = 5 * time.Second
 // +kubebuilder:rbac:groups=holdfast.dev,resources=backups,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=holdfast.dev,resources=backups/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=holdfast.dev,resources=backups/finalizers,verbs=update
-// +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
-	"holdfast.dev/holdfast/internal/controller/instances"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -34,8 +33,8 @@ func noSpareReplica(c *holdfastv1.PostgresCluster) string {
 }
 
 // snapshotStart picks a ready replica, records the backup as Running on
-// it, and has it fenced. A cold snapshot of a stopped replica is consistent
-// by itself; the primary is never stopped.
+// it, and asks the cluster to fence it. A cold snapshot of a stopped
+// replica is consistent by itself; the primary is never stopped.
 func (r *Reconciler) snapshotStart(ctx context.Context, b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) (ctrl.Result, error) {
 	target := pickInstance(c, holdfastv1.TargetPreferStandby)
 	if target == "" || target == c.Status.CurrentPrimary {
@@ -82,9 +81,14 @@ func (r *Reconciler) snapshotFollow(ctx context.Context, b *holdfastv1.Backup, c
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: b.Status.VolumeSnapshot}, snap)
 	switch {
 	case apierrors.IsNotFound(err):
-		stopped, why := r.replicaStopped(ctx, b, c)
-		if !stopped {
-			return r.note(ctx, b, why)
+		held, why, err := r.fenceHeld(ctx, b, c)
+		switch {
+		case err != nil:
+			return ctrl.Result{}, err
+		case why != "":
+			return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonBackupError, why)
+		case !held:
+			return r.note(ctx, b, fenceProgress(b, c))
 		}
 		return r.createSnapshot(ctx, b, c)
 	case err != nil:
@@ -92,6 +96,13 @@ func (r *Reconciler) snapshotFollow(ctx context.Context, b *holdfastv1.Backup, c
 	}
 	if msg, found, _ := unstructured.NestedString(snap.Object, "status", "error", "message"); found && msg != "" {
 		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonBackupError, "VolumeSnapshot "+snap.GetName()+": "+msg)
+	}
+	// The copy is only as good as the fence that held while it was made.
+	if _, why, err := r.fenceHeld(ctx, b, c); err != nil || why != "" {
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonBackupError, why+", before VolumeSnapshot "+snap.GetName()+" was ready")
 	}
 	if ready, _, _ := unstructured.NestedBool(snap.Object, "status", "readyToUse"); !ready {
 		return r.note(ctx, b, "waiting for VolumeSnapshot "+snap.GetName()+" to be ready")
@@ -113,31 +124,42 @@ func (r *Reconciler) snapshotFollow(ctx context.Context, b *holdfastv1.Backup, c
 	return ctrl.Result{}, nil
 }
 
-// replicaStopped asks the replica's instance manager whether postgres is
-// fenced and down: only then is its volume consistent.
-func (r *Reconciler) replicaStopped(ctx context.Context, b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) (bool, string) {
-	var pod corev1.Pod
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: b.Status.Instance}, &pod); err != nil || pod.Status.PodIP == "" {
-		return false, "waiting for " + b.Status.Instance + " to run"
+// fenceRequest is the value of the cluster's fence-for-backup annotation
+// that asks for b's replica.
+func fenceRequest(b *holdfastv1.Backup) string { return b.Status.Instance + "@" + b.Name }
+
+// fenceHeld reads the cluster's operation record: held when its Fence for
+// b has the replica stopped; why says the fence ended without the Backup
+// (a failover preempted it, or it failed); it (re)asks for a fence not
+// yet recorded.
+func (r *Reconciler) fenceHeld(ctx context.Context, b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) (held bool, why string, err error) {
+	request := fenceRequest(b)
+	if op := c.Status.Operation; op != nil && op.Kind == holdfastv1.OperationFence && op.Request == request {
+		return op.Phase == holdfastv1.PhaseFenced, "", nil
 	}
-	if pod.Annotations[holdfastv1.AnnotationFencedFor] != b.Name {
-		if err := r.setFence(ctx, b, true); err != nil {
-			return false, err.Error()
+	for _, rec := range c.Status.History {
+		if rec.Kind == holdfastv1.OperationFence && rec.Request == request {
+			return false, fmt.Sprintf("the fence of %s ended %s: %s", b.Status.Instance, rec.Outcome, rec.Reason), nil
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	rep, err := r.Instances.Status(cctx, instances.URL(&pod))
-	if err != nil {
-		return false, fmt.Sprintf("asking %s whether it stopped: %v", pod.Name, err)
+	if c.Status.CurrentPrimary == b.Status.Instance {
+		return false, b.Status.Instance + " has become the primary, which is never stopped for a snapshot", nil
 	}
-	if !rep.Fenced || rep.Running {
-		return false, "waiting for " + pod.Name + " to stop cleanly"
+	return false, "", r.setFence(ctx, b, true)
+}
+
+// fenceProgress says what the backup waits for until its replica is fenced.
+func fenceProgress(b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) string {
+	if op := c.Status.Operation; op != nil {
+		if op.Kind == holdfastv1.OperationFence && op.Request == fenceRequest(b) {
+			return "waiting for " + b.Status.Instance + " to stop cleanly"
+		}
+		return fmt.Sprintf("waiting for the cluster's %s (%s) to end before %s is fenced", op.Kind, op.Phase, b.Status.Instance)
 	}
-	if c.Status.CurrentPrimary == pod.Name {
-		return false, pod.Name + " has become the primary; it is not stopped for a snapshot"
+	if c.Annotations[holdfastv1.AnnotationFenceForBackup] != fenceRequest(b) {
+		return "waiting for backup " + c.Annotations[holdfastv1.AnnotationFenceForBackup] + "'s fence to be released"
 	}
-	return true, ""
+	return "waiting for every instance to be ready before " + b.Status.Instance + " is fenced"
 }
 
 func (r *Reconciler) createSnapshot(ctx context.Context, b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) (ctrl.Result, error) {
@@ -165,32 +187,35 @@ func (r *Reconciler) createSnapshot(ctx context.Context, b *holdfastv1.Backup, c
 	return r.note(ctx, b, "waiting for VolumeSnapshot "+snap.GetName()+" to be ready")
 }
 
-// setFence sets or removes the annotation that has the backup's replica
-// stopped. Removing it is idempotent and leaves another backup's alone.
+// setFence asks the cluster to fence the backup's replica, or withdraws
+// the request. Only one fence is asked at a time: another backup's
+// request is left alone, and this one waits for it. Withdrawing is
+// idempotent.
 func (r *Reconciler) setFence(ctx context.Context, b *holdfastv1.Backup, on bool) error {
-	var pod corev1.Pod
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: b.Status.Instance}, &pod)
+	var c holdfastv1.PostgresCluster
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: b.Spec.Cluster.Name}, &c)
 	if apierrors.IsNotFound(err) && !on {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("reading pod %s: %w", b.Status.Instance, err)
+		return fmt.Errorf("reading cluster %s: %w", b.Spec.Cluster.Name, err)
 	}
-	have := pod.Annotations[holdfastv1.AnnotationFencedFor]
-	if on == (have == b.Name) || (!on && have != b.Name) {
+	have, want := c.Annotations[holdfastv1.AnnotationFenceForBackup], fenceRequest(b)
+	if on && have != "" || !on && have != want {
 		return nil
 	}
-	patch := client.MergeFrom(pod.DeepCopy())
+	// Optimistic: of two backups asking at once, one gets the fence.
+	patch := client.MergeFromWithOptions(c.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	if on {
-		if pod.Annotations == nil {
-			pod.Annotations = map[string]string{}
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
 		}
-		pod.Annotations[holdfastv1.AnnotationFencedFor] = b.Name
+		c.Annotations[holdfastv1.AnnotationFenceForBackup] = want
 	} else {
-		delete(pod.Annotations, holdfastv1.AnnotationFencedFor)
+		delete(c.Annotations, holdfastv1.AnnotationFenceForBackup)
 	}
-	if err := r.Client.Patch(ctx, &pod, patch); err != nil {
-		return fmt.Errorf("fencing pod %s for the snapshot (%v): %w", pod.Name, on, err)
+	if err := r.Client.Patch(ctx, &c, patch); err != nil {
+		return fmt.Errorf("asking cluster %s to fence %s for the snapshot (%v): %w", c.Name, b.Status.Instance, on, err)
 	}
 	return nil
 }

@@ -214,6 +214,11 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 	cand, how := chooseCandidate(c, views, []string{target}, 0)
 	if cand == nil {
 		p.Blocked = fmt.Sprintf("primary %s failed (%s) but no replica can be promoted: %s", target, why, how)
+		if op := p.Operation; op != nil && op.Kind == holdfastv1.OperationFence {
+			// The stopped replica may hold writes no other has, or be
+			// needed to count the quorum: it runs again.
+			p.finish(holdfastv1.OutcomePreempted, fmt.Sprintf("primary %s failed, and the failover may need %s", target, op.Instance), now)
+		}
 		return
 	}
 	started := now

@@ -457,3 +457,101 @@ func TestRollingUpdateLetsEndpointsSettle(t *testing.T) {
 		t.Errorf("did not move on once the pod had been Ready for %s: %+v", endpointsSettle, p.Operation)
 	}
 }
+
+func TestFenceStep(t *testing.T) {
+	c, views := rollingCluster("demo-1")
+	c.Annotations = map[string]string{holdfastv1.AnnotationFenceForBackup: "demo-1@b0"}
+	if p := decide(c, views, now, time.Hour, "new"); p.Operation != nil || p.Desired["demo-1"].Fenced {
+		t.Fatalf("a fence of the primary was started: %+v", p.Operation)
+	}
+	views[2].Report.Ready = false
+	c.Annotations[holdfastv1.AnnotationFenceForBackup] = "demo-0@b1"
+	if p := decide(c, views, now, time.Hour, "new"); p.Operation != nil {
+		t.Fatalf("a fence started while demo-2 was not ready, which the quorum may need: %+v", p.Operation)
+	}
+	views[2].Report.Ready = true
+
+	p := decide(c, views, now, time.Hour, "new")
+	op := p.Operation
+	if op == nil || op.Kind != holdfastv1.OperationFence || op.Phase != holdfastv1.PhaseStopping || op.Instance != "demo-0" || op.Request != "demo-0@b1" {
+		t.Fatalf("fence asked for demo-0: %+v", op)
+	}
+	if d := p.Desired["demo-0"]; d.Role != postgres.Replica || !d.Fenced {
+		t.Errorf("demo-0 is told %+v, want a fenced replica", d)
+	}
+	if p.Desired["demo-1"].Fenced || p.Desired["demo-2"].Fenced {
+		t.Errorf("another instance is fenced: %+v", p.Desired)
+	}
+	c.Status.Operation = op
+	// Nothing else starts meanwhile: a restart request waits.
+	c.Annotations[holdfastv1.AnnotationRestartInstance] = "demo-2@1"
+	if p := decide(c, views, now.Add(time.Second), time.Hour, "new"); p.Operation.Kind != holdfastv1.OperationFence || p.Evict != nil {
+		t.Errorf("while fencing: operation %+v evict %v", p.Operation, p.Evict)
+	}
+	delete(c.Annotations, holdfastv1.AnnotationRestartInstance)
+
+	stopped := *views[0].Report
+	stopped.Fenced, stopped.Running, stopped.Ready = true, false, false
+	views[0].Report = &stopped
+	p = decide(c, views, now.Add(2*time.Second), time.Hour, "new")
+	if p.Operation.Phase != holdfastv1.PhaseFenced || !p.Desired["demo-0"].Fenced {
+		t.Fatalf("demo-0 stopped: operation %+v, told %+v", p.Operation, p.Desired["demo-0"])
+	}
+	c.Status.Operation = p.Operation
+
+	// The Backup removes its request: the fence ends, demo-0 runs again.
+	delete(c.Annotations, holdfastv1.AnnotationFenceForBackup)
+	p = decide(c, views, now.Add(time.Minute), time.Hour, "new")
+	if p.Operation != nil || len(p.History) != 1 || p.History[0].Outcome != holdfastv1.OutcomeSucceeded || p.History[0].Request != "demo-0@b1" {
+		t.Fatalf("released: operation %+v history %+v", p.Operation, p.History)
+	}
+	if p.Desired["demo-0"].Fenced {
+		t.Errorf("released, demo-0 is still told to stay fenced")
+	}
+	// A request recorded in the history asks nothing more.
+	c.Annotations[holdfastv1.AnnotationFenceForBackup] = "demo-0@b1"
+	c.Status.Operation, c.Status.History = nil, p.History
+	views[0].Report = reportOf(postgres.Replica, true)
+	if p := decide(c, views, now.Add(2*time.Minute), time.Hour, "new"); p.Operation != nil {
+		t.Errorf("a request already carried out started again: %+v", p.Operation)
+	}
+
+	// A replica that never stops ends the fence Failed at the deadline.
+	c.Annotations[holdfastv1.AnnotationFenceForBackup] = "demo-2@b2"
+	p = decide(c, views, now.Add(3*time.Minute), time.Hour, "new")
+	c.Status.Operation = p.Operation
+	if p := decide(c, views, now.Add(3*time.Minute+fenceStopTimeout), time.Hour, "new"); p.Operation != nil || p.History[len(p.History)-1].Outcome != holdfastv1.OutcomeFailed {
+		t.Errorf("a replica that did not stop: operation %+v history %+v", p.Operation, p.History)
+	}
+}
+
+func TestFailoverPreemptsAFence(t *testing.T) {
+	c, views := rollingCluster("demo-1")
+	c.Status.SyncStandbys = []string{"demo-0", "demo-2"}
+	c.Annotations = map[string]string{holdfastv1.AnnotationFenceForBackup: "demo-0@b1"}
+	p := decide(c, views, now, time.Hour, "new")
+	c.Status.Operation = p.Operation
+	stopped := *views[0].Report
+	stopped.Fenced, stopped.Running, stopped.Ready = true, false, false
+	views[0].Report = &stopped
+	// The primary's pod is gone; its lease long unrenewed. The fenced
+	// replica, stopped, may be needed: the fence gives way.
+	p = decide(c, []view{views[0], views[2]}, now.Add(time.Second), time.Hour, "new")
+	if p.Operation != nil || p.Blocked == "" {
+		t.Fatalf("the primary's pod is gone while demo-0 is stopped: operation %+v blocked %q", p.Operation, p.Blocked)
+	}
+	if rec := p.History[len(p.History)-1]; rec.Kind != holdfastv1.OperationFence || rec.Outcome != holdfastv1.OutcomePreempted || rec.Request != "demo-0@b1" {
+		t.Errorf("the fence's record: %+v", rec)
+	}
+	if d := p.Desired["demo-0"]; d.Fenced {
+		t.Errorf("demo-0 stays fenced after the fence gave way: %+v", d)
+	}
+	// Running again, it answers; the failover goes ahead, and the fence
+	// is not asked again by the same request.
+	c.Status.Operation, c.Status.History = nil, p.History
+	views[0].Report = reportOf(postgres.Replica, true)
+	p = decide(c, []view{views[0], views[2]}, now.Add(2*time.Second), time.Hour, "new")
+	if op := p.Operation; op == nil || op.Kind != holdfastv1.OperationFailover || op.From != "demo-1" {
+		t.Fatalf("after the fence gave way: operation %+v (waiting %q blocked %q)", op, p.Waiting, p.Blocked)
+	}
+}

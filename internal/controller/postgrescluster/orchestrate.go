@@ -93,6 +93,8 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 			stepRollingUpdate(c, views, revision, now, &p)
 		case holdfastv1.OperationHibernate, holdfastv1.OperationWake:
 			stepHibernation(c, views, now, &p)
+		case holdfastv1.OperationFence:
+			stepFence(c, views, now, &p)
 		}
 	}
 	considerFailover(c, views, now, leaseQuiet, &p)
@@ -100,6 +102,7 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 	considerScaleDown(c, views, now, &p)
 	considerSwitchover(c, views, now, &p)
 	considerRollingUpdate(c, views, revision, now, &p)
+	considerFence(c, views, now, &p)
 	target := p.TargetPrimary
 	var replicas []string
 	for i := range int(c.Spec.Instances) {
@@ -190,7 +193,7 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 			p.Desired[name] = instanceapi.Desired{
 				Role: postgres.Replica, PrimaryHost: primary.Pod.Status.PodIP, PrimaryPort: postgres.Port, Epoch: p.Epoch,
 				// A backup snapshots this replica's volume while it is stopped.
-				Fenced: v.Pod.Annotations[holdfastv1.AnnotationFencedFor] != "",
+				Fenced: fenced(p.Operation, name),
 			}
 		}
 	}

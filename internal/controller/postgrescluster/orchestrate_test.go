@@ -132,29 +132,3 @@ func TestDecide(t *testing.T) {
 		}
 	})
 }
-
-func TestDecideFencesAReplicaForABackupButNeverThePrimary(t *testing.T) {
-	c := &holdfastv1.PostgresCluster{
-		ObjectMeta: metav1.ObjectMeta{Name: "demo"},
-		Spec:       holdfastv1.PostgresClusterSpec{Instances: 3},
-		Status:     holdfastv1.PostgresClusterStatus{TargetPrimary: "demo-0", CurrentPrimary: "demo-0", Epoch: 1},
-	}
-	fenced := func(p *corev1.Pod) *corev1.Pod {
-		p.Annotations = map[string]string{holdfastv1.AnnotationFencedFor: "b1"}
-		return p
-	}
-	p := decide(c, []view{
-		{Pod: fenced(podAt("demo-0", "10.0.0.5", "primary")), Report: reportOf(postgres.Primary, true)},
-		{Pod: fenced(podAt("demo-1", "10.0.0.6", "replica")), Report: reportOf(postgres.Replica, true)},
-		{Pod: podAt("demo-2", "10.0.0.7", "replica"), Report: reportOf(postgres.Replica, true)},
-	}, now, time.Hour, "")
-	if d := p.Desired["demo-0"]; d.Role != postgres.Primary || d.Fenced {
-		t.Errorf("the primary, annotated by mistake, is told %+v; it must never stop for a backup", d)
-	}
-	if d := p.Desired["demo-1"]; d.Role != postgres.Replica || !d.Fenced {
-		t.Errorf("the annotated replica is told %+v, want a fenced replica", d)
-	}
-	if d := p.Desired["demo-2"]; d.Fenced {
-		t.Errorf("another replica is fenced: %+v", d)
-	}
-}
