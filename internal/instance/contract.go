@@ -6,16 +6,19 @@ import "holdfast.dev/holdfast/internal/instance/api"
 // imports without linking this manager; these names keep the manager's
 // own code as it reads best.
 type (
-	Desired       = api.Desired
-	LeaseTerms    = api.LeaseTerms
-	Report        = api.Report
-	Rejoin        = api.Rejoin
-	Adoption      = api.Adoption
-	ArchiveReport = api.ArchiveReport
-	ArchiveOrder  = api.ArchiveOrder
-	BackupOrder   = api.BackupOrder
-	BackupReport  = api.BackupReport
-	RestoreOrder  = api.RestoreOrder
+	Desired        = api.Desired
+	LeaseTerms     = api.LeaseTerms
+	Report         = api.Report
+	Rejoin         = api.Rejoin
+	Adoption       = api.Adoption
+	ArchiveReport  = api.ArchiveReport
+	ArchiveOrder   = api.ArchiveOrder
+	BackupOrder    = api.BackupOrder
+	BackupReport   = api.BackupReport
+	RestoreOrder   = api.RestoreOrder
+	PromiseRequest = api.PromiseRequest
+	PromiseReport  = api.PromiseReport
+	FailsafeReport = api.FailsafeReport
 )
 
 const (
@@ -34,4 +37,5 @@ const (
 	StatusPath           = api.StatusPath
 	DesiredPath          = api.DesiredPath
 	BackupsPath          = api.BackupsPath
+	PromisePath          = api.PromisePath
 )

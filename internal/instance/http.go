@@ -16,7 +16,10 @@ import (
 //	GET /readyz      200 while the instance serves its role
 //	GET /startupz    200 once postgres has come up in its role
 //	GET /v1/status   the Report, as JSON
-//	PUT /v1/desired  a Desired, as JSON, with "Authorization: Bearer <token>"
+//	PUT /v1/desired  a Desired, as JSON, with "Authorization: Bearer <token>";
+//	                 409 when stale, 423 for a promotion while a promise holds
+//	POST /v1/promise a primary's PromiseRequest, with the token: 200 when
+//	                 this replica promises, 409 with the reason when not
 //	POST /v1/backups a BackupOrder, with the token: starts a backup (202) or
 //	                 reports the one of that id
 //	GET /v1/backups/{id}, DELETE /v1/backups/{id}, with the token: a
@@ -50,10 +53,27 @@ func (m *Manager) Handler() http.Handler {
 		switch err := m.SetDesired(d); {
 		case errors.Is(err, ErrStale):
 			http.Error(w, err.Error(), http.StatusConflict)
+		case errors.Is(err, ErrPromised):
+			http.Error(w, err.Error(), http.StatusLocked)
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		default:
 			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	mux.HandleFunc("POST "+PromisePath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
+		var p PromiseRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<16))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&p); err != nil {
+			http.Error(w, "decoding the promise request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		switch err := m.GivePromise(p); {
+		case errors.Is(err, errRefused):
+			http.Error(w, err.Error(), http.StatusConflict)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	}))
 	mux.HandleFunc("POST "+BackupsPath, m.withToken(func(w http.ResponseWriter, req *http.Request) {

@@ -102,6 +102,15 @@ func (k *LeaseKeeper) holds(deadline time.Duration) (bool, string) {
 	return true, ""
 }
 
+// mayFailsafe: the lease was renewed by this process and, when last read,
+// named this instance; only its renewals fail since. Promises may stand
+// in for it then, never for a lease held by another or never held.
+func (k *LeaseKeeper) mayFailsafe() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.renewed != 0 && k.holder == k.Identity
+}
+
 func (k *LeaseKeeper) errSuffix() string {
 	if k.lastError == "" {
 		return ""
@@ -132,13 +141,26 @@ func (m *Manager) keepLease(ctx context.Context) {
 				m.log.Info("primary lease not renewed", "error", err.Error())
 			}
 			renewDeadline := time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second
-			ok, _ := m.lease.holds(renewDeadline)
 			if err == nil {
+				m.noteFailsafe(d, false)
 				deadline.Reset(m.lease.validFor(renewDeadline) + 10*time.Millisecond)
 				if m.watchdog != nil {
 					m.watchdog.arm(m.lease.renewedAt() + renewDeadline + watchdogGrace)
 				}
+			} else if m.lease.mayFailsafe() && d.Lease.DurationSeconds > 0 {
+				m.gatherPromises(ctx, d)
+				switch until, _ := m.failsafeUntil(d); {
+				case until > m.lease.renewedAt()+renewDeadline:
+					m.noteFailsafe(d, true)
+					deadline.Reset(until - monotonicNow() + 10*time.Millisecond)
+					if m.watchdog != nil {
+						m.watchdog.arm(until + watchdogGrace)
+					}
+				case until == 0:
+					m.noteFailsafe(d, false) // lapsed: the converge loop fences
+				}
 			}
+			ok, _ := m.holdsLease(d)
 			if ok != held {
 				// Losing it, the converge loop fences postgres; gaining it,
 				// a promotion waiting for it goes ahead now, not at the

@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
 
+	"holdfast.dev/holdfast/internal/instance/failsafe"
 	"holdfast.dev/holdfast/internal/postgres"
 )
 
@@ -30,8 +31,12 @@ type Manager struct {
 	cfg Config
 	log logr.Logger
 
-	mu      sync.Mutex // guards desired, epochFloor and report
+	mu      sync.Mutex // guards desired, epochFloor, report, promise and fs
 	desired *Desired
+	// promise is the promise this replica gave a primary (failsafe.go).
+	promise *failsafe.Promise
+	// fs is this primary's failsafe period, if it has had one.
+	fs failsafeState
 	// epochFloor is the epoch of a primary role held before a restart and
 	// not yet confirmed: nothing older is accepted.
 	epochFloor int64
@@ -109,6 +114,14 @@ func (m *Manager) SetDesired(d Desired) error {
 		m.mu.Unlock()
 		return fmt.Errorf("%w: epoch %d is older than %d", ErrStale, d.Epoch, cur)
 	}
+	if why := m.refusePromotion(d); why != "" {
+		// Having heard of the new epoch, it promises the old primary
+		// nothing more: the promise lapses, and the order is taken when
+		// the operator sends it again.
+		m.epochFloor = max(m.epochFloor, d.Epoch)
+		m.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrPromised, why)
+	}
 	m.desired = &d
 	m.mu.Unlock()
 	if m.watchdog != nil {
@@ -135,7 +148,14 @@ func (m *Manager) holdsLease(d *Desired) (bool, string) {
 	if m.lease == nil || d.Lease == nil {
 		return true, ""
 	}
-	return m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
+	ok, why := m.lease.holds(time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second)
+	if ok || !m.lease.mayFailsafe() {
+		return ok, why
+	}
+	if until, missing := m.failsafeUntil(d); until == 0 {
+		return false, fmt.Sprintf("%s, and no failsafe promise from %s", why, strings.Join(missing, ", "))
+	}
+	return true, ""
 }
 
 // currentEpoch is the epoch a new desired state must not be older than.
@@ -154,11 +174,23 @@ func (m *Manager) Report() Report {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.report
+	r.Promise = m.promiseReport()
+	if f := m.fs.report; f != nil {
+		c := *f
+		r.Failsafe = &c
+	}
 	return r
 }
 
 // Run converges until ctx ends, then shuts postgres down cleanly.
 func (m *Manager) Run(ctx context.Context) error {
+	promise, err := m.cfg.loadPromise()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.promise = promise
+	m.mu.Unlock()
 	d, foreign, err := m.cfg.loadDesired()
 	if errors.Is(err, errUnreadableDesired) {
 		m.log.Error(err, "waiting for the operator's word instead")

@@ -162,6 +162,18 @@ func parseLSN(s string) uint64 {
 	return h<<32 | l
 }
 
+// promisedTo names the replicas that report a failsafe promise in force
+// to primary.
+func promisedTo(views []view, primary string) []string {
+	var out []string
+	for _, v := range views {
+		if r := v.Report; r != nil && r.Promise != nil && r.Promise.Primary == primary && r.Promise.RemainingMillis > 0 {
+			out = append(out, v.Pod.Name)
+		}
+	}
+	return out
+}
+
 // considerFailover judges the primary and, when it has failed, starts a
 // failover to the best replica, preempting any other operation. It fills
 // p's PrimaryFailingSince, Waiting and Blocked.
@@ -186,6 +198,14 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 		return
 	}
 	if h == failing {
+		if who := promisedTo(views, target); len(who) > 0 {
+			// Cut off from us, it may still reach its replicas, and take
+			// writes on their promises without the API server; they accept
+			// no promotion while those hold, so none is ordered.
+			p.Waiting = fmt.Sprintf("primary %s: %s; it holds failsafe promises from %s, so it may be taking writes without the API server",
+				target, why, strings.Join(who, ", "))
+			return
+		}
 		if p.PrimaryFailingSince == nil {
 			since := now
 			if pv != nil && pv.Report == nil && !pv.LastAnswer.IsZero() {
@@ -250,6 +270,13 @@ func stepFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time, le
 		return
 	}
 	if h != dead {
+		if v := findView(views, op.To); v != nil && v.Report != nil && v.Report.Promise != nil {
+			// It refuses the order until its promise to the old primary
+			// lapses, and has promised nothing since it heard of the order.
+			p.Waiting = fmt.Sprintf("failover target %s promised %s to accept no promotion for %dms more; the order is sent again until it is taken",
+				op.To, v.Report.Promise.Primary, v.Report.Promise.RemainingMillis)
+			return
+		}
 		why = fmt.Sprintf("it has not become primary within %s", promoteTimeout)
 		if lease := time.Duration(c.Spec.Failover.LeaseDurationSeconds) * time.Second; leaseQuiet < lease {
 			p.Waiting = fmt.Sprintf("failover target %s: %s; its lease was renewed %s ago and lasts %s", op.To, why, leaseQuiet.Round(time.Second), lease)

@@ -1,6 +1,7 @@
 package postgrescluster
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -386,4 +387,55 @@ func promoting(kind holdfastv1.OperationKind, from, to string, started time.Time
 	return &holdfastv1.Operation{Kind: kind, Phase: holdfastv1.PhasePromoting, From: from, To: to, Epoch: 2,
 		StartedAt: metav1.MicroTime{Time: started}, PhaseStartedAt: metav1.MicroTime{Time: started},
 		PhaseDeadline: metav1.MicroTime{Time: started.Add(timeout)}}
+}
+
+// A primary the operator cannot reach may still take writes, without the
+// API server, on its replicas' promises: no failover is started while
+// they report one, and a target that refuses its order for one is waited
+// for, not dropped.
+func TestFailoverRespectsFailsafePromises(t *testing.T) {
+	promised := func(v view, to string, ms int64) view {
+		v.Report.Promise = &instanceapi.PromiseReport{Primary: to, Epoch: 1, RemainingMillis: ms}
+		return v
+	}
+	silent := view{Pod: runningPod("demo-0", "10.0.0.5", "primary")}
+	c := healthyCluster(0)
+	c.Status.PrimaryFailingSince = &metav1.Time{Time: now.Add(-time.Minute)}
+	p := decide(c, []view{silent, promised(replicaView("demo-1", "10.0.0.6", "0/3000060"), "demo-0", 3000),
+		replicaView("demo-2", "10.0.0.7", "0/3000100")}, now, time.Hour, "")
+	if p.Operation != nil || p.TargetPrimary != "demo-0" || !strings.Contains(p.Waiting, "failsafe promises from demo-1") {
+		t.Fatalf("a silent primary holding a promise: operation %+v waiting %q", p.Operation, p.Waiting)
+	}
+	p = decide(c, []view{silent, promised(replicaView("demo-1", "10.0.0.6", "0/3000060"), "demo-0", 0),
+		replicaView("demo-2", "10.0.0.7", "0/3000100")}, now, time.Hour, "")
+	if op := p.Operation; op == nil || op.Kind != holdfastv1.OperationFailover || op.To != "demo-2" {
+		t.Fatalf("the promise has lapsed: operation %+v waiting %q", op, p.Waiting)
+	}
+
+	c = healthyCluster(0)
+	c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-2", "", 2
+	c.Status.Operation = promoting(holdfastv1.OperationFailover, "demo-0", "demo-2", now)
+	target := promised(replicaView("demo-2", "10.0.0.7", "0/3000100"), "demo-0", 2000)
+	p = decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000100"), target}, now.Add(promoteTimeout), time.Hour, "")
+	if p.TargetPrimary != "demo-2" || !strings.Contains(p.Waiting, "promised demo-0") {
+		t.Errorf("a target refusing for its promise: target %q waiting %q", p.TargetPrimary, p.Waiting)
+	}
+	if d := p.Desired["demo-2"]; d.Role != postgres.Primary || d.Epoch != 2 {
+		t.Errorf("the order is not sent again: %+v", d)
+	}
+}
+
+// The primary is told where its replicas' managers answer, and how long
+// a promise must hold, so that it can ask for promises without the operator.
+func TestThePrimaryLearnsWhomToAskForPromises(t *testing.T) {
+	primary := view{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true)}
+	unplaced := view{Pod: runningPod("demo-2", "", "")}
+	p := decide(healthyCluster(0), []view{primary, replicaView("demo-1", "10.0.0.6", "0/3000060"), unplaced}, now, 0, "")
+	d := p.Desired["demo-0"]
+	if len(d.ReplicaHosts) != 1 || d.ReplicaHosts["demo-1"] != "10.0.0.6" || !slices.Equal(d.Replicas, []string{"demo-1", "demo-2"}) {
+		t.Errorf("replicas %v at %v: want both required, demo-1 at its address, demo-2 (no address) unreachable", d.Replicas, d.ReplicaHosts)
+	}
+	if d.Lease == nil || d.Lease.DurationSeconds != 6 || d.Lease.RenewDeadlineSeconds != 4 {
+		t.Errorf("lease terms %+v", d.Lease)
+	}
 }

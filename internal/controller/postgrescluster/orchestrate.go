@@ -2,6 +2,7 @@ package postgrescluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -132,7 +133,9 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 	hold := switching && !oldPrimaryStopped(views, from, p.Epoch) && !leaseLapsed
 	if primary != nil && primary.Report != nil && primary.Pod.DeletionTimestamp == nil && !hold {
 		p.Desired[target] = instanceapi.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch,
-			Lease: &instanceapi.LeaseTerms{Name: resources.LeaseName(c), RenewDeadlineSeconds: int(c.Spec.Failover.RenewDeadlineSeconds)}}
+			ReplicaHosts: replicaHosts(views, replicas),
+			Lease: &instanceapi.LeaseTerms{Name: resources.LeaseName(c), RenewDeadlineSeconds: int(c.Spec.Failover.RenewDeadlineSeconds),
+				DurationSeconds: int(c.Spec.Failover.LeaseDurationSeconds)}}
 		if r := primary.Report; r.Role == postgres.Primary && !r.Fenced && r.Desired != nil && r.Desired.Epoch == p.Epoch {
 			p.CurrentPrimary = target
 			if r.Postgres != nil {
@@ -198,6 +201,18 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 		}
 	}
 	return p
+}
+
+// replicaHosts locates the instance manager of each of replicas that has
+// an address, for the primary to ask for failsafe promises.
+func replicaHosts(views []view, replicas []string) map[string]string {
+	hosts := map[string]string{}
+	for _, name := range replicas {
+		if v := findView(views, name); v != nil && v.Pod.Status.PodIP != "" && v.Pod.DeletionTimestamp == nil {
+			hosts[name] = v.Pod.Status.PodIP
+		}
+	}
+	return hosts
 }
 
 // syncQuorum is how many standbys must confirm each commit. It counts
@@ -354,7 +369,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		qctx, cancel := context.WithTimeout(ctx, instanceTimeout)
 		err := r.Instances.Desire(qctx, instances.URL(v.Pod), token, d)
 		cancel()
-		if err != nil && v.Pod.Name == p.TargetPrimary {
+		if err != nil && v.Pod.Name == p.TargetPrimary && !errors.Is(err, instanceapi.ErrPromiseHolds) {
 			return reports, err
 		}
 		if err != nil {

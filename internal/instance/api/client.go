@@ -57,9 +57,26 @@ func (c Client) Desire(ctx context.Context, base, token string, d Desired) error
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("telling %s its desired state: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+		err := fmt.Errorf("telling %s its desired state: %s: %s", base, resp.Status, strings.TrimSpace(string(msg)))
+		if resp.StatusCode == http.StatusLocked {
+			err = fmt.Errorf("%w: %w", ErrPromiseHolds, err)
+		}
+		return err
 	}
 	return nil
+}
+
+// ErrPromiseHolds: the replica refused a promotion because it promised
+// the primary to accept none for a while; the order may be sent again.
+var ErrPromiseHolds = errors.New("the replica's failsafe promise holds")
+
+// Promise asks the replica at base for a promise; nil when it gave it.
+func (c Client) Promise(ctx context.Context, base, token string, r PromiseRequest) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return c.call(ctx, http.MethodPost, base+PromisePath, token, bytes.NewReader(body), http.StatusOK, nil)
 }
 
 // ErrUnknownBackup is the instance's answer for a backup it has no record

@@ -21,6 +21,11 @@ type Desired struct {
 	SyncQuorum int `json:"syncQuorum,omitempty"`
 	// Lease, for a primary, is the Lease it must hold to take writes.
 	Lease *LeaseTerms `json:"lease,omitempty"`
+	// ReplicaHosts, for a primary, locates each of Replicas' instance
+	// managers (the pod's address): while the primary cannot renew its
+	// Lease it keeps taking writes only on promises from every one of
+	// them (see Promise). A replica with no address cannot promise.
+	ReplicaHosts map[string]string `json:"replicaHosts,omitempty"`
 	// Restore, for a new cluster's first primary, fills its empty data
 	// directory from a backup instead of leaving it empty.
 	Restore *RestoreOrder `json:"restore,omitempty"`
@@ -42,11 +47,21 @@ type Desired struct {
 	Epoch int64 `json:"epoch"`
 }
 
-// LeaseTerms name a primary's Lease and how long the primary may go
-// without renewing it before it stops taking writes.
+// LeaseTerms name a primary's Lease, how long the primary may go without
+// renewing it before it stops taking writes, and how long the operator
+// waits after its last renewal before it may promote another instance.
 type LeaseTerms struct {
 	Name                 string `json:"name"`
 	RenewDeadlineSeconds int    `json:"renewDeadlineSeconds"`
+	DurationSeconds      int    `json:"durationSeconds,omitempty"`
+}
+
+// PromiseRequest is a primary's request to a replica, while the primary
+// cannot renew its Lease: accept no promotion for HoldMillis from now.
+type PromiseRequest struct {
+	Primary    string `json:"primary"`
+	Epoch      int64  `json:"epoch"`
+	HoldMillis int64  `json:"holdMillis"`
 }
 
 // Validate says what is wrong with d, if anything.

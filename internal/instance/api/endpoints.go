@@ -19,4 +19,7 @@ const (
 	// BackupsPath takes backup orders (POST); BackupsPath/<id> reports
 	// one backup (GET) or cancels it (DELETE).
 	BackupsPath = "/v1/backups"
+	// PromisePath takes a primary's PromiseRequest (POST): 200 when the
+	// replica promises, 409 with the reason when it will not.
+	PromisePath = "/v1/promise"
 )

@@ -54,6 +54,32 @@ type Report struct {
 	Adopted *Adoption `json:"adopted,omitempty"`
 	// Archiving is a primary's WAL archiving, when the cluster has a repository.
 	Archiving *ArchiveReport `json:"archiving,omitempty"`
+
+	// Promise, on a replica, is the promise in force that it gave a
+	// primary: it accepts no promotion until it lapses.
+	Promise *PromiseReport `json:"promise,omitempty"`
+	// Failsafe, on a primary, is the failsafe period under way or the
+	// last one: it took writes without renewing its Lease, on promises.
+	Failsafe *FailsafeReport `json:"failsafe,omitempty"`
+}
+
+// PromiseReport is a replica's promise to a primary.
+type PromiseReport struct {
+	Primary string `json:"primary"`
+	Epoch   int64  `json:"epoch"`
+	// RemainingMillis is how long it still holds, when the report was made.
+	RemainingMillis int64 `json:"remainingMillis"`
+}
+
+// FailsafeReport is a primary's period without its Lease, on promises.
+type FailsafeReport struct {
+	Since time.Time `json:"since"`
+	// Ended is when it renewed its Lease again or stopped; nil while it lasts.
+	Ended *time.Time `json:"ended,omitempty"`
+	// Promised names the replicas whose promises it held.
+	Promised []string `json:"promised"`
+	// Epoch is the primary's epoch during the period.
+	Epoch int64 `json:"epoch"`
 }
 
 // Rejoin is what a replica did on its own to follow its primary again

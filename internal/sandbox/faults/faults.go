@@ -80,7 +80,29 @@ func PodProcesses(netnsPath string) ([]Process, error) {
 // eth0, while its loopback keeps working, so its processes go on running.
 // The returned func heals it.
 func Partition(netns string) (heal func() error, err error) {
-	rules := [][]string{{"INPUT", "-i", "eth0", "-j", "DROP"}, {"OUTPUT", "-o", "eth0", "-j", "DROP"}}
+	return drop(netns, [][]string{{"INPUT", "-i", "eth0", "-j", "DROP"}, {"OUTPUT", "-o", "eth0", "-j", "DROP"}})
+}
+
+// CutFrom cuts the named network namespace off from the given peers only
+// (addresses, "ip" for every port or "ip:port" for one TCP port): its
+// packets to them are dropped, and theirs to it. The returned func heals it.
+func CutFrom(netns string, peers ...string) (heal func() error, err error) {
+	var rules [][]string
+	for _, peer := range peers {
+		ip, port, hasPort := strings.Cut(peer, ":")
+		out := []string{"OUTPUT", "-d", ip, "-j", "DROP"}
+		in := []string{"INPUT", "-s", ip, "-j", "DROP"}
+		if hasPort {
+			out = []string{"OUTPUT", "-d", ip, "-p", "tcp", "--dport", port, "-j", "DROP"}
+			in = []string{"INPUT", "-s", ip, "-p", "tcp", "--sport", port, "-j", "DROP"}
+		}
+		rules = append(rules, out, in)
+	}
+	return drop(netns, rules)
+}
+
+// drop inserts rules into netns's filter table; the returned func removes them.
+func drop(netns string, rules [][]string) (heal func() error, err error) {
 	iptables := func(op string, rule []string) error {
 		args := append([]string{"netns", "exec", netns, "iptables", op}, rule...)
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {

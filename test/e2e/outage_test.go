@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
+	"holdfast.dev/holdfast/internal/sandbox/faults"
+	"holdfast.dev/holdfast/internal/sandbox/network"
+)
+
+// TestControlPlaneOutageInSandbox takes the API server away from a cluster
+// under a writer with synchronous replication, and checks that the primary
+// keeps taking writes on its replicas' failsafe promises, that no failover
+// happens, and that no acknowledged write is lost.
+func TestControlPlaneOutageInSandbox(t *testing.T) {
+	e := startSyncCluster(t)
+
+	for _, freeze := range []time.Duration{30 * time.Second, 120 * time.Second} {
+		t.Run(fmt.Sprintf("kube-apiserver frozen for %s: the primary keeps taking writes on its replicas' promises", freeze), func(t *testing.T) {
+			e.waitSynchronous(t)
+			primary, epoch := e.primary(t), e.epoch(t)
+			w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+			w.waitAcks(t, 20)
+			apiserver := e.apiServerPID(t)
+			began := time.Now()
+			if err := syscall.Kill(apiserver, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			thaw := func() { _ = syscall.Kill(apiserver, syscall.SIGCONT) }
+			t.Cleanup(thaw)
+			w.keepsWriting(t, freeze)
+			thaw()
+			w.waitAcks(t, 20)
+			gap := w.History().LongestGap(began, time.Now())
+			t.Logf("API server frozen %s: longest gap between acknowledged writes %s", freeze, gap.Round(time.Millisecond))
+			if gap > 2*time.Second {
+				t.Errorf("writes stopped for %s while the API server was frozen, want at most 2s", gap.Round(time.Millisecond))
+			}
+			e.wantFailsafe(t, primary, began)
+			if now, ep := e.primary(t), e.epoch(t); now != primary || ep != epoch {
+				t.Errorf("primary %s at epoch %s after the outage, was %s at %s: nothing should have moved", now, ep, primary, epoch)
+			}
+			e.checkAcks(t, primary, primary, w)
+			e.waitReady(t, "pg", 3, 4*time.Minute)
+		})
+	}
+
+	t.Run("the primary cut from the API server only: writes go on, and no failover happens", func(t *testing.T) {
+		e.waitSynchronous(t)
+		primary, epoch := e.primary(t), e.epoch(t)
+		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+		w.waitAcks(t, 20)
+		uid := e.mustKubectl("", "-n", ns, "get", "pod", primary, "-o", "jsonpath={.metadata.uid}")
+		// Both the address pods are given (the kubernetes Service) and the
+		// one behind it.
+		apiServers := []string{
+			e.mustKubectl("", "-n", "default", "get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}"),
+			e.mustKubectl("", "-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes",
+				"-o", "jsonpath={.items[0].endpoints[0].addresses[0]}:{.items[0].ports[0].port}"),
+		}
+		heal, err := faults.CutFrom(network.Namespace(uid), apiServers...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = heal() })
+		began := time.Now()
+		// Longer than the lease, so that the operator sees it unrenewed.
+		deadline := began.Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			w.keepsWriting(t, time.Second)
+			if op := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.operation.kind}"); op != "" {
+				t.Fatalf("%s started while the primary, cut from the API server only, took writes", op)
+			}
+		}
+		if err := heal(); err != nil {
+			t.Fatal(err)
+		}
+		e.wantFailsafe(t, primary, began)
+		if now, ep := e.primary(t), e.epoch(t); now != primary || ep != epoch {
+			t.Errorf("primary %s at epoch %s, was %s at %s: nothing should have moved", now, ep, primary, epoch)
+		}
+		t.Logf("cut from the API server for %s: longest gap between acknowledged writes %s", time.Since(began).Round(time.Second),
+			w.History().LongestGap(began, time.Now()).Round(time.Millisecond))
+		e.checkAcks(t, primary, primary, w)
+	})
+}
+
+// keepsWriting fails the test if, at any moment over d, the writer's last
+// acknowledged write is more than 2 s old.
+func (w *writer) keepsWriting(t *testing.T, d time.Duration) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for now := time.Now(); now.Before(end); now = time.Now() {
+		acks := w.History().Acks
+		if len(acks) == 0 || now.Sub(acks[len(acks)-1].At) > 2*time.Second {
+			t.Fatalf("no write acknowledged for more than 2s (%d in all)", len(acks))
+		}
+		time.Sleep(min(200*time.Millisecond, time.Until(end)))
+	}
+}
+
+// wantFailsafe checks, from the primary's own report, that it took writes
+// on promises from both replicas in a failsafe period that began after
+// began and has ended since.
+func (e *sandboxEnv) wantFailsafe(t *testing.T, primary string, began time.Time) {
+	t.Helper()
+	var replicas []string
+	for _, p := range []string{"pg-0", "pg-1", "pg-2"} {
+		if p != primary {
+			replicas = append(replicas, p)
+		}
+	}
+	ip := e.podIP(t, primary)
+	poll(t, time.Minute, primary+"'s failsafe period recorded as ended", func() error {
+		r, err := instanceReport(t.Context(), ip)
+		if err != nil {
+			return err
+		}
+		f := r.Failsafe
+		switch {
+		case f == nil:
+			return errorString("no failsafe period in its report")
+		case f.Since.Before(began):
+			return errorString(fmt.Sprintf("its last failsafe period began %s, before the fault", f.Since.Format(time.StampMilli)))
+		case f.Ended == nil:
+			return errorString("the failsafe period has not ended")
+		}
+		if promised := slices.Sorted(slices.Values(f.Promised)); !slices.Equal(promised, replicas) {
+			t.Errorf("promises from %v, want from every replica %v", promised, replicas)
+		}
+		t.Logf("failsafe period of %s: %s, on promises from %v", primary, f.Ended.Sub(f.Since).Round(time.Millisecond), f.Promised)
+		return nil
+	})
+}
+
+// instanceReport reads an instance manager's status document.
+func instanceReport(ctx context.Context, ip string) (instanceapi.Report, error) {
+	var r instanceapi.Report
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ip+":"+strconv.Itoa(instanceapi.StatusPort)+instanceapi.StatusPath, nil)
+	if err != nil {
+		return r, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return r, err
+	}
+	defer resp.Body.Close()
+	return r, json.NewDecoder(resp.Body).Decode(&r)
+}
+
+func (e *sandboxEnv) epoch(t *testing.T) string {
+	t.Helper()
+	return e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.epoch}")
+}
+
+// apiServerPID finds the sandbox's kube-apiserver process.
+func (e *sandboxEnv) apiServerPID(t *testing.T) int {
+	t.Helper()
+	port := "--secure-port=" + strconv.Itoa(e.apiPort)
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if filepath.Base(args[0]) == "kube-apiserver" && slices.Contains(args, port) {
+			pid, _ := strconv.Atoi(filepath.Base(dir))
+			return pid
+		}
+	}
+	t.Fatalf("no kube-apiserver with %s", port)
+	return 0
+}
