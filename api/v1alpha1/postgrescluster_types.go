@@ -442,7 +442,7 @@ type InstanceStatus struct {
 }
 
 // OperationKind names what an operation does.
-// +kubebuilder:validation:Enum=Failover;Switchover;RollingUpdate;Hibernate;Wake;Fence
+// +kubebuilder:validation:Enum=Failover;Switchover;RollingUpdate;Hibernate;Wake;Fence;Failsafe
 type OperationKind string
 
 const (
@@ -463,6 +463,11 @@ const (
 	// OperationFence stops one replica's postgres, keeping its pod, while
 	// a Backup snapshots its volume.
 	OperationFence OperationKind = "Fence"
+	// OperationFailsafe is recorded, never run: a period in which the
+	// primary took writes without renewing its Lease (the API server did
+	// not answer), on promises from every replica. Its times are the
+	// primary's clock.
+	OperationFailsafe OperationKind = "Failsafe"
 )
 
 // OperationPhase is the step an operation is at.
@@ -562,9 +567,14 @@ type OperationRecord struct {
 	// +listType=atomic
 	Restarted []string `json:"restarted,omitempty"`
 	// +optional
-	Request string           `json:"request,omitempty"`
-	Outcome OperationOutcome `json:"outcome"`
-	Reason  string           `json:"reason"`
+	Request string `json:"request,omitempty"`
+	// Promised names, for a Failsafe, the replicas whose promises the
+	// primary held.
+	// +optional
+	// +listType=atomic
+	Promised []string         `json:"promised,omitempty"`
+	Outcome  OperationOutcome `json:"outcome"`
+	Reason   string           `json:"reason"`
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	// +kubebuilder:validation:Type=string
 	StartedAt metav1.MicroTime `json:"startedAt"`

@@ -404,6 +404,11 @@ func (in *OperationRecord) DeepCopyInto(out *OperationRecord) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.Promised != nil {
+		in, out := &in.Promised, &out.Promised
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	in.StartedAt.DeepCopyInto(&out.StartedAt)
 	in.FinishedAt.DeepCopyInto(&out.FinishedAt)
 }

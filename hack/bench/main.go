@@ -1,7 +1,7 @@
 // Command bench runs the failover benchmarks of issue 5 on this machine,
 // one suite per subcommand, and writes a report under bench/:
 //
-//	go run ./hack/bench patroni [-n 20] [-out bench] [-faults kill,stop,partition,switchover] [-configs defaults,tuned]
+//	go run ./hack/bench patroni [-n 20] [-out bench] [-faults kill,stop,partition,switchover] [-configs defaults,tuned,failsafe]
 //
 // It needs root (network namespaces) and the packages of
 // hack/install-bench-deps.sh. -n 1 is a smoke run of a few minutes.
@@ -64,8 +64,8 @@ func main() {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	n := fs.Int("n", 20, "injections of each fault per configuration")
 	out := fs.String("out", "bench", "folder for the report")
-	faults := fs.String("faults", "kill,stop,partition,switchover,rolling-update", "faults to inject, in round order")
-	configs := fs.String("configs", "defaults,tuned", "configurations to measure")
+	faults := fs.String("faults", "kill,stop,partition,switchover,rolling-update,control-plane-outage", "faults to inject, in round order")
+	configs := fs.String("configs", "defaults,tuned,failsafe", "configurations to measure")
 	keep := fs.Bool("keep", false, "keep the last cluster's data and logs")
 	holdfastFrom := fs.String("holdfast-results", "", "failover suite: take Holdfast's results from this .json of an earlier `holdfast` run (the report says so) instead of running it")
 	patroniFrom := fs.String("patroni-results", "", "failover suite: the same for Patroni's, from a `patroni` run")
@@ -131,10 +131,10 @@ func details(results []bench.Result) string {
 					continue
 				}
 				fmt.Fprintf(&b, " %.2f", s.Outage.Seconds())
-				switch f.Fault {
-				case bench.Switchover:
+				switch {
+				case f.Fault == bench.Switchover:
 					fmt.Fprintf(&b, "(gap %.2f)", s.Gap.Seconds())
-				case bench.RollingUpdate:
+				case f.Fault.Lasting():
 					fmt.Fprintf(&b, "(took %.2f, gap %.2f, %d failed writes)", s.Took.Seconds(), s.Gap.Seconds(), s.FailedWrites)
 				}
 			}
@@ -159,6 +159,8 @@ func runPatroni(ctx context.Context, c common) ([]bench.Result, string, error) {
 			o.Configs = append(o.Configs, patroni.Defaults)
 		case patroni.Tuned.Name:
 			o.Configs = append(o.Configs, patroni.Tuned)
+		case patroni.Failsafe.Name:
+			o.Configs = append(o.Configs, patroni.Failsafe)
 		default:
 			return nil, "", fmt.Errorf("unknown configuration %q", name)
 		}

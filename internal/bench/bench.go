@@ -39,10 +39,21 @@ const (
 	// the same by hand (restart each replica's member, a switchover, then
 	// restart the old leader's member).
 	RollingUpdate Fault = "rolling-update"
+	// ControlPlaneOutage takes the coordination service away for
+	// OutageFor: Holdfast's kube-apiserver, Patroni's etcd, frozen
+	// (SIGSTOP), then resumed. No primary should change.
+	ControlPlaneOutage Fault = "control-plane-outage"
 )
 
+// OutageFor is how long a ControlPlaneOutage lasts.
+const OutageFor = 30 * time.Second
+
 // Faults are all faults, in the order a round injects them.
-var Faults = []Fault{Kill, Stop, Partition, Switchover, RollingUpdate}
+var Faults = []Fault{Kill, Stop, Partition, Switchover, RollingUpdate, ControlPlaneOutage}
+
+// Lasting: the fault is judged by its longest write gap and its failed
+// writes from its start to its end, not by the time to a new primary.
+func (f Fault) Lasting() bool { return f == RollingUpdate || f == ControlPlaneOutage }
 
 // Sample is one injection of a fault.
 type Sample struct {
@@ -96,7 +107,7 @@ func (f FaultResult) StepMedians() []Step {
 	return out
 }
 
-// Spread records, for a fault that lasts (a rolling update) from s.At to
+// Spread records, for a fault that lasts (Lasting) from s.At to
 // end, how long it took, its longest write gap and its failed writes.
 func (s *Sample) Spread(h loadcheck.History, end time.Time) {
 	s.Took = end.Sub(s.At)
@@ -107,6 +118,36 @@ func (s *Sample) Spread(h loadcheck.History, end time.Time) {
 			s.FailedWrites++
 		}
 	}
+}
+
+// Freeze stops process pid (SIGSTOP) for OutageFor and resumes it, then
+// records in s, from the fault to the first write acknowledged after the
+// resumption: Outage, the longest write gap and the failed writes.
+func Freeze(ctx context.Context, pid int, w *loadcheck.Writer, s *Sample) error {
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("freezing %d: %w", pid, err)
+	}
+	resume := func() error { return syscall.Kill(pid, syscall.SIGCONT) }
+	select {
+	case <-ctx.Done():
+		_ = resume()
+		return ctx.Err()
+	case <-time.After(OutageFor - time.Since(s.At)):
+	}
+	if err := resume(); err != nil {
+		return fmt.Errorf("resuming %d: %w", pid, err)
+	}
+	resumed := time.Now()
+	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	a, err := w.WaitAck(actx, resumed, func(loadcheck.Ack) bool { return true })
+	if err != nil {
+		s.Err = "no write after the outage: " + err.Error()
+		return nil
+	}
+	s.Outage = a.At.Sub(s.At)
+	s.Spread(w.History(), a.At)
+	return nil
 }
 
 // FaultResult is every sample of one fault in one configuration.
@@ -181,10 +222,10 @@ func Ratios(results []Result) string {
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "fault\tmeasure\t%s median\tother\tother median\tratio\t\n", base.Suite)
 	for _, f := range base.Faults {
-		// A rolling update is judged by its longest write gap: both sides
-		// restart every member, and the gap is what clients feel.
+		// A rolling update and an outage are judged by their longest write
+		// gap: that is what clients feel.
 		measure, get := "to a write on a new primary", FaultResult.Outage
-		if f.Fault == RollingUpdate {
+		if f.Fault.Lasting() {
 			measure, get = "longest write gap", FaultResult.Gap
 		}
 		bm := get(f).Median

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -31,5 +32,11 @@ func newOperatorCmd() *cobra.Command {
 	f.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":8081", "where to serve /healthz and /readyz")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", true, "elect one active operator among replicas")
 	f.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
+	// A standby takes over a crashed leader after the lease duration; the
+	// databases do not wait for it (their primaries hold Leases of their
+	// own), but failovers and operations do. See docs/high-availability.md.
+	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 4*time.Second, "how long a standby operator waits on an unrenewed leader lease before it takes over")
+	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 3*time.Second, "how long the leader tries to renew its lease before it steps down")
+	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 500*time.Millisecond, "how often operators try to renew or take the leader lease")
 	return cmd
 }

@@ -146,6 +146,7 @@ func (m *Manager) noteFailsafe(d *Desired, on bool) {
 		m.log.Info("failsafe: the API server does not answer; taking writes on the replicas' promises", "promised", m.fs.report.Promised)
 	case on:
 		r.Promised = mergeNames(r.Promised, m.fs.tally.Holders(monotonicNow()))
+		slices.Sort(r.Promised)
 	case !on && r != nil && r.Ended == nil:
 		now := time.Now()
 		r.Ended = &now

@@ -38,12 +38,23 @@ import (
 
 // Options configure the operator.
 type Options struct {
-	Resources          resources.Options
-	MetricsAddr        string
-	HealthAddr         string
-	LeaderElection     bool
-	LeaderElectionNS   string
-	SkipNameValidation bool
+	Resources        resources.Options
+	MetricsAddr      string
+	HealthAddr       string
+	LeaderElection   bool
+	LeaderElectionNS string
+	// LeaderElectionTimings: how long a leader's lease lasts unrenewed,
+	// how long the leader keeps trying to renew before it gives up, and
+	// how often a standby tries to take it over.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	SkipNameValidation                        bool
+}
+
+func durationOrNil(d time.Duration) *time.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return &d
 }
 
 // Scheme knows every type the operator reads or writes.
@@ -93,6 +104,12 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "holdfast-operator.holdfast.dev",
 		LeaderElectionNamespace: opts.LeaderElectionNS,
+		LeaseDuration:           durationOrNil(opts.LeaseDuration),
+		RenewDeadline:           durationOrNil(opts.RenewDeadline),
+		RetryPeriod:             durationOrNil(opts.RetryPeriod),
+		// A leader that stops cleanly (a rollout, a drain) hands over at
+		// once rather than after its lease lapses.
+		LeaderElectionReleaseOnCancel: true,
 		// Tests start several managers in one process.
 		Controller: config.Controller{SkipNameValidation: &skip},
 	})

@@ -109,17 +109,43 @@ func (e *sandboxEnv) installOperator() {
 	})
 	e.mustKubectl("", "apply", "--server-side", "-k", "../../config/default")
 	e.mustKubectl("", "wait", "--for", "condition=Established", "crd/postgresclusters.holdfast.dev", "--timeout=60s")
-	poll(e.t, 3*time.Minute, "the operator's pod ready", func() error {
+	poll(e.t, 3*time.Minute, "both operator pods ready, one of them leading", func() error {
 		out, err := e.kubectl("", "-n", "holdfast-system", "get", "pods", "-o",
 			`jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{end}`)
 		if err != nil {
 			return err
 		}
-		if out != "True" {
-			return errorString("operator pod ready: " + out)
+		if out != "TrueTrue" {
+			return errorString("operator pods ready: " + out)
 		}
-		return nil
+		_, err = e.operatorLeader()
+		return err
 	})
+}
+
+// operatorLeader names the operator pod that holds the leader lease.
+func (e *sandboxEnv) operatorLeader() (string, error) {
+	holder, err := e.kubectl("", "-n", "holdfast-system", "get", "lease", "holdfast-operator.holdfast.dev", "-o", "jsonpath={.spec.holderIdentity}")
+	if err != nil {
+		return "", err
+	}
+	// controller-runtime names the holder <hostname>_<random>; the
+	// hostname is the pod's name.
+	pod, _, ok := strings.Cut(holder, "_")
+	if !ok {
+		return "", errorString("leader lease holder " + holder)
+	}
+	return pod, nil
+}
+
+// leadingOperator names the operator pod that leads, and gives its UID.
+func (e *sandboxEnv) leadingOperator(t *testing.T) (name, uid string) {
+	t.Helper()
+	name, err := e.operatorLeader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name, e.mustKubectl("", "-n", "holdfast-system", "get", "pod", name, "-o", "jsonpath={.metadata.uid}")
 }
 
 // secretValue reads one key of a Secret.

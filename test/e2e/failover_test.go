@@ -127,7 +127,7 @@ func TestFailoverInSandbox(t *testing.T) {
 	t.Run("the operator killed in the middle of a failover: its successor completes it", func(t *testing.T) {
 		e.waitSynchronous(t)
 		old := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
-		operator := e.mustKubectl("", "-n", "holdfast-system", "get", "pods", "-o", "jsonpath={.items[0].metadata.uid}")
+		leader, operator := e.leadingOperator(t)
 		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
 		w.waitAcks(t, 20)
 		// A watch, not a poll: the failover lasts a fraction of a second.
@@ -172,8 +172,12 @@ func TestFailoverInSandbox(t *testing.T) {
 			t.Fatalf("the failover completed (%s) before the operator was killed (%s): the kill missed the middle", done.Format(time.StampMicro), killed.Format(time.StampMicro))
 		}
 		firstAck := w.firstAckAfter(t, at, promoted, 3*time.Minute)
-		t.Logf("operator killed %s into the failover; its successor completed it: %s is the primary, first write through pg-rw %s after the fault (the node restarts the operator after a 10 s back-off, then it waits for its leader lease)",
-			killed.Sub(at).Round(time.Millisecond), promoted, firstAck.Round(time.Millisecond))
+		successor, err := e.operatorLeader()
+		if err != nil || successor == leader {
+			t.Errorf("the leader lease is held by %q (%v) after %s was killed: want the standby", successor, err, leader)
+		}
+		t.Logf("operator %s killed %s into the failover; the standby %s completed it: %s is the primary, first write through pg-rw %s after the fault",
+			leader, killed.Sub(at).Round(time.Millisecond), successor, promoted, firstAck.Round(time.Millisecond))
 		w.waitAcks(t, 20)
 		e.checkAcks(t, promoted, old, w)
 		e.waitReady(t, "pg", 3, 4*time.Minute)

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,6 +94,34 @@ func TestControlPlaneOutageInSandbox(t *testing.T) {
 	})
 }
 
+// TestOperatorAndPrimaryKilledTogetherInSandbox kills the operator that
+// leads and the primary at once: the standby operator takes over within
+// its leader lease and fails over, with no acknowledged write lost.
+func TestOperatorAndPrimaryKilledTogetherInSandbox(t *testing.T) {
+	e := startSyncCluster(t)
+	e.waitSynchronous(t)
+	old := e.primary(t)
+	leader, operator := e.leadingOperator(t)
+	w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+	w.waitAcks(t, 20)
+	at := time.Now()
+	if _, err := faults.KillPod(network.NamespacePath(network.Namespace(operator))); err != nil {
+		t.Fatal(err)
+	}
+	e.killPod(t, old)
+	promoted := e.waitFailover(t, old)
+	firstAck := w.firstAckAfter(t, at, promoted, 3*time.Minute)
+	successor, err := e.operatorLeader()
+	if err != nil || successor == leader {
+		t.Errorf("the leader lease is held by %q (%v) after %s was killed: want the standby", successor, err, leader)
+	}
+	t.Logf("operator leader %s and primary %s killed together: the standby %s promoted %s; first write through pg-rw %s after the fault",
+		leader, old, successor, promoted, firstAck.Round(time.Millisecond))
+	w.waitAcks(t, 20)
+	e.checkAcks(t, promoted, old, w)
+	e.waitReady(t, "pg", 3, 4*time.Minute)
+}
+
 // keepsWriting fails the test if, at any moment over d, the writer's last
 // acknowledged write is more than 2 s old.
 func (w *writer) keepsWriting(t *testing.T, d time.Duration) {
@@ -142,6 +168,25 @@ func (e *sandboxEnv) wantFailsafe(t *testing.T, primary string, began time.Time)
 		t.Logf("failsafe period of %s: %s, on promises from %v", primary, f.Ended.Sub(f.Since).Round(time.Millisecond), f.Promised)
 		return nil
 	})
+	// The operator, back, writes the period into the cluster's history.
+	poll(t, 2*time.Minute, "the failsafe period in status.history", func() error {
+		out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o",
+			`jsonpath={range .status.history[?(@.kind=="Failsafe")]}{.startedAt}|{.from}|{.promised}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Split(line, "|")
+			if len(f) != 3 {
+				continue
+			}
+			started, err := time.Parse(time.RFC3339Nano, f[0])
+			if err == nil && !started.Before(began) && f[1] == primary && f[2] == `["`+strings.Join(replicas, `","`)+`"]` {
+				return nil
+			}
+		}
+		return errorString("history holds: " + out)
+	})
 }
 
 // instanceReport reads an instance manager's status document.
@@ -169,22 +214,9 @@ func (e *sandboxEnv) epoch(t *testing.T) string {
 // apiServerPID finds the sandbox's kube-apiserver process.
 func (e *sandboxEnv) apiServerPID(t *testing.T) int {
 	t.Helper()
-	port := "--secure-port=" + strconv.Itoa(e.apiPort)
-	dirs, err := filepath.Glob("/proc/[0-9]*")
+	pid, err := faults.FindProcess("kube-apiserver", e.dir+"/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range dirs {
-		b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if filepath.Base(args[0]) == "kube-apiserver" && slices.Contains(args, port) {
-			pid, _ := strconv.Atoi(filepath.Base(dir))
-			return pid
-		}
-	}
-	t.Fatalf("no kube-apiserver with %s", port)
-	return 0
+	return pid
 }

@@ -191,6 +191,15 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 		heal, err = faults.Partition(network.Namespace(uid))
 	case bench.RollingUpdate:
 		err = r.changeImage(ctx)
+	case bench.ControlPlaneOutage:
+		var pid int
+		if pid, err = faults.FindProcess("kube-apiserver", r.sb.Dir+"/"); err == nil {
+			err = bench.Freeze(ctx, pid, w, &s)
+		}
+		if err == nil {
+			err = r.waitHealthy(ctx, 5*time.Minute)
+		}
+		return s, err
 	case bench.Switchover:
 		to := "pg-1"
 		if primary == to {

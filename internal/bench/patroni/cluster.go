@@ -210,6 +210,9 @@ func (c *cluster) writeConfig(m *member) error {
 	if s.PrimaryStartTimeout != nil {
 		dcs["primary_start_timeout"] = *s.PrimaryStartTimeout
 	}
+	if s.FailsafeMode {
+		dcs["failsafe_mode"] = true
+	}
 	cidr := (&net.IPNet{IP: bridge.Gateway.IP.Mask(bridge.Gateway.Mask), Mask: bridge.Gateway.Mask}).String()
 	cfg := map[string]any{
 		"scope": "bench",

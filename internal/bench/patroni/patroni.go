@@ -22,12 +22,18 @@ type Settings struct {
 	Name                        string
 	TTL, LoopWait, RetryTimeout int
 	PrimaryStartTimeout         *int
+	// FailsafeMode keeps the leader running while the DCS is away, as
+	// long as every member answers its POST /failsafe (Patroni 3.0+).
+	FailsafeMode bool
 }
 
 func (s Settings) String() string {
 	str := fmt.Sprintf("ttl=%d loop_wait=%d retry_timeout=%d", s.TTL, s.LoopWait, s.RetryTimeout)
 	if s.PrimaryStartTimeout != nil {
 		str += fmt.Sprintf(" primary_start_timeout=%d", *s.PrimaryStartTimeout)
+	}
+	if s.FailsafeMode {
+		str += " failsafe_mode=true"
 	}
 	return str + " synchronous_mode=true"
 }
@@ -48,6 +54,9 @@ var (
 	// dies and Patroni lives; no fault here does that, but it is the fast
 	// setting).
 	Tuned = Settings{Name: "tuned", TTL: 20, LoopWait: 1, RetryTimeout: 3, PrimaryStartTimeout: &zero}
+	// Failsafe is Tuned with failsafe_mode, Patroni's answer to a DCS
+	// outage and the counterpart of Holdfast's failsafe.
+	Failsafe = Settings{Name: "failsafe", TTL: 20, LoopWait: 1, RetryTimeout: 3, PrimaryStartTimeout: &zero, FailsafeMode: true}
 )
 
 // Options of a benchmark run.
@@ -206,6 +215,12 @@ func (c *cluster) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault
 				refused(err)
 			}
 		}()
+	case bench.ControlPlaneOutage:
+		if err := bench.Freeze(ctx, c.etcd.Process.Pid, w, &s); err != nil {
+			return s, err
+		}
+		_, err = c.waitHealthy(ctx, 3*time.Minute)
+		return s, err
 	case bench.RollingUpdate:
 		rolled = make(chan error, 1)
 		go func() {

@@ -174,6 +174,31 @@ func promisedTo(views []view, primary string) []string {
 	return out
 }
 
+// recordFailsafe writes into the history a failsafe period the primary
+// reports as ended, once: the operator may not have been there to see it
+// (the API server was away), so the primary's report is its record.
+func recordFailsafe(views []view, primary string, p *plan) {
+	v := findView(views, primary)
+	if v == nil || v.Report == nil || v.Report.Failsafe == nil || v.Report.Failsafe.Ended == nil {
+		return
+	}
+	f := v.Report.Failsafe
+	// Status keeps microseconds: compare at that precision.
+	for _, rec := range p.History {
+		if rec.Kind == holdfastv1.OperationFailsafe && rec.From == primary && rec.StartedAt.Time.Truncate(time.Microsecond).Equal(f.Since.Truncate(time.Microsecond)) {
+			return
+		}
+	}
+	d := f.Ended.Sub(f.Since).Round(time.Millisecond)
+	p.record(holdfastv1.OperationRecord{
+		Kind: holdfastv1.OperationFailsafe, From: primary, To: primary, Promised: f.Promised, Outcome: holdfastv1.OutcomeSucceeded,
+		Reason: fmt.Sprintf("primary %s could not renew its Lease (the API server did not answer) and took writes for %s on promises from %s",
+			primary, d, strings.Join(f.Promised, ", ")),
+		StartedAt: metav1.MicroTime{Time: f.Since}, FinishedAt: metav1.MicroTime{Time: *f.Ended}, Duration: d.String(),
+	})
+	p.say(true, "FailsafeEnded", "Failsafe", p.History[len(p.History)-1].Reason)
+}
+
 // considerFailover judges the primary and, when it has failed, starts a
 // failover to the best replica, preempting any other operation. It fills
 // p's PrimaryFailingSince, Waiting and Blocked.

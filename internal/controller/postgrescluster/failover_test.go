@@ -439,3 +439,33 @@ func TestThePrimaryLearnsWhomToAskForPromises(t *testing.T) {
 		t.Errorf("lease terms %+v", d.Lease)
 	}
 }
+
+// A failsafe period the primary reports as ended goes into the history
+// once, with the replicas that promised.
+func TestFailsafePeriodIsRecordedOnce(t *testing.T) {
+	since := now.Add(-time.Minute).Add(1234 * time.Nanosecond)
+	ended := since.Add(30 * time.Second)
+	primary := view{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true)}
+	primary.Report.Failsafe = &instanceapi.FailsafeReport{Since: since, Promised: []string{"demo-1", "demo-2"}, Epoch: 1}
+	views := []view{primary, replicaView("demo-1", "10.0.0.6", "0/3000060"), replicaView("demo-2", "10.0.0.7", "0/3000060")}
+	c := healthyCluster(0)
+	if p := decide(c, views, now, 0, ""); len(p.History) != 0 {
+		t.Fatalf("a failsafe period under way was recorded: %+v", p.History)
+	}
+	primary.Report.Failsafe.Ended = &ended
+	p := decide(c, views, now, 0, "")
+	if len(p.History) != 1 {
+		t.Fatalf("history %+v", p.History)
+	}
+	rec := p.History[0]
+	if rec.Kind != holdfastv1.OperationFailsafe || rec.From != "demo-0" || rec.Duration != "30s" || !slices.Equal(rec.Promised, []string{"demo-1", "demo-2"}) ||
+		!strings.Contains(rec.Reason, "promises from demo-1, demo-2") || len(p.Notes) != 1 || p.Notes[0].reason != "FailsafeEnded" {
+		t.Errorf("record %+v notes %+v", rec, p.Notes)
+	}
+	// Stored with microseconds, as status keeps it; the next look sees it.
+	rec.StartedAt.Time = rec.StartedAt.Time.Truncate(time.Microsecond)
+	c.Status.History = []holdfastv1.OperationRecord{rec}
+	if p := decide(c, views, now.Add(time.Second), 0, ""); len(p.History) != 1 {
+		t.Errorf("recorded twice: %+v", p.History)
+	}
+}

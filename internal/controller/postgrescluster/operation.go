@@ -85,10 +85,7 @@ func (p *plan) finish(outcome holdfastv1.OperationOutcome, why string, now time.
 		Duration: now.Sub(op.StartedAt.Time).Round(time.Millisecond).String(),
 	}
 	p.finished = true
-	p.History = append(p.History, rec)
-	if n := len(p.History); n > historyLength {
-		p.History = p.History[n-historyLength:]
-	}
+	p.record(rec)
 	p.Operation = nil
 	kind := string(op.Kind)
 	switch outcome {
@@ -102,6 +99,14 @@ func (p *plan) finish(outcome holdfastv1.OperationOutcome, why string, now time.
 		p.say(true, kind+"Preempted", kind, kind+" gave way: "+why)
 	default:
 		p.say(true, kind+"Failed", kind, kind+" failed: "+why)
+	}
+}
+
+// record appends rec to the history, which keeps the last historyLength.
+func (p *plan) record(rec holdfastv1.OperationRecord) {
+	p.History = append(p.History, rec)
+	if n := len(p.History); n > historyLength {
+		p.History = p.History[n-historyLength:]
 	}
 }
 

@@ -98,6 +98,7 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 			stepFence(c, views, now, &p)
 		}
 	}
+	recordFailsafe(views, p.TargetPrimary, &p)
 	considerFailover(c, views, now, leaseQuiet, &p)
 	considerHibernation(c, views, now, &p)
 	considerScaleDown(c, views, now, &p)

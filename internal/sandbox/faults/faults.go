@@ -76,6 +76,32 @@ func PodProcesses(netnsPath string) ([]Process, error) {
 	return out, nil
 }
 
+// FindProcess returns the PID of the process whose program is named name
+// and one of whose arguments contains argument (a sandbox's folder, a
+// port flag): the sandbox's control plane runs as plain processes.
+func FindProcess(name, argument string) (int, error) {
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return 0, err
+	}
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if filepath.Base(args[0]) != name {
+			continue
+		}
+		for _, a := range args[1:] {
+			if strings.Contains(a, argument) {
+				return strconv.Atoi(filepath.Base(dir))
+			}
+		}
+	}
+	return 0, fmt.Errorf("no %s process with an argument containing %q", name, argument)
+}
+
 // Partition cuts the named network namespace off: nothing in or out on its
 // eth0, while its loopback keeps working, so its processes go on running.
 // The returned func heals it.
