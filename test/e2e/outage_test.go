@@ -54,6 +54,8 @@ func TestControlPlaneOutageInSandbox(t *testing.T) {
 		})
 	}
 
+	t.Run("the operator cut from everything: writes go on, and nothing changes", func(t *testing.T) { operatorCutOff(t, e) })
+
 	t.Run("the primary cut from the API server only: writes go on, and no failover happens", func(t *testing.T) {
 		e.waitSynchronous(t)
 		primary, epoch := e.primary(t), e.epoch(t)
@@ -92,6 +94,37 @@ func TestControlPlaneOutageInSandbox(t *testing.T) {
 			w.History().LongestGap(began, time.Now()).Round(time.Millisecond))
 		e.checkAcks(t, primary, primary, w)
 	})
+}
+
+// operatorCutOff is the third case of the safety argument: the operator
+// cut from everything can promote nobody, and the cluster goes on.
+func operatorCutOff(t *testing.T, e *sandboxEnv) {
+	e.waitSynchronous(t)
+	primary, epoch := e.primary(t), e.epoch(t)
+	w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+	w.waitAcks(t, 20)
+	uids := strings.Fields(e.mustKubectl("", "-n", "holdfast-system", "get", "pods", "-o", "jsonpath={.items[*].metadata.uid}"))
+	var heals []func() error
+	for _, uid := range uids {
+		heal, err := faults.Partition(network.Namespace(uid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = heal() })
+		heals = append(heals, heal)
+	}
+	began := time.Now()
+	w.keepsWriting(t, 20*time.Second)
+	for _, heal := range heals {
+		if err := heal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("both operator pods cut off for 20s: longest gap between acknowledged writes %s", w.History().LongestGap(began, time.Now()).Round(time.Millisecond))
+	if now, ep := e.primary(t), e.epoch(t); now != primary || ep != epoch {
+		t.Errorf("primary %s at epoch %s, was %s at %s: nothing should have moved", now, ep, primary, epoch)
+	}
+	e.checkAcks(t, primary, primary, w)
 }
 
 // TestOperatorAndPrimaryKilledTogetherInSandbox kills the operator that
