@@ -104,6 +104,7 @@ func Run(ctx context.Context, o Options, ready func()) error {
 		return fmt.Errorf("pod controller: %w", err)
 	}
 	go func() { _ = pc.Run(ctx, 4) }()
+	go p.resyncStatus(ctx, pods.Lister(), o.Client)
 	select {
 	case <-pc.Ready():
 	case <-pc.Done():
