@@ -145,8 +145,8 @@ func (m *Manager) noteFailsafe(d *Desired, on bool) {
 		m.fs.report = &FailsafeReport{Since: time.Now(), Epoch: d.Epoch, Promised: m.fs.tally.Holders(monotonicNow())}
 		m.log.Info("failsafe: the API server does not answer; taking writes on the replicas' promises", "promised", m.fs.report.Promised)
 	case on:
-		r.Promised = mergeNames(r.Promised, m.fs.tally.Holders(monotonicNow()))
-		slices.Sort(r.Promised)
+		// Sorted, each once: every replica that promised during the period.
+		r.Promised = slices.Compact(slices.Sorted(slices.Values(append(r.Promised, m.fs.tally.Holders(monotonicNow())...))))
 	case !on && r != nil && r.Ended == nil:
 		now := time.Now()
 		r.Ended = &now
@@ -155,15 +155,6 @@ func (m *Manager) noteFailsafe(d *Desired, on bool) {
 	case !on:
 		m.fs.tally.Reset()
 	}
-}
-
-func mergeNames(a, b []string) []string {
-	for _, n := range b {
-		if !slices.Contains(a, n) {
-			a = append(a, n)
-		}
-	}
-	return a
 }
 
 // promiseFile keeps a replica's promise beside its desired state.

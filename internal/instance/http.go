@@ -44,10 +44,7 @@ func (m *Manager) Handler() http.Handler {
 	})
 	mux.HandleFunc("PUT "+DesiredPath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
 		var d Desired
-		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&d); err != nil {
-			http.Error(w, "decoding the desired state: "+err.Error(), http.StatusBadRequest)
+		if !decodeBody(w, req, &d, "the desired state") {
 			return
 		}
 		switch err := m.SetDesired(d); {
@@ -63,10 +60,7 @@ func (m *Manager) Handler() http.Handler {
 	}))
 	mux.HandleFunc("POST "+PromisePath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
 		var p PromiseRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<16))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&p); err != nil {
-			http.Error(w, "decoding the promise request: "+err.Error(), http.StatusBadRequest)
+		if !decodeBody(w, req, &p, "the promise request") {
 			return
 		}
 		switch err := m.GivePromise(p); {
@@ -78,10 +72,7 @@ func (m *Manager) Handler() http.Handler {
 	}))
 	mux.HandleFunc("POST "+BackupsPath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
 		var o BackupOrder
-		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&o); err != nil {
-			http.Error(w, "decoding the backup order: "+err.Error(), http.StatusBadRequest)
+		if !decodeBody(w, req, &o, "the backup order") {
 			return
 		}
 		r, err := m.StartBackup(o)
@@ -113,6 +104,18 @@ func (m *Manager) Handler() http.Handler {
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	return mux
+}
+
+// decodeBody reads a JSON body of at most 1 MiB with no unknown fields
+// into v; on failure it answers 400 and says false.
+func decodeBody(w http.ResponseWriter, req *http.Request, v any, what string) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		http.Error(w, "decoding "+what+": "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
 }
 
 func probe(w http.ResponseWriter, ok bool, why string) {

@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -147,12 +149,7 @@ func (p *Provider) GetPodStatus(ctx context.Context, namespace, name string) (*c
 
 // GetPods lists the pods this node runs.
 func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
-	p.mu.Lock()
-	rs := make([]*podRuntime, 0, len(p.pods))
-	for _, r := range p.pods {
-		rs = append(rs, r)
-	}
-	p.mu.Unlock()
+	rs := p.runtimes()
 	out := make([]*corev1.Pod, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, r.snapshot())
@@ -166,6 +163,13 @@ func (p *Provider) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 	p.mu.Lock()
 	p.notifyCb = cb
 	p.mu.Unlock()
+}
+
+// runtimes are the node's pods, copied out of the lock.
+func (p *Provider) runtimes() []*podRuntime {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Collect(maps.Values(p.pods))
 }
 
 func (p *Provider) notify(pod *corev1.Pod) {
@@ -186,12 +190,7 @@ func (p *Provider) event(pod *corev1.Pod, kind, reason, msg string) {
 // shutdown stops every pod, giving each container at most grace, and
 // waits for them.
 func (p *Provider) shutdown(grace time.Duration) {
-	p.mu.Lock()
-	rs := make([]*podRuntime, 0, len(p.pods))
-	for _, r := range p.pods {
-		rs = append(rs, r)
-	}
-	p.mu.Unlock()
+	rs := p.runtimes()
 	for _, r := range rs {
 		r.stop(grace, false)
 	}

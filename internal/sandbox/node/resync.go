@@ -28,13 +28,7 @@ func (p *Provider) resyncStatus(ctx context.Context, pods corelisters.PodLister,
 			return
 		case <-t.C:
 		}
-		p.mu.Lock()
-		rs := make([]*podRuntime, 0, len(p.pods))
-		for _, r := range p.pods {
-			rs = append(rs, r)
-		}
-		p.mu.Unlock()
-		for _, r := range rs {
+		for _, r := range p.runtimes() {
 			ours := r.snapshot()
 			theirs, err := pods.Pods(ours.Namespace).Get(ours.Name)
 			if err != nil || theirs.UID != ours.UID || sameConditions(theirs.Status.Conditions, ours.Status.Conditions) {
