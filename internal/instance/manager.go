@@ -60,13 +60,17 @@ type Manager struct {
 	appliedConf  [32]byte
 	stanza       stanzaState
 	rolesApplied [32]byte
-	beenReady    bool
-	demotedAt    int64 // see Report.DemotedAtEpoch
-	needRewind   bool
-	startErr     string // see Report.StartError
-	params       paramState
-	errorsSince  time.Time // when the steps began to fail; zero while they succeed
-	catch        catchUp
+	// rolesReady: the running primary has the application's roles, set
+	// since it started or replicated before its promotion. Until then it
+	// is not ready: a client would be refused for a role still missing.
+	rolesReady  bool
+	beenReady   bool
+	demotedAt   int64 // see Report.DemotedAtEpoch
+	needRewind  bool
+	startErr    string // see Report.StartError
+	params      paramState
+	errorsSince time.Time // when the steps began to fail; zero while they succeed
+	catch       catchUp
 
 	// lastLoop is when the converge loop last ran, in Unix nanoseconds;
 	// the liveness probe reads it from another goroutine.
@@ -310,6 +314,9 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 		}
 	}
 	m.catch.observe(d, st, time.Now())
+	if d != nil && d.Role == postgres.Primary && st != nil && !st.InRecovery && !m.rolesReady {
+		m.poke() // the next step sets the roles up at once, not a tick later
+	}
 	archiving := m.archiving(d, st)
 	m.setReport(func(r *Report) {
 		r.Desired = d
@@ -358,7 +365,7 @@ func (m *Manager) ready(d *Desired, st *postgres.Status) bool {
 		return false
 	}
 	if d.Role == postgres.Primary {
-		return !st.InRecovery
+		return !st.InRecovery && m.rolesReady
 	}
 	return st.InRecovery && st.Streaming && st.LagBytes <= m.cfg.MaxLagBytes
 }
@@ -433,6 +440,7 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			if err := m.exec(ctx, `SELECT pg_promote(true, 60)`); err != nil {
 				return "", fmt.Errorf("promoting: %w", err)
 			}
+			m.rolesReady = true // replicated from the primary it followed
 			// The replicas, already told to follow this instance, need
 			// their slots to stream; and until one streams, no commit
 			// under synchronous replication is acknowledged.
@@ -541,6 +549,7 @@ func (m *Manager) bootstrap(ctx context.Context, d *Desired) error {
 	if err := os.RemoveAll(scratch); err != nil {
 		return fmt.Errorf("clearing %s: %w", scratch, err)
 	}
+	m.rolesApplied, m.rolesReady = [32]byte{}, false
 	if err := m.writePassFile(); err != nil {
 		return err
 	}
@@ -725,6 +734,7 @@ func (m *Manager) ensureRoles(ctx context.Context) error {
 	}
 	sum := sha256.Sum256([]byte(strings.Join([]string{repl.Username, repl.Password, app.Username, app.Password, su.Password, m.cfg.Database, m.cfg.Owner}, "\x00")))
 	if sum == m.rolesApplied {
+		m.rolesReady = true
 		return nil
 	}
 	conn, err := m.connect(ctx)
@@ -760,7 +770,7 @@ func (m *Manager) ensureRoles(ctx context.Context) error {
 			}
 		}
 	}
-	m.rolesApplied = sum
+	m.rolesApplied, m.rolesReady = sum, true
 	if m.foreignPasswords() {
 		// This cluster's passwords are in: the socket asks for them again.
 		if err := os.Remove(m.foreignPasswordsMarker()); err != nil {
