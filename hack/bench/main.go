@@ -64,7 +64,7 @@ func main() {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	n := fs.Int("n", 20, "injections of each fault per configuration")
 	out := fs.String("out", "bench", "folder for the report")
-	faults := fs.String("faults", "kill,stop,partition,switchover,rolling-update,control-plane-outage", "faults to inject, in round order")
+	faults := fs.String("faults", "kill,stop,partition,switchover,rolling-update,control-plane-outage,operator-and-primary-kill", "faults to inject, in round order")
 	configs := fs.String("configs", "defaults,tuned,failsafe", "configurations to measure")
 	keep := fs.Bool("keep", false, "keep the last cluster's data and logs")
 	holdfastFrom := fs.String("holdfast-results", "", "failover suite: take Holdfast's results from this .json of an earlier `holdfast` run (the report says so) instead of running it")

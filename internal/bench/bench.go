@@ -43,13 +43,17 @@ const (
 	// OutageFor: Holdfast's kube-apiserver, Patroni's etcd, frozen
 	// (SIGSTOP), then resumed. No primary should change.
 	ControlPlaneOutage Fault = "control-plane-outage"
+	// OperatorAndPrimaryKill sends SIGKILL to the leading operator's pod
+	// and to the primary's at once. Patroni has no operator: its members
+	// elect among themselves, so for it this is Kill.
+	OperatorAndPrimaryKill Fault = "operator-and-primary-kill"
 )
 
 // OutageFor is how long a ControlPlaneOutage lasts.
 const OutageFor = 30 * time.Second
 
 // Faults are all faults, in the order a round injects them.
-var Faults = []Fault{Kill, Stop, Partition, Switchover, RollingUpdate, ControlPlaneOutage}
+var Faults = []Fault{Kill, Stop, Partition, Switchover, RollingUpdate, ControlPlaneOutage, OperatorAndPrimaryKill}
 
 // Lasting: the fault is judged by its longest write gap and its failed
 // writes from its start to its end, not by the time to a new primary.

@@ -83,7 +83,8 @@ func newInstanceRunCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				m.UseLease(&instance.LeaseKeeper{Leases: cs.CoordinationV1(), Namespace: os.Getenv("NAMESPACE"), Identity: cfg.Name})
+				m.UseLease(&instance.LeaseKeeper{Leases: cs.CoordinationV1(), Namespace: os.Getenv("NAMESPACE"), Identity: cfg.Name,
+					PodUID: os.Getenv("POD_UID")})
 			}
 			srv := &http.Server{Addr: cfg.StatusAddr, Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
 			errs := make(chan error, 1)

@@ -35,8 +35,8 @@ func newOperatorCmd() *cobra.Command {
 	// A standby takes over a crashed leader after the lease duration; the
 	// databases do not wait for it (their primaries hold Leases of their
 	// own), but failovers and operations do. See docs/high-availability.md.
-	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 4*time.Second, "how long a standby operator waits on an unrenewed leader lease before it takes over")
-	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 3*time.Second, "how long the leader tries to renew its lease before it steps down")
-	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 500*time.Millisecond, "how often operators try to renew or take the leader lease")
+	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 2*time.Second, "how long a standby operator waits on an unrenewed leader lease before it takes over")
+	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 1500*time.Millisecond, "how long the leader tries to renew its lease before it steps down")
+	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 250*time.Millisecond, "how often operators try to renew or take the leader lease")
 	return cmd
 }

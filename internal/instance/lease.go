@@ -7,9 +7,12 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/utils/ptr"
+
+	"holdfast.dev/holdfast/internal/instance/api"
 )
 
 // LeaseKeeper renews the primary's coordination.k8s.io Lease. The API
@@ -22,6 +25,10 @@ type LeaseKeeper struct {
 	Leases    coordinationv1client.LeasesGetter
 	Namespace string
 	Identity  string // this instance's name, the Lease's holderIdentity when it is primary
+	// PodUID is this pod's UID, written on the Lease with every renewal
+	// (api.LeaseHolderPodAnnotation); empty, a restarted primary never
+	// resumes on its own.
+	PodUID string
 
 	mu sync.Mutex
 	// renewed is when this instance last renewed it, on its own
@@ -50,19 +57,73 @@ func (k *LeaseKeeper) renew(ctx context.Context, name string) error {
 		k.failed(errNotHolder)
 		return fmt.Errorf("%w (%s)", errNotHolder, holder)
 	}
+	return k.update(ctx, l)
+}
+
+// update writes a renewal of l, which this instance holds. It is
+// conditional on l's resourceVersion: a lease the operator has handed to
+// another instance since it was read is not renewed.
+func (k *LeaseKeeper) update(ctx context.Context, l *coordinationv1.Lease) error {
 	started := monotonicNow()
 	now := metav1.NewMicroTime(time.Now())
 	l.Spec.RenewTime = &now
-	if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+	if k.PodUID != "" {
+		if l.Annotations == nil {
+			l.Annotations = map[string]string{}
+		}
+		l.Annotations[api.LeaseHolderPodAnnotation] = k.PodUID
+	}
+	if _, err := k.Leases.Leases(k.Namespace).Update(ctx, l, metav1.UpdateOptions{}); err != nil {
 		k.failed(err)
-		return fmt.Errorf("renewing lease %s: %w", name, err)
+		return fmt.Errorf("renewing lease %s: %w", l.Name, err)
 	}
 	k.mu.Lock()
 	// The renewal counts from before the request: the operator may have seen
 	// it as soon as it was sent.
-	k.renewed, k.lastError = started, ""
+	k.renewed, k.holder, k.lastError = started, k.Identity, ""
 	k.mu.Unlock()
 	return nil
+}
+
+// resumeAfterStart is how long after it started a restarted primary waits
+// before it renews its lease to take its role back. The operator tells a
+// primary that came back from one that died by the renewal's time against
+// the time its container finished, which the API keeps to the second
+// (judgePrimary): a renewal at least a second after this process started
+// is later than the old process's end, whatever the rounding.
+const resumeAfterStart = time.Second
+
+// resume renews the named lease for a primary that restarted, if the lease
+// proves it still is the primary: it names this instance, was last renewed
+// from this pod (its container restarted; a new pod may hold other data)
+// and has not expired since. A lease that names it cannot have been handed
+// to another instance, which must hold it before it is promoted; and the
+// operator hands it over only when the renewal that resume writes is older
+// than the death it judged by, or fails on the resourceVersion. The reason
+// is why it does not resume.
+func (k *LeaseKeeper) resume(ctx context.Context, name string) (bool, string, error) {
+	l, err := k.Leases.Leases(k.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		k.failed(err)
+		return false, "", fmt.Errorf("reading lease %s: %w", name, err)
+	}
+	holder := ptr.Deref(l.Spec.HolderIdentity, "")
+	k.mu.Lock()
+	k.holder = holder
+	k.mu.Unlock()
+	duration := time.Duration(ptr.Deref(l.Spec.LeaseDurationSeconds, 0)) * time.Second
+	switch pod := l.Annotations[api.LeaseHolderPodAnnotation]; {
+	case holder != k.Identity:
+		return false, fmt.Sprintf("the primary lease names %q", holder), nil
+	case k.PodUID == "" || pod != k.PodUID:
+		return false, fmt.Sprintf("the primary lease was last renewed from pod %q, not this one", pod), nil
+	case l.Spec.RenewTime == nil || time.Since(l.Spec.RenewTime.Time) >= duration:
+		return false, fmt.Sprintf("the primary lease has expired (renewed %s, lasts %s)", l.Spec.RenewTime, duration), nil
+	}
+	if err := k.update(ctx, l); err != nil {
+		return false, "", err
+	}
+	return true, "", nil
 }
 
 // validFor is how long this instance may still take writes on its last

@@ -188,6 +188,7 @@ func (m *Manager) Report() Report {
 
 // Run converges until ctx ends, then shuts postgres down cleanly.
 func (m *Manager) Run(ctx context.Context) error {
+	started := time.Now()
 	promise, err := m.cfg.loadPromise()
 	if err != nil {
 		return err
@@ -205,15 +206,25 @@ func (m *Manager) Run(ctx context.Context) error {
 		return err
 	}
 	m.ctx.Store(&ctx)
+	if d != nil && d.Role == postgres.Primary {
+		m.mu.Lock()
+		m.epochFloor = d.Epoch
+		m.mu.Unlock()
+	}
+	resumed := m.resumeOnLease(ctx, d, started)
 	m.mu.Lock()
 	switch {
 	case m.desired != nil:
+	case d != nil && d.Role == postgres.Primary && resumed:
+		m.desired = d
+		now := time.Now()
+		m.report.ResumedOnLease = &now
 	case d != nil && d.Role == postgres.Primary:
 		// A primary that restarts may have been replaced meanwhile (its pod
-		// looked dead, so a replica was promoted at once): it takes no write
-		// until the operator says again that it is the primary. Replicas
-		// resume at once; they take no writes anyway.
-		m.epochFloor = d.Epoch
+		// looked dead, so a replica was promoted at once): unless its
+		// Lease proves otherwise, it takes no write until the operator
+		// says again that it is the primary. Replicas resume at once;
+		// they take no writes anyway.
 		m.log.Info("restarted as primary: waiting for the operator to confirm the role", "epoch", d.Epoch)
 	default:
 		m.desired = d
@@ -247,6 +258,32 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-m.wake:
 		}
 	}
+}
+
+// resumeOnLease says whether a primary that restarted may take its role
+// back without the operator: its Lease still proves it the primary
+// (LeaseKeeper.resume), renewed by it resumeAfterStart after started.
+func (m *Manager) resumeOnLease(ctx context.Context, d *Desired, started time.Time) bool {
+	if d == nil || d.Role != postgres.Primary || d.Lease == nil || m.lease == nil {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Until(started.Add(resumeAfterStart))):
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ok, why, err := m.lease.resume(rctx, d.Lease.Name)
+	switch {
+	case err != nil:
+		why = err.Error()
+	case ok:
+		m.log.Info("restarted as primary: resuming on the primary lease, which still names this pod", "epoch", d.Epoch)
+		return true
+	}
+	m.log.Info("restarted as primary: not resuming on the lease", "reason", why)
+	return false
 }
 
 // currentDesired is a copy of the desired state in force, or nil.

@@ -158,6 +158,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			Command: []string{ControllerMountPath + "/holdfast", "instance", "run"},
 			Env: []corev1.EnvVar{
 				fieldEnv("POD_NAME", "metadata.name"),
+				fieldEnv("POD_UID", "metadata.uid"),
 				fieldEnv("NAMESPACE", "metadata.namespace"),
 				{Name: "CLUSTER_NAME", Value: c.Name},
 				{Name: "CLUSTER_UID", Value: string(c.UID)},

@@ -61,19 +61,7 @@ func TestControlPlaneOutageInSandbox(t *testing.T) {
 		primary, epoch := e.primary(t), e.epoch(t)
 		w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
 		w.waitAcks(t, 20)
-		uid := e.mustKubectl("", "-n", ns, "get", "pod", primary, "-o", "jsonpath={.metadata.uid}")
-		// Both the address pods are given (the kubernetes Service) and the
-		// one behind it.
-		apiServers := []string{
-			e.mustKubectl("", "-n", "default", "get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}"),
-			e.mustKubectl("", "-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes",
-				"-o", "jsonpath={.items[0].endpoints[0].addresses[0]}:{.items[0].ports[0].port}"),
-		}
-		heal, err := faults.CutFrom(network.Namespace(uid), apiServers...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = heal() })
+		heal := cutFromAPIServer(t, e, primary)
 		began := time.Now()
 		// Longer than the lease, so that the operator sees it unrenewed.
 		deadline := began.Add(20 * time.Second)
@@ -94,6 +82,143 @@ func TestControlPlaneOutageInSandbox(t *testing.T) {
 			w.History().LongestGap(began, time.Now()).Round(time.Millisecond))
 		e.checkAcks(t, primary, primary, w)
 	})
+
+	t.Run("a replica that promised refuses its promotion until the promise lapses, and the operator orders it again", func(t *testing.T) {
+		promisedReplicaRefuses(t, e)
+	})
+
+	t.Run("the primary restarted while no operator runs: it takes its role back on its own lease", func(t *testing.T) {
+		resumesWithoutOperator(t, e)
+	})
+}
+
+// cutFromAPIServer cuts pod off from the API server, both at the address
+// pods are given (the kubernetes Service) and at the one behind it, and
+// gives the function that heals the cut (also run at the test's end).
+func cutFromAPIServer(t *testing.T, e *sandboxEnv, pod string) func() error {
+	t.Helper()
+	uid := e.mustKubectl("", "-n", ns, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}")
+	apiServers := []string{
+		e.mustKubectl("", "-n", "default", "get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}"),
+		e.mustKubectl("", "-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes",
+			"-o", "jsonpath={.items[0].endpoints[0].addresses[0]}:{.items[0].ports[0].port}"),
+	}
+	heal, err := faults.CutFrom(network.Namespace(uid), apiServers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = heal() })
+	return heal
+}
+
+// promisedReplicaRefuses is the fourth case of the safety argument: the
+// primary, cut from the API server, takes writes on its replicas'
+// promises; killed then, it is replaced, but the replica chosen refuses
+// the order while its promise holds, and takes it once it lapses.
+func promisedReplicaRefuses(t *testing.T, e *sandboxEnv) {
+	e.waitReady(t, "pg", 3, 4*time.Minute)
+	e.waitSynchronous(t)
+	old := e.primary(t)
+	w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+	w.waitAcks(t, 20)
+	heal := cutFromAPIServer(t, e, old)
+	began := time.Now()
+	ip := e.podIP(t, old)
+	poll(t, 30*time.Second, old+" taking writes on its replicas' promises", func() error {
+		r, err := instanceReport(t.Context(), ip)
+		if err != nil {
+			return err
+		}
+		if f := r.Failsafe; f == nil || f.Ended != nil || f.Since.Before(began) || len(f.Promised) != 2 {
+			return errorString(fmt.Sprintf("failsafe %+v", f))
+		}
+		return nil
+	})
+	at := time.Now()
+	e.killPod(t, old)
+	promoted := e.waitFailover(t, old)
+	firstAck := w.firstAckAfter(t, at, promoted, 3*time.Minute)
+	if err := heal(); err != nil {
+		t.Fatal(err)
+	}
+	reasons := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o",
+		`jsonpath={range .status.history[?(@.kind=="Failover")]}{.reason}{"\n"}{end}`)
+	lines := strings.Split(strings.TrimSpace(reasons), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, promoted+" refuses the promotion: it promised "+old) {
+		t.Errorf("the failover's record does not show %s refusing for its promise: %q", promoted, last)
+	}
+	t.Logf("primary %s killed while on promises: %s promoted once its promise lapsed; first write through pg-rw %s after the kill",
+		old, promoted, firstAck.Round(time.Millisecond))
+	w.waitAcks(t, 20)
+	e.checkAcks(t, promoted, old, w)
+}
+
+// resumesWithoutOperator kills the primary while no operator runs: its
+// container restarts, and its instance manager takes the role back on
+// the Lease that still names its pod, with no failover and no word from
+// the operator.
+func resumesWithoutOperator(t *testing.T, e *sandboxEnv) {
+	e.waitReady(t, "pg", 3, 4*time.Minute)
+	e.waitSynchronous(t)
+	// The sandbox's node restarts a killed container after a 10 s
+	// back-off (a kubelet restarts it at once the first time): the lease
+	// must outlast that, and unreachableSeconds the lease.
+	failover := func(seconds int) {
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p",
+			fmt.Sprintf(`{"spec":{"failover":{"leaseDurationSeconds":%d,"unreachableSeconds":%d}}}`, seconds, seconds))
+		poll(t, time.Minute, fmt.Sprintf("a primary lease of %d s", seconds), func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "lease", "pg-primary", "-o", "jsonpath={.spec.leaseDurationSeconds}")
+			if err == nil && out != strconv.Itoa(seconds) {
+				err = errorString("leaseDurationSeconds " + out)
+			}
+			return err
+		})
+	}
+	failover(20)
+	scale := func(n int) {
+		e.mustKubectl("", "-n", "holdfast-system", "scale", "deployment", "holdfast-operator", fmt.Sprintf("--replicas=%d", n))
+	}
+	scale(0)
+	t.Cleanup(func() { scale(2) })
+	poll(t, 2*time.Minute, "no operator pod", func() error {
+		out, err := e.kubectl("", "-n", "holdfast-system", "get", "pods", "-o", "name")
+		if err == nil && out != "" {
+			err = errorString("operator pods: " + out)
+		}
+		return err
+	})
+	primary, epoch := e.primary(t), e.epoch(t)
+	w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
+	w.waitAcks(t, 20)
+	at := time.Now()
+	e.killPod(t, primary)
+	ip := e.podIP(t, primary)
+	var r instanceapi.Report
+	poll(t, 2*time.Minute, primary+" taking its role back on its lease", func() (err error) {
+		if r, err = instanceReport(t.Context(), ip); err != nil {
+			return err
+		}
+		if r.ResumedOnLease == nil || r.ResumedOnLease.Before(at) {
+			return errorString(fmt.Sprintf("resumed on its lease at %v; message %q", r.ResumedOnLease, r.Message))
+		}
+		return nil
+	})
+	if r.Desired == nil || strconv.FormatInt(r.Desired.Epoch, 10) != epoch {
+		t.Errorf("%s resumed at %+v, want at epoch %s", primary, r.Desired, epoch)
+	}
+	// Writes in flight at the kill may be acknowledged by it too: the
+	// first write is looked for from its resumption on.
+	firstAck := r.ResumedOnLease.Sub(at) + w.firstAckAfter(t, *r.ResumedOnLease, primary, time.Minute)
+	t.Logf("primary %s killed with no operator running: it took its role back on its lease; first write through pg-rw %s after the kill (the node restarts it after 10 s)",
+		primary, firstAck.Round(time.Millisecond))
+	w.waitAcks(t, 20)
+	scale(2)
+	e.installOperator()
+	if now, ep := e.primary(t), e.epoch(t); now != primary || ep != epoch {
+		t.Errorf("primary %s at epoch %s once the operator is back, was %s at %s: nothing should have moved", now, ep, primary, epoch)
+	}
+	e.checkAcks(t, primary, primary, w)
+	failover(6)
 }
 
 // operatorCutOff is the third case of the safety argument: the operator
@@ -150,6 +275,9 @@ func TestOperatorAndPrimaryKilledTogetherInSandbox(t *testing.T) {
 	}
 	t.Logf("operator leader %s and primary %s killed together: the standby %s promoted %s; first write through pg-rw %s after the fault",
 		leader, old, successor, promoted, firstAck.Round(time.Millisecond))
+	if firstAck > 5*time.Second {
+		t.Errorf("writes resumed %s after the operator and the primary were killed, want within 5s", firstAck.Round(time.Millisecond))
+	}
 	w.waitAcks(t, 20)
 	e.checkAcks(t, promoted, old, w)
 	e.waitReady(t, "pg", 3, 4*time.Minute)

@@ -160,6 +160,13 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 	if err := r.waitHealthy(ctx, 5*time.Minute); err != nil {
 		return bench.Sample{Err: err.Error()}, err
 	}
+	var operator string // the leading operator's pod UID, for OperatorAndPrimaryKill
+	if f == bench.OperatorAndPrimaryKill {
+		var err error
+		if operator, err = r.leadingOperator(ctx); err != nil {
+			return bench.Sample{Err: err.Error()}, err
+		}
+	}
 	primary, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 	if err != nil {
 		return bench.Sample{Err: err.Error()}, err
@@ -185,6 +192,10 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 	switch f {
 	case bench.Kill:
 		_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
+	case bench.OperatorAndPrimaryKill:
+		if _, err = faults.KillPod(network.NamespacePath(network.Namespace(operator))); err == nil {
+			_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
+		}
 	case bench.Stop:
 		_, err = r.kubectl(ctx, "-n", ns, "delete", "pod", primary, "--wait=false")
 	case bench.Partition:
@@ -242,7 +253,7 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 		}
 		s.Spread(w.History(), end)
 	}
-	if f == bench.Kill {
+	if f == bench.Kill || f == bench.OperatorAndPrimaryKill {
 		// Restore, as the Patroni suite restarts a killed member at once:
 		// a pod whose container is killed round after round waits out the
 		// node's growing restart back-off (up to 5 minutes, as a kubelet's),
@@ -251,7 +262,39 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 			return s, err
 		}
 	}
+	if f == bench.OperatorAndPrimaryKill {
+		if _, err := r.kubectl(ctx, "-n", operatorNamespace, "delete", "pod", "--field-selector", "metadata.uid="+operator, "--wait=false"); err != nil {
+			return s, err
+		}
+	}
 	return s, ctx.Err()
+}
+
+// operatorNamespace is where config/default installs the operator.
+const operatorNamespace = "holdfast-system"
+
+// leadingOperator waits until both operator pods are ready, and gives the
+// UID of the one that holds the leader lease (named <pod>_<random>).
+func (r *run) leadingOperator(ctx context.Context) (string, error) {
+	var uid string
+	err := bench.Poll(ctx, 3*time.Minute, func() error {
+		ready, err := r.kubectl(ctx, "-n", operatorNamespace, "get", "pods", "-o",
+			`jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{end}`)
+		if err != nil {
+			return err
+		}
+		if ready != "TrueTrue" {
+			return errors.New("operator pods ready: " + ready)
+		}
+		holder, err := r.kubectl(ctx, "-n", operatorNamespace, "get", "lease", "holdfast-operator.holdfast.dev", "-o", "jsonpath={.spec.holderIdentity}")
+		if err != nil {
+			return err
+		}
+		pod, _, _ := strings.Cut(holder, "_")
+		uid, err = r.kubectl(ctx, "-n", operatorNamespace, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}")
+		return err
+	})
+	return uid, err
 }
 
 // changeImage switches the cluster between two minor versions of its

@@ -201,7 +201,7 @@ func (c *cluster) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault
 	s := bench.Sample{At: time.Now()}
 	var rolled chan error
 	switch f {
-	case bench.Kill:
+	case bench.Kill, bench.OperatorAndPrimaryKill:
 		killNamespace(leader.ns)
 	case bench.Stop:
 		err = leader.cmd.Process.Signal(syscall.SIGTERM)
@@ -254,7 +254,7 @@ func (c *cluster) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault
 
 	// Restore: the old leader comes back and must rejoin as a replica.
 	switch f {
-	case bench.Kill, bench.Stop:
+	case bench.Kill, bench.OperatorAndPrimaryKill, bench.Stop:
 		select {
 		case <-leader.done:
 		case <-time.After(time.Minute):

@@ -45,6 +45,16 @@ func judgePrimary(v *view) (health, string) {
 		case cs.State.Waiting != nil:
 			why += " (" + cs.State.Waiting.Reason + ")"
 		}
+		if ended := containerEnded(cs); !ended.IsZero() && v.HoldsLease && v.LeaseRenewed.After(ended.Add(time.Second)) {
+			// A status that lags: a new process renewed the lease after
+			// this one ended, so it may take writes again. The API keeps
+			// finishedAt to the second, and the instance manager renews
+			// no sooner than a second after it starts (resumeAfterStart),
+			// so the last renewal of the process that ended is never
+			// taken for one of its successor.
+			return failing, fmt.Sprintf("%s, yet it renewed the primary lease at %s, after its container ended at %s: it is coming back",
+				why, v.LeaseRenewed.UTC().Format(time.StampMilli), ended.UTC().Format(time.Stamp))
+		}
 		return dead, why
 	}
 	if pod.DeletionTimestamp != nil {
@@ -61,6 +71,19 @@ func judgePrimary(v *view) (health, string) {
 		return failing, why
 	}
 	return healthy, ""
+}
+
+// containerEnded is when the container's last process ended, by the
+// node's clock, which the instance manager in it renews the lease by too;
+// zero when no process of it has ended.
+func containerEnded(cs *corev1.ContainerStatus) time.Time {
+	if t := cs.State.Terminated; t != nil {
+		return t.FinishedAt.Time
+	}
+	if t := cs.LastTerminationState.Terminated; t != nil {
+		return t.FinishedAt.Time
+	}
+	return time.Time{}
 }
 
 func containerStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
@@ -281,6 +304,10 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 	p.PrimaryFailingSince = nil
 }
 
+// refusesForPromise marks, in a failover's reason, that its target refused
+// the promotion for a failsafe promise.
+const refusesForPromise = "refuses the promotion"
+
 // stepFailover moves a failover on whose target has not become primary by
 // its deadline, or whose target is gone: the next eligible replica is
 // promoted, once the dropped one's lease has lapsed (a target that renews
@@ -289,6 +316,26 @@ func stepFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time, le
 	op := p.Operation
 	if c.Status.CurrentPrimary == op.To {
 		return // done; decide records it
+	}
+	if from := findView(views, op.From); from != nil && from.HoldsLease && op.From != op.To {
+		// The lease has not been handed to the target yet, as the
+		// failover's first look meant to (it lost a race on the Lease's
+		// resourceVersion, say). If the old primary has renewed it since,
+		// it may take writes: the failover is given up, and it stays.
+		h, _ := judgePrimary(from)
+		if lease := time.Duration(c.Spec.Failover.LeaseDurationSeconds) * time.Second; h != dead && leaseQuiet < lease {
+			why := fmt.Sprintf("%s renewed the primary lease before it was handed to %s: it is the primary again", op.From, op.To)
+			p.finish(holdfastv1.OutcomeFailed, why, now)
+			p.TargetPrimary, p.CurrentPrimary = op.From, op.From
+			p.say(true, "FailoverAbandoned", "Failover", why)
+			return
+		}
+	}
+	if v := findView(views, op.To); v != nil && v.Report != nil && v.Report.Promise != nil && v.Report.Promise.RemainingMillis > 0 &&
+		!strings.Contains(op.Reason, refusesForPromise) {
+		// Said once in the record: the wait that follows is the promise's.
+		op.Reason += fmt.Sprintf("; %s %s: it promised %s to accept none for %dms more, and is ordered again until it lapses",
+			op.To, refusesForPromise, v.Report.Promise.Primary, v.Report.Promise.RemainingMillis)
 	}
 	h, why := judgePrimary(findView(views, op.To))
 	if h != dead && !pastDeadline(op, now) {

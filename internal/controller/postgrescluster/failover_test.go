@@ -423,6 +423,88 @@ func TestFailoverRespectsFailsafePromises(t *testing.T) {
 	if d := p.Desired["demo-2"]; d.Role != postgres.Primary || d.Epoch != 2 {
 		t.Errorf("the order is not sent again: %+v", d)
 	}
+	if !strings.Contains(p.Operation.Reason, "demo-2 refuses the promotion: it promised demo-0") {
+		t.Errorf("the refusal is not in the record: %q", p.Operation.Reason)
+	}
+	c.Status.Operation = p.Operation
+	if again := decide(c, []view{replicaView("demo-1", "10.0.0.6", "0/3000100"), target}, now.Add(promoteTimeout+time.Second), time.Hour, ""); strings.Count(again.Operation.Reason, refusesForPromise) != 1 {
+		t.Errorf("the refusal is said more than once: %q", again.Operation.Reason)
+	}
+}
+
+// TestAPrimaryWhoseContainerCameBackIsNotDead: the pod's status may still
+// say its container ended while a new process in it has renewed the lease
+// and takes writes again; only a lease renewed no later than a second
+// after the container's end (finishedAt is kept to the second) is the old
+// process's own.
+func TestAPrimaryWhoseContainerCameBackIsNotDead(t *testing.T) {
+	ended := now.Truncate(time.Second)
+	for _, tc := range []struct {
+		name    string
+		holds   bool
+		renewed time.Time
+		want    health
+	}{
+		{"renewed before its container ended", true, ended.Add(-300 * time.Millisecond), dead},
+		{"renewed within the second finishedAt rounds off", true, ended.Add(900 * time.Millisecond), dead},
+		{"renewed after that: a new process holds the lease", true, ended.Add(1500 * time.Millisecond), failing},
+		{"a lease that names another instance says nothing of this one", false, ended.Add(5 * time.Second), dead},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := runningPod("demo-0", "10.0.0.5", "primary")
+			pod.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: 137, FinishedAt: metav1.Time{Time: ended}}}
+			v := view{Pod: pod, HoldsLease: tc.holds, LeaseRenewed: tc.renewed}
+			if h, why := judgePrimary(&v); h != tc.want {
+				t.Errorf("judged %v (%s), want %v", h, why, tc.want)
+			}
+			// The same once the container waits to restart: the end is
+			// then its last termination.
+			pod.Status.ContainerStatuses[0].LastTerminationState = pod.Status.ContainerStatuses[0].State
+			pod.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+			if h, why := judgePrimary(&v); h != tc.want {
+				t.Errorf("while it waits to restart: judged %v (%s), want %v", h, why, tc.want)
+			}
+		})
+	}
+}
+
+// TestAFailoverIsGivenUpWhenTheOldPrimaryRenewsFirst: a failover whose
+// first look could not hand the lease to its target (the old primary,
+// restarted, renewed it first) must not hand it over later, while the old
+// primary may take writes on it.
+func TestAFailoverIsGivenUpWhenTheOldPrimaryRenewsFirst(t *testing.T) {
+	begun := func() *holdfastv1.PostgresCluster {
+		c := healthyCluster(0)
+		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+		c.Status.Operation = promoting(holdfastv1.OperationFailover, "demo-0", "demo-1", now)
+		return c
+	}
+	back := view{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: reportOf(postgres.Primary, true), HoldsLease: true, LeaseRenewed: now}
+	p := decide(begun(), []view{back, replicaView("demo-1", "10.0.0.6", "0/3000100")}, now.Add(time.Second), 200*time.Millisecond, "")
+	if p.Operation != nil || p.TargetPrimary != "demo-0" || p.CurrentPrimary != "demo-0" {
+		t.Fatalf("operation %+v target %q current %q: want the failover given up, demo-0 primary", p.Operation, p.TargetPrimary, p.CurrentPrimary)
+	}
+	last := p.History[len(p.History)-1]
+	if last.Kind != holdfastv1.OperationFailover || last.Outcome != holdfastv1.OutcomeFailed || !strings.Contains(last.Reason, "renewed the primary lease before it was handed to demo-1") {
+		t.Errorf("record %+v", last)
+	}
+	if d := p.Desired["demo-0"]; d.Role != postgres.Primary || d.Epoch != 2 {
+		t.Errorf("demo-0 told %+v, want primary at epoch 2", d)
+	}
+	if d, ok := p.Desired["demo-1"]; ok && d.Role == postgres.Primary {
+		t.Errorf("demo-1 still told to promote: %+v", d)
+	}
+
+	// Still dead, the old primary does not stop the failover: the lease
+	// goes to the target on this look.
+	gone := runningPod("demo-0", "10.0.0.5", "primary")
+	gone.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, FinishedAt: metav1.Time{Time: now}}}
+	p = decide(begun(), []view{{Pod: gone, HoldsLease: true, LeaseRenewed: now.Add(-time.Second)}, replicaView("demo-1", "10.0.0.6", "0/3000100")},
+		now.Add(time.Second), time.Second, "")
+	if op := p.Operation; op == nil || p.TargetPrimary != "demo-1" {
+		t.Errorf("a dead old primary: operation %+v target %q", op, p.TargetPrimary)
+	}
 }
 
 // The primary is told where its replicas' managers answer, and how long

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -55,10 +56,17 @@ func (w *leaseWatch) quietFor(key types.NamespacedName, l *coordinationv1.Lease,
 	return now.Sub(last.at)
 }
 
-// primaryLease reads the cluster's primary Lease; nil when it does not exist yet.
+// primaryLease reads the cluster's primary Lease from the API server, not
+// the cache: whether a primary renewed it after its container died, or
+// since a failover began, decides whether that failover may go on; nil
+// when the Lease does not exist yet.
 func (r *Reconciler) primaryLease(ctx context.Context, c *holdfastv1.PostgresCluster) (*coordinationv1.Lease, error) {
 	var l coordinationv1.Lease
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.LeaseName(c)}, &l)
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	err := reader.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.LeaseName(c)}, &l)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -96,6 +104,9 @@ func (r *Reconciler) handLease(ctx context.Context, c *holdfastv1.PostgresCluste
 	}
 	l = l.DeepCopy()
 	if ptr.Deref(l.Spec.HolderIdentity, "") != holder {
+		// The pod that renewed it last is the old holder's: the new one
+		// writes its own with its first renewal.
+		delete(l.Annotations, instanceapi.LeaseHolderPodAnnotation)
 		l.Spec.HolderIdentity = &holder
 		l.Spec.AcquireTime, l.Spec.RenewTime = &now, &now
 		l.Spec.LeaseTransitions = ptr.To(ptr.Deref(l.Spec.LeaseTransitions, 0) + 1)

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -32,6 +33,11 @@ type view struct {
 	// LastAnswer is when its instance manager last answered; zero when the
 	// operator has not heard from it since it started.
 	LastAnswer time.Time
+	// HoldsLease: the primary Lease names this instance; LeaseRenewed is
+	// then its renewTime (zero if never renewed), which tells a primary
+	// whose container died from one that came back (judgePrimary).
+	HoldsLease   bool
+	LeaseRenewed time.Time
 }
 
 // plan is what the operator wants of each instance after one look at them.
@@ -310,6 +316,14 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	lease, err := r.primaryLease(ctx, c)
 	if err != nil {
 		return reports, err
+	}
+	if holder := ""; lease != nil {
+		holder = ptr.Deref(lease.Spec.HolderIdentity, "")
+		for i := range views {
+			if views[i].HoldsLease = views[i].Pod.Name == holder; views[i].HoldsLease && lease.Spec.RenewTime != nil {
+				views[i].LeaseRenewed = lease.Spec.RenewTime.Time
+			}
+		}
 	}
 	p := decide(c, views, now, r.leases.quietFor(client.ObjectKeyFromObject(c), lease, now), revision)
 	if d, ok := p.Desired[p.TargetPrimary]; ok && restore != nil {

@@ -11,6 +11,12 @@ const (
 	ReadinessPath = "/readyz"
 )
 
+// LeaseHolderPodAnnotation on the primary Lease is the UID of the pod
+// whose instance manager renewed it last: a primary whose container
+// restarted may take its role back on the Lease; a new pod of the same
+// name (its data may be another's by then) may not.
+const LeaseHolderPodAnnotation = "holdfast.dev/holder-pod"
+
 const (
 	// StatusPath serves the instance's Report.
 	StatusPath = "/v1/status"

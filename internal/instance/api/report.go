@@ -61,6 +61,10 @@ type Report struct {
 	// Failsafe, on a primary, is the failsafe period under way or the
 	// last one: it took writes without renewing its Lease, on promises.
 	Failsafe *FailsafeReport `json:"failsafe,omitempty"`
+	// ResumedOnLease is when this instance, restarted while it was the
+	// primary, took the role back on its own Lease, without waiting for
+	// the operator; nil when the operator confirmed it, or it never was.
+	ResumedOnLease *time.Time `json:"resumedOnLease,omitempty"`
 }
 
 // PromiseReport is a replica's promise to a primary.
