@@ -19,9 +19,12 @@ type (
 	PromiseRequest = api.PromiseRequest
 	PromiseReport  = api.PromiseReport
 	FailsafeReport = api.FailsafeReport
+	Resumption     = api.Resumption
 )
 
 const (
+	ResumedOnLease       = api.ResumedOnLease
+	ResumedOnPromises    = api.ResumedOnPromises
 	RejoinArchive        = api.RejoinArchive
 	RejoinReclone        = api.RejoinReclone
 	MethodLogical        = api.MethodLogical

@@ -31,6 +31,9 @@ type LeaseKeeper struct {
 	PodUID string
 
 	mu sync.Mutex
+	// heldBefore: this instance was the primary when its last process
+	// ended, and the lease could not be read since (Manager.resume).
+	heldBefore bool
 	// renewed is when this instance last renewed it, on its own
 	// CLOCK_MONOTONIC, which the watchdog process reads too; 0: never.
 	renewed   time.Duration
@@ -164,12 +167,22 @@ func (k *LeaseKeeper) holds(deadline time.Duration) (bool, string) {
 }
 
 // mayFailsafe: the lease was renewed by this process and, when last read,
-// named this instance; only its renewals fail since. Promises may stand
-// in for it then, never for a lease held by another or never held.
+// named this instance; only its renewals fail since. Or this instance
+// resumed as primary on promises after a restart and has not read the
+// lease since. Promises may stand in for it then, never for a lease held
+// by another.
 func (k *LeaseKeeper) mayFailsafe() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.renewed != 0 && k.holder == k.Identity
+	return k.renewed != 0 && k.holder == k.Identity || k.heldBefore && (k.holder == "" || k.holder == k.Identity)
+}
+
+// heldBeforeRestart lets promises stand in for a lease this instance held
+// before it restarted, until the lease is read.
+func (k *LeaseKeeper) heldBeforeRestart() {
+	k.mu.Lock()
+	k.heldBefore = true
+	k.mu.Unlock()
 }
 
 func (k *LeaseKeeper) errSuffix() string {

@@ -111,3 +111,20 @@ func TestResumeOnlyOnALeaseThatProvesThePrimaryRole(t *testing.T) {
 		})
 	}
 }
+
+// TestPromisesStandInForALeaseHeldBeforeARestart only until the lease is
+// read and names another instance.
+func TestPromisesStandInForALeaseHeldBeforeARestart(t *testing.T) {
+	k := &LeaseKeeper{Identity: "demo-0"}
+	if k.mayFailsafe() {
+		t.Fatal("a new process that never held the lease may run on promises")
+	}
+	k.heldBeforeRestart()
+	if !k.mayFailsafe() {
+		t.Fatal("a primary resumed on promises after a restart may not go on with them")
+	}
+	k.holder = "demo-1" // read at last: handed over meanwhile
+	if k.mayFailsafe() {
+		t.Error("promises stand in for a lease that names another instance")
+	}
+}

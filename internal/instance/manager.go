@@ -211,14 +211,13 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.epochFloor = d.Epoch
 		m.mu.Unlock()
 	}
-	resumed := m.resumeOnLease(ctx, d, started)
+	resumed := m.resume(ctx, d, started)
 	m.mu.Lock()
 	switch {
 	case m.desired != nil:
-	case d != nil && d.Role == postgres.Primary && resumed:
+	case d != nil && d.Role == postgres.Primary && resumed != "":
 		m.desired = d
-		now := time.Now()
-		m.report.ResumedOnLease = &now
+		m.report.Resumed = &Resumption{At: time.Now(), On: resumed}
 	case d != nil && d.Role == postgres.Primary:
 		// A primary that restarts may have been replaced meanwhile (its pod
 		// looked dead, so a replica was promoted at once): unless its
@@ -260,30 +259,47 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// resumeOnLease says whether a primary that restarted may take its role
-// back without the operator: its Lease still proves it the primary
-// (LeaseKeeper.resume), renewed by it resumeAfterStart after started.
-func (m *Manager) resumeOnLease(ctx context.Context, d *Desired, started time.Time) bool {
+// resume says how a primary that restarted may take its role back
+// without the operator, "" when it may not: on its Lease, which still
+// proves it the primary (LeaseKeeper.resume), renewed resumeAfterStart
+// after started; or, when the Lease cannot be read, on promises from
+// every replica, as in a failsafe period.
+func (m *Manager) resume(ctx context.Context, d *Desired, started time.Time) string {
 	if d == nil || d.Role != postgres.Primary || d.Lease == nil || m.lease == nil {
-		return false
+		return ""
 	}
 	select {
 	case <-ctx.Done():
-		return false
+		return ""
 	case <-time.After(time.Until(started.Add(resumeAfterStart))):
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	ok, why, err := m.lease.resume(rctx, d.Lease.Name)
 	switch {
-	case err != nil:
-		why = err.Error()
 	case ok:
 		m.log.Info("restarted as primary: resuming on the primary lease, which still names this pod", "epoch", d.Epoch)
-		return true
+		return ResumedOnLease
+	case err == nil:
+		m.log.Info("restarted as primary: not resuming on the lease", "reason", why)
+		return ""
+	case d.Lease.DurationSeconds <= 0 || len(d.Replicas) == 0:
+		m.log.Info("restarted as primary: the lease cannot be read, and no replica can promise", "error", err.Error())
+		return ""
 	}
-	m.log.Info("restarted as primary: not resuming on the lease", "reason", why)
-	return false
+	// The API server does not answer. A replica promised to accept no
+	// promotion cannot be promoted; one that has been ordered to, or is
+	// primary already, or has heard of a newer epoch, promises nothing.
+	// So promises from all of them prove that none took the role.
+	m.gatherPromises(ctx, d)
+	if until, missing := m.failsafeUntil(d); until == 0 {
+		m.log.Info("restarted as primary: the lease cannot be read and not every replica promised", "error", err.Error(), "missing", missing)
+		return ""
+	}
+	m.lease.heldBeforeRestart()
+	m.noteFailsafe(d, true)
+	m.log.Info("restarted as primary: resuming on the replicas' promises; the lease cannot be read", "error", err.Error(), "epoch", d.Epoch)
+	return ResumedOnPromises
 }
 
 // currentDesired is a copy of the desired state in force, or nil.

@@ -156,7 +156,8 @@ func promisedReplicaRefuses(t *testing.T, e *sandboxEnv) {
 // resumesWithoutOperator kills the primary while no operator runs: its
 // container restarts, and its instance manager takes the role back on
 // the Lease that still names its pod, with no failover and no word from
-// the operator.
+// the operator; killed again while cut from the API server, it takes the
+// role back on its replicas' promises.
 func resumesWithoutOperator(t *testing.T, e *sandboxEnv) {
 	e.waitReady(t, "pg", 3, 4*time.Minute)
 	e.waitSynchronous(t)
@@ -190,33 +191,52 @@ func resumesWithoutOperator(t *testing.T, e *sandboxEnv) {
 	primary, epoch := e.primary(t), e.epoch(t)
 	w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
 	w.waitAcks(t, 20)
-	at := time.Now()
-	e.killPod(t, primary)
 	ip := e.podIP(t, primary)
-	var r instanceapi.Report
-	poll(t, 2*time.Minute, primary+" taking its role back on its lease", func() (err error) {
-		if r, err = instanceReport(t.Context(), ip); err != nil {
-			return err
+	// killResumed kills the primary and waits until its report says it
+	// took its role back, on what, at the same epoch; it gives the time
+	// from the kill to its first acknowledged write.
+	killResumed := func(on string) (time.Time, time.Duration) {
+		at := time.Now()
+		e.killPod(t, primary)
+		var r instanceapi.Report
+		poll(t, 2*time.Minute, primary+" taking its role back on its "+on, func() (err error) {
+			if r, err = instanceReport(t.Context(), ip); err != nil {
+				return err
+			}
+			if r.Resumed == nil || r.Resumed.At.Before(at) {
+				return errorString(fmt.Sprintf("resumed %+v; message %q", r.Resumed, r.Message))
+			}
+			return nil
+		})
+		if r.Resumed.On != on || r.Desired == nil || strconv.FormatInt(r.Desired.Epoch, 10) != epoch {
+			t.Errorf("%s resumed on its %s at %+v, want on its %s at epoch %s", primary, r.Resumed.On, r.Desired, on, epoch)
 		}
-		if r.ResumedOnLease == nil || r.ResumedOnLease.Before(at) {
-			return errorString(fmt.Sprintf("resumed on its lease at %v; message %q", r.ResumedOnLease, r.Message))
-		}
-		return nil
-	})
-	if r.Desired == nil || strconv.FormatInt(r.Desired.Epoch, 10) != epoch {
-		t.Errorf("%s resumed at %+v, want at epoch %s", primary, r.Desired, epoch)
+		// Writes in flight at the kill may be acknowledged by it too: the
+		// first write is looked for from its resumption on.
+		return at, r.Resumed.At.Sub(at) + w.firstAckAfter(t, r.Resumed.At, primary, time.Minute)
 	}
-	// Writes in flight at the kill may be acknowledged by it too: the
-	// first write is looked for from its resumption on.
-	firstAck := r.ResumedOnLease.Sub(at) + w.firstAckAfter(t, *r.ResumedOnLease, primary, time.Minute)
+	_, firstAck := killResumed(instanceapi.ResumedOnLease)
 	t.Logf("primary %s killed with no operator running: it took its role back on its lease; first write through pg-rw %s after the kill (the node restarts it after 10 s)",
 		primary, firstAck.Round(time.Millisecond))
+	w.waitAcks(t, 20)
+
+	// Cut from the API server, it cannot read its lease: its replicas'
+	// promises prove that none of them took the role.
+	heal := cutFromAPIServer(t, e, primary)
+	at, firstAck := killResumed(instanceapi.ResumedOnPromises)
+	t.Logf("primary %s killed while cut from the API server, with no operator running: it took its role back on its replicas' promises; first write %s after the kill (the node's back-off is 20 s by now)",
+		primary, firstAck.Round(time.Millisecond))
+	w.waitAcks(t, 20)
+	if err := heal(); err != nil {
+		t.Fatal(err)
+	}
 	w.waitAcks(t, 20)
 	scale(2)
 	e.installOperator()
 	if now, ep := e.primary(t), e.epoch(t); now != primary || ep != epoch {
 		t.Errorf("primary %s at epoch %s once the operator is back, was %s at %s: nothing should have moved", now, ep, primary, epoch)
 	}
+	e.wantFailsafe(t, primary, at)
 	e.checkAcks(t, primary, primary, w)
 	failover(6)
 }

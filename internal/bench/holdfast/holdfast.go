@@ -160,10 +160,10 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 	if err := r.waitHealthy(ctx, 5*time.Minute); err != nil {
 		return bench.Sample{Err: err.Error()}, err
 	}
-	var operator string // the leading operator's pod UID, for OperatorAndPrimaryKill
+	var operator, operatorUID string // the leading operator's pod, for OperatorAndPrimaryKill
 	if f == bench.OperatorAndPrimaryKill {
 		var err error
-		if operator, err = r.leadingOperator(ctx); err != nil {
+		if operator, operatorUID, err = r.leadingOperator(ctx); err != nil {
 			return bench.Sample{Err: err.Error()}, err
 		}
 	}
@@ -193,7 +193,7 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 	case bench.Kill:
 		_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
 	case bench.OperatorAndPrimaryKill:
-		if _, err = faults.KillPod(network.NamespacePath(network.Namespace(operator))); err == nil {
+		if _, err = faults.KillPod(network.NamespacePath(network.Namespace(operatorUID))); err == nil {
 			_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
 		}
 	case bench.Stop:
@@ -263,7 +263,7 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 		}
 	}
 	if f == bench.OperatorAndPrimaryKill {
-		if _, err := r.kubectl(ctx, "-n", operatorNamespace, "delete", "pod", "--field-selector", "metadata.uid="+operator, "--wait=false"); err != nil {
+		if _, err := r.kubectl(ctx, "-n", operatorNamespace, "delete", "pod", operator, "--wait=false"); err != nil {
 			return s, err
 		}
 	}
@@ -273,11 +273,10 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 // operatorNamespace is where config/default installs the operator.
 const operatorNamespace = "holdfast-system"
 
-// leadingOperator waits until both operator pods are ready, and gives the
-// UID of the one that holds the leader lease (named <pod>_<random>).
-func (r *run) leadingOperator(ctx context.Context) (string, error) {
-	var uid string
-	err := bench.Poll(ctx, 3*time.Minute, func() error {
+// leadingOperator waits until both operator pods are ready, and names the
+// one that holds the leader lease (its holder is <pod>_<random>), with its UID.
+func (r *run) leadingOperator(ctx context.Context) (pod, uid string, err error) {
+	err = bench.Poll(ctx, 3*time.Minute, func() error {
 		ready, err := r.kubectl(ctx, "-n", operatorNamespace, "get", "pods", "-o",
 			`jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{end}`)
 		if err != nil {
@@ -290,11 +289,11 @@ func (r *run) leadingOperator(ctx context.Context) (string, error) {
 		if err != nil {
 			return err
 		}
-		pod, _, _ := strings.Cut(holder, "_")
+		pod, _, _ = strings.Cut(holder, "_")
 		uid, err = r.kubectl(ctx, "-n", operatorNamespace, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}")
 		return err
 	})
-	return uid, err
+	return pod, uid, err
 }
 
 // changeImage switches the cluster between two minor versions of its

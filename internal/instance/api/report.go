@@ -61,11 +61,27 @@ type Report struct {
 	// Failsafe, on a primary, is the failsafe period under way or the
 	// last one: it took writes without renewing its Lease, on promises.
 	Failsafe *FailsafeReport `json:"failsafe,omitempty"`
-	// ResumedOnLease is when this instance, restarted while it was the
-	// primary, took the role back on its own Lease, without waiting for
-	// the operator; nil when the operator confirmed it, or it never was.
-	ResumedOnLease *time.Time `json:"resumedOnLease,omitempty"`
+	// Resumed says how this instance, restarted while it was the primary,
+	// took the role back without waiting for the operator; nil when the
+	// operator confirmed it, or it never was.
+	Resumed *Resumption `json:"resumed,omitempty"`
 }
+
+// Resumption is a restarted primary taking its role back on its own.
+type Resumption struct {
+	At time.Time `json:"at"`
+	// On is ResumedOnLease or ResumedOnPromises.
+	On string `json:"on"`
+}
+
+const (
+	// ResumedOnLease: the Lease still named it and its pod, unexpired,
+	// and its renewal was taken.
+	ResumedOnLease = "lease"
+	// ResumedOnPromises: the Lease could not be read, and every replica
+	// promised to accept no promotion, as in a failsafe period.
+	ResumedOnPromises = "promises"
+)
 
 // PromiseReport is a replica's promise to a primary.
 type PromiseReport struct {
