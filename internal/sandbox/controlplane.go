@@ -21,7 +21,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"holdfast.dev/holdfast/internal/controlplane"
-	"holdfast.dev/holdfast/internal/sandbox/pki"
+	"holdfast.dev/holdfast/internal/pki"
 )
 
 // Config says where the sandbox lives and what it listens on.

@@ -20,7 +20,7 @@ import (
 	"holdfast.dev/holdfast/internal/controlplane"
 	"holdfast.dev/holdfast/internal/credentials"
 	"holdfast.dev/holdfast/internal/objectstore"
-	"holdfast.dev/holdfast/internal/sandbox/pki"
+	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/sandbox/versitygw"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"holdfast.dev/holdfast/internal/credentials"
-	"holdfast.dev/holdfast/internal/sandbox/pki"
+	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/testutil"
 )
 

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"holdfast.dev/holdfast/internal/objectstore"
-	"holdfast.dev/holdfast/internal/sandbox/pki"
+	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/sandbox/versitygw"
 )
 

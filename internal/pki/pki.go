@@ -1,7 +1,8 @@
-// Package pki makes the sandbox's certificate authority and the
-// certificates and keys its control plane needs: the API server's serving
-// certificate, client certificates for the components and the admin, and
-// the service-account signing key.
+// Package pki makes certificate authorities and the certificates and keys
+// they sign: the sandbox's control plane (the API server's serving
+// certificate, client certificates for the components and the admin, the
+// service-account signing key), and the rules for when a certificate must
+// be issued again.
 package pki
 
 import (
@@ -21,17 +22,29 @@ import (
 	"time"
 )
 
-// validity is long enough for any sandbox; it is rebuilt on every `up`.
+// validity is the default: long enough for any sandbox, which is rebuilt
+// on every `up`.
 const validity = 365 * 24 * time.Hour
 
-// CA signs the sandbox's certificates.
+// CA signs certificates.
 type CA struct {
 	Cert *x509.Certificate
 	Key  crypto.Signer
+	// Validity is how long the certificates it signs are valid; zero is
+	// a year.
+	Validity time.Duration
 }
 
-// NewCA makes a self-signed certificate authority.
-func NewCA(name string) (*CA, error) {
+// NewCA makes a self-signed certificate authority valid for a year.
+func NewCA(name string) (*CA, error) { return NewCAValidFor(name, validity) }
+
+// backdate is how far before now a certificate starts to be valid, so
+// that a clock a little behind the signer's accepts it: an hour, or a
+// tenth of a short validity.
+func backdate(validity time.Duration) time.Duration { return min(time.Hour, validity/10) }
+
+// NewCAValidFor makes a self-signed certificate authority valid for validity.
+func NewCAValidFor(name string, validity time.Duration) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating the CA key: %w", err)
@@ -39,7 +52,7 @@ func NewCA(name string) (*CA, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
+		NotBefore:             time.Now().Add(-backdate(validity)),
 		NotAfter:              time.Now().Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -86,9 +99,13 @@ func (ca *CA) sign(tmpl *x509.Certificate) (*Leaf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generating a key for %s: %w", tmpl.Subject.CommonName, err)
 	}
+	v := ca.Validity
+	if v <= 0 {
+		v = validity
+	}
 	tmpl.SerialNumber = serial()
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(validity)
+	tmpl.NotBefore = time.Now().Add(-backdate(v))
+	tmpl.NotAfter = time.Now().Add(v)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
@@ -144,24 +161,91 @@ func LoadCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the CA key: %w", err)
 	}
-	certBlock, _ := pem.Decode(certPEM)
-	keyBlock, _ := pem.Decode(keyPEM)
-	if certBlock == nil || keyBlock == nil {
-		return nil, fmt.Errorf("the CA in %s is not PEM", dir)
-	}
-	cert, err := x509.ParseCertificate(certBlock.Bytes)
+	ca, err := ParseCA(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("parsing the CA certificate: %w", err)
+		return nil, fmt.Errorf("the CA in %s: %w", dir, err)
+	}
+	return ca, nil
+}
+
+// ParseCA reads a CA from its certificate and key in PEM; the key must
+// be the certificate's.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	l, err := ParseLeaf(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if !l.Cert.IsCA {
+		return nil, errors.New("the certificate is not a CA's")
+	}
+	return &CA{Cert: l.Cert, Key: l.Key}, nil
+}
+
+// ParseLeaf reads a certificate and its key in PEM, as kept in a TLS
+// Secret (tls.crt, tls.key); the key must be the certificate's.
+func ParseLeaf(certPEM, keyPEM []byte) (*Leaf, error) {
+	cert, err := ParseCertificate(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	keyBlock, _ := pem.Decode(keyPEM)
+	if keyBlock == nil {
+		return nil, errors.New("the key is not PEM")
 	}
 	key, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("parsing the CA key: %w", err)
+		return nil, fmt.Errorf("parsing the key: %w", err)
 	}
 	signer, ok := key.(crypto.Signer)
 	if !ok {
-		return nil, fmt.Errorf("the CA key in %s cannot sign", dir)
+		return nil, errors.New("the key cannot sign")
 	}
-	return &CA{Cert: cert, Key: signer}, nil
+	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
+		return nil, errors.New("the key does not match the certificate")
+	}
+	return &Leaf{Cert: cert, Key: signer}, nil
+}
+
+// ParseCertificate reads the first certificate of a PEM bundle.
+func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("the certificate is not PEM")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the certificate: %w", err)
+	}
+	return cert, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}
+
+// RenewAt is when a certificate is issued again: at two thirds of its
+// lifetime, so that a renewal that fails has a third of it to be retried.
+func RenewAt(c *x509.Certificate) time.Time {
+	return c.NotAfter.Add(-c.NotAfter.Sub(c.NotBefore) / 3)
+}
+
+// Reissue says why cert must be issued again by ca to hold dnsNames at
+// now, "" when it need not: it is due (RenewAt), was signed by another
+// CA, or lacks one of the names.
+func Reissue(cert, ca *x509.Certificate, dnsNames []string, now time.Time) string {
+	switch {
+	case !now.Before(RenewAt(cert)):
+		return fmt.Sprintf("it is due for renewal since %s (valid until %s)", RenewAt(cert).UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
+	case cert.CheckSignatureFrom(ca) != nil:
+		return "it was signed by another CA"
+	}
+	for _, n := range dnsNames {
+		if cert.VerifyHostname(n) != nil {
+			return fmt.Sprintf("it does not hold the name %s", n)
+		}
+	}
+	return ""
 }
 
 // WriteLeaf writes name.crt and name.key into dir; keys are private to the owner.

@@ -6,7 +6,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestCertificatesChainToTheCA(t *testing.T) {
@@ -91,5 +93,83 @@ func TestLoadCAReadsWhatWasWritten(t *testing.T) {
 	}
 	if _, err := LoadCA(dir); err == nil {
 		t.Error("a CA with a broken key loaded")
+	}
+}
+
+// TestReissue: a certificate is issued again at two thirds of its
+// lifetime, when another CA signed it, or when it lacks a name.
+func TestReissue(t *testing.T) {
+	ca, err := NewCAValidFor("cluster-ca", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.Validity = 3 * time.Minute
+	leaf, err := ca.Serving("demo-rw", []string{"demo-rw", "demo-rw.db.svc"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Now()
+	life := leaf.Cert.NotAfter.Sub(leaf.Cert.NotBefore)
+	if life < 3*time.Minute || life > 3*time.Minute+20*time.Second {
+		t.Fatalf("a 3-minute certificate is valid for %s: it starts at most a tenth of its validity early", life)
+	}
+	if at := RenewAt(leaf.Cert); at.Before(issued.Add(time.Minute)) || at.After(issued.Add(2*time.Minute)) {
+		t.Errorf("renewed at %s, %s after issue; want at two thirds of its lifetime", at, at.Sub(issued))
+	}
+	other, err := NewCA("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		ca    *CA
+		names []string
+		at    time.Time
+		why   string
+	}{
+		{"fresh, holding its names", ca, []string{"demo-rw.db.svc"}, issued, ""},
+		{"due", ca, nil, RenewAt(leaf.Cert), "due for renewal"},
+		{"past its end", ca, nil, leaf.Cert.NotAfter.Add(time.Second), "due for renewal"},
+		{"signed by another CA", other, nil, issued, "another CA"},
+		{"lacking a name the cluster now has", ca, []string{"demo-ro"}, issued, "does not hold the name demo-ro"},
+	} {
+		if why := Reissue(leaf.Cert, tc.ca.Cert, tc.names, tc.at); (why == "") != (tc.why == "") || !strings.Contains(why, tc.why) {
+			t.Errorf("%s: %q, want %q", tc.name, why, tc.why)
+		}
+	}
+}
+
+// TestParseLeafChecksTheKey: a key that is not the certificate's is
+// refused, as is a CA that is not one.
+func TestParseLeafChecksTheKey(t *testing.T) {
+	ca, err := NewCA("cluster-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ca.Client("streaming_replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ca.Client("streaming_replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aKey, _ := KeyPEM(a.Key)
+	bKey, _ := KeyPEM(b.Key)
+	if l, err := ParseLeaf(CertPEM(a.Cert), aKey); err != nil || l.Cert.SerialNumber.Cmp(a.Cert.SerialNumber) != 0 {
+		t.Fatalf("its own key: %v", err)
+	}
+	if _, err := ParseLeaf(CertPEM(a.Cert), bKey); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Errorf("another certificate's key: %v", err)
+	}
+	if _, err := ParseLeaf([]byte("not pem"), aKey); err == nil {
+		t.Error("a certificate that is not PEM was read")
+	}
+	if _, err := ParseCA(CertPEM(a.Cert), aKey); err == nil || !strings.Contains(err.Error(), "not a CA") {
+		t.Errorf("a leaf read as a CA: %v", err)
+	}
+	caKey, _ := KeyPEM(ca.Key)
+	if got, err := ParseCA(CertPEM(ca.Cert), caKey); err != nil || !got.Cert.Equal(ca.Cert) {
+		t.Errorf("the CA: %v", err)
 	}
 }

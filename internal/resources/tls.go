@@ -1,0 +1,23 @@
+package resources
+
+import (
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+)
+
+// ServerCertificateNames are the DNS names a cluster's server certificate
+// must hold, so that a client verifies the server by whichever it dials:
+// each Service's in its short, namespaced, .svc and .svc.cluster.local
+// forms, and each instance pod's through the headless Service.
+func ServerCertificateNames(c *holdfastv1.PostgresCluster) []string {
+	var names []string
+	forms := func(host string) {
+		names = append(names, host, host+"."+c.Namespace, host+"."+c.Namespace+".svc", host+"."+c.Namespace+".svc.cluster.local")
+	}
+	for _, svc := range []string{ServiceRWName(c), ServiceROName(c), ServiceHeadlessName(c)} {
+		forms(svc)
+	}
+	for i := range int(c.Spec.Instances) {
+		forms(InstanceName(c, i) + "." + ServiceHeadlessName(c))
+	}
+	return names
+}
