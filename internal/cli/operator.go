@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"holdfast.dev/holdfast/internal/controller/certificates"
 	"holdfast.dev/holdfast/internal/operator"
 )
 
@@ -38,5 +39,7 @@ func newOperatorCmd() *cobra.Command {
 	f.DurationVar(&opts.LeaseDuration, "leader-elect-lease-duration", 2*time.Second, "how long a standby operator waits on an unrenewed leader lease before it takes over")
 	f.DurationVar(&opts.RenewDeadline, "leader-elect-renew-deadline", 1500*time.Millisecond, "how long the leader tries to renew its lease before it steps down")
 	f.DurationVar(&opts.RetryPeriod, "leader-elect-retry-period", 250*time.Millisecond, "how often operators try to renew or take the leader lease")
+	f.DurationVar(&opts.CertificateLifetime, "certificate-lifetime", certificates.DefaultLifetime,
+		"how long the clusters' TLS certificates are valid; each is renewed at two thirds of it")
 	return cmd
 }

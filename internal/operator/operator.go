@@ -30,6 +30,7 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/controller/backup"
 	"holdfast.dev/holdfast/internal/controller/backupschedule"
+	"holdfast.dev/holdfast/internal/controller/certificates"
 	"holdfast.dev/holdfast/internal/controller/postgrescluster"
 	"holdfast.dev/holdfast/internal/decodeguard"
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
@@ -48,6 +49,9 @@ type Options struct {
 	// how often a standby tries to take it over.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	SkipNameValidation                        bool
+	// CertificateLifetime is how long the clusters' TLS certificates are
+	// valid; zero is certificates.DefaultLifetime.
+	CertificateLifetime time.Duration
 }
 
 func durationOrNil(d time.Duration) *time.Duration {
@@ -168,11 +172,12 @@ func guardHoldfastKinds(cfg *rest.Config, scheme *runtime.Scheme) (*decodeguard.
 // NewReconciler wires the PostgresCluster reconciler as the operator runs it.
 func NewReconciler(c client.Client, rec events.EventRecorder, opts Options) *postgrescluster.Reconciler {
 	return &postgrescluster.Reconciler{
-		Client:    c,
-		APIReader: c,
-		Recorder:  rec,
-		Options:   opts.Resources,
-		Instances: instanceClient(),
+		Client:       c,
+		APIReader:    c,
+		Recorder:     rec,
+		Options:      opts.Resources,
+		Instances:    instanceClient(),
+		Certificates: &certificates.Keeper{Client: c, Lifetime: opts.CertificateLifetime},
 	}
 }
 

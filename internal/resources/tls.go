@@ -21,3 +21,22 @@ func ServerCertificateNames(c *holdfastv1.PostgresCluster) []string {
 	}
 	return names
 }
+
+// SecretCAName holds the cluster's certificate authority, ca.crt and
+// ca.key: a Secret of its own, which no pod mounts, so that the key that
+// signs the cluster's certificates never leaves the operator.
+func SecretCAName(c *holdfastv1.PostgresCluster) string { return c.Name + "-ca" }
+
+// SecretServerTLSName holds the postgres server certificate (tls.crt,
+// tls.key, ca.crt, as cert-manager writes them).
+func SecretServerTLSName(c *holdfastv1.PostgresCluster) string { return c.Name + "-server-tls" }
+
+// SecretReplicationTLSName holds the client certificate replication
+// authenticates with (tls.crt, tls.key, ca.crt).
+func SecretReplicationTLSName(c *holdfastv1.PostgresCluster) string {
+	return c.Name + "-replication-tls"
+}
+
+// ConfigMapCAName publishes the cluster's CA certificate (ca.crt) for
+// clients to verify the server with.
+func ConfigMapCAName(c *holdfastv1.PostgresCluster) string { return c.Name + "-ca" }

@@ -2,6 +2,7 @@ package envtest
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"strings"
@@ -30,6 +31,7 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/credentials"
 	"holdfast.dev/holdfast/internal/operator"
+	"holdfast.dev/holdfast/internal/pki"
 )
 
 const settle = 30 * time.Second
@@ -162,6 +164,42 @@ func TestClusterObjects(t *testing.T) {
 		app, _ := get(t.Context(), ns, "demo-app", &corev1.Secret{})
 		if got, want := string(app.Data["uri"]), "postgresql://app:"+passwords["demo-app"]+"@demo-rw."+ns+":5432/app"; got != want {
 			t.Errorf("app uri = %q, want %q", got, want)
+		}
+	})
+	t.Run("Certificates", func(t *testing.T) {
+		var ca, server *corev1.Secret
+		eventually(t, settle, "the cluster's CA and certificates", func(ctx context.Context) (err error) {
+			if ca, err = get(ctx, ns, "demo-ca", &corev1.Secret{}); err != nil {
+				return err
+			}
+			server, err = get(ctx, ns, "demo-server-tls", &corev1.Secret{})
+			return err
+		})
+		checkOwned(t, c, ca)
+		checkOwned(t, c, server)
+		authority, err := pki.ParseCA(ca.Data["ca.crt"], ca.Data["ca.key"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(authority.Cert)
+		leaf, err := pki.ParseLeaf(server.Data["tls.crt"], server.Data["tls.key"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: "demo-rw." + ns + ".svc.cluster.local"}); err != nil || server.Type != corev1.SecretTypeTLS {
+			t.Errorf("server certificate (Secret type %s): %v", server.Type, err)
+		}
+		repl, err := get(t.Context(), ns, "demo-replication-tls", &corev1.Secret{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cert, err := pki.ParseCertificate(repl.Data["tls.crt"]); err != nil || cert.Subject.CommonName != "streaming_replica" {
+			t.Errorf("replication certificate: %v %v", cert, err)
+		}
+		published, err := get(t.Context(), ns, "demo-ca", &corev1.ConfigMap{})
+		if err != nil || published.Data["ca.crt"] != string(ca.Data["ca.crt"]) {
+			t.Errorf("the CA published for clients: %v %v", published, err)
 		}
 	})
 	t.Run("ConfigMap", func(t *testing.T) {

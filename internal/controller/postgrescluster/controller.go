@@ -29,6 +29,7 @@ import (
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/apply"
+	"holdfast.dev/holdfast/internal/controller/certificates"
 	"holdfast.dev/holdfast/internal/credentials"
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
@@ -47,6 +48,9 @@ type Reconciler struct {
 	Options   resources.Options
 	// Instances reaches the instance managers; nil leaves them alone.
 	Instances InstanceAPI
+	// Certificates keeps the cluster's CA and TLS certificates; nil
+	// issues none.
+	Certificates *certificates.Keeper
 
 	leases  leaseWatch
 	answers answerLog
@@ -69,8 +73,10 @@ const restoreWait = 5 * time.Second
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=holdfast.dev,resources=postgresclusters/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;patch
-// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+// (update: certificates are renewed in place, conditional on the version read)
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // (create: a rolling update restarts instances by eviction, which the PodDisruptionBudget may refuse)
@@ -237,6 +243,7 @@ func (r *Reconciler) ensureAll(ctx context.Context, c *holdfastv1.PostgresCluste
 	if err := r.ensureSecrets(ctx, c); err != nil {
 		return nil, nil, err
 	}
+	r.ensureCertificates(ctx, c)
 	sts, err = r.ensureObjects(ctx, c)
 	switch {
 	case apply.Refused(err):
@@ -249,6 +256,27 @@ func (r *Reconciler) ensureAll(ctx context.Context, c *holdfastv1.PostgresCluste
 		return nil, nil, err
 	}
 	return sts, nil, r.growClaims(ctx, c)
+}
+
+// ensureCertificates issues and renews the cluster's certificates, and
+// says so with an Event. Nothing serves with them yet (issue 17 wires
+// them in next), so a failure is reported and blocks nothing.
+func (r *Reconciler) ensureCertificates(ctx context.Context, c *holdfastv1.PostgresCluster) {
+	if r.Certificates == nil {
+		return
+	}
+	issued, err := r.Certificates.Ensure(ctx, c, time.Now())
+	if err != nil {
+		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "CertificateError", "Certificates", "%v", err)
+		return
+	}
+	for _, is := range issued {
+		if is.Reason != "" {
+			r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "CertificateIssued", "Certificates",
+				"Secret %s: serial %s, valid until %s, to be renewed from %s; issued because %s", is.Secret, is.Serial,
+				is.NotAfter.UTC().Format(time.RFC3339), is.RenewAt.UTC().Format(time.RFC3339), is.Reason)
+		}
+	}
 }
 
 // templateRevision is the revision of the StatefulSet's current pod

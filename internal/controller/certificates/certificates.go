@@ -1,0 +1,229 @@
+// Package certificates keeps each cluster's TLS certificates: a CA of its
+// own, a server certificate that holds every name a client may dial
+// (resources.ServerCertificateNames), and the client certificate
+// replication authenticates with. They live in Secrets shaped as
+// cert-manager's (tls.crt, tls.key, ca.crt), and each is issued again at
+// two thirds of its lifetime (pki.Reissue), or when the cluster gains a
+// name it lacks. The CA's certificate is published in a ConfigMap for
+// clients.
+package certificates
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/pki"
+	"holdfast.dev/holdfast/internal/postgres"
+	"holdfast.dev/holdfast/internal/resources"
+)
+
+// Keys of the Secrets and the ConfigMap, as cert-manager names them.
+const (
+	KeyCert   = corev1.TLSCertKey       // tls.crt
+	KeyKey    = corev1.TLSPrivateKeyKey // tls.key
+	KeyCACert = "ca.crt"
+	KeyCAKey  = "ca.key"
+)
+
+// DefaultLifetime is how long the certificates issued are valid, unless
+// the operator is told otherwise.
+const DefaultLifetime = 90 * 24 * time.Hour
+
+// caValidity is the CA's: renewing a CA means trusting two for a while,
+// which is not built; ten years outlasts any cluster's certificates.
+const caValidity = 10 * 365 * 24 * time.Hour
+
+// Keeper issues and renews certificates.
+type Keeper struct {
+	Client client.Client
+	// Lifetime of the server and client certificates; zero is
+	// DefaultLifetime.
+	Lifetime time.Duration
+}
+
+// Issued is a certificate in force.
+type Issued struct {
+	Secret   string
+	Serial   string
+	NotAfter time.Time
+	RenewAt  time.Time
+	// Reason is why it was issued on this call; "" when it was kept.
+	Reason string
+}
+
+// Ensure makes c's CA, server and replication certificates exist and be
+// current at now, and says which are in force. A CA Secret that cannot
+// be read is an error, never replaced: every certificate and client that
+// trusts it would stop working.
+func (k *Keeper) Ensure(ctx context.Context, c *holdfastv1.PostgresCluster, now time.Time) ([]Issued, error) {
+	ca, err := k.ensureCA(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.publishCA(ctx, c, ca); err != nil {
+		return nil, err
+	}
+	lifetime := k.Lifetime
+	if lifetime <= 0 {
+		lifetime = DefaultLifetime
+	}
+	signer := &pki.CA{Cert: ca.Cert, Key: ca.Key, Validity: lifetime}
+	names := resources.ServerCertificateNames(c)
+	var out []Issued
+	for _, want := range []struct {
+		secret string
+		names  []string
+		issue  func() (*pki.Leaf, error)
+	}{
+		{resources.SecretServerTLSName(c), names, func() (*pki.Leaf, error) {
+			return signer.Serving(resources.ServiceRWName(c), names, nil)
+		}},
+		{resources.SecretReplicationTLSName(c), nil, func() (*pki.Leaf, error) {
+			return signer.Client(postgres.ReplicationUser)
+		}},
+	} {
+		is, err := k.ensureLeaf(ctx, c, want.secret, ca, want.names, now, want.issue)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, is)
+	}
+	return out, nil
+}
+
+func (k *Keeper) ensureCA(ctx context.Context, c *holdfastv1.PostgresCluster) (*pki.CA, error) {
+	var s corev1.Secret
+	err := k.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.SecretCAName(c)}, &s)
+	if err == nil {
+		ca, err := pki.ParseCA(s.Data[KeyCACert], s.Data[KeyCAKey])
+		if err != nil {
+			return nil, fmt.Errorf("the CA in Secret %s cannot be used: %w", s.Name, err)
+		}
+		return ca, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("reading Secret %s: %w", resources.SecretCAName(c), err)
+	}
+	ca, err := pki.NewCAValidFor(c.Namespace+"/"+c.Name+" CA", caValidity)
+	if err != nil {
+		return nil, err
+	}
+	key, err := pki.KeyPEM(ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	s = corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: resources.SecretCAName(c), Namespace: c.Namespace, Labels: resources.Labels(c)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{KeyCACert: pki.CertPEM(ca.Cert), KeyCAKey: key},
+	}
+	if err := k.create(ctx, c, &s); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			// Made by a look that ran at the same time: the next look reads it.
+			return nil, fmt.Errorf("the CA Secret %s was created meanwhile: %w", s.Name, err)
+		}
+		return nil, err
+	}
+	return ca, nil
+}
+
+// publishCA writes the CA's certificate, and nothing else, where clients
+// may read it.
+func (k *Keeper) publishCA(ctx context.Context, c *holdfastv1.PostgresCluster, ca *pki.CA) error {
+	want := string(pki.CertPEM(ca.Cert))
+	var cm corev1.ConfigMap
+	err := k.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.ConfigMapCAName(c)}, &cm)
+	switch {
+	case apierrors.IsNotFound(err):
+		cm = corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: resources.ConfigMapCAName(c), Namespace: c.Namespace, Labels: resources.Labels(c)},
+			Data:       map[string]string{KeyCACert: want},
+		}
+		return k.create(ctx, c, &cm)
+	case err != nil:
+		return fmt.Errorf("reading ConfigMap %s: %w", resources.ConfigMapCAName(c), err)
+	case cm.Data[KeyCACert] == want:
+		return nil
+	}
+	cm.Data = map[string]string{KeyCACert: want}
+	if err := k.Client.Update(ctx, &cm); err != nil {
+		return fmt.Errorf("publishing the CA in ConfigMap %s: %w", cm.Name, err)
+	}
+	return nil
+}
+
+// ensureLeaf keeps the certificate in Secret name current: issued by ca,
+// holding names, not yet due.
+func (k *Keeper) ensureLeaf(ctx context.Context, c *holdfastv1.PostgresCluster, name string, ca *pki.CA, names []string, now time.Time,
+	issue func() (*pki.Leaf, error)) (Issued, error) {
+	var s corev1.Secret
+	err := k.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, &s)
+	found := err == nil
+	if err != nil && !apierrors.IsNotFound(err) {
+		return Issued{}, fmt.Errorf("reading Secret %s: %w", name, err)
+	}
+	why := "it did not exist"
+	if found {
+		leaf, perr := pki.ParseLeaf(s.Data[KeyCert], s.Data[KeyKey])
+		switch {
+		case perr != nil:
+			// The operator's own Secret, damaged: issue it again.
+			why = "it could not be read: " + perr.Error()
+		default:
+			why = pki.Reissue(leaf.Cert, ca.Cert, names, now)
+		}
+		if why == "" {
+			return issued(name, leaf.Cert, ""), nil
+		}
+	}
+	leaf, err := issue()
+	if err != nil {
+		return Issued{}, err
+	}
+	key, err := pki.KeyPEM(leaf.Key)
+	if err != nil {
+		return Issued{}, err
+	}
+	data := map[string][]byte{KeyCert: pki.CertPEM(leaf.Cert), KeyKey: key, KeyCACert: pki.CertPEM(ca.Cert)}
+	if found {
+		// Conditional on the version read: a look that ran at the same
+		// time and renewed it first wins, and this one retries.
+		s.Data = data
+		if err := k.Client.Update(ctx, &s); err != nil {
+			return Issued{}, fmt.Errorf("renewing the certificate in Secret %s: %w", name, err)
+		}
+	} else {
+		s = corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace, Labels: resources.Labels(c)},
+			Type:       corev1.SecretTypeTLS,
+			Data:       data,
+		}
+		if err := k.create(ctx, c, &s); err != nil {
+			return Issued{}, err
+		}
+	}
+	return issued(name, leaf.Cert, why), nil
+}
+
+func issued(secret string, cert *x509.Certificate, reason string) Issued {
+	return Issued{Secret: secret, Serial: cert.SerialNumber.Text(16), NotAfter: cert.NotAfter, RenewAt: pki.RenewAt(cert), Reason: reason}
+}
+
+func (k *Keeper) create(ctx context.Context, c *holdfastv1.PostgresCluster, obj client.Object) error {
+	if err := controllerutil.SetControllerReference(c, obj, k.Client.Scheme()); err != nil {
+		return fmt.Errorf("setting the owner of %s: %w", obj.GetName(), err)
+	}
+	if err := k.Client.Create(ctx, obj); err != nil {
+		return fmt.Errorf("creating %s: %w", obj.GetName(), err)
+	}
+	return nil
+}
