@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -731,9 +732,11 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 		HoldReplay:     m.backups.dumping(),
 	}
 	server.Parameters = m.acceptedParameters(ctx, server, d.Parameters)
+	var certs []byte
+	server.TLS, certs = m.serverTLS()
 	conf := postgres.RenderConf(server)
 	hbaText := postgres.RenderHBA(m.foreignPasswords())
-	sum := sha256.Sum256([]byte(conf + hbaText))
+	sum := sha256.Sum256(slices.Concat([]byte(conf+hbaText), certs))
 	if running && sum == m.appliedConf {
 		return nil
 	}

@@ -40,6 +40,14 @@ type ServerConf struct {
 	// when replay conflicts with them: a dump running on it must not be
 	// cancelled half way ("canceling statement due to conflict with recovery").
 	HoldReplay bool
+	// TLS, when set, turns ssl on with these files.
+	TLS *TLSFiles
+}
+
+// TLSFiles are the server's certificate, its key and the CA that
+// client certificates must chain to.
+type TLSFiles struct {
+	Cert, Key, CA string
 }
 
 // RenderConf writes postgresql.conf. Everything a replica needs to follow a
@@ -80,6 +88,13 @@ func RenderConf(c ServerConf) string {
 	// short-lived process, cheap at this rate).
 	set("wal_retrieve_retry_interval", "200ms")
 	set("password_encryption", "scram-sha-256")
+	if t := c.TLS; t != nil {
+		set("ssl", "on")
+		set("ssl_cert_file", t.Cert)
+		set("ssl_key_file", t.Key)
+		set("ssl_ca_file", t.CA)
+		set("ssl_min_protocol_version", "TLSv1.2")
+	}
 	set("logging_collector", "off")
 	set("log_destination", "stderr")
 	if c.Role == Replica && c.HoldReplay {

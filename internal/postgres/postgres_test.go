@@ -53,3 +53,16 @@ func TestRenderConfHoldsReplayOnlyForADumpOnAReplica(t *testing.T) {
 		t.Errorf("without a repository, archive_mode must be on with a command that keeps nothing:\n%s", conf)
 	}
 }
+
+func TestRenderConfTurnsTLSOnOnlyWithFiles(t *testing.T) {
+	if conf := RenderConf(ServerConf{Name: "x", Port: 5432, Role: Primary}); strings.Contains(conf, "ssl") {
+		t.Errorf("ssl settings without certificate files:\n%s", conf)
+	}
+	conf := RenderConf(ServerConf{Name: "x", Port: 5432, Role: Primary, TLS: &TLSFiles{Cert: "/run/tls/server.crt", Key: "/run/tls/server.key", CA: "/run/tls/ca.crt"}})
+	for _, want := range []string{"ssl = 'on'", "ssl_cert_file = '/run/tls/server.crt'", "ssl_key_file = '/run/tls/server.key'",
+		"ssl_ca_file = '/run/tls/ca.crt'", "ssl_min_protocol_version = 'TLSv1.2'"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("%q missing:\n%s", want, conf)
+		}
+	}
+}

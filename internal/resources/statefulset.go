@@ -207,6 +207,10 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 						LocalObjectReference: corev1.LocalObjectReference{Name: SecretInstanceTokenName(c)},
 						Items:                []corev1.KeyToPath{{Key: SecretKeyToken, Path: "instance/" + SecretKeyToken}},
 					}},
+					// Optional: an instance without them serves without TLS
+					// rather than not at all.
+					tlsProjection(SecretServerTLSName(c), TLSServerDir),
+					tlsProjection(SecretReplicationTLSName(c), TLSReplicationDir),
 				},
 			}}},
 			{Name: VolumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
@@ -252,6 +256,24 @@ func fieldEnv(name, path string) corev1.EnvVar {
 
 func emptyDir(name string, medium corev1.StorageMedium) corev1.Volume {
 	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: medium}}}
+}
+
+// TLSServerDir and TLSReplicationDir are where, under the secrets mount,
+// an instance finds the server and replication certificates (tls.crt,
+// tls.key, ca.crt).
+const (
+	TLSServerDir      = "tls/server"
+	TLSReplicationDir = "tls/replication"
+)
+
+func tlsProjection(secret, dir string) corev1.VolumeProjection {
+	var items []corev1.KeyToPath
+	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey, "ca.crt"} {
+		items = append(items, corev1.KeyToPath{Key: k, Path: dir + "/" + k})
+	}
+	return corev1.VolumeProjection{Secret: &corev1.SecretProjection{
+		LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Items: items, Optional: ptr.To(true),
+	}}
 }
 
 func secretProjection(secret, dir string) corev1.VolumeProjection {

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"holdfast.dev/holdfast/internal/pki"
 )
 
 const ns = "e2e"
@@ -51,6 +56,58 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			e.waitRow(t, e.podIP(t, pod), 1, "first")
 		}
 		e.waitRow(t, e.serviceIP(t, "pg-ro"), 1, "first")
+	})
+
+	t.Run("a client verifies the primary through -rw by its Service name and the CA the cluster publishes", func(t *testing.T) {
+		ca := e.mustKubectl("", "-n", ns, "get", "configmap", "pg-ca", "-o", `jsonpath={.data.ca\.crt}`)
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(ca)) {
+			t.Fatalf("ConfigMap pg-ca holds no certificate: %q", ca)
+		}
+		serverSecret := e.mustKubectl("", "-n", ns, "get", "secret", "pg-server-tls", "-o", `jsonpath={.data.tls\.crt}`)
+		certPEM, err := base64.StdEncoding.DecodeString(serverSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		issued, err := pki.ParseCertificate(certPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require connect_timeout=5",
+			e.serviceIP(t, "pg-rw"), e.secretValue(ns, "pg-app", "username"), e.secretValue(ns, "pg-app", "password")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// verify-full by the Service's DNS name; the host dials its address.
+		cfg.TLSConfig = &tls.Config{RootCAs: roots, ServerName: "pg-rw." + ns + ".svc.cluster.local", MinVersion: tls.VersionTLS12}
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatalf("verify-full through pg-rw: %v", err)
+		}
+		defer conn.Close(ctx)
+		var ssl bool
+		var version string
+		if err := conn.QueryRow(ctx, `SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()`).Scan(&ssl, &version); err != nil || !ssl {
+			t.Fatalf("pg_stat_ssl: ssl=%v %v", ssl, err)
+		}
+		served := conn.PgConn().Conn().(*tls.Conn).ConnectionState().PeerCertificates[0]
+		if served.SerialNumber.Cmp(issued.SerialNumber) != 0 {
+			t.Errorf("served certificate serial %x, the Secret's %x", served.SerialNumber, issued.SerialNumber)
+		}
+		t.Logf("connected through pg-rw with %s, verified as pg-rw.%s.svc.cluster.local", version, ns)
+		// Replication connects with libpq's default sslmode (prefer).
+		e.withConn(t, "both standbys streaming over TLS", "pg", e.podIP(t, primary), true, func(ctx context.Context, conn *pgx.Conn) error {
+			var encrypted, all int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)`).Scan(&encrypted, &all); err != nil {
+				return err
+			}
+			if encrypted != 2 || all != 2 {
+				return errorString(fmt.Sprintf("%d of %d replication connections encrypted, want 2 of 2", encrypted, all))
+			}
+			return nil
+		})
 	})
 
 	t.Run("the WAL positions in status follow writes while nothing else changes", func(t *testing.T) {

@@ -259,8 +259,8 @@ func (r *Reconciler) ensureAll(ctx context.Context, c *holdfastv1.PostgresCluste
 }
 
 // ensureCertificates issues and renews the cluster's certificates, and
-// says so with an Event. Nothing serves with them yet (issue 17 wires
-// them in next), so a failure is reported and blocks nothing.
+// says so with an Event. A failure is reported and blocks nothing: the
+// instances go on with the certificates they have, or without TLS.
 func (r *Reconciler) ensureCertificates(ctx context.Context, c *holdfastv1.PostgresCluster) {
 	if r.Certificates == nil {
 		return
