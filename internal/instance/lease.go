@@ -46,21 +46,29 @@ var errNotHolder = errors.New("the primary lease is held by another instance")
 
 // renew renews the named lease if this instance holds it.
 func (k *LeaseKeeper) renew(ctx context.Context, name string) error {
-	leases := k.Leases.Leases(k.Namespace)
-	l, err := leases.Get(ctx, name, metav1.GetOptions{})
+	l, holder, err := k.read(ctx, name)
 	if err != nil {
-		k.failed(err)
-		return fmt.Errorf("reading lease %s: %w", name, err)
+		return err
 	}
-	holder := ptr.Deref(l.Spec.HolderIdentity, "")
-	k.mu.Lock()
-	k.holder = holder
-	k.mu.Unlock()
 	if holder != k.Identity {
 		k.failed(errNotHolder)
 		return fmt.Errorf("%w (%s)", errNotHolder, holder)
 	}
 	return k.update(ctx, l)
+}
+
+// read reads the named lease and remembers whom it names.
+func (k *LeaseKeeper) read(ctx context.Context, name string) (*coordinationv1.Lease, string, error) {
+	l, err := k.Leases.Leases(k.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		k.failed(err)
+		return nil, "", fmt.Errorf("reading lease %s: %w", name, err)
+	}
+	holder := ptr.Deref(l.Spec.HolderIdentity, "")
+	k.mu.Lock()
+	k.holder = holder
+	k.mu.Unlock()
+	return l, holder, nil
 }
 
 // update writes a renewal of l, which this instance holds. It is
@@ -105,15 +113,10 @@ const resumeAfterStart = time.Second
 // than the death it judged by, or fails on the resourceVersion. The reason
 // is why it does not resume.
 func (k *LeaseKeeper) resume(ctx context.Context, name string) (bool, string, error) {
-	l, err := k.Leases.Leases(k.Namespace).Get(ctx, name, metav1.GetOptions{})
+	l, holder, err := k.read(ctx, name)
 	if err != nil {
-		k.failed(err)
-		return false, "", fmt.Errorf("reading lease %s: %w", name, err)
+		return false, "", err
 	}
-	holder := ptr.Deref(l.Spec.HolderIdentity, "")
-	k.mu.Lock()
-	k.holder = holder
-	k.mu.Unlock()
 	duration := time.Duration(ptr.Deref(l.Spec.LeaseDurationSeconds, 0)) * time.Second
 	switch pod := l.Annotations[api.LeaseHolderPodAnnotation]; {
 	case holder != k.Identity:

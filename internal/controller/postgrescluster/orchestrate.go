@@ -317,8 +317,8 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	if err != nil {
 		return reports, err
 	}
-	if holder := ""; lease != nil {
-		holder = ptr.Deref(lease.Spec.HolderIdentity, "")
+	if lease != nil {
+		holder := ptr.Deref(lease.Spec.HolderIdentity, "")
 		for i := range views {
 			if views[i].HoldsLease = views[i].Pod.Name == holder; views[i].HoldsLease && lease.Spec.RenewTime != nil {
 				views[i].LeaseRenewed = lease.Spec.RenewTime.Time
