@@ -218,7 +218,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	case m.desired != nil:
 	case d != nil && d.Role == postgres.Primary && resumed != "":
 		m.desired = d
-		m.report.Resumed = &Resumption{At: time.Now(), On: resumed}
+		// Said together with the role it resumed, not a loop later.
+		m.report.Desired, m.report.Resumed = d, &Resumption{At: time.Now(), On: resumed}
 	case d != nil && d.Role == postgres.Primary:
 		// A primary that restarts may have been replaced meanwhile (its pod
 		// looked dead, so a replica was promoted at once): unless its
