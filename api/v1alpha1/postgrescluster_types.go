@@ -46,6 +46,11 @@ type PostgresClusterSpec struct {
 	// +optional
 	Synchronous *SynchronousSpec `json:"synchronous,omitempty"`
 
+	// Certificates brings the cluster's own certificates instead of the
+	// ones the operator issues. Absent, the operator issues them all.
+	// +optional
+	Certificates *CertificatesSpec `json:"certificates,omitempty"`
+
 	// Bootstrap says how the first primary gets its data. It cannot change after creation.
 	// +kubebuilder:default={}
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.bootstrap cannot change after the cluster is created"
@@ -123,6 +128,50 @@ type FailoverSpec struct {
 	// +kubebuilder:default=4
 	// +optional
 	RenewDeadlineSeconds int32 `json:"renewDeadlineSeconds,omitempty"`
+}
+
+// CertificateStatus is a certificate of the cluster's.
+type CertificateStatus struct {
+	// Secret holds it: the operator's, or the user's (spec.certificates).
+	Secret string `json:"secret"`
+	// Serial is its serial number, in hexadecimal.
+	// +optional
+	Serial string `json:"serial,omitempty"`
+	// NotAfter is when it expires.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+	// RenewAt is when the operator issues it again (two thirds of its
+	// lifetime); absent for the user's, which the user renews.
+	// +optional
+	RenewAt *metav1.Time `json:"renewAt,omitempty"`
+	// Problem says why the user's certificate in Secret is not used: the
+	// last good one stays in force, and the cluster is Degraded with
+	// reason InvalidCertificate.
+	// +optional
+	Problem string `json:"problem,omitempty"`
+}
+
+// CertificatesSpec names Secrets of the user's (cert-manager writes them
+// in this shape) that the cluster uses as given.
+type CertificatesSpec struct {
+	// ServerTLSSecret is a kubernetes.io/tls Secret (tls.crt, tls.key and,
+	// unless ServerCASecret is set, ca.crt) that postgres and the instance
+	// API serve. Its names must include those clients dial (the -rw
+	// Service's, say). It is checked before use: a key that does not
+	// match, or a certificate expired or not chaining to its CA, leaves
+	// the cluster serving the last good one, Degraded with reason
+	// InvalidCertificate.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ServerTLSSecret string `json:"serverTLSSecret,omitempty"`
+
+	// ServerCASecret holds (ca.crt) the CA that issued the server
+	// certificate, which clients verify the server with.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ServerCASecret string `json:"serverCASecret,omitempty"`
 }
 
 // StorageSpec is the PersistentVolumeClaim each instance gets.
@@ -626,6 +675,14 @@ type PostgresClusterStatus struct {
 	// +kubebuilder:validation:Type=string
 	// +optional
 	PrimaryFailingSince *metav1.Time `json:"primaryFailingSince,omitempty"`
+
+	// Certificates are the server and replication certificates in force:
+	// when each expires and when the operator renews it. A user's server
+	// certificate that is not used says why (Problem).
+	// +listType=map
+	// +listMapKey=secret
+	// +optional
+	Certificates []CertificateStatus `json:"certificates,omitempty"`
 
 	// PositionsObservedAt is when the instances' WAL positions and lag in
 	// Instances were observed; they are refreshed at least every 10 s

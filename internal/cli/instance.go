@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -86,14 +85,15 @@ func newInstanceRunCmd() *cobra.Command {
 				m.UseLease(&instance.LeaseKeeper{Leases: cs.CoordinationV1(), Namespace: os.Getenv("NAMESPACE"), Identity: cfg.Name,
 					PodUID: os.Getenv("POD_UID")})
 			}
-			srv := &http.Server{Addr: cfg.StatusAddr, Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
-			errs := make(chan error, 1)
-			go func() { errs <- srv.ListenAndServe() }()
+			srv, err := m.Listen()
+			if err != nil {
+				return err
+			}
 			defer srv.Close()
 			runErr := m.Run(ctx)
 			select {
-			case err := <-errs:
-				return fmt.Errorf("serving the instance API on %s: %w", cfg.StatusAddr, err)
+			case err := <-srv.Errs:
+				return err
 			default:
 			}
 			return runErr
@@ -107,9 +107,9 @@ func newInstanceRunCmd() *cobra.Command {
 	f.StringVar(&cfg.RunDir, "run-dir", "/var/run/postgresql", "socket and password file folder")
 	f.StringVar(&cfg.PGBinDir, "pg-bin-dir", "", "folder of the postgres binaries (default: PATH)")
 	f.IntVar(&cfg.Port, "port", postgres.Port, "postgres port")
-	f.StringVar(&cfg.StatusAddr, "status-addr", fmt.Sprintf(":%d", instance.StatusPort), "address of the instance API")
-	f.StringVar(&cfg.SecretsDir, "secrets-dir", "/etc/holdfast/secrets", "mounted credentials")
-	f.StringVar(&cfg.TokenFile, "token-file", "/etc/holdfast/secrets/instance/token", "bearer token that authorises state changes")
+	f.StringVar(&cfg.StatusAddr, "status-addr", fmt.Sprintf(":%d", instance.StatusPort), "address of the probes (plain HTTP)")
+	f.StringVar(&cfg.APIAddr, "api-addr", fmt.Sprintf(":%d", instance.APIPort), "address of the instance API (mutual TLS)")
+	f.StringVar(&cfg.SecretsDir, "secrets-dir", resources.SecretsMountPath, "mounted credentials and certificates")
 	f.StringVar(&cfg.RepositoryDir, "repository-dir", resources.RepositoryMountPath, "the backup repository's credentials")
 	f.StringVar(&cfg.RestoreRepositoryDir, "restore-repository-dir", resources.RestoreRepositoryMountPath, "the credentials of the repository a new cluster is restored from")
 	f.StringVar(&cfg.Database, "database", os.Getenv("HOLDFAST_DATABASE"), "application database initdb creates")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,14 +35,14 @@ func (h *harness) writeRepositoryCredentials(cred objectstore.Credentials) {
 // backup orders a backup through the API and waits for its end.
 func (h *harness) backup(n *node, o BackupOrder) BackupReport {
 	h.t.Helper()
-	c := api.Client{HTTP: http.DefaultClient}
-	if _, err := c.StartBackup(h.t.Context(), n.api.URL, token, o); err != nil {
+	c := api.Client{HTTP: h.operator}
+	if _, err := c.StartBackup(h.t.Context(), n.apiURL(), o); err != nil {
 		h.t.Fatalf("ordering backup %s: %v", o.ID, err)
 	}
 	var r BackupReport
 	h.waitFor(2*time.Minute, "backup "+o.ID+" ends", func() error {
 		var err error
-		r, err = c.BackupState(h.t.Context(), n.api.URL, token, o.ID)
+		r, err = c.BackupState(h.t.Context(), n.apiURL(), o.ID)
 		if err != nil {
 			return err
 		}
@@ -157,7 +156,7 @@ func (h *harness) archiveNow(n *node) {
 func (h *harness) superConn(ctx context.Context, n *node, db string) *pgx.Conn {
 	h.t.Helper()
 	pw, _ := os.ReadFile(filepath.Join(h.secrets, "superuser", "password"))
-	c, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=%s sslmode=disable connect_timeout=3", n.port, pw, db))
+	c, err := pgx.Connect(ctx, h.dsn(n, "postgres", string(pw), db))
 	if err != nil {
 		h.t.Fatal(err)
 	}

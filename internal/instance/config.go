@@ -26,9 +26,12 @@ type Config struct {
 	// ListenAddresses is where postgres listens; empty means every address
 	// (a pod has its own network namespace).
 	ListenAddresses string
-	StatusAddr      string // the HTTP API
-	SecretsDir      string // <role>/username and <role>/password for superuser, replication, app
-	TokenFile       string // bearer token that authorises state changes
+	StatusAddr      string // the probes, plain HTTP
+	APIAddr         string // the instance API, mutual TLS
+	// SecretsDir holds <role>/username and <role>/password for superuser,
+	// replication and app, and the certificates (resources.TLSServerDir,
+	// resources.TLSReplicationDir).
+	SecretsDir string
 	// RepositoryDir holds the backup repository's credentials (the Secret
 	// spec.backup.repository names); RestoreRepositoryDir those of the
 	// repository a new cluster is restored from.

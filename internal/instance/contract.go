@@ -34,6 +34,7 @@ const (
 	JobCompleted         = api.JobCompleted
 	JobFailed            = api.JobFailed
 	StatusPort           = api.StatusPort
+	APIPort              = api.APIPort
 	StartupPath          = api.StartupPath
 	LivenessPath         = api.LivenessPath
 	ReadinessPath        = api.ReadinessPath

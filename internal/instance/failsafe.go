@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -89,15 +87,15 @@ func (m *Manager) promiseReport() *PromiseReport {
 // counts those given. sentAt is read before any request goes: the
 // replica's promise runs from its answer, which is later.
 func (m *Manager) gatherPromises(ctx context.Context, d *Desired) {
-	token, err := os.ReadFile(m.cfg.TokenFile)
+	creds, err := m.peerClient()
 	if err != nil {
-		m.log.Info("failsafe: no token to ask the replicas with", "error", err.Error())
+		m.log.Info("failsafe: no certificate to ask the replicas with", "error", err.Error())
 		return
 	}
 	req := PromiseRequest{Primary: m.cfg.Name, Epoch: d.Epoch, HoldMillis: int64(d.Lease.DurationSeconds) * 1000}
 	validFor := time.Duration(d.Lease.RenewDeadlineSeconds) * time.Second
 	sentAt := monotonicNow()
-	client := api.Client{HTTP: &http.Client{Timeout: promiseAskTimeout}}
+	client := api.Client{HTTP: &http.Client{Timeout: promiseAskTimeout, Transport: &http.Transport{Proxy: nil, TLSClientConfig: creds, DisableKeepAlives: true}}}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var refused []string
@@ -109,8 +107,7 @@ func (m *Manager) gatherPromises(ctx context.Context, d *Desired) {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, promiseAskTimeout)
 			defer cancel()
-			base := "http://" + net.JoinHostPort(host, strconv.Itoa(StatusPort))
-			if err := client.Promise(cctx, base, strings.TrimSpace(string(token)), req); err != nil {
+			if err := client.Promise(cctx, api.URL(host), req); err != nil {
 				mu.Lock()
 				refused = append(refused, name+": "+err.Error())
 				mu.Unlock()

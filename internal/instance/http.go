@@ -1,31 +1,19 @@
 package instance
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"strings"
 )
 
-// Handler serves the probes, the status document and, for callers with the
-// token, the desired state.
+// ProbeHandler serves the probes, in plain HTTP on StatusPort: they say
+// whether the instance is healthy and nothing else.
 //
 //	GET /healthz     200 while the manager's loop runs (it restarts postgres itself)
 //	GET /readyz      200 while the instance serves its role
 //	GET /startupz    200 once postgres has come up in its role
-//	GET /v1/status   the Report, as JSON
-//	PUT /v1/desired  a Desired, as JSON, with "Authorization: Bearer <token>";
-//	                 409 when stale, 423 for a promotion while a promise holds
-//	POST /v1/promise a primary's PromiseRequest, with the token: 200 when
-//	                 this replica promises, 409 with the reason when not
-//	POST /v1/backups a BackupOrder, with the token: starts a backup (202) or
-//	                 reports the one of that id
-//	GET /v1/backups/{id}, DELETE /v1/backups/{id}, with the token: a
-//	                 backup's BackupReport (404 when this process never ran
-//	                 it), or its cancellation
-func (m *Manager) Handler() http.Handler {
+func (m *Manager) ProbeHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+LivenessPath, func(w http.ResponseWriter, _ *http.Request) {
 		probe(w, m.Alive(), "the instance manager's loop has stalled")
@@ -38,11 +26,33 @@ func (m *Manager) Handler() http.Handler {
 		r := m.Report()
 		probe(w, r.Started, r.Message+" "+r.Error)
 	})
-	mux.HandleFunc("GET "+StatusPath, func(w http.ResponseWriter, _ *http.Request) {
+	return mux
+}
+
+// APIHandler serves the instance API, behind APITLS on APIPort, to the
+// operator's client certificate (api.OperatorClientName); a promise also
+// to a peer instance's replication certificate.
+//
+//	GET /v1/status   the Report, as JSON
+//	PUT /v1/desired  a Desired, as JSON; 409 when stale, 423 for a
+//	                 promotion while a promise holds
+//	POST /v1/promise a primary's PromiseRequest: 200 when this replica
+//	                 promises, 409 with the reason when not
+//	POST /v1/backups a BackupOrder: starts a backup (202) or reports the
+//	                 one of that id
+//	GET /v1/backups/{id}, DELETE /v1/backups/{id}: a backup's
+//	                 BackupReport (404 when this process never ran it), or
+//	                 its cancellation
+//
+// A caller without a certificate of the cluster's CA is turned away by
+// the TLS handshake; one with another name gets 403.
+func (m *Manager) APIHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+StatusPath, from(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(m.Report())
-	})
-	mux.HandleFunc("PUT "+DesiredPath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
+	}, operatorOnly...))
+	mux.HandleFunc("PUT "+DesiredPath, from(func(w http.ResponseWriter, req *http.Request) {
 		var d Desired
 		if !decodeBody(w, req, &d, "the desired state") {
 			return
@@ -57,8 +67,8 @@ func (m *Manager) Handler() http.Handler {
 		default:
 			w.WriteHeader(http.StatusAccepted)
 		}
-	}))
-	mux.HandleFunc("POST "+PromisePath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
+	}, operatorOnly...))
+	mux.HandleFunc("POST "+PromisePath, from(func(w http.ResponseWriter, req *http.Request) {
 		var p PromiseRequest
 		if !decodeBody(w, req, &p, "the promise request") {
 			return
@@ -69,8 +79,8 @@ func (m *Manager) Handler() http.Handler {
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
-	}))
-	mux.HandleFunc("POST "+BackupsPath, m.withToken(func(w http.ResponseWriter, req *http.Request) {
+	}, operatorPeer...))
+	mux.HandleFunc("POST "+BackupsPath, from(func(w http.ResponseWriter, req *http.Request) {
 		var o BackupOrder
 		if !decodeBody(w, req, &o, "the backup order") {
 			return
@@ -86,8 +96,8 @@ func (m *Manager) Handler() http.Handler {
 			w.WriteHeader(http.StatusAccepted)
 			_ = json.NewEncoder(w).Encode(r)
 		}
-	}))
-	mux.HandleFunc("GET "+BackupsPath+"/{id}", m.withToken(func(w http.ResponseWriter, req *http.Request) {
+	}, operatorOnly...))
+	mux.HandleFunc("GET "+BackupsPath+"/{id}", from(func(w http.ResponseWriter, req *http.Request) {
 		r, ok := m.BackupState(req.PathValue("id"))
 		if !ok {
 			http.Error(w, "this instance has no backup of that id (it may have restarted since)", http.StatusNotFound)
@@ -95,14 +105,14 @@ func (m *Manager) Handler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(r)
-	}))
-	mux.HandleFunc("DELETE "+BackupsPath+"/{id}", m.withToken(func(w http.ResponseWriter, req *http.Request) {
+	}, operatorOnly...))
+	mux.HandleFunc("DELETE "+BackupsPath+"/{id}", from(func(w http.ResponseWriter, req *http.Request) {
 		if !m.CancelBackup(req.PathValue("id")) {
 			http.Error(w, "this instance has no backup of that id", http.StatusNotFound)
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)
-	}))
+	}, operatorOnly...))
 	return mux
 }
 
@@ -124,26 +134,4 @@ func probe(w http.ResponseWriter, ok bool, why string) {
 		return
 	}
 	http.Error(w, strings.TrimSpace(why), http.StatusServiceUnavailable)
-}
-
-// withToken serves h only to callers with the cluster's bearer token.
-func (m *Manager) withToken(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, req *http.Request) {
-		if !m.authorized(req) {
-			http.Error(w, "a bearer token from the cluster's instance Secret is required", http.StatusUnauthorized)
-			return
-		}
-		h(w, req)
-	}
-}
-
-// authorized compares the bearer token in constant time. The token file is
-// read on every call so that a rotated Secret takes effect.
-func (m *Manager) authorized(req *http.Request) bool {
-	want, err := os.ReadFile(m.cfg.TokenFile)
-	if err != nil || len(strings.TrimSpace(string(want))) == 0 {
-		return false
-	}
-	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(strings.TrimSpace(string(want)))) == 1
 }

@@ -3,10 +3,10 @@ package instance
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,23 +20,26 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"holdfast.dev/holdfast/internal/instance/api"
+	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/testutil"
 )
 
 const pgBinDir = testutil.PostgresBinDir
 
-const token = "test-token-not-a-secret"
-
 // node is one instance manager with its postgres, as a pod would hold it.
 type node struct {
-	name   string
-	port   int
-	dir    string
-	mgr    *Manager
-	api    *httptest.Server
-	cancel context.CancelFunc
-	done   chan error
+	name string
+	port int
+	dir  string
+	mgr  *Manager
+	// statusAddr and apiAddr are where the manager serves its probes and
+	// its API; srv, while it runs.
+	statusAddr, apiAddr string
+	srv                 *Servers
+	cancel              context.CancelFunc
+	done                chan error
 }
 
 type harness struct {
@@ -50,6 +53,12 @@ type harness struct {
 	incarnation string
 	// params are the settings primary and replica orders carry.
 	params map[string]string
+	// ca issued the certificates mounted for every instance, as the
+	// operator does; caFile holds its certificate for clients.
+	ca     *pki.CA
+	caFile string
+	// operator calls the instance APIs as the operator does.
+	operator *http.Client
 }
 
 func newHarness(t *testing.T) *harness {
@@ -67,7 +76,8 @@ func newHarness(t *testing.T) *harness {
 		os.WriteFile(filepath.Join(dir, "username"), []byte(user), 0o600)
 		os.WriteFile(filepath.Join(dir, "password"), []byte(role+"-pw-"+strconv.Itoa(os.Getpid())), 0o600)
 	}
-	os.WriteFile(filepath.Join(h.base, "token"), []byte(token+"\n"), 0o600)
+	h.mountCertificates()
+	h.operator = h.apiClient(api.OperatorClientName)
 	// Many servers run side by side: each takes few connections' memory.
 	h.params = map[string]string{"max_connections": "50"}
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
@@ -75,7 +85,7 @@ func newHarness(t *testing.T) *harness {
 }
 
 func (h *harness) add(name string) *node {
-	n := &node{name: name, port: testutil.FreePort(h.t), dir: filepath.Join(h.base, name)}
+	n := h.newNode(name)
 	if err := os.MkdirAll(n.dir, 0o700); err != nil {
 		h.t.Fatal(err)
 	}
@@ -90,8 +100,8 @@ func (h *harness) add(name string) *node {
 func (h *harness) config(n *node) Config {
 	return Config{
 		Name: n.name, DataDir: filepath.Join(n.dir, "pgdata"), RunDir: filepath.Join(n.dir, "run"),
-		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets,
-		TokenFile: filepath.Join(h.base, "token"), Database: "app", Owner: "app",
+		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets, StatusAddr: n.statusAddr, APIAddr: n.apiAddr,
+		Database: "app", Owner: "app",
 		RepositoryDir: filepath.Join(h.base, "repository"), RestoreRepositoryDir: filepath.Join(h.base, "repository"),
 		StopTimeout: 30 * time.Second, RunAs: h.runAs, Incarnation: h.incarnation,
 	}
@@ -99,7 +109,11 @@ func (h *harness) config(n *node) Config {
 
 func (h *harness) start(n *node) {
 	n.mgr = NewManager(h.config(n), ctrl.Log.WithName(n.name))
-	n.api = httptest.NewServer(n.mgr.Handler())
+	srv, err := n.mgr.Listen()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.done = cancel, make(chan error, 1)
 	go func() { n.done <- n.mgr.Run(ctx) }()
@@ -114,19 +128,21 @@ func (h *harness) stop(n *node) {
 	if err := <-n.done; err != nil {
 		h.t.Errorf("%s: manager: %v", n.name, err)
 	}
-	n.api.Close()
+	n.srv.Close()
 	n.cancel = nil
 }
 
-func (h *harness) put(n *node, d Desired, tok string) (int, string) {
+// put sends d to n's API with the operator's certificate.
+func (h *harness) put(n *node, d Desired) (int, string) {
+	return h.putAs(h.operator, n, d)
+}
+
+func (h *harness) putAs(c *http.Client, n *node, d Desired) (int, string) {
 	body, _ := json.Marshal(d)
-	req, _ := http.NewRequest(http.MethodPut, n.api.URL+DesiredPath, bytes.NewReader(body))
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	req, _ := http.NewRequest(http.MethodPut, n.apiURL()+DesiredPath, bytes.NewReader(body))
+	resp, err := c.Do(req)
 	if err != nil {
-		h.t.Fatalf("PUT desired to %s: %v", n.name, err)
+		return 0, err.Error()
 	}
 	defer resp.Body.Close()
 	var b strings.Builder
@@ -136,7 +152,7 @@ func (h *harness) put(n *node, d Desired, tok string) (int, string) {
 
 func (h *harness) want(n *node, d Desired) {
 	h.t.Helper()
-	if code, status := h.put(n, d, token); code != http.StatusAccepted {
+	if code, status := h.put(n, d); code != http.StatusAccepted {
 		h.t.Fatalf("PUT desired %+v to %s: %s", d, n.name, status)
 	}
 }
@@ -154,7 +170,7 @@ func (h *harness) replica(of *node) Desired {
 }
 
 func (h *harness) report(n *node) Report {
-	resp, err := http.Get(n.api.URL + StatusPath)
+	resp, err := h.operator.Get(n.apiURL() + StatusPath)
 	if err != nil {
 		h.t.Fatalf("GET status of %s: %v", n.name, err)
 	}
@@ -167,7 +183,7 @@ func (h *harness) report(n *node) Report {
 }
 
 func (h *harness) probe(n *node, path string) int {
-	resp, err := http.Get(n.api.URL + path)
+	resp, err := http.Get("http://" + n.statusAddr + path)
 	if err != nil {
 		h.t.Fatalf("GET %s of %s: %v", path, n.name, err)
 	}
@@ -197,7 +213,14 @@ func (h *harness) ready(n *node, role postgres.Role) func() error {
 // conn connects as the application owner over TCP, as a client would.
 func (h *harness) conn(ctx context.Context, n *node) (*pgx.Conn, error) {
 	pw, _ := os.ReadFile(filepath.Join(h.secrets, "app", "password"))
-	return pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=app password=%s dbname=app sslmode=disable connect_timeout=3", n.port, pw))
+	return pgx.Connect(ctx, h.dsn(n, "app", string(pw), "app"))
+}
+
+// dsn is how a client connects to n over TCP: with TLS, verifying the
+// server by the CA and the address it dials.
+func (h *harness) dsn(n *node, user, password, db string) string {
+	return postgres.ConnInfo(map[string]string{"host": "127.0.0.1", "port": strconv.Itoa(n.port), "user": user, "password": password,
+		"dbname": db, "sslmode": "verify-full", "sslrootcert": h.caFile, "connect_timeout": "3"})
 }
 
 func (h *harness) exec(n *node, sql string, args ...any) error {
@@ -335,14 +358,36 @@ func TestInstanceLifecycle(t *testing.T) {
 		h.waitFor(30*time.Second, "slots", h.hasSlots(n0, "WHERE active", "holdfast_pg_1", "holdfast_pg_2"))
 	})
 
-	t.Run("state changes need the token", func(t *testing.T) {
-		if code, _ := h.put(n1, h.primary(n1), ""); code != http.StatusUnauthorized {
-			t.Errorf("PUT without a token: %d, want 401", code)
+	t.Run("the API takes orders only from the operator's certificate of the cluster's CA", func(t *testing.T) {
+		other, err := pki.NewCA("another-ca")
+		if err != nil {
+			t.Fatal(err)
 		}
-		if code, _ := h.put(n1, h.primary(n1), "wrong"); code != http.StatusUnauthorized {
-			t.Errorf("PUT with a wrong token: %d, want 401", code)
+		for _, c := range []struct {
+			what   string
+			client *http.Client
+			want   string // in the transport's error; "" for an answer
+			code   int
+		}{
+			{"no client certificate", &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.pool(), MinVersion: tls.VersionTLS12}}},
+				"certificate required", 0},
+			{"a certificate of another CA", h.apiClientOf(other, api.OperatorClientName), "unknown certificate authority", 0},
+			{"the replication certificate", h.apiClient(postgres.ReplicationUser), "", http.StatusForbidden},
+		} {
+			code, status := h.putAs(c.client, n1, h.primary(n1))
+			if code != c.code || !strings.Contains(status, c.want) {
+				t.Errorf("PUT with %s: %d %q, want %d %q", c.what, code, status, c.code, c.want)
+			}
 		}
-		if code, _ := h.put(n1, Desired{Role: "leader", Epoch: h.epoch}, token); code != http.StatusBadRequest {
+		if code := h.probe(n1, ReadinessPath); code != http.StatusOK {
+			t.Errorf("the readiness probe, plain HTTP with no certificate: %d", code)
+		}
+		if resp, err := http.Get("http://" + n1.statusAddr + StatusPath); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Errorf("the probe port serves the status document: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+		if code, _ := h.put(n1, Desired{Role: "leader", Epoch: h.epoch}); code != http.StatusBadRequest {
 			t.Errorf("PUT with a bad role: %d, want 400", code)
 		}
 		if r := h.report(n1); r.Role != postgres.Replica {
@@ -461,7 +506,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	})
 
 	t.Run("a stale desired state is refused", func(t *testing.T) {
-		if code, _ := h.put(n0, Desired{Role: postgres.Primary, Epoch: 1}, token); code != http.StatusConflict {
+		if code, _ := h.put(n0, Desired{Role: postgres.Primary, Epoch: 1}); code != http.StatusConflict {
 			t.Errorf("epoch 1 after epoch 2: %d, want 409", code)
 		}
 		if r := h.report(n0); r.Role != postgres.Replica {
@@ -514,7 +559,7 @@ func TestInstanceLifecycle(t *testing.T) {
 			}
 			return nil
 		})
-		if code, _ := h.put(n1, Desired{Role: postgres.Primary, Epoch: h.epoch - 1}, token); code != http.StatusConflict {
+		if code, _ := h.put(n1, Desired{Role: postgres.Primary, Epoch: h.epoch - 1}); code != http.StatusConflict {
 			t.Errorf("an older epoch than the one held before the restart: %d, want 409", code)
 		}
 		h.want(n1, h.primary(n1, n0))

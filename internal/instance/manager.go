@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,6 +45,9 @@ type Manager struct {
 	report     Report
 
 	wake chan struct{}
+
+	// apiCreds serve the instance API and call peers' (apitls.go).
+	apiCreds *apiCredentials
 
 	// ctx is Run's context, which backup jobs run under.
 	ctx     atomic.Pointer[context.Context]
@@ -86,7 +90,8 @@ func NewManager(cfg Config, log logr.Logger) *Manager {
 	if cfg.MaxLagBytes == 0 {
 		cfg.MaxLagBytes = 16 << 20
 	}
-	return &Manager{cfg: cfg, log: log, wake: make(chan struct{}, 1), leaseWake: make(chan struct{}, 1), report: Report{Name: cfg.Name}}
+	return &Manager{cfg: cfg, log: log, wake: make(chan struct{}, 1), leaseWake: make(chan struct{}, 1), report: Report{Name: cfg.Name},
+		apiCreds: newAPICredentials(cfg.SecretsDir)}
 }
 
 // UseLease makes the primary role depend on holding the cluster's Lease
@@ -664,8 +669,8 @@ func (m *Manager) clone(ctx context.Context, d *Desired, dest string) error {
 	if err != nil {
 		return err
 	}
-	return m.run(ctx, "pg_basebackup", "-D", dest, "-h", d.PrimaryHost, "-p", strconv.Itoa(d.PrimaryPort),
-		"-U", repl.Username, "--no-password", "--wal-method=stream", "--checkpoint=fast")
+	return m.run(ctx, "pg_basebackup", "-D", dest, "--dbname="+m.primaryConnInfo(d, repl.Username, nil),
+		"--no-password", "--wal-method=stream", "--checkpoint=fast")
 }
 
 // rewind turns a former primary's data directory into one that can follow
@@ -679,9 +684,7 @@ func (m *Manager) rewind(ctx context.Context, d *Desired) error {
 	if err != nil {
 		return err
 	}
-	source := postgres.ConnInfo(map[string]string{
-		"host": d.PrimaryHost, "port": strconv.Itoa(d.PrimaryPort), "user": su.Username, "dbname": "postgres",
-	})
+	source := m.primaryConnInfo(d, su.Username, map[string]string{"dbname": "postgres"})
 	// A primary promoted a moment ago may not have checkpointed its new
 	// timeline yet; pg_rewind reads the timeline from the control file.
 	if primary, err := m.connectPrimary(ctx, d); err == nil {
@@ -722,9 +725,8 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 	server := postgres.ServerConf{
 		Name: m.cfg.Name, ListenAddresses: m.cfg.ListenAddresses, Port: m.cfg.Port, SocketDir: m.cfg.RunDir, HBAFile: hba,
 		Role: d.Role,
-		PrimaryConnInfo: postgres.ConnInfo(map[string]string{
-			"host": d.PrimaryHost, "port": strconv.Itoa(d.PrimaryPort), "user": repl.Username,
-			"passfile": m.passFile(), "application_name": m.cfg.Name, "connect_timeout": "5",
+		PrimaryConnInfo: m.primaryConnInfo(d, repl.Username, map[string]string{
+			"application_name": m.cfg.Name, "connect_timeout": "5",
 		}),
 		SlotName:     postgres.SlotName(m.cfg.Name),
 		SyncStandbys: d.Replicas, SyncQuorum: d.SyncQuorum,
@@ -736,7 +738,7 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 	var certs []byte
 	server.TLS, certs = m.serverTLS()
 	conf := postgres.RenderConf(server)
-	hbaText := postgres.RenderHBA(m.foreignPasswords())
+	hbaText := postgres.RenderHBA(m.foreignPasswords(), repl.Username)
 	sum := sha256.Sum256(slices.Concat([]byte(conf+hbaText), certs))
 	if running && sum == m.appliedConf {
 		return nil
@@ -882,25 +884,54 @@ func (m *Manager) ensureSlots(ctx context.Context, d *Desired) error {
 
 // connect connects to this instance's postgres as the superuser, over its socket.
 func (m *Manager) connect(ctx context.Context) (*pgx.Conn, error) {
-	return m.connectAsSuperuser(ctx, m.cfg.RunDir, m.cfg.Port)
-}
-
-// connectPrimary connects to the primary as the superuser, over the network.
-func (m *Manager) connectPrimary(ctx context.Context, d *Desired) (*pgx.Conn, error) {
-	return m.connectAsSuperuser(ctx, d.PrimaryHost, d.PrimaryPort)
-}
-
-// connectAsSuperuser connects to host (a socket folder or an address).
-func (m *Manager) connectAsSuperuser(ctx context.Context, host string, port int) (*pgx.Conn, error) {
 	su, err := m.cfg.credentials("superuser")
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := pgx.ParseConfig("")
+	cfg, err := pgx.ParseConfig("sslmode=disable")
 	if err != nil {
 		return nil, err
 	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = host, uint16(port), su.Username, su.Password, "postgres"
+	cfg.Host, cfg.Port, cfg.User, cfg.Database = m.cfg.RunDir, uint16(m.cfg.Port), su.Username, "postgres"
+	return m.connectAs(ctx, cfg, su.Password)
+}
+
+// connectPrimary connects to the primary as the superuser, over TLS.
+func (m *Manager) connectPrimary(ctx context.Context, d *Desired) (*pgx.Conn, error) {
+	su, err := m.cfg.credentials("superuser")
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig(m.primaryConnInfo(d, su.Username, map[string]string{"dbname": "postgres"}))
+	if err != nil {
+		return nil, fmt.Errorf("the primary's connection settings: %w", err)
+	}
+	return m.connectAs(ctx, cfg, su.Password)
+}
+
+// primaryConnInfo is how this instance reaches its primary: over TLS,
+// verifying that the server holds a certificate of the cluster's CA and
+// presenting the replication certificate, which is how the replication
+// role authenticates (pg_hba's cert method). The primary is dialled at
+// its pod's address, which no certificate names: verify-ca, not
+// verify-full. Passwords, for the superuser, come from the password file.
+// The certificates are copied first: a clone runs before any
+// configuration is written.
+func (m *Manager) primaryConnInfo(d *Desired, user string, extra map[string]string) string {
+	m.serverTLS()
+	cert, key, ca := m.tls().replication()
+	kv := map[string]string{
+		"host": d.PrimaryHost, "port": strconv.Itoa(d.PrimaryPort), "user": user, "passfile": m.passFile(),
+		"sslmode": "verify-ca", "sslrootcert": ca, "sslcert": cert, "sslkey": key,
+	}
+	maps.Copy(kv, extra)
+	return postgres.ConnInfo(kv)
+}
+
+// connectAs connects as the manager does, with cfg and the superuser's password.
+func (m *Manager) connectAs(ctx context.Context, cfg *pgx.ConnConfig, password string) (*pgx.Conn, error) {
+	host, port := cfg.Host, cfg.Port
+	cfg.Password = password
 	cfg.ConnectTimeout = 3 * time.Second
 	cfg.RuntimeParams["application_name"] = "holdfast-instance-" + m.cfg.Name
 	// The manager's own writes (roles, slots) must not wait for synchronous

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,8 +70,9 @@ func runContainer() int {
 	}
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	m := NewManager(cfg, ctrl.Log.WithName(cfg.Name))
-	srv := &http.Server{Addr: cfg.StatusAddr, Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.ListenAndServe() }()
+	if _, err := m.Listen(); err != nil {
+		return fail(err)
+	}
 	if err := m.Run(context.Background()); err != nil {
 		return fail(err)
 	}
@@ -118,7 +117,6 @@ type container struct {
 func (h *harness) startContainer(n *node, holdPID int) *container {
 	h.t.Helper()
 	cfg := h.config(n)
-	cfg.StatusAddr = strings.TrimPrefix(n.api.URL, "http://")
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -163,13 +161,11 @@ func TestStaleLocksAfterAKilledContainer(t *testing.T) {
 		t.Skip("new PID namespaces need root")
 	}
 	h := newHarness(t)
-	n := &node{name: "pg-0", port: testutil.FreePort(t), dir: filepath.Join(h.base, "pg-0")}
+	n := h.newNode("pg-0")
 	if err := os.MkdirAll(n.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Own(t, n.dir, 0o700, h.runAs)
-	// Only the URL: the API server runs in the container.
-	n.api = &httptest.Server{URL: "http://127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))}
 	cfg := h.config(n)
 	socketLock := filepath.Join(cfg.RunDir, fmt.Sprintf(".s.PGSQL.%d.lock", n.port))
 	pidFile := filepath.Join(cfg.DataDir, "postmaster.pid")
@@ -236,7 +232,7 @@ func (c *container) waitAPI(h *harness, n *node) {
 			h.t.Fatalf("the container ended: %v", c.cmd.ProcessState)
 		default:
 		}
-		resp, err := http.Get(n.api.URL + StatusPath)
+		resp, err := h.operator.Get(n.apiURL() + StatusPath)
 		if err != nil {
 			return err
 		}

@@ -3,20 +3,47 @@ package instance
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/go-logr/logr"
 
+	"holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/pki"
+	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/resources"
+	"holdfast.dev/holdfast/internal/testutil"
 )
+
+// mountCertificates issues a CA and mounts, as the pod's Secret volumes
+// do, the server certificate (for localhost and 127.0.0.1) and the
+// replication client certificate every instance of the harness uses.
+func (h *harness) mountCertificates() {
+	h.t.Helper()
+	ca, err := pki.NewCA("cluster-ca")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.ca, h.caFile = ca, filepath.Join(h.base, "client-ca.crt")
+	if err := os.WriteFile(h.caFile, pki.CertPEM(ca.Cert), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	h.mountServerCert(ca, nil)
+	repl, err := ca.Client(postgres.ReplicationUser)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.mountLeaf(resources.TLSReplicationDir, ca, repl)
+}
 
 // mountServerCert writes a server certificate where the pod's Secret
 // volume puts it, as the kubelet does on a renewal, and gives its serial.
@@ -29,34 +56,79 @@ func (h *harness) mountServerCert(ca *pki.CA, keyOf *pki.Leaf) *big.Int {
 	if keyOf != nil {
 		leaf.Key = keyOf.Key // a certificate with another's key: not a pair
 	}
+	h.mountLeaf(resources.TLSServerDir, ca, leaf)
+	return leaf.Cert.SerialNumber
+}
+
+func (h *harness) mountLeaf(under string, ca *pki.CA, leaf *pki.Leaf) {
+	h.t.Helper()
+	mountLeaf(h.t, h.secrets, under, ca, leaf)
+}
+
+// mountLeaf writes leaf, its key and ca under secrets/under, as a pod's
+// Secret volume holds them.
+func mountLeaf(t testing.TB, secrets, under string, ca *pki.CA, leaf *pki.Leaf) {
+	t.Helper()
 	key, err := pki.KeyPEM(leaf.Key)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	dir := filepath.Join(h.secrets, resources.TLSServerDir)
+	dir := filepath.Join(secrets, under)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	for name, data := range map[string][]byte{"tls.crt": pki.CertPEM(leaf.Cert), "tls.key": key, "ca.crt": pki.CertPEM(ca.Cert)} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			h.t.Fatal(err)
+			t.Fatal(err)
 		}
 	}
-	return leaf.Cert.SerialNumber
+}
+
+// serveAPI serves the API of a manager that runs no postgres, with
+// certificates of a new CA mounted for it, and gives a client with the
+// operator's certificate and the API's base URL.
+func serveAPI(t *testing.T, cfg Config) (*Manager, api.Client, string) {
+	t.Helper()
+	ca, err := pki.NewCA("cluster-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.Serving("pg", nil, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repl, err := ca.Client(postgres.ReplicationUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.SecretsDir = filepath.Join(t.TempDir(), "secrets")
+	mountLeaf(t, cfg.SecretsDir, resources.TLSServerDir, ca, server)
+	mountLeaf(t, cfg.SecretsDir, resources.TLSReplicationDir, ca, repl)
+	cfg.StatusAddr, cfg.APIAddr = "127.0.0.1:0", "127.0.0.1:0"
+	m := NewManager(cfg, logr.Discard())
+	srv, err := m.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	op, err := ca.Client(api.OperatorClientName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: api.ClientTLS(tls.Certificate{Certificate: [][]byte{op.Cert.Raw}, PrivateKey: op.Key}, roots)}}
+	t.Cleanup(client.CloseIdleConnections)
+	return m, api.Client{HTTP: client}, "https://" + srv.API.String()
 }
 
 // servedSerial connects with TLS, verifying the server by the CA and the
 // address, and gives the serial of the certificate the server presented.
-func (h *harness) servedSerial(n *node, ca *pki.CA) (*big.Int, error) {
-	caFile := filepath.Join(h.base, "client-ca.crt")
-	if err := os.WriteFile(caFile, pki.CertPEM(ca.Cert), 0o600); err != nil {
-		return nil, err
-	}
-	pw, _ := os.ReadFile(filepath.Join(h.secrets, "app", "password"))
+func (h *harness) servedSerial(n *node) (*big.Int, error) {
 	ctx, cancel := context.WithTimeout(h.t.Context(), 5*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=app password=%s dbname=app sslmode=verify-full sslrootcert=%s connect_timeout=3",
-		n.port, pw, caFile))
+	c, err := h.conn(ctx, n)
 	if err != nil {
 		return nil, err
 	}
@@ -78,10 +150,7 @@ func (h *harness) servedSerial(n *node, ca *pki.CA) (*big.Int, error) {
 // force.
 func TestServerTLSFollowsTheMountedCertificate(t *testing.T) {
 	h := newHarness(t)
-	ca, err := pki.NewCA("cluster-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := h.ca
 	first := h.mountServerCert(ca, nil)
 	n := h.add("pg-0")
 	h.want(n, h.primary(n))
@@ -89,7 +158,7 @@ func TestServerTLSFollowsTheMountedCertificate(t *testing.T) {
 	pid := n.mgr.Report().PID
 	served := func(want *big.Int) func() error {
 		return func() error {
-			got, err := h.servedSerial(n, ca)
+			got, err := h.servedSerial(n)
 			if err != nil {
 				return err
 			}
@@ -120,4 +189,37 @@ func TestServerTLSFollowsTheMountedCertificate(t *testing.T) {
 		}
 	}
 	h.waitFor(10*time.Second, "the primary still ready", h.ready(n, "primary"))
+}
+
+// newNode names a node and the ports it will listen on.
+func (h *harness) newNode(name string) *node {
+	return &node{name: name, port: testutil.FreePort(h.t), dir: filepath.Join(h.base, name),
+		statusAddr: "127.0.0.1:" + strconv.Itoa(testutil.FreePort(h.t)), apiAddr: "127.0.0.1:" + strconv.Itoa(testutil.FreePort(h.t))}
+}
+
+func (n *node) apiURL() string { return "https://" + n.apiAddr }
+
+// pool holds the harness's CA, which issued the instances' server certificates.
+func (h *harness) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(h.ca.Cert)
+	return p
+}
+
+// apiClient calls instance APIs with a client certificate for cn from
+// the harness's CA, as the operator (or a peer) does.
+func (h *harness) apiClient(cn string) *http.Client { return h.apiClientOf(h.ca, cn) }
+
+func (h *harness) apiClientOf(ca *pki.CA, cn string) *http.Client {
+	h.t.Helper()
+	leaf, err := ca.Client(cn)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key}
+	cfg := api.ClientTLS(cert, h.pool())
+	// Presented even when the server names other CAs, so that the
+	// server's own verification is what refuses it.
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 }

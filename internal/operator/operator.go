@@ -4,7 +4,6 @@ package operator
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -31,9 +30,9 @@ import (
 	"holdfast.dev/holdfast/internal/controller/backup"
 	"holdfast.dev/holdfast/internal/controller/backupschedule"
 	"holdfast.dev/holdfast/internal/controller/certificates"
+	"holdfast.dev/holdfast/internal/controller/instances"
 	"holdfast.dev/holdfast/internal/controller/postgrescluster"
 	"holdfast.dev/holdfast/internal/decodeguard"
-	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -129,11 +128,12 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	guard.UseRecorder(mgr.GetEventRecorder("holdfast-operator"))
 	r := NewReconciler(mgr.GetClient(), mgr.GetEventRecorder("holdfast-operator"), opts)
 	r.APIReader = mgr.GetAPIReader()
+	r.Certificates.Reader = mgr.GetAPIReader()
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the PostgresCluster controller: %w", err)
 	}
 	br := &backup.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder("holdfast-operator"), Instances: instanceClient()}
+		Recorder: mgr.GetEventRecorder("holdfast-operator"), Instances: newDialer(mgr.GetClient(), opts)}
 	if err := br.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Backup controller: %w", err)
 	}
@@ -176,17 +176,15 @@ func NewReconciler(c client.Client, rec events.EventRecorder, opts Options) *pos
 		APIReader:    c,
 		Recorder:     rec,
 		Options:      opts.Resources,
-		Instances:    instanceClient(),
-		Certificates: &certificates.Keeper{Client: c, Lifetime: opts.CertificateLifetime},
+		Instances:    newDialer(c, opts),
+		Certificates: &certificates.Keeper{Client: c, Reader: c, Lifetime: opts.CertificateLifetime},
 	}
 }
 
-func instanceClient() instanceapi.Client {
-	return instanceapi.Client{HTTP: &http.Client{
-		Timeout: 5 * time.Second,
-		// The instance API answers on pod IPs, never through a proxy.
-		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
-	}}
+// newDialer reaches instance managers with the operator's client
+// certificate, issued with the lifetime of the cluster's certificates.
+func newDialer(c client.Reader, opts Options) *instances.Dialer {
+	return &instances.Dialer{Client: c, Lifetime: opts.CertificateLifetime}
 }
 
 // Run runs the operator until ctx ends.

@@ -126,22 +126,26 @@ func SyncStandbyNames(quorum int, standbys []string) string {
 	return fmt.Sprintf("ANY %d (%s)", quorum, strings.Join(names, ", "))
 }
 
-// RenderHBA writes pg_hba.conf: every connection, local or remote, proves a
-// SCRAM password; replication is for the replication role only.
+// RenderHBA writes pg_hba.conf. Over the network only TLS is admitted:
+// users prove a SCRAM password, and the replication role (replicationUser)
+// a client certificate of the cluster's CA, named after it. Any other
+// connection finds no entry, and postgres refuses it with its own
+// message ("no pg_hba.conf entry ... no encryption"). Over the socket,
+// inside the pod, users still prove a password.
 // trustLocalSuperuser lets the superuser in over the socket without one:
 // a data directory restored from another cluster's physical backup holds
 // that cluster's password, until this one's is set.
-func RenderHBA(trustLocalSuperuser bool) string {
+func RenderHBA(trustLocalSuperuser bool, replicationUser string) string {
 	trust := ""
 	if trustLocalSuperuser {
 		trust = "local   all          " + SuperUser + "                     trust\n"
 	}
 	return `# Written by the Holdfast instance manager; edits are overwritten.
-# TYPE  DATABASE     USER               ADDRESS   METHOD
-` + trust + `local   all          all                          scram-sha-256
-local   replication  all                          scram-sha-256
-host    replication  ` + ReplicationUser + `  all       scram-sha-256
-host    all          all                all       scram-sha-256
+# TYPE   DATABASE     USER               ADDRESS   METHOD
+` + trust + `local    all          all                          scram-sha-256
+local    replication  all                          scram-sha-256
+hostssl  replication  ` + replicationUser + `  all       cert
+hostssl  all          all                all       scram-sha-256
 `
 }
 

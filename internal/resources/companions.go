@@ -40,10 +40,9 @@ func PodDisruptionBudget(c *holdfastv1.PostgresCluster) *policyv1.PodDisruptionB
 	}
 }
 
-// Credentials are the passwords of the cluster's three roles and the
-// instance managers' API token.
+// Credentials are the passwords of the cluster's three roles.
 type Credentials struct {
-	Superuser, App, Replication, InstanceToken string
+	Superuser, App, Replication string
 }
 
 // Secrets hold the credentials. They are created once and never rewritten,
@@ -57,6 +56,9 @@ func Secrets(c *holdfastv1.PostgresCluster, creds Credentials) []*corev1.Secret 
 		User:   url.UserPassword(initdb.Owner, creds.App),
 		Host:   fmt.Sprintf("%s.%s:%s", host, c.Namespace, port),
 		Path:   "/" + initdb.Database,
+		// The server's certificate names host.namespace; the client brings
+		// the CA from the ConfigMap ConfigMapCAName (sslrootcert).
+		RawQuery: "sslmode=verify-full",
 	}
 	return []*corev1.Secret{
 		secret(c, SecretSuperuserName(c), map[string]string{
@@ -75,12 +77,6 @@ func Secrets(c *holdfastv1.PostgresCluster, creds Credentials) []*corev1.Secret 
 			SecretKeyUsername: postgres.ReplicationUser,
 			SecretKeyPassword: creds.Replication,
 		}),
-		{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-			ObjectMeta: metav1.ObjectMeta{Name: SecretInstanceTokenName(c), Namespace: c.Namespace, Labels: Labels(c)},
-			Type:       corev1.SecretTypeOpaque,
-			StringData: map[string]string{SecretKeyToken: creds.InstanceToken},
-		},
 	}
 }
 

@@ -69,7 +69,6 @@ const (
 	SecretKeyPort     = "port"
 	SecretKeyDatabase = "dbname"
 	SecretKeyURI      = "uri"
-	SecretKeyToken    = "token"
 )
 
 // StatefulSetName is the StatefulSet's name; pods are <name>-0, <name>-1, ...
@@ -110,10 +109,6 @@ func SecretAppName(c *holdfastv1.PostgresCluster) string { return c.Name + "-app
 
 // SecretReplicationName holds the replication role's credentials.
 func SecretReplicationName(c *holdfastv1.PostgresCluster) string { return c.Name + "-replication" }
-
-// SecretInstanceTokenName holds the bearer token that authorises the
-// operator's calls to the instance managers.
-func SecretInstanceTokenName(c *holdfastv1.PostgresCluster) string { return c.Name + "-instance-token" }
 
 // SecretRestoreRepositoryName holds a copy, made when the cluster is created,
 // of the credentials of the repository it is restored from: the pod

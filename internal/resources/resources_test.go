@@ -49,7 +49,7 @@ func TestGolden(t *testing.T) {
 		"services":    Services(c),
 		"configmap":   ConfigMap(c),
 		"pdb":         PodDisruptionBudget(c),
-		"secrets":     Secrets(c, Credentials{Superuser: "su-pw", App: "app-pw", Replication: "repl-pw", InstanceToken: "token"}),
+		"secrets":     Secrets(c, Credentials{Superuser: "su-pw", App: "app-pw", Replication: "repl-pw"}),
 	}
 	for name, obj := range objs {
 		t.Run(name, func(t *testing.T) {
@@ -151,7 +151,7 @@ func TestSecretsURI(t *testing.T) {
 	c := cluster()
 	c.Spec.Bootstrap.InitDB = holdfastv1.InitDBSpec{Database: "shop", Owner: "shop_owner"}
 	app := Secrets(c, Credentials{App: "pw"})[1]
-	if got, want := app.StringData["uri"], "postgresql://shop_owner:pw@demo-rw.db:5432/shop"; got != want {
+	if got, want := app.StringData["uri"], "postgresql://shop_owner:pw@demo-rw.db:5432/shop?sslmode=verify-full"; got != want {
 		t.Errorf("uri %q, want %q", got, want)
 	}
 }

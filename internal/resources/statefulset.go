@@ -170,6 +170,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			Ports: []corev1.ContainerPort{
 				{Name: "postgres", ContainerPort: postgres.Port, Protocol: corev1.ProtocolTCP},
 				{Name: "status", ContainerPort: instanceapi.StatusPort, Protocol: corev1.ProtocolTCP},
+				{Name: "api", ContainerPort: instanceapi.APIPort, Protocol: corev1.ProtocolTCP},
 			},
 			// A startup that clones a large primary may take long; liveness
 			// only starts counting once startup has succeeded.
@@ -203,12 +204,9 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 					secretProjection(SecretSuperuserName(c), "superuser"),
 					secretProjection(SecretReplicationName(c), "replication"),
 					secretProjection(SecretAppName(c), "app"),
-					{Secret: &corev1.SecretProjection{
-						LocalObjectReference: corev1.LocalObjectReference{Name: SecretInstanceTokenName(c)},
-						Items:                []corev1.KeyToPath{{Key: SecretKeyToken, Path: "instance/" + SecretKeyToken}},
-					}},
-					// Optional: an instance without them serves without TLS
-					// rather than not at all.
+					// Optional, so that a pod starts while its certificates
+					// are issued; until then its postgres admits no TCP client
+					// and its API no caller.
 					tlsProjection(SecretServerTLSName(c), TLSServerDir),
 					tlsProjection(SecretReplicationTLSName(c), TLSReplicationDir),
 				},
@@ -268,7 +266,7 @@ const (
 
 func tlsProjection(secret, dir string) corev1.VolumeProjection {
 	var items []corev1.KeyToPath
-	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey, "ca.crt"} {
+	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey, SecretKeyCACert} {
 		items = append(items, corev1.KeyToPath{Key: k, Path: dir + "/" + k})
 	}
 	return corev1.VolumeProjection{Secret: &corev1.SecretProjection{

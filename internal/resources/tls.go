@@ -40,3 +40,11 @@ func SecretReplicationTLSName(c *holdfastv1.PostgresCluster) string {
 // ConfigMapCAName publishes the cluster's CA certificate (ca.crt) for
 // clients to verify the server with.
 func ConfigMapCAName(c *holdfastv1.PostgresCluster) string { return c.Name + "-ca" }
+
+// Keys of the CA Secret and of the CA in certificate Secrets, as
+// cert-manager names them (the certificate and key are corev1.TLSCertKey
+// and corev1.TLSPrivateKeyKey).
+const (
+	SecretKeyCACert = "ca.crt"
+	SecretKeyCAKey  = "ca.key"
+)

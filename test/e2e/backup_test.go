@@ -382,7 +382,7 @@ func (e *sandboxEnv) connectTo(ctx context.Context, cluster, host string) (*pgx.
 }
 
 func (e *sandboxEnv) connectAs(ctx context.Context, host, user, password string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 dbname=app sslmode=disable connect_timeout=5", host))
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 dbname=app sslmode=require connect_timeout=5", host))
 	if err != nil {
 		return nil, err
 	}

@@ -378,7 +378,7 @@ type writer struct {
 
 func startWriter(t *testing.T, e *sandboxEnv, host string) *writer {
 	t.Helper()
-	w := &loadcheck.Writer{Table: "acks", IdentityQuery: loadcheck.InstanceNameQuery, ConnString: fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=disable",
+	w := &loadcheck.Writer{Table: "acks", IdentityQuery: loadcheck.InstanceNameQuery, ConnString: fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require",
 		host, e.secretValue(ns, "pg-app", "username"), e.secretValue(ns, "pg-app", "password"))}
 	poll(t, time.Minute, "the writer's table", func() error { return w.Setup(context.Background()) })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -422,7 +422,7 @@ func (e *sandboxEnv) checkAcks(t *testing.T, promoted, old string, w *writer) {
 	w.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn := fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=disable",
+	conn := fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require",
 		e.podIP(t, promoted), e.secretValue(ns, "pg-superuser", "username"), e.secretValue(ns, "pg-superuser", "password"))
 	var final loadcheck.Final
 	poll(t, time.Minute, "the new primary's table", func() (err error) {

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
+	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/sandbox/faults"
 	"holdfast.dev/holdfast/internal/sandbox/network"
 )
@@ -121,11 +124,12 @@ func promisedReplicaRefuses(t *testing.T, e *sandboxEnv) {
 	old := e.primary(t)
 	w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
 	w.waitAcks(t, 20)
+	inst := e.instanceClient(t, "pg")
 	heal := cutFromAPIServer(t, e, old)
 	began := time.Now()
 	ip := e.podIP(t, old)
 	poll(t, 30*time.Second, old+" taking writes on its replicas' promises", func() error {
-		r, err := instanceReport(t.Context(), ip)
+		r, err := inst.report(t.Context(), ip)
 		if err != nil {
 			return err
 		}
@@ -192,6 +196,7 @@ func resumesWithoutOperator(t *testing.T, e *sandboxEnv) {
 	w := startWriter(t, e, e.serviceIP(t, "pg-rw"))
 	w.waitAcks(t, 20)
 	ip := e.podIP(t, primary)
+	inst := e.instanceClient(t, "pg")
 	// killResumed kills the primary and waits until its report says it
 	// took its role back, on what, at the same epoch; it gives the time
 	// from the kill to its first acknowledged write.
@@ -200,7 +205,7 @@ func resumesWithoutOperator(t *testing.T, e *sandboxEnv) {
 		e.killPod(t, primary)
 		var r instanceapi.Report
 		poll(t, 2*time.Minute, primary+" taking its role back on its "+on, func() (err error) {
-			if r, err = instanceReport(t.Context(), ip); err != nil {
+			if r, err = inst.report(t.Context(), ip); err != nil {
 				return err
 			}
 			if r.Resumed == nil || r.Resumed.At.Before(at) {
@@ -329,8 +334,9 @@ func (e *sandboxEnv) wantFailsafe(t *testing.T, primary string, began time.Time)
 		}
 	}
 	ip := e.podIP(t, primary)
+	inst := e.instanceClient(t, "pg")
 	poll(t, time.Minute, primary+"'s failsafe period recorded as ended", func() error {
-		r, err := instanceReport(t.Context(), ip)
+		r, err := inst.report(t.Context(), ip)
 		if err != nil {
 			return err
 		}
@@ -370,21 +376,40 @@ func (e *sandboxEnv) wantFailsafe(t *testing.T, primary string, began time.Time)
 	})
 }
 
-// instanceReport reads an instance manager's status document.
-func instanceReport(ctx context.Context, ip string) (instanceapi.Report, error) {
-	var r instanceapi.Report
+// instances calls a cluster's instance APIs as the operator does.
+type instances struct{ api instanceapi.Client }
+
+// instanceClient issues, from the cluster's CA, a client certificate for
+// the operator's name: the instance API takes no other caller. Made
+// while the API server answers, it serves through an outage.
+func (e *sandboxEnv) instanceClient(t *testing.T, cluster string) instances {
+	t.Helper()
+	secret := func(name, key string) []byte {
+		v, err := base64.StdEncoding.DecodeString(e.mustKubectl("", "-n", ns, "get", "secret", name, "-o", "jsonpath={.data."+strings.ReplaceAll(key, ".", `\.`)+"}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	ca, err := pki.ParseCA(secret(cluster+"-ca", "ca.crt"), secret(cluster+"-ca", "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Client(instanceapi.OperatorClientName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	tlsCfg := instanceapi.ClientTLS(tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key}, roots)
+	return instances{api: instanceapi.Client{HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}}}
+}
+
+// report reads the status document of the instance at ip.
+func (i instances) report(ctx context.Context, ip string) (instanceapi.Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ip+":"+strconv.Itoa(instanceapi.StatusPort)+instanceapi.StatusPath, nil)
-	if err != nil {
-		return r, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return r, err
-	}
-	defer resp.Body.Close()
-	return r, json.NewDecoder(resp.Body).Decode(&r)
+	return i.api.Status(ctx, instanceapi.URL(ip))
 }
 
 func (e *sandboxEnv) epoch(t *testing.T) string {

@@ -6,6 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"holdfast.dev/holdfast/internal/pki"
+	"holdfast.dev/holdfast/internal/resources"
+	"holdfast.dev/holdfast/internal/testutil"
 )
 
 const ns = "e2e"
@@ -97,14 +102,58 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			t.Errorf("served certificate serial %x, the Secret's %x", served.SerialNumber, issued.SerialNumber)
 		}
 		t.Logf("connected through pg-rw with %s, verified as pg-rw.%s.svc.cluster.local", version, ns)
-		// Replication connects with libpq's default sslmode (prefer).
-		e.withConn(t, "both standbys streaming over TLS", "pg", e.podIP(t, primary), true, func(ctx context.Context, conn *pgx.Conn) error {
-			var encrypted, all int
-			if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)`).Scan(&encrypted, &all); err != nil {
+
+		// psql, as the docs show it, from the host (which dials the
+		// Service's address: the host's resolver does not know the
+		// cluster's names) and from inside a pod, by name.
+		rwName := "pg-rw." + ns + ".svc.cluster.local"
+		caFile := filepath.Join(e.dir, "pg-ca.crt")
+		if err := os.WriteFile(caFile, []byte(ca), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		password := e.secretValue(ns, "pg-app", "password")
+		psql := filepath.Join(testutil.PostgresBinDir, "psql")
+		query := "SELECT inet_server_addr() IS NOT NULL AND ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+		fromHost := exec.Command(psql, "host="+rwName+" hostaddr="+e.serviceIP(t, "pg-rw")+" dbname=app user=app sslmode=verify-full sslrootcert="+caFile+" connect_timeout=5",
+			"-Atc", query)
+		fromHost.Env = append(os.Environ(), "PGPASSWORD="+password)
+		if out, err := fromHost.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "t" {
+			t.Errorf("psql verify-full from the host: %v: %s", err, out)
+		}
+		inPod := func(sslmode string) (string, error) {
+			return e.kubectl("", "-n", ns, "exec", "pg-1", "-c", resources.ContainerPostgres, "--", "env", "PGPASSWORD="+password, psql,
+				"host="+rwName+" dbname=app user=app sslmode="+sslmode+" sslrootcert="+resources.SecretsMountPath+"/"+resources.TLSServerDir+"/ca.crt connect_timeout=5",
+				"-Atc", query)
+		}
+		if out, err := inPod("verify-full"); err != nil || strings.TrimSpace(out) != "t" {
+			t.Errorf("psql verify-full from pod pg-1 by the name %s: %v: %s", rwName, err, out)
+		}
+		// Plain text is refused, with postgres's own words.
+		out, err := inPod("disable")
+		if err == nil || !strings.Contains(out, "no pg_hba.conf entry") || !strings.Contains(out, "no encryption") {
+			t.Errorf("psql sslmode=disable from pod pg-1 was not refused by pg_hba: %v: %s", err, out)
+		}
+		plain, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 dbname=app user=app password=%s sslmode=disable connect_timeout=5", e.serviceIP(t, "pg-rw"), password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err := pgx.ConnectConfig(ctx, plain); err == nil {
+			c.Close(ctx)
+			t.Error("a plaintext connection through pg-rw was let in")
+		} else if !strings.Contains(err.Error(), "no pg_hba.conf entry") {
+			t.Errorf("a plaintext connection through pg-rw failed for another reason than pg_hba: %v", err)
+		}
+
+		// Replication: encrypted, and authenticated by the replication
+		// certificate (pg_hba admits the role only by its certificate).
+		e.withConn(t, "both standbys streaming over TLS with the replication certificate", "pg", e.podIP(t, primary), true, func(ctx context.Context, conn *pgx.Conn) error {
+			var encrypted, byCert, all int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE s.client_dn = '/CN=streaming_replica' AND r.usename = 'streaming_replica'), count(*)
+				FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)`).Scan(&encrypted, &byCert, &all); err != nil {
 				return err
 			}
-			if encrypted != 2 || all != 2 {
-				return errorString(fmt.Sprintf("%d of %d replication connections encrypted, want 2 of 2", encrypted, all))
+			if encrypted != 2 || byCert != 2 || all != 2 {
+				return errorString(fmt.Sprintf("of %d replication connections %d encrypted and %d with the replication certificate, want 2 of 2", all, encrypted, byCert))
 			}
 			return nil
 		})

@@ -152,17 +152,8 @@ func TestClusterObjects(t *testing.T) {
 			}
 			passwords[name], versions[name] = pw, s.ResourceVersion
 		}
-		tok, err := get(t.Context(), ns, "demo-instance-token", &corev1.Secret{})
-		if err != nil {
-			t.Fatalf("instance token Secret: %v", err)
-		}
-		checkOwned(t, c, tok)
-		if len(tok.Data["token"]) != credentials.PasswordLength {
-			t.Errorf("instance token has %d characters", len(tok.Data["token"]))
-		}
-		versions["demo-instance-token"] = tok.ResourceVersion
 		app, _ := get(t.Context(), ns, "demo-app", &corev1.Secret{})
-		if got, want := string(app.Data["uri"]), "postgresql://app:"+passwords["demo-app"]+"@demo-rw."+ns+":5432/app"; got != want {
+		if got, want := string(app.Data["uri"]), "postgresql://app:"+passwords["demo-app"]+"@demo-rw."+ns+":5432/app?sslmode=verify-full"; got != want {
 			t.Errorf("app uri = %q, want %q", got, want)
 		}
 	})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -48,7 +49,7 @@ type podRunner struct {
 type runningPod struct {
 	ip     string
 	mgr    *instance.Manager
-	srv    *http.Server
+	srv    *instance.Servers
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -110,22 +111,8 @@ func (r *podRunner) sync(ctx context.Context) {
 func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, error) {
 	dir := filepath.Join(r.base, pod.Name)
 	secrets := filepath.Join(dir, "secrets")
-	for role, name := range map[string]string{
-		"superuser": r.cluster + "-superuser", "replication": r.cluster + "-replication",
-		"app": r.cluster + "-app", "instance": r.cluster + "-instance-token",
-	} {
-		var s corev1.Secret
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: name}, &s); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(filepath.Join(secrets, role), 0o700); err != nil {
-			return nil, err
-		}
-		for k, v := range s.Data {
-			if err := os.WriteFile(filepath.Join(secrets, role, k), v, 0o600); err != nil {
-				return nil, err
-			}
-		}
+	if err := r.mountSecrets(ctx, pod, secrets); err != nil {
+		return nil, err
 	}
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o700); err != nil {
@@ -142,20 +129,53 @@ func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, er
 	cfg := instance.Config{
 		Name: pod.Name, DataDir: filepath.Join(data, "pgdata"), RunDir: filepath.Join(dir, "run"), PGBinDir: testutil.PostgresBinDir,
 		Port: 5432, ListenAddresses: ip, SecretsDir: secrets,
-		TokenFile: filepath.Join(secrets, "instance", "token"), Database: env["HOLDFAST_DATABASE"], Owner: env["HOLDFAST_OWNER"],
+		StatusAddr: net.JoinHostPort(ip, strconv.Itoa(instance.StatusPort)), APIAddr: net.JoinHostPort(ip, strconv.Itoa(instance.APIPort)),
+		Database: env["HOLDFAST_DATABASE"], Owner: env["HOLDFAST_OWNER"],
 		StopTimeout: 30 * time.Second, RunAs: r.runAs,
 	}
 	m := instance.NewManager(cfg, ctrl.Log.WithName(pod.Name))
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(instance.StatusPort)))
+	srv, err := m.Listen()
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
 	mctx, cancel := context.WithCancel(context.Background())
 	p := &runningPod{ip: ip, mgr: m, srv: srv, cancel: cancel, done: make(chan error, 1)}
 	go func() { p.done <- m.Run(mctx) }()
 	return p, nil
+}
+
+// mountSecrets writes, as a kubelet does, the Secrets the pod's projected
+// secrets volume names, at the paths it gives them.
+func (r *podRunner) mountSecrets(ctx context.Context, pod *corev1.Pod, dir string) error {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name != resources.VolumeSecrets || v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.Secret == nil {
+				continue
+			}
+			var s corev1.Secret
+			err := k8s.Get(ctx, client.ObjectKey{Namespace: r.ns, Name: src.Secret.Name}, &s)
+			if apierrors.IsNotFound(err) && src.Secret.Optional != nil && *src.Secret.Optional {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			for _, item := range src.Secret.Items {
+				path := filepath.Join(dir, item.Path)
+				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+					return err
+				}
+				if err := os.WriteFile(path, s.Data[item.Key], 0o600); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("pod %s has no %s volume", pod.Name, resources.VolumeSecrets)
 }
 
 // report writes what a kubelet would: Running, the pod IP, and Ready from
@@ -251,9 +271,19 @@ func TestOperatorBootstrapsRealInstances(t *testing.T) {
 	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "real-app"}, &app); err != nil {
 		t.Fatal(err)
 	}
+	// The instances listen at loopback addresses no certificate names:
+	// the client verifies the server's chain to the CA the cluster publishes.
+	var ca corev1.ConfigMap
+	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: resources.ConfigMapCAName(c)}, &ca); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, []byte(ca.Data["ca.crt"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	connect := func(ctx context.Context, ip string) (*pgx.Conn, error) {
-		return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=%s password=%s dbname=%s sslmode=disable connect_timeout=3",
-			ip, app.Data["username"], app.Data["password"], app.Data["dbname"]))
+		return pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=%s password=%s dbname=%s sslmode=verify-ca sslrootcert=%s connect_timeout=3",
+			ip, app.Data["username"], app.Data["password"], app.Data["dbname"], caFile))
 	}
 	primary, err := connect(t.Context(), "127.0.0.10")
 	if err != nil {

@@ -69,7 +69,7 @@ func Run(ctx context.Context, o Options) ([]bench.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &loadcheck.Writer{ConnString: fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=disable", rw, user, password), Table: "bench"}
+	w := &loadcheck.Writer{ConnString: fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require", rw, user, password), Table: "bench"}
 	if err := bench.Poll(ctx, time.Minute, func() error { return w.Setup(ctx) }); err != nil {
 		return nil, fmt.Errorf("creating the bench table: %w", err)
 	}
@@ -101,7 +101,7 @@ rounds:
 	primary, _ := r.kubectl(context.WithoutCancel(ctx), "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 	ip, _ := r.kubectl(context.WithoutCancel(ctx), "-n", ns, "get", "pod", primary, "-o", "jsonpath={.status.podIP}")
 	su, supw := r.secret("pg-superuser", "username"), r.secret("pg-superuser", "password")
-	conn := fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=disable", ip, su, supw)
+	conn := fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require", ip, su, supw)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	var final loadcheck.Final

@@ -29,9 +29,8 @@ import (
 
 // InstanceAPI is the part of the instance managers' API backups use.
 type InstanceAPI interface {
-	Status(ctx context.Context, base string) (instanceapi.Report, error)
-	StartBackup(ctx context.Context, base, token string, o instanceapi.BackupOrder) (instanceapi.BackupReport, error)
-	CancelBackup(ctx context.Context, base, token, id string) error
+	StartBackup(ctx context.Context, c *holdfastv1.PostgresCluster, base string, o instanceapi.BackupOrder) (instanceapi.BackupReport, error)
+	CancelBackup(ctx context.Context, c *holdfastv1.PostgresCluster, base, id string) error
 }
 
 // Reconciler reconciles Backups.
@@ -176,14 +175,10 @@ func (r *Reconciler) pending(ctx context.Context, b *holdfastv1.Backup, why stri
 func (r *Reconciler) follow(ctx context.Context, b *holdfastv1.Backup, c *holdfastv1.PostgresCluster) (ctrl.Result, error) {
 	var pod corev1.Pod
 	podErr := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: b.Status.Instance}, &pod)
-	token, err := instances.Token(ctx, r.Client, c)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
 	if expired(b, b.Status.StartedAt.Time) {
 		if podErr == nil && pod.Status.PodIP != "" {
 			cctx, cancel := context.WithTimeout(ctx, callTimeout)
-			_ = r.Instances.CancelBackup(cctx, instances.URL(&pod), token, string(b.UID))
+			_ = r.Instances.CancelBackup(cctx, c, instances.URL(&pod), string(b.UID))
 			cancel()
 		}
 		return ctrl.Result{}, r.fail(ctx, b, holdfastv1.BackupReasonDeadlineExceeded,
@@ -201,7 +196,7 @@ func (r *Reconciler) follow(ctx context.Context, b *holdfastv1.Backup, c *holdfa
 			order.Type = b.Spec.PGBackRest.Type
 		}
 	}
-	rep, err := r.Instances.StartBackup(cctx, instances.URL(&pod), token, order)
+	rep, err := r.Instances.StartBackup(cctx, c, instances.URL(&pod), order)
 	if err != nil {
 		return r.note(ctx, b, fmt.Sprintf("asking %s about the backup: %v", pod.Name, err))
 	}
@@ -314,13 +309,9 @@ func (r *Reconciler) expireSet(ctx context.Context, b *holdfastv1.Backup) error 
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: c.Status.CurrentPrimary}, &pod); err != nil || pod.Status.PodIP == "" {
 		return errExpiring // no primary to ask yet
 	}
-	token, err := instances.Token(ctx, r.Client, &c)
-	if err != nil {
-		return err
-	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	rep, err := r.Instances.StartBackup(cctx, instances.URL(&pod), token, instanceapi.BackupOrder{
+	rep, err := r.Instances.StartBackup(cctx, &c, instances.URL(&pod), instanceapi.BackupOrder{
 		ID: "expire-" + string(b.UID), Method: instanceapi.MethodPGBackRest, Location: location(b), Stanza: pb.Stanza, Expire: pb.Label,
 	})
 	switch {
@@ -378,13 +369,9 @@ func (r *Reconciler) cancelOnInstance(ctx context.Context, b *holdfastv1.Backup)
 		r.Client.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: b.Status.Instance}, &pod) != nil {
 		return
 	}
-	token, err := instances.Token(ctx, r.Client, &c)
-	if err != nil {
-		return
-	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	_ = r.Instances.CancelBackup(cctx, instances.URL(&pod), token, string(b.UID))
+	_ = r.Instances.CancelBackup(cctx, &c, instances.URL(&pod), string(b.UID))
 }
 
 // runningBackup names another Backup of the same cluster that is Running:

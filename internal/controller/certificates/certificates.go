@@ -30,8 +30,8 @@ import (
 const (
 	KeyCert   = corev1.TLSCertKey       // tls.crt
 	KeyKey    = corev1.TLSPrivateKeyKey // tls.key
-	KeyCACert = "ca.crt"
-	KeyCAKey  = "ca.key"
+	KeyCACert = resources.SecretKeyCACert
+	KeyCAKey  = resources.SecretKeyCAKey
 )
 
 // DefaultLifetime is how long the certificates issued are valid, unless
@@ -45,6 +45,9 @@ const caValidity = 10 * 365 * 24 * time.Hour
 // Keeper issues and renews certificates.
 type Keeper struct {
 	Client client.Client
+	// Reader reads the user's Secrets (spec.certificates), which the
+	// operator's cache does not hold; nil reads through Client.
+	Reader client.Reader
 	// Lifetime of the server and client certificates; zero is
 	// DefaultLifetime.
 	Lifetime time.Duration
@@ -58,6 +61,11 @@ type Issued struct {
 	RenewAt  time.Time
 	// Reason is why it was issued on this call; "" when it was kept.
 	Reason string
+	// Provided: the user's Secret, used as given; it is never renewed here.
+	Provided bool
+	// Problem says why the user's Secret is not used; the last good
+	// certificate stays in force.
+	Problem string
 }
 
 // Ensure makes c's CA, server and replication certificates exist and be
@@ -69,35 +77,33 @@ func (k *Keeper) Ensure(ctx context.Context, c *holdfastv1.PostgresCluster, now 
 	if err != nil {
 		return nil, err
 	}
-	if err := k.publishCA(ctx, c, ca); err != nil {
-		return nil, err
-	}
 	lifetime := k.Lifetime
 	if lifetime <= 0 {
 		lifetime = DefaultLifetime
 	}
 	signer := &pki.CA{Cert: ca.Cert, Key: ca.Key, Validity: lifetime}
 	names := resources.ServerCertificateNames(c)
-	var out []Issued
-	for _, want := range []struct {
-		secret string
-		names  []string
-		issue  func() (*pki.Leaf, error)
-	}{
-		{resources.SecretServerTLSName(c), names, func() (*pki.Leaf, error) {
+	var server Issued
+	if spec := c.Spec.Certificates; spec != nil && spec.ServerTLSSecret != "" {
+		server, err = k.adoptServer(ctx, c, spec, now)
+	} else {
+		server, err = k.ensureLeaf(ctx, c, resources.SecretServerTLSName(c), ca, names, now, func() (*pki.Leaf, error) {
 			return signer.Serving(resources.ServiceRWName(c), names, nil)
-		}},
-		{resources.SecretReplicationTLSName(c), nil, func() (*pki.Leaf, error) {
-			return signer.Client(postgres.ReplicationUser)
-		}},
-	} {
-		is, err := k.ensureLeaf(ctx, c, want.secret, ca, want.names, now, want.issue)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, is)
+		})
 	}
-	return out, nil
+	if err != nil {
+		return nil, err
+	}
+	repl, err := k.ensureLeaf(ctx, c, resources.SecretReplicationTLSName(c), ca, nil, now, func() (*pki.Leaf, error) {
+		return signer.Client(postgres.ReplicationUser)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := k.publishServerCA(ctx, c); err != nil {
+		return nil, err
+	}
+	return []Issued{server, repl}, nil
 }
 
 func (k *Keeper) ensureCA(ctx context.Context, c *holdfastv1.PostgresCluster) (*pki.CA, error) {
@@ -136,12 +142,21 @@ func (k *Keeper) ensureCA(ctx context.Context, c *holdfastv1.PostgresCluster) (*
 	return ca, nil
 }
 
-// publishCA writes the CA's certificate, and nothing else, where clients
-// may read it.
-func (k *Keeper) publishCA(ctx context.Context, c *holdfastv1.PostgresCluster, ca *pki.CA) error {
-	want := string(pki.CertPEM(ca.Cert))
+// publishServerCA writes the CA that clients verify the server with (the
+// one in the server certificate's Secret: the cluster's own, or the
+// user's), and nothing else, where clients may read it.
+func (k *Keeper) publishServerCA(ctx context.Context, c *holdfastv1.PostgresCluster) error {
+	var server corev1.Secret
+	err := k.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.SecretServerTLSName(c)}, &server)
+	if apierrors.IsNotFound(err) {
+		return nil // a user's certificate not yet good enough to copy
+	}
+	if err != nil {
+		return fmt.Errorf("reading Secret %s: %w", resources.SecretServerTLSName(c), err)
+	}
+	want := string(server.Data[KeyCACert])
 	var cm corev1.ConfigMap
-	err := k.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.ConfigMapCAName(c)}, &cm)
+	err = k.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: resources.ConfigMapCAName(c)}, &cm)
 	switch {
 	case apierrors.IsNotFound(err):
 		cm = corev1.ConfigMap{

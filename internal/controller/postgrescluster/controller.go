@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -258,9 +259,9 @@ func (r *Reconciler) ensureAll(ctx context.Context, c *holdfastv1.PostgresCluste
 	return sts, nil, r.growClaims(ctx, c)
 }
 
-// ensureCertificates issues and renews the cluster's certificates, and
-// says so with an Event. A failure is reported and blocks nothing: the
-// instances go on with the certificates they have, or without TLS.
+// ensureCertificates issues and renews the cluster's certificates, puts
+// them in c's status, and says so with an Event. A failure is reported
+// and blocks nothing: the instances go on with the certificates they have.
 func (r *Reconciler) ensureCertificates(ctx context.Context, c *holdfastv1.PostgresCluster) {
 	if r.Certificates == nil {
 		return
@@ -270,13 +271,36 @@ func (r *Reconciler) ensureCertificates(ctx context.Context, c *holdfastv1.Postg
 		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "CertificateError", "Certificates", "%v", err)
 		return
 	}
+	before := c.Status.Certificates
+	c.Status.Certificates = nil
 	for _, is := range issued {
+		c.Status.Certificates = append(c.Status.Certificates, certificateStatus(is))
+		if is.Problem != "" && !slices.ContainsFunc(before, func(s holdfastv1.CertificateStatus) bool { return s.Problem == is.Problem }) {
+			r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, ReasonInvalidCertificate, "Certificates",
+				"%s; the cluster goes on with the last good certificate", is.Problem)
+		}
 		if is.Reason != "" {
 			r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "CertificateIssued", "Certificates",
 				"Secret %s: serial %s, valid until %s, to be renewed from %s; issued because %s", is.Secret, is.Serial,
 				is.NotAfter.UTC().Format(time.RFC3339), is.RenewAt.UTC().Format(time.RFC3339), is.Reason)
 		}
 	}
+}
+
+// ReasonInvalidCertificate: the user's certificate (spec.certificates)
+// cannot be used, and the last good one stays in force.
+const ReasonInvalidCertificate = "InvalidCertificate"
+
+func certificateStatus(is certificates.Issued) holdfastv1.CertificateStatus {
+	st := holdfastv1.CertificateStatus{Secret: is.Secret, Serial: is.Serial, Problem: is.Problem}
+	at := func(t time.Time) *metav1.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &metav1.Time{Time: t.Truncate(time.Second)}
+	}
+	st.NotAfter, st.RenewAt = at(is.NotAfter), at(is.RenewAt)
+	return st
 }
 
 // templateRevision is the revision of the StatefulSet's current pod
@@ -301,7 +325,7 @@ func anyPodAddressed(pods []corev1.Pod) bool {
 // Secret is never rewritten: its password is the one in the database.
 func (r *Reconciler) ensureSecrets(ctx context.Context, c *holdfastv1.PostgresCluster) error {
 	var creds resources.Credentials
-	for _, p := range []*string{&creds.Superuser, &creds.App, &creds.Replication, &creds.InstanceToken} {
+	for _, p := range []*string{&creds.Superuser, &creds.App, &creds.Replication} {
 		pw, err := credentials.Password()
 		if err != nil {
 			return err

@@ -19,7 +19,6 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
-	"holdfast.dev/holdfast/internal/resources"
 )
 
 // recordingInstances answers every status call with a streaming replica
@@ -29,13 +28,13 @@ type recordingInstances struct {
 	orders []instanceapi.Desired
 }
 
-func (f *recordingInstances) Status(context.Context, string) (instanceapi.Report, error) {
+func (f *recordingInstances) Status(context.Context, *holdfastv1.PostgresCluster, string) (instanceapi.Report, error) {
 	r := reportOf(postgres.Replica, true)
 	r.Postgres.ReceivedLSN, r.Postgres.ReplayedLSN = "0/5000000", "0/5000000"
 	return *r, nil
 }
 
-func (f *recordingInstances) Desire(_ context.Context, _, _ string, d instanceapi.Desired) error {
+func (f *recordingInstances) Desire(_ context.Context, _ *holdfastv1.PostgresCluster, _ string, d instanceapi.Desired) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.orders = append(f.orders, d)
@@ -54,11 +53,8 @@ func TestADecisionThatCannotBeRecordedIsNotCarriedOut(t *testing.T) {
 	}
 	c := healthyCluster(0)
 	c.Namespace = "db"
-	token := &corev1.Secret{}
-	token.Name, token.Namespace = resources.SecretInstanceTokenName(c), c.Namespace
-	token.Data = map[string][]byte{resources.SecretKeyToken: []byte("t")}
 	conflicts := true
-	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(c, token).WithStatusSubresource(c).
+	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(c).WithStatusSubresource(c).
 		WithInterceptorFuncs(interceptor.Funcs{SubResourceUpdate: func(ctx context.Context, cl client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
 			if conflicts {
 				return apierrors.NewConflict(schema.GroupResource{Group: "holdfast.dev", Resource: "postgresclusters"}, obj.GetName(), nil)

@@ -261,10 +261,10 @@ func syncStandbys(st *postgres.Status) []string {
 // memory, so a slow answer is as good as none.
 const instanceTimeout = 2 * time.Second
 
-// InstanceAPI is how the operator talks to instance managers.
+// InstanceAPI is how the operator talks to a cluster's instance managers.
 type InstanceAPI interface {
-	Status(ctx context.Context, base string) (instanceapi.Report, error)
-	Desire(ctx context.Context, base, token string, d instanceapi.Desired) error
+	Status(ctx context.Context, c *holdfastv1.PostgresCluster, base string) (instanceapi.Report, error)
+	Desire(ctx context.Context, c *holdfastv1.PostgresCluster, base string, d instanceapi.Desired) error
 }
 
 // orchestrate asks every instance for its state, tells each what to be,
@@ -294,7 +294,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			qctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			asked := time.Now()
-			rep, err := r.Instances.Status(qctx, instances.URL(pod))
+			rep, err := r.Instances.Status(qctx, c, instances.URL(pod))
 			views[i].LastAnswer = r.answers.record(pod.UID, err == nil, asked)
 			if err != nil {
 				log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
@@ -358,10 +358,6 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		return reports, err
 	}
 
-	token, err := instances.Token(ctx, r.Client, c)
-	if err != nil {
-		return reports, err
-	}
 	for _, n := range p.Notes {
 		kind := corev1.EventTypeNormal
 		if n.warning {
@@ -382,7 +378,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			continue
 		}
 		qctx, cancel := context.WithTimeout(ctx, instanceTimeout)
-		err := r.Instances.Desire(qctx, instances.URL(v.Pod), token, d)
+		err := r.Instances.Desire(qctx, c, instances.URL(v.Pod), d)
 		cancel()
 		if err != nil && v.Pod.Name == p.TargetPrimary && !errors.Is(err, instanceapi.ErrPromiseHolds) {
 			return reports, err

@@ -123,6 +123,12 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	}
 
 	stuck := replicasNotStreaming(pods, reports, now)
+	var badCert string
+	for _, cs := range st.Certificates {
+		if cs.Problem != "" {
+			badCert = cs.Problem
+		}
+	}
 	switch {
 	case len(failing) > 0:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceFailing", strings.Join(failing, "; "))
@@ -132,6 +138,8 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "ReplicaNotStreaming", strings.Join(stuck, "; "))
 	case halted != "":
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, ReasonRollingUpdateHalted, halted)
+	case badCert != "":
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, ReasonInvalidCertificate, badCert+"; the cluster goes on with the last good certificate")
 	case stalled:
 		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstancesNotReady", strings.Join(unready, "; "))
 	default:
@@ -139,7 +147,7 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 	}
 
 	switch {
-	case len(failing) > 0 || reported.reason() != "" || len(stuck) > 0 || halted != "" || stalled:
+	case len(failing) > 0 || reported.reason() != "" || len(stuck) > 0 || halted != "" || badCert != "" || stalled:
 		st.Phase = holdfastv1.PhaseDegraded
 	case ready && progress == "":
 		st.Phase = holdfastv1.PhaseHealthy

@@ -7,17 +7,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
-// Client is the operator's side of the instance API.
+// Client is a caller's side of the instance API. HTTP must present a
+// client certificate the instance accepts (see ClientTLS).
 type Client struct {
 	HTTP *http.Client
 }
 
-// Status fetches the Report of the instance at base (http://host:port).
+// URL is the base URL of the instance API at a pod's address.
+func URL(podIP string) string {
+	return "https://" + net.JoinHostPort(podIP, strconv.Itoa(APIPort))
+}
+
+// Status fetches the Report of the instance at base (URL).
 func (c Client) Status(ctx context.Context, base string) (Report, error) {
 	var r Report
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+StatusPath, nil)
@@ -38,8 +46,8 @@ func (c Client) Status(ctx context.Context, base string) (Report, error) {
 	return r, nil
 }
 
-// Desire sends d to the instance at base with the cluster's token.
-func (c Client) Desire(ctx context.Context, base, token string, d Desired) error {
+// Desire sends d to the instance at base.
+func (c Client) Desire(ctx context.Context, base string, d Desired) error {
 	body, err := json.Marshal(d)
 	if err != nil {
 		return err
@@ -48,7 +56,6 @@ func (c Client) Desire(ctx context.Context, base, token string, d Desired) error
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
@@ -71,12 +78,12 @@ func (c Client) Desire(ctx context.Context, base, token string, d Desired) error
 var ErrPromiseHolds = errors.New("the replica's failsafe promise holds")
 
 // Promise asks the replica at base for a promise; nil when it gave it.
-func (c Client) Promise(ctx context.Context, base, token string, r PromiseRequest) error {
+func (c Client) Promise(ctx context.Context, base string, r PromiseRequest) error {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return c.call(ctx, http.MethodPost, base+PromisePath, token, bytes.NewReader(body), http.StatusOK, nil)
+	return c.call(ctx, http.MethodPost, base+PromisePath, bytes.NewReader(body), http.StatusOK, nil)
 }
 
 // ErrUnknownBackup is the instance's answer for a backup it has no record
@@ -85,35 +92,34 @@ var ErrUnknownBackup = errors.New("the instance has no record of the backup")
 
 // StartBackup sends o to the instance at base; asking again for the same ID
 // returns the backup's state.
-func (c Client) StartBackup(ctx context.Context, base, token string, o BackupOrder) (BackupReport, error) {
+func (c Client) StartBackup(ctx context.Context, base string, o BackupOrder) (BackupReport, error) {
 	var r BackupReport
 	body, err := json.Marshal(o)
 	if err != nil {
 		return r, err
 	}
-	err = c.call(ctx, http.MethodPost, base+BackupsPath, token, bytes.NewReader(body), http.StatusAccepted, &r)
+	err = c.call(ctx, http.MethodPost, base+BackupsPath, bytes.NewReader(body), http.StatusAccepted, &r)
 	return r, err
 }
 
 // BackupState asks the instance at base what became of backup id.
-func (c Client) BackupState(ctx context.Context, base, token, id string) (BackupReport, error) {
+func (c Client) BackupState(ctx context.Context, base, id string) (BackupReport, error) {
 	var r BackupReport
-	err := c.call(ctx, http.MethodGet, base+BackupsPath+"/"+url.PathEscape(id), token, nil, http.StatusOK, &r)
+	err := c.call(ctx, http.MethodGet, base+BackupsPath+"/"+url.PathEscape(id), nil, http.StatusOK, &r)
 	return r, err
 }
 
 // CancelBackup stops backup id on the instance at base.
-func (c Client) CancelBackup(ctx context.Context, base, token, id string) error {
-	return c.call(ctx, http.MethodDelete, base+BackupsPath+"/"+url.PathEscape(id), token, nil, http.StatusAccepted, nil)
+func (c Client) CancelBackup(ctx context.Context, base, id string) error {
+	return c.call(ctx, http.MethodDelete, base+BackupsPath+"/"+url.PathEscape(id), nil, http.StatusAccepted, nil)
 }
 
-// call makes one authorised request and decodes the answer into out.
-func (c Client) call(ctx context.Context, method, u, token string, body io.Reader, want int, out any) error {
+// call makes one request and decodes the answer into out.
+func (c Client) call(ctx context.Context, method, u string, body io.Reader, want int, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -1,8 +1,12 @@
 package api
 
 const (
-	// StatusPort is the instance manager's HTTP port.
+	// StatusPort serves the probes, in plain HTTP: they expose nothing
+	// but health, and a kubelet presents no client certificate.
 	StatusPort = 8000
+	// APIPort serves the instance API over mutual TLS: the instance's
+	// server certificate, and a client certificate of the cluster's CA.
+	APIPort = 8443
 	// StartupPath answers 200 once postgres has started in its role.
 	StartupPath = "/startupz"
 	// LivenessPath answers 200 while the instance manager and postgres are alive.
@@ -29,3 +33,9 @@ const (
 	// replica promises, 409 with the reason when it will not.
 	PromisePath = "/v1/promise"
 )
+
+// OperatorClientName is the common name of the operator's client
+// certificate, the only one the instance API takes orders from. An
+// instance asking a replica for a promise presents the replication
+// certificate (postgres.ReplicationUser).
+const OperatorClientName = "holdfast-operator"
