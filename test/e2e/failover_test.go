@@ -252,13 +252,19 @@ func TestFailoverInSandbox(t *testing.T) {
 func startSyncCluster(t *testing.T) *sandboxEnv {
 	e := startSandbox(t)
 	e.installOperator()
+	e.createSyncCluster(t)
+	return e
+}
+
+// createSyncCluster creates cluster pg, three instances with synchronous
+// replication, and its table acks, in namespace ns.
+func (e *sandboxEnv) createSyncCluster(t *testing.T) {
 	e.mustKubectl("", "create", "namespace", ns)
 	t.Cleanup(func() { _, _ = e.kubectl("", "delete", "namespace", ns, "--wait=false") })
 	m := strings.Replace(clusterManifest("pg", 3, ""), "  postgresVersion: 15\n", "  postgresVersion: 15\n  synchronous:\n    quorum: 1\n", 1)
 	e.mustKubectl(m, "apply", "-f", "-")
 	e.waitReady(t, "pg", 3, 6*time.Minute)
 	e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE acks (seq bigint PRIMARY KEY, server text, timeline int)")
-	return e
 }
 
 func (e *sandboxEnv) wantEvents(t *testing.T, reasons ...string) {
