@@ -138,10 +138,14 @@ type CertificateStatus struct {
 	// +optional
 	Serial string `json:"serial,omitempty"`
 	// NotAfter is when it expires.
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
 	// +optional
 	NotAfter *metav1.Time `json:"notAfter,omitempty"`
 	// RenewAt is when the operator issues it again (two thirds of its
 	// lifetime); absent for the user's, which the user renews.
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
 	// +optional
 	RenewAt *metav1.Time `json:"renewAt,omitempty"`
 	// Problem says why the user's certificate in Secret is not used: the

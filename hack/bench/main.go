@@ -173,7 +173,7 @@ func runPatroni(ctx context.Context, c common) ([]bench.Result, string, error) {
 
 func runHoldfast(ctx context.Context, c common) ([]bench.Result, string, error) {
 	o := holdfast.Options{Holdfast: "bin/holdfast", BinDir: k8sBinDir(), Manifest: "config/default", N: c.n, Faults: c.faults, Keep: c.keep}
-	header := fmt.Sprintf("holdfast %s; %s; 3 instances, synchronous quorum 1, in the sandbox (one node, pods as processes in their own network namespaces); client: pgx through the pg-rw Service's ClusterIP (kube-proxy), connect timeout 1s, write timeout 2s, one insert every 10ms\n",
+	header := fmt.Sprintf("holdfast %s; %s; 3 instances, synchronous quorum 1, in the sandbox (one node, pods as processes in their own network namespaces); client: pgx through the pg-rw Service's ClusterIP (kube-proxy) with TLS (sslmode=require; pg_hba admits only TLS, replication by certificate, the operator to instances over mutual TLS), connect timeout 1s, write timeout 2s, one insert every 10ms\n",
 		gitDescribe(), bench.Version("/usr/lib/postgresql/15/bin/postgres", "--version"))
 	results, err := holdfast.Run(ctx, o)
 	return results, header, err
