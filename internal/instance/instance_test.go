@@ -485,6 +485,9 @@ func TestInstanceLifecycle(t *testing.T) {
 		h.want(n0, h.replica(n1))
 		h.waitFor(2*time.Minute, "old primary streams from the new one", h.ready(n0, postgres.Replica))
 		t.Logf("rewind and rejoin: %s", time.Since(start))
+		if r := h.report(n0); r.DemotedAtEpoch != 2 || r.DemotedAtLSN == "" {
+			t.Errorf("the demoted primary does not say where its writes end: epoch %d, LSN %q", r.DemotedAtEpoch, r.DemotedAtLSN)
+		}
 		if _, err := os.Stat(filepath.Join(n0.dir, "pgdata.before-rewind")); err == nil {
 			t.Errorf("n0 rejoined by a fresh clone (its old data is aside), not by pg_rewind")
 		}

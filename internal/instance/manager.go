@@ -70,7 +70,8 @@ type Manager struct {
 	// is not ready: a client would be refused for a role still missing.
 	rolesReady  bool
 	beenReady   bool
-	demotedAt   int64 // see Report.DemotedAtEpoch
+	demotedAt   int64  // see Report.DemotedAtEpoch
+	demotedLSN  string // see Report.DemotedAtLSN
 	needRewind  bool
 	startErr    string // see Report.StartError
 	params      paramState
@@ -390,7 +391,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 		r.Postgres = st
 		r.Archiving = archiving
 		r.Restarts = m.crashes
-		r.DemotedAtEpoch = m.demotedAt
+		r.DemotedAtEpoch, r.DemotedAtLSN = m.demotedAt, m.demotedLSN
 		r.Message = msg
 		r.Error, r.Failing = "", ""
 		if err != nil {
@@ -522,8 +523,13 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			if err := m.exec(ctx, `CHECKPOINT`); err != nil {
 				m.log.Info("checkpoint before demotion failed; stopping anyway", "error", err.Error())
 			}
+			// A clean shutdown sends every WAL record to the standbys that
+			// are connected: the new primary must be one of them.
+			if d.Handover {
+				m.awaitStreaming(ctx, d.PrimaryHost)
+			}
 			m.stopServer()
-			m.demotedAt = d.Epoch
+			m.demotedAt, m.demotedLSN = d.Epoch, m.shutdownCheckpoint(ctx)
 			m.log.Info("demoted: postgres stopped")
 			// The new primary is promoted once this one says it has
 			// stopped: say so before rewinding.
@@ -1019,4 +1025,54 @@ func (m *Manager) ensureDir(dir string, mode os.FileMode) error {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// demoteWait bounds how long a primary being demoted waits for the new
+// primary to stream from it before it stops anyway: the operator then
+// promotes the new one only once it has received what this one wrote
+// (Report.DemotedAtLSN), from wherever it can.
+const demoteWait = 5 * time.Second
+
+// awaitStreaming waits, up to demoteWait, until the standby at host
+// streams from this primary.
+func (m *Manager) awaitStreaming(ctx context.Context, host string) {
+	deadline := time.Now().Add(demoteWait)
+	for {
+		conn, err := m.connect(ctx)
+		if err == nil {
+			var streaming bool
+			err = conn.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_replication WHERE client_addr = $1::inet AND state = 'streaming'`, host).Scan(&streaming)
+			conn.Close(ctx)
+			if err == nil && streaming {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			m.log.Info("the new primary does not stream from this one; stopping anyway", "host", host, "error", fmt.Sprint(err))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// shutdownCheckpoint is the location of the checkpoint a stopped server
+// wrote last, "" when it cannot be read.
+func (m *Manager) shutdownCheckpoint(ctx context.Context) string {
+	cmd := m.command(ctx, "pg_controldata", m.cfg.DataDir)
+	cmd.Env = append(cmd.Env, "LC_ALL=C")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		m.log.Error(err, "reading the shutdown checkpoint", "output", out.String())
+		return ""
+	}
+	lsn, err := postgres.CheckpointLocation(out.String())
+	if err != nil {
+		m.log.Error(err, "reading the shutdown checkpoint")
+	}
+	return lsn
 }

@@ -509,6 +509,30 @@ func abandonHandover(views []view, now time.Time, p *plan, prefix string) bool {
 	return true
 }
 
+// targetBehind says how the switchover's target falls short of the WAL
+// the old primary wrote before it stopped at epoch, "" when it does not
+// (or the old primary did not say where its WAL ends). A standby not
+// connected when the old primary shut down missed the end: promoting it
+// would lose writes the other standbys acknowledged.
+func targetBehind(views []view, old, target string, epoch int64) string {
+	o, t := findView(views, old), findView(views, target)
+	if o == nil || o.Report == nil || o.Report.DemotedAtEpoch != epoch || o.Report.DemotedAtLSN == "" {
+		return ""
+	}
+	end, err := postgres.ParseLSN(o.Report.DemotedAtLSN)
+	if err != nil {
+		return ""
+	}
+	received := "nothing"
+	if t != nil && t.Report != nil && t.Report.Postgres != nil && t.Report.Postgres.ReceivedLSN != "" {
+		received = t.Report.Postgres.ReceivedLSN
+		if got, err := postgres.ParseLSN(received); err == nil && got >= end {
+			return ""
+		}
+	}
+	return fmt.Sprintf("switchover target %s has received WAL up to %s, short of %s where %s stopped; it is promoted once it has it all", target, received, o.Report.DemotedAtLSN, old)
+}
+
 // oldPrimaryStopped: the primary a switchover replaces has stopped taking
 // writes at the new epoch (its clean shutdown has sent every WAL record to
 // the streaming replicas), or is gone. It says so for good with

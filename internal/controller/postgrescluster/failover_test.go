@@ -272,6 +272,29 @@ func TestSwitchover(t *testing.T) {
 		}
 	})
 
+	t.Run("a target that has not received all the old primary wrote is not promoted, however long it takes", func(t *testing.T) {
+		c := asked("demo-1")
+		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2
+		c.Status.Operation = promoting(holdfastv1.OperationSwitchover, "demo-0", "demo-1", now)
+		stopped := reportOf("", false)
+		stopped.Desired = &instanceapi.Desired{Role: postgres.Replica, Epoch: 2}
+		stopped.DemotedAtEpoch, stopped.DemotedAtLSN = 2, "0/E00BD38"
+		target := replicaView("demo-1", "10.0.0.6", "0/E00BCA0")
+		views := []view{{Pod: runningPod("demo-0", "10.0.0.5", "primary"), Report: stopped}, target}
+		// Long past the lease: the report, not the time, says where the writes end.
+		p := decide(c, views, now, time.Hour, "")
+		if p.Desired["demo-1"].Role == postgres.Primary {
+			t.Fatalf("demo-1 promoted with WAL up to 0/E00BCA0, short of 0/E00BD38 where demo-0 stopped")
+		}
+		if !strings.Contains(p.Waiting, "0/E00BD38") {
+			t.Errorf("the wait is not explained: %q", p.Waiting)
+		}
+		target.Report.Postgres.ReceivedLSN = "0/E00BD38"
+		if p := decide(c, views, now, 0, ""); p.Desired["demo-1"].Role != postgres.Primary {
+			t.Errorf("demo-1 has received all demo-0 wrote, yet is told %+v", p.Desired["demo-1"])
+		}
+	})
+
 	t.Run("the instance being promoted keeps its replica label until it takes the primary one", func(t *testing.T) {
 		c := asked("demo-1")
 		c.Status.TargetPrimary, c.Status.CurrentPrimary, c.Status.Epoch = "demo-1", "", 2

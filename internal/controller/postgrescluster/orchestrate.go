@@ -138,6 +138,12 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 	// it has gone unrenewed for its duration, even if it never said so.
 	leaseLapsed := leaseQuiet >= time.Duration(c.Spec.Failover.LeaseDurationSeconds)*time.Second
 	hold := switching && !oldPrimaryStopped(views, from, p.Epoch) && !leaseLapsed
+	// The old primary said where its writes end: no lapse of time makes
+	// a target that has not received them all a safe one.
+	if behind := targetBehind(views, from, target, p.Epoch); switching && behind != "" {
+		hold = true
+		p.Waiting = behind
+	}
 	if primary != nil && primary.Report != nil && primary.Pod.DeletionTimestamp == nil && !hold {
 		p.Desired[target] = instanceapi.Desired{Role: postgres.Primary, Replicas: replicas, SyncQuorum: quorum, Epoch: p.Epoch,
 			ReplicaHosts: replicaHosts(views, replicas),
@@ -204,6 +210,9 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 				Role: postgres.Replica, PrimaryHost: primary.Pod.Status.PodIP, PrimaryPort: postgres.Port, Epoch: p.Epoch,
 				// A backup snapshots this replica's volume while it is stopped.
 				Fenced: fenced(p.Operation, name),
+				// The old primary of a planned handover waits for its
+				// successor to stream before it stops.
+				Handover: switching && name == from,
 			}
 		}
 	}

@@ -37,6 +37,13 @@ type Desired struct {
 	Parameters map[string]string `json:"parameters,omitempty"`
 	// Fenced stops postgres until unfenced.
 	Fenced bool `json:"fenced,omitempty"`
+	// Handover, for a primary told to become a replica, says the primary
+	// role is handed over as planned (a switchover) to the instance at
+	// PrimaryHost, which streams from this one: it waits, briefly, for
+	// that stream before it stops, so that its clean shutdown sends its
+	// successor every record. Never in a failover: a replaced primary
+	// stops at once.
+	Handover bool `json:"handover,omitempty"`
 	// Cluster is namespace/name of the cluster the order is for, and
 	// Incarnation that cluster's UID.
 	Cluster     string `json:"cluster,omitempty"`

@@ -28,6 +28,11 @@ type Report struct {
 	// switchover promotes the new primary on this, not on a moment of
 	// "not running" that may last only milliseconds.
 	DemotedAtEpoch int64 `json:"demotedAtEpoch,omitempty"`
+	// DemotedAtLSN is where the WAL this instance wrote as primary ends
+	// (its shutdown checkpoint) when it stopped under DemotedAtEpoch's
+	// order: every write it acknowledged lies before it. A switchover
+	// promotes its target only once the target has received this far.
+	DemotedAtLSN string `json:"demotedAtLSN,omitempty"`
 	// Restarts counts postgres crashes this manager restarted it after.
 	Restarts int    `json:"restarts"`
 	Message  string `json:"message,omitempty"`
