@@ -73,6 +73,25 @@ type Postgres struct {
 func NewPostgres(t testing.TB, initdbArgs ...string) *Postgres {
 	t.Helper()
 	runAs, base := PostgresHost(t)
+	return newPostgres(t, runAs, base, initdbArgs...)
+}
+
+// NewPasswordPostgres is a NewPostgres whose superuser, postgres, has
+// password and, as on an instance, must give it over TCP (SCRAM); the
+// socket trusts.
+func NewPasswordPostgres(t testing.TB, password string, initdbArgs ...string) *Postgres {
+	t.Helper()
+	runAs, base := PostgresHost(t)
+	// In base, not t.TempDir(): initdb, run as postgres, must read it.
+	pwfile := filepath.Join(base, "pw")
+	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return newPostgres(t, runAs, base, append([]string{"--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=" + pwfile}, initdbArgs...)...)
+}
+
+func newPostgres(t testing.TB, runAs *syscall.Credential, base string, initdbArgs ...string) *Postgres {
+	t.Helper()
 	s := &Postgres{t: t, runAs: runAs, Data: filepath.Join(base, "data"), Port: FreePort(t)}
 	s.Run("initdb", append([]string{"-D", s.Data, "-U", "postgres"}, initdbArgs...)...)
 	s.Start()

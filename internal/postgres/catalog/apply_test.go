@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -30,14 +28,7 @@ func startServer(t *testing.T) server {
 	if testing.Short() {
 		t.Skip("starts a real postgres server")
 	}
-	// Not t.TempDir(): initdb, run as postgres, must reach the file.
-	_, base := testutil.PostgresHost(t)
-	pwfile := filepath.Join(base, "pw")
-	if err := os.WriteFile(pwfile, []byte(superPassword+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return server{testutil.NewPostgres(t, "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pwfile,
-		"--encoding=UTF8", "--locale=C.UTF-8")}
+	return server{testutil.NewPasswordPostgres(t, superPassword, "--encoding=UTF8", "--locale=C.UTF-8")}
 }
 
 func (s server) connectAs(ctx context.Context, user, password, database string) (*pgx.Conn, error) {
