@@ -28,7 +28,7 @@ const (
 // does not name are never touched, and a role removed from the list is
 // forgotten, not dropped: only ensure: absent drops one.
 //
-// +kubebuilder:validation:XValidation:rule="self.ensure == 'present' || !(has(self.login) || has(self.superuser) || has(self.createdb) || has(self.createrole) || has(self.replication) || has(self.bypassrls) || has(self.validUntil) || has(self.inRoles) || has(self.passwordSecret) || self.connectionLimit != -1)",message="a role with ensure: absent is dropped: give it no other field than name"
+// +kubebuilder:validation:XValidation:rule="self.ensure == 'present' || !(has(self.login) || has(self.superuser) || has(self.createdb) || has(self.createrole) || has(self.replication) || has(self.bypassrls) || has(self.validUntil) || has(self.inRoles) || has(self.passwordSecret) || (has(self.connectionLimit) && self.connectionLimit != -1))",message="a role with ensure: absent is dropped: give it no other field than name"
 // +kubebuilder:validation:XValidation:rule="!has(self.inRoles) || !(self.name in self.inRoles)",message="a role cannot be a member of itself: remove its own name from inRoles"
 // +kubebuilder:validation:XValidation:rule="!has(self.passwordSecret) || (has(self.login) && self.login)",message="a password is only used to log in: set login: true or remove passwordSecret"
 // +kubebuilder:validation:XValidation:rule="!has(self.replication) || !self.replication || (has(self.login) && self.login)",message="a replication role must log in to stream: set login: true"
@@ -65,11 +65,12 @@ type RoleSpec struct {
 	BypassRLS bool `json:"bypassrls,omitempty"`
 
 	// ConnectionLimit is how many connections the role may hold at once;
-	// -1, the default, is no limit.
+	// -1, the default, is no limit. (A pointer, so that 0 is a limit a Go
+	// client can set.)
 	// +kubebuilder:validation:Minimum=-1
 	// +kubebuilder:default=-1
 	// +optional
-	ConnectionLimit int32 `json:"connectionLimit,omitempty"`
+	ConnectionLimit *int32 `json:"connectionLimit,omitempty"`
 
 	// ValidUntil is when the role's password stops being accepted, RFC 3339
 	// (2027-01-01T00:00:00Z). Absent, it never expires.

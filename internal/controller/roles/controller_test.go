@@ -144,9 +144,9 @@ func testCluster() *holdfastv1.PostgresCluster {
 			Instances: 1,
 			Bootstrap: holdfastv1.BootstrapSpec{InitDB: holdfastv1.InitDBSpec{Database: "app", Owner: "app"}},
 			Roles: []holdfastv1.RoleSpec{
-				{Name: "reader", Ensure: holdfastv1.EnsurePresent, Login: true, ConnectionLimit: -1,
+				{Name: "reader", Ensure: holdfastv1.EnsurePresent, Login: true,
 					InRoles: []holdfastv1.RoleName{"pg_monitor"}, PasswordSecret: &holdfastv1.PasswordSecretReference{Name: "reader-pw"}},
-				{Name: "owner_role", Ensure: holdfastv1.EnsurePresent, ConnectionLimit: -1},
+				{Name: "owner_role", Ensure: holdfastv1.EnsurePresent},
 			},
 			Databases: []holdfastv1.DatabaseSpec{{Name: "shop", Owner: "owner_role", Ensure: holdfastv1.EnsurePresent,
 				ReclaimPolicy: holdfastv1.ReclaimRetain, Extensions: []holdfastv1.ExtensionName{"pgcrypto"}}},

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
@@ -36,7 +37,7 @@ func (r *Reconciler) inputs(ctx context.Context, c *holdfastv1.PostgresCluster) 
 		if !role.Absent {
 			role.Attributes = catalog.Attributes{Login: spec.Login, Superuser: spec.Superuser, CreateDB: spec.CreateDB,
 				CreateRole: spec.CreateRole, Replication: spec.Replication, BypassRLS: spec.BypassRLS,
-				ConnectionLimit: spec.ConnectionLimit}
+				ConnectionLimit: ptr.Deref(spec.ConnectionLimit, -1)}
 			if spec.ValidUntil != "" {
 				// The schema's pattern admits only what Parse reads.
 				if t, err := spec.ValidUntil.Parse(); err == nil {
