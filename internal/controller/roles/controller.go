@@ -181,11 +181,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // observeAndApply reads the declaration's inputs and the primary's
 // catalog, applies the plan, and says how each role and database fared.
 func (r *Reconciler) observeAndApply(ctx context.Context, c *holdfastv1.PostgresCluster) (*report, error) {
-	in := r.inputs(ctx, c)
 	connect, err := r.primary(ctx, c)
 	if err != nil {
 		return nil, err
 	}
+	in := r.inputs(ctx, c)
 	obs, err := catalog.Observe(ctx, connect, in.databases)
 	if err != nil {
 		return nil, &notReadyError{reason: ReasonPrimaryUnreachable, message: err.Error()}
