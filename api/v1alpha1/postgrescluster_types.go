@@ -688,7 +688,10 @@ type PostgresClusterStatus struct {
 
 	// UnmanagedRoles are the roles on the primary that spec.roles does not
 	// name and Holdfast does not keep itself: Holdfast leaves them alone.
+	// The first 256 by name, so that a server with thousands of roles
+	// does not swell the status.
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
 	// +optional
 	UnmanagedRoles []string `json:"unmanagedRoles,omitempty"`
 

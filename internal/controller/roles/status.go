@@ -20,6 +20,9 @@ import (
 	"holdfast.dev/holdfast/internal/postgres/catalog"
 )
 
+// maxUnmanaged is how many unmanaged roles status lists, as the schema allows.
+const maxUnmanaged = 256
+
 // report is what the controller writes: its status fields and conditions,
 // and the Events of what it did.
 type report struct {
@@ -74,6 +77,9 @@ func condition(c *holdfastv1.PostgresCluster, typ string, ok bool, reason, msg s
 func (r *Reconciler) reportOn(c *holdfastv1.PostgresCluster, in inputs, obs catalog.Observed, plan catalog.Plan,
 	outcomes map[catalog.Subject]*catalog.Outcome) *report {
 	rep := &report{unmanaged: catalog.Unmanaged(obs, in.roles, postgres.SuperUser, postgres.ReplicationUser, c.Spec.Bootstrap.InitDB.Owner)}
+	if len(rep.unmanaged) > maxUnmanaged {
+		rep.unmanaged = rep.unmanaged[:maxUnmanaged]
+	}
 	before := map[string]holdfastv1.RoleStatus{}
 	for _, s := range c.Status.Roles {
 		before[s.Name] = s
