@@ -10,6 +10,9 @@ import (
 // after creation say so, and the API server refuses the change at admission.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.synchronous) || self.synchronous.quorum < self.instances",message="spec.synchronous.quorum must be less than spec.instances: a quorum of N needs N standbys besides the primary"
+// +kubebuilder:validation:XValidation:rule="!has(self.roles) || self.roles.all(r, r.name != self.?bootstrap.?initdb.?owner.orValue('app'))",message="spec.roles cannot declare the bootstrap owner (spec.bootstrap.initdb.owner), which Holdfast keeps with its password in the <cluster>-app Secret",messageExpression="'spec.roles cannot declare ' + self.bootstrap.initdb.owner + ': it is the bootstrap owner (spec.bootstrap.initdb.owner), which Holdfast keeps with its password in the <cluster>-app Secret'"
+// +kubebuilder:validation:XValidation:rule="!has(self.databases) || self.databases.all(d, d.name != self.?bootstrap.?initdb.?database.orValue('app'))",message="spec.databases cannot declare the bootstrap database (spec.bootstrap.initdb.database), which Holdfast keeps",messageExpression="'spec.databases cannot declare ' + self.bootstrap.initdb.database + ': it is the bootstrap database (spec.bootstrap.initdb.database), which Holdfast keeps'"
+// +kubebuilder:validation:XValidation:rule="!has(self.databases) || self.databases.all(d, d.ensure == 'absent' || !has(d.owner) || d.owner == 'postgres' || d.owner == self.?bootstrap.?initdb.?owner.orValue('app') || (has(self.roles) && self.roles.exists(r, r.name == d.owner && r.ensure == 'present')))",message="spec.databases: a database's owner must be a role of spec.roles with ensure: present, the bootstrap owner, or postgres"
 type PostgresClusterSpec struct {
 	// Instances is how many postgres instances run: one primary, the rest streaming replicas.
 	// +kubebuilder:validation:Minimum=1
@@ -85,6 +88,22 @@ type PostgresClusterSpec struct {
 	// +kubebuilder:default=Switchover
 	// +optional
 	PrimaryUpdateMethod PrimaryUpdateMethod `json:"primaryUpdateMethod,omitempty"`
+
+	// Roles are kept on the primary as declared (docs/roles.md). Roles not
+	// named here are never touched.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Roles []RoleSpec `json:"roles,omitempty"`
+
+	// Databases are kept on the primary as declared (docs/roles.md).
+	// Databases not named here are never touched.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Databases []DatabaseSpec `json:"databases,omitempty"`
 }
 
 // PrimaryUpdateMethod is how a rolling update restarts the primary.
@@ -648,7 +667,8 @@ type PostgresClusterStatus struct {
 	// +optional
 	Phase ClusterPhase `json:"phase,omitempty"`
 
-	// Conditions: Ready, Progressing, Degraded.
+	// Conditions: Ready, Progressing, Degraded, and the others named by the
+	// Condition constants.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -718,6 +738,30 @@ type PostgresClusterStatus struct {
 	// +listMapKey=name
 	// +optional
 	Instances []InstanceStatus `json:"instances,omitempty"`
+
+	// Roles says, for each role of spec.roles, whether it is as declared.
+	// The roles controller writes Roles, UnmanagedRoles, Databases and the
+	// RolesReconciled and DatabasesReconciled conditions.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Roles []RoleStatus `json:"roles,omitempty"`
+
+	// UnmanagedRoles are the roles on the primary that spec.roles does not
+	// name and Holdfast does not keep itself: Holdfast leaves them alone.
+	// The first 256 by name, so that a server with thousands of roles
+	// does not swell the status.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	UnmanagedRoles []string `json:"unmanagedRoles,omitempty"`
+
+	// Databases says, for each database of spec.databases, whether it is
+	// as declared.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Databases []DatabaseStatus `json:"databases,omitempty"`
 }
 
 // PostgresCluster is a PostgreSQL cluster: one primary and streaming replicas

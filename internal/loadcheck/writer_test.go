@@ -3,48 +3,18 @@ package loadcheck
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"holdfast.dev/holdfast/internal/testutil"
 )
 
-// pgServer is a throwaway postgres-15.
-type pgServer struct {
-	t     *testing.T
-	runAs *syscall.Credential
-	data  string
-	port  int
-}
-
-func (s *pgServer) run(name string, args ...string) {
-	s.t.Helper()
-	cmd := exec.Command(filepath.Join(testutil.PostgresBinDir, name), args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.runAs}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		s.t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-}
-
-func (s *pgServer) start() {
-	s.run("pg_ctl", "start", "-w", "-D", s.data, "-l", s.data+".log",
-		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1", s.port, filepath.Dir(s.data)))
-}
-
 func TestWriterAgainstPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real postgres server")
 	}
-	runAs, base := testutil.PostgresHost(t)
-	s := &pgServer{t: t, runAs: runAs, data: filepath.Join(base, "data"), port: testutil.FreePort(t)}
-	s.run("initdb", "-D", s.data, "-U", "postgres", "--auth=trust")
-	s.start()
-	t.Cleanup(func() { s.run("pg_ctl", "stop", "-m", "immediate", "-D", s.data) })
-
-	conn := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", s.port)
+	s := testutil.NewPostgres(t, "--auth=trust")
+	conn := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", s.Port)
 	w := &Writer{ConnString: conn, Interval: time.Millisecond}
 	ctx := context.Background()
 	if err := w.Setup(ctx); err != nil {
@@ -59,10 +29,10 @@ func TestWriterAgainstPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A crash: the writer records failures, reconnects, and goes on.
-	s.run("pg_ctl", "stop", "-m", "immediate", "-D", s.data)
+	s.Stop()
 	crash := time.Now()
 	time.Sleep(200 * time.Millisecond)
-	s.start()
+	s.Start()
 	if _, err := w.WaitAck(timeoutCtx(t, 10*time.Second), crash, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +45,7 @@ func TestWriterAgainstPostgres(t *testing.T) {
 	if len(h.Failures) == 0 {
 		t.Error("no failure recorded across a crash")
 	}
-	if first.Server != fmt.Sprintf("127.0.0.1:%d", s.port) || first.Timeline != 1 || first.LSN == 0 {
+	if first.Server != fmt.Sprintf("127.0.0.1:%d", s.Port) || first.Timeline != 1 || first.LSN == 0 {
 		t.Errorf("first ack: %+v", first)
 	}
 	final, err := ReadFinal(ctx, conn, "loadcheck")

@@ -32,6 +32,7 @@ import (
 	"holdfast.dev/holdfast/internal/controller/certificates"
 	"holdfast.dev/holdfast/internal/controller/instances"
 	"holdfast.dev/holdfast/internal/controller/postgrescluster"
+	"holdfast.dev/holdfast/internal/controller/roles"
 	"holdfast.dev/holdfast/internal/decodeguard"
 	"holdfast.dev/holdfast/internal/resources"
 )
@@ -141,6 +142,10 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		Options: opts.Resources, FieldOwner: postgrescluster.FieldOwner}
 	if err := sr.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the BackupSchedule controller: %w", err)
+	}
+	rr := &roles.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("holdfast-operator")}
+	if err := rr.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the roles controller: %w", err)
 	}
 	return mgr, nil
 }

@@ -69,7 +69,9 @@ func Start(opts Options) (*ControlPlane, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("starting etcd and kube-apiserver from %s: %w", opts.BinDir, err)
+		// Start fails after etcd and kube-apiserver run when the CRDs are
+		// refused: stop them, or they outlive the test.
+		return nil, errors.Join(fmt.Errorf("starting etcd and kube-apiserver from %s: %w", opts.BinDir, err), env.Stop())
 	}
 	cp := &ControlPlane{Config: cfg, env: env}
 

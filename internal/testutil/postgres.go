@@ -1,7 +1,9 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -54,4 +56,68 @@ func Own(t testing.TB, path string, mode os.FileMode, owner *syscall.Credential)
 			t.Fatal(err)
 		}
 	}
+}
+
+// Postgres is a throwaway postgres-15 server on 127.0.0.1 for a test.
+type Postgres struct {
+	t     testing.TB
+	runAs *syscall.Credential
+	// Data is its data directory; Port its TCP port on 127.0.0.1.
+	Data string
+	Port int
+}
+
+// NewPostgres runs initdb with extra arguments (--auth=trust, a
+// --pwfile, ...) into a new folder and starts the server; it is stopped
+// when the test ends.
+func NewPostgres(t testing.TB, initdbArgs ...string) *Postgres {
+	t.Helper()
+	runAs, base := PostgresHost(t)
+	return newPostgres(t, runAs, base, initdbArgs...)
+}
+
+// NewPasswordPostgres is a NewPostgres whose superuser, postgres, has
+// password and, as on an instance, must give it over TCP (SCRAM); the
+// socket trusts.
+func NewPasswordPostgres(t testing.TB, password string, initdbArgs ...string) *Postgres {
+	t.Helper()
+	runAs, base := PostgresHost(t)
+	// In base, not t.TempDir(): initdb, run as postgres, must read it.
+	pwfile := filepath.Join(base, "pw")
+	if err := os.WriteFile(pwfile, []byte(password+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return newPostgres(t, runAs, base, append([]string{"--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=" + pwfile}, initdbArgs...)...)
+}
+
+func newPostgres(t testing.TB, runAs *syscall.Credential, base string, initdbArgs ...string) *Postgres {
+	t.Helper()
+	s := &Postgres{t: t, runAs: runAs, Data: filepath.Join(base, "data"), Port: FreePort(t)}
+	s.Run("initdb", append([]string{"-D", s.Data, "-U", "postgres"}, initdbArgs...)...)
+	s.Start()
+	t.Cleanup(func() { s.Run("pg_ctl", "stop", "-m", "immediate", "-D", s.Data) })
+	return s
+}
+
+// Run runs one of postgres's programs as the user postgres runs as.
+func (s *Postgres) Run(name string, args ...string) {
+	s.t.Helper()
+	cmd := exec.Command(filepath.Join(PostgresBinDir, name), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.runAs}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+// Start starts the server, and waits until it takes connections.
+func (s *Postgres) Start() {
+	s.t.Helper()
+	s.Run("pg_ctl", "start", "-w", "-D", s.Data, "-l", s.Data+".log",
+		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1", s.Port, filepath.Dir(s.Data)))
+}
+
+// Stop stops the server at once, as a crash would.
+func (s *Postgres) Stop() {
+	s.t.Helper()
+	s.Run("pg_ctl", "stop", "-m", "immediate", "-D", s.Data)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,11 +26,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+	"holdfast.dev/holdfast/internal/controller/roles"
 	"holdfast.dev/holdfast/internal/credentials"
 	"holdfast.dev/holdfast/internal/operator"
 	"holdfast.dev/holdfast/internal/pki"
+	"holdfast.dev/holdfast/internal/testutil"
 )
 
 const settle = 30 * time.Second
@@ -439,7 +441,8 @@ func wantEvent(ctx context.Context, ns, regarding, reason, note string) error {
 }
 
 // checkNoWrites reconciles an unchanged cluster through a client that counts
-// every write, and fails if any reconcile writes. The cluster first gets the
+// every write, with each controller that reconciles clusters, and fails if
+// any reconcile writes. The cluster first gets the
 // chance to settle, which is what the operator running beside it is for; a
 // reconciler that always finds something to change never settles.
 func checkNoWrites(t *testing.T, ns, name string) {
@@ -482,16 +485,22 @@ func checkNoWrites(t *testing.T, ns, name string) {
 			return c.SubResource(sub).Patch(ctx, o, p, opts...)
 		},
 	})
-	recorder := &noteRecorder{}
-	r := operator.NewReconciler(c, recorder, opOpts)
+	recorder := &testutil.Notes{}
+	// Every controller that reconciles a PostgresCluster.
+	reconcilers := []reconcile.Reconciler{
+		operator.NewReconciler(c, recorder, opOpts),
+		&roles.Reconciler{Client: c, APIReader: c, Recorder: recorder},
+	}
 	req := ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}
 	reconcile := func(ctx context.Context) error {
 		writes.Store(0)
-		if _, err := r.Reconcile(ctx, req); err != nil {
-			return err
-		}
-		if n := writes.Load(); n > 0 {
-			return fmt.Errorf("%d writes, the last %v; events %q", n, last.Load(), recorder.take())
+		for _, r := range reconcilers {
+			if _, err := r.Reconcile(ctx, req); err != nil {
+				return fmt.Errorf("%T: %w", r, err)
+			}
+			if n := writes.Load(); n > 0 {
+				return fmt.Errorf("%T: %d writes, the last %v; events %q", r, n, last.Load(), recorder.Take())
+			}
 		}
 		return nil
 	}
@@ -501,29 +510,9 @@ func checkNoWrites(t *testing.T, ns, name string) {
 			t.Fatalf("reconcile %d of an unchanged cluster: %v", i+1, err)
 		}
 	}
-	if notes := recorder.take(); len(notes) > 0 {
+	if notes := recorder.Take(); len(notes) > 0 {
 		t.Errorf("a no-op reconcile recorded events: %q", notes)
 	}
-}
-
-// noteRecorder keeps the notes of the events a reconciler records.
-type noteRecorder struct {
-	mu    sync.Mutex
-	notes []string
-}
-
-func (r *noteRecorder) Eventf(_, _ runtime.Object, eventtype, reason, _, note string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.notes = append(r.notes, eventtype+" "+reason+": "+fmt.Sprintf(note, args...))
-}
-
-func (r *noteRecorder) take() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := r.notes
-	r.notes = nil
-	return n
 }
 
 func TestSpecRefusedLeavesNothingHalfApplied(t *testing.T) {

@@ -49,10 +49,11 @@ var (
 	// other failover defaults, postgresVersion.
 	integerValues = []any{int64(0), int64(1), int64(-1), int64(3), int64(6), int64(15), int64(2147483647),
 		int64(2147483648), int64(-2147483649), int64(9007199254740993), 1.0, 1e3}
-	// The last three fit patterned fields: an S3 endpoint, a cron
-	// schedule, an LSN.
+	// The last four fit patterned fields: an S3 endpoint, a cron
+	// schedule, an LSN, and a role's name other than "a" (which the
+	// fixture declares, so it cannot be the bootstrap owner).
 	stringValues = []any{"30d", "168h", "1h30m", "2026-12-02T15:58:47Z", "a", "1Gi",
-		"https://s3.example.com", "0 * * * *", "0/3000060"}
+		"https://s3.example.com", "0 * * * *", "0/3000060", "b_1"}
 )
 
 // exempt are leaves of Kubernetes' own types whose admitted values their
@@ -83,6 +84,13 @@ func TestEveryAdmittedValueDecodes(t *testing.T) {
 			"backup": map[string]any{"repository": map[string]any{"s3": map[string]any{
 				"endpoint": "https://s3.example.com", "bucket": "holdfast", "credentialsSecret": "s3"}}},
 			"bootstrap": map[string]any{"restore": map[string]any{"backup": map[string]any{"name": "b"}}},
+			// A role that may have a password and memberships, and one
+			// that may own a database, tried as "a".
+			"roles": []any{
+				map[string]any{"name": "r", "login": true, "passwordSecret": map[string]any{"name": "pw"}, "inRoles": []any{"pg_monitor"}},
+				map[string]any{"name": "a"},
+			},
+			"databases": []any{map[string]any{"name": "shop", "owner": "postgres"}},
 		}},
 		"Backup":         {"spec": map[string]any{"cluster": map[string]any{"name": "demo"}}},
 		"BackupSchedule": {"spec": map[string]any{"cluster": map[string]any{"name": "demo"}, "schedule": "0 * * * *"}},

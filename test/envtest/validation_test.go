@@ -3,13 +3,17 @@ package envtest
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"holdfast.dev/holdfast/internal/postgres"
+	"holdfast.dev/holdfast/internal/testutil"
 )
 
 // goodCluster is a minimal valid PostgresCluster as a user would write it.
@@ -46,6 +50,23 @@ func wantRejected(t *testing.T, err error, want ...string) {
 			t.Errorf("rejection %q does not say %q", err.Error(), w)
 		}
 	}
+}
+
+// withRoles and withDatabases set spec.roles and spec.databases.
+func withRoles(rs ...map[string]any) func(u *unstructured.Unstructured) {
+	return func(u *unstructured.Unstructured) { set(u, anySlice(rs), "spec", "roles") }
+}
+
+func withDatabases(ds ...map[string]any) func(u *unstructured.Unstructured) {
+	return func(u *unstructured.Unstructured) { set(u, anySlice(ds), "spec", "databases") }
+}
+
+func anySlice(ms []map[string]any) []any {
+	out := make([]any, len(ms))
+	for i, m := range ms {
+		out[i] = m
+	}
+	return out
 }
 
 func TestAdmissionRejectsBadSpecs(t *testing.T) {
@@ -104,6 +125,66 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 			[]string{"spec.bootstrap.initdb.owner cannot be public", "reserved words for roles"}},
 		{"owner session_user", func(u *unstructured.Unstructured) { set(u, "session_user", "spec", "bootstrap", "initdb", "owner") },
 			[]string{"spec.bootstrap.initdb.owner cannot be session_user"}},
+		{"reserved role postgres", withRoles(map[string]any{"name": "postgres"}),
+			[]string{"spec.roles: postgres cannot be declared: postgres, streaming_replica and names starting with pg_ belong"}},
+		{"reserved role streaming_replica", withRoles(map[string]any{"name": "streaming_replica"}),
+			[]string{"spec.roles: streaming_replica cannot be declared"}},
+		{"role named like the server's own", withRoles(map[string]any{"name": "pg_signal_backend"}),
+			[]string{"spec.roles: pg_signal_backend cannot be declared"}},
+		{"role public", withRoles(map[string]any{"name": "public"}),
+			[]string{"spec.roles: public cannot be declared", "reserved words for roles"}},
+		{"the bootstrap owner as a declared role", withRoles(map[string]any{"name": "app", "login": true}),
+			[]string{"spec.roles cannot declare app: it is the bootstrap owner (spec.bootstrap.initdb.owner)"}},
+		{"another bootstrap owner as a declared role", func(u *unstructured.Unstructured) {
+			set(u, "shop", "spec", "bootstrap", "initdb", "owner")
+			withRoles(map[string]any{"name": "shop"})(u)
+		}, []string{"spec.roles cannot declare shop: it is the bootstrap owner"}},
+		{"two roles of one name", withRoles(map[string]any{"name": "reader"}, map[string]any{"name": "reader", "login": true}),
+			[]string{"spec.roles[1]", "Duplicate value", "reader"}},
+		{"an absent role with attributes", withRoles(map[string]any{"name": "gone", "ensure": "absent", "login": true}),
+			[]string{"a role with ensure: absent is dropped: give it no other field than name"}},
+		{"an absent role with memberships", withRoles(map[string]any{"name": "gone", "ensure": "absent", "inRoles": []any{"pg_monitor"}}),
+			[]string{"a role with ensure: absent is dropped"}},
+		{"an absent role with a connection limit", withRoles(map[string]any{"name": "gone", "ensure": "absent", "connectionLimit": int64(3)}),
+			[]string{"a role with ensure: absent is dropped"}},
+		{"an unknown ensure", withRoles(map[string]any{"name": "r", "ensure": "gone"}),
+			[]string{"spec.roles[0].ensure", `supported values: "present", "absent"`}},
+		{"a role in itself", withRoles(map[string]any{"name": "loop", "inRoles": []any{"pg_monitor", "loop"}}),
+			[]string{"a role cannot be a member of itself"}},
+		{"a password for a role that cannot log in", withRoles(map[string]any{"name": "group", "passwordSecret": map[string]any{"name": "pw"}}),
+			[]string{"a password is only used to log in: set login: true or remove passwordSecret"}},
+		{"a superuser that cannot log in, with a password", withRoles(map[string]any{"name": "boss", "superuser": true, "login": false,
+			"passwordSecret": map[string]any{"name": "pw"}}), []string{"a password is only used to log in"}},
+		{"replication without login", withRoles(map[string]any{"name": "repl", "replication": true}),
+			[]string{"a replication role must log in to stream"}},
+		{"role name with upper case", withRoles(map[string]any{"name": "Reader"}),
+			[]string{"spec.roles[0].name", "should match"}},
+		{"role name past 63 characters", withRoles(map[string]any{"name": strings.Repeat("r", 64)}),
+			[]string{"spec.roles[0].name", "Too long: may not be more than 63"}},
+		{"membership in a badly named role", withRoles(map[string]any{"name": "r", "inRoles": []any{"Bad Role"}}),
+			[]string{"spec.roles[0].inRoles[0]", "should match"}},
+		{"a connection limit below -1", withRoles(map[string]any{"name": "r", "connectionLimit": int64(-2)}),
+			[]string{"spec.roles[0].connectionLimit", "greater than or equal to -1"}},
+		{"a validUntil that is not a time", withRoles(map[string]any{"name": "r", "login": true, "validUntil": "next year"}),
+			[]string{"spec.roles[0].validUntil"}},
+		{"reserved database template1", withDatabases(map[string]any{"name": "template1", "owner": "postgres"}),
+			[]string{"spec.databases: postgres, template0 and template1 belong to the server"}},
+		{"the bootstrap database as a declared one", withDatabases(map[string]any{"name": "app", "owner": "postgres"}),
+			[]string{"spec.databases cannot declare app: it is the bootstrap database"}},
+		{"two databases of one name", withDatabases(map[string]any{"name": "shop", "owner": "postgres"}, map[string]any{"name": "shop", "owner": "app"}),
+			[]string{"spec.databases[1]", "Duplicate value", "shop"}},
+		{"a database owned by an undeclared role", withDatabases(map[string]any{"name": "shop", "owner": "nobody"}),
+			[]string{"spec.databases: a database's owner must be a role of spec.roles with ensure: present, the bootstrap owner, or postgres"}},
+		{"a database owned by a role being dropped", func(u *unstructured.Unstructured) {
+			withRoles(map[string]any{"name": "old", "ensure": "absent"})(u)
+			withDatabases(map[string]any{"name": "shop", "owner": "old"})(u)
+		}, []string{"spec.databases: a database's owner must be a role of spec.roles with ensure: present"}},
+		{"a database without an owner", withDatabases(map[string]any{"name": "shop"}),
+			[]string{"a database with ensure: present needs an owner"}},
+		{"an extension with a space", withDatabases(map[string]any{"name": "shop", "owner": "postgres", "extensions": []any{"pg crypto"}}),
+			[]string{"spec.databases[0].extensions[0]", "should match"}},
+		{"an unknown reclaim policy", withDatabases(map[string]any{"name": "shop", "ensure": "absent", "reclaimPolicy": "Delete"}),
+			[]string{"spec.databases[0].reclaimPolicy", `supported values: "retain", "delete"`}},
 		{"name too long for its Services", func(u *unstructured.Unstructured) { u.SetName(strings.Repeat("a", 48)) },
 			[]string{"metadata.name must be at most 47 characters"}},
 		{"name starting with a digit", func(u *unstructured.Unstructured) { u.SetName("1abc") },
@@ -193,4 +274,64 @@ func TestAdmissionRejectsBadChanges(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRolesAndDatabasesAdmitted: the examples of docs/roles.md are
+// admitted as written, and so are the forms admission must not refuse.
+func TestRolesAndDatabasesAdmitted(t *testing.T) {
+	ns := newNamespace(t)
+	doc := filepath.Join(repoDir, "docs", "roles.md")
+	var u unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(testutil.DocBlock(t, doc, "cluster")), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	u.SetNamespace(ns)
+	if err := createStrict(t.Context(), &u); err != nil {
+		t.Fatalf("docs/roles.md's cluster: %v", err)
+	}
+	var changed unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(testutil.DocBlock(t, doc, "cluster-changed")), &changed.Object); err != nil {
+		t.Fatal(err)
+	}
+	changed.SetNamespace(ns)
+	// As kubectl apply would, over whatever status the operator wrote meanwhile.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(&u), &u); err != nil {
+			return err
+		}
+		changed.SetResourceVersion(u.GetResourceVersion())
+		return k8s.Update(t.Context(), &changed, client.FieldValidation("Strict"))
+	}); err != nil {
+		t.Fatalf("docs/roles.md's changed cluster: %v", err)
+	}
+	for name, want := range map[string]any{"ensure": "present", "connectionLimit": int64(-1)} {
+		rs, _, _ := unstructured.NestedSlice(changed.Object, "spec", "roles")
+		if got := rs[0].(map[string]any)[name]; got != want {
+			t.Errorf("spec.roles[0].%s defaulted to %v, want %v", name, got, want)
+		}
+	}
+	ds, _, _ := unstructured.NestedSlice(changed.Object, "spec", "databases")
+	if got := ds[2].(map[string]any)["reclaimPolicy"]; got != "retain" {
+		t.Errorf("spec.databases[2].reclaimPolicy defaulted to %v, want retain", got)
+	}
+
+	others := goodCluster("others")
+	others.SetNamespace(ns)
+	set(others, "shop_admin", "spec", "bootstrap", "initdb", "owner")
+	withRoles(
+		// Postgres allows a superuser that cannot log in: members reach it with SET ROLE.
+		map[string]any{"name": "breakglass", "superuser": true},
+		map[string]any{"name": "app", "login": true}, // not the bootstrap owner here
+		map[string]any{"name": "monitor", "login": true, "inRoles": []any{"pg_monitor"}, "validUntil": "2030-01-01T00:00:00.5+01:00"},
+		map[string]any{"name": "gone", "ensure": "absent"},
+	)(others)
+	withDatabases(
+		map[string]any{"name": "a", "owner": "postgres", "extensions": []any{"uuid-ossp", "pg_stat_statements"}},
+		map[string]any{"name": "b", "owner": "shop_admin"},
+		map[string]any{"name": "c", "owner": "app", "encoding": "LATIN1", "locale": "en_US.UTF-8"},
+		map[string]any{"name": "d", "ensure": "absent", "reclaimPolicy": "delete"},
+	)(others)
+	if err := createStrict(t.Context(), others); err != nil {
+		t.Fatalf("a valid mix of roles and databases: %v", err)
+	}
 }

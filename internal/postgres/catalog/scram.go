@@ -1,0 +1,63 @@
+package catalog
+
+import (
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+)
+
+// scramIterations is postgres's default scram_iterations.
+const scramIterations = 4096
+
+// passwordLiteral is what follows PASSWORD in CREATE or ALTER ROLE: a
+// SCRAM-SHA-256 verifier, which postgres stores as given, so that the
+// password itself never reaches the server nor its statement log. Postgres
+// normalises a password with SASLprep before hashing it, which leaves an
+// ASCII password as it is; any other goes as a literal for postgres to
+// normalise and hash itself.
+func passwordLiteral(password string) (string, error) {
+	if !isASCII(password) {
+		return literal(password), nil
+	}
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("reading a salt for the password: %w", err)
+	}
+	v, err := scramVerifier(password, salt, scramIterations)
+	if err != nil {
+		return "", err
+	}
+	return literal(v), nil
+}
+
+// scramVerifier is the verifier postgres keeps in pg_authid.rolpassword
+// (RFC 5802, RFC 7677): SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>.
+func scramVerifier(password string, salt []byte, iterations int) (string, error) {
+	salted, err := pbkdf2.Key(sha256.New, password, salt, iterations, sha256.Size)
+	if err != nil {
+		return "", fmt.Errorf("deriving the password's key: %w", err)
+	}
+	clientKey := hmacSHA256(salted, "Client Key")
+	storedKey := sha256.Sum256(clientKey)
+	serverKey := hmacSHA256(salted, "Server Key")
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(storedKey[:]), b64(serverKey)), nil
+}
+
+func hmacSHA256(key []byte, msg string) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte(msg))
+	return h.Sum(nil)
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
