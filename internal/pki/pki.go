@@ -10,6 +10,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -258,4 +259,22 @@ func WriteLeaf(dir, name string, l *Leaf) error {
 		os.WriteFile(filepath.Join(dir, name+".crt"), CertPEM(l.Cert), 0o644),
 		os.WriteFile(filepath.Join(dir, name+".key"), key, 0o600),
 	)
+}
+
+// VerifyChain verifies that the peer's certificate chains to roots for
+// usage.
+func VerifyChain(roots *x509.CertPool, usage x509.ExtKeyUsage) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the peer presented no certificate")
+		}
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			return fmt.Errorf("the peer's certificate does not chain to the CA: %w", err)
+		}
+		return nil
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/controller/certificates"
+	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/postgres/catalog"
 	"holdfast.dev/holdfast/internal/resources"
@@ -44,7 +45,7 @@ func (r *Reconciler) primary(ctx context.Context, c *holdfastv1.PostgresCluster)
 			message: "pod " + name + " is not serving as the primary yet"}
 	}
 
-	roots, err := r.clusterCA(ctx, c)
+	roots, err := r.serverCA(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -62,9 +63,15 @@ func (r *Reconciler) primary(ctx context.Context, c *holdfastv1.PostgresCluster)
 		return nil, fmt.Errorf("building the connection to %s: %w", name, err)
 	}
 	cfg.User, cfg.Password = user, password
-	// Dialled by address, verified by name: the server certificate holds
-	// each pod's name under the headless Service.
+	// Dialled by address, verified by name: the server certificate the
+	// operator issues holds each pod's name under the headless Service.
 	cfg.TLSConfig = &tls.Config{RootCAs: roots, ServerName: podDNSName(c, name), MinVersion: tls.VersionTLS12}
+	if spec := c.Spec.Certificates; spec != nil && spec.ServerTLSSecret != "" {
+		// The user's certificate need name only the Services: its chain
+		// to the user's CA, which the operator checked, is verified.
+		cfg.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, //nolint:gosec // VerifyConnection verifies the chain
+			VerifyConnection: pki.VerifyChain(roots, x509.ExtKeyUsageServerAuth)}
+	}
 	cfg.Fallbacks = nil
 	return func(ctx context.Context, database string) (*pgx.Conn, error) {
 		cc := cfg.Copy()
@@ -87,16 +94,17 @@ func podDNSName(c *holdfastv1.PostgresCluster, pod string) string {
 	return pod + "." + resources.ServiceHeadlessName(c) + "." + c.Namespace + ".svc.cluster.local"
 }
 
-// clusterCA is the certificate authority the operator keeps for the
-// cluster: its own Secret, not the published ConfigMap, which more
+// serverCA is the certificate authority the server certificate chains
+// to, from the Secret the operator keeps for the pods (the cluster's CA,
+// or the user's once checked): not the published ConfigMap, which more
 // people may write to, and which could then send the superuser's
 // password to a server of their choosing.
-func (r *Reconciler) clusterCA(ctx context.Context, c *holdfastv1.PostgresCluster) (*x509.CertPool, error) {
-	name := resources.SecretCAName(c)
+func (r *Reconciler) serverCA(ctx context.Context, c *holdfastv1.PostgresCluster) (*x509.CertPool, error) {
+	name := resources.SecretServerTLSName(c)
 	var s corev1.Secret
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, &s); err != nil {
 		return nil, &notReadyError{reason: ReasonCredentialsMissing,
-			message: fmt.Sprintf("the cluster's CA (Secret %s) cannot be read, so the primary cannot be verified: %v", name, err)}
+			message: fmt.Sprintf("the server certificate's CA (Secret %s) cannot be read, so the primary cannot be verified: %v", name, err)}
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(s.Data[certificates.KeyCACert]) {

@@ -272,10 +272,11 @@ func TestReconcileAgainstPostgres(t *testing.T) {
 	})
 }
 
-// TestPrimaryVerifiedByTheClusterCA: a server whose certificate another CA
-// signed is not trusted with the superuser's password; the failure is
-// reported from the third try in a row.
-func TestPrimaryVerifiedByTheClusterCA(t *testing.T) {
+// TestPrimaryVerifiedByTheServerCA: a server whose certificate another CA
+// signed than the one the operator keeps for the pods is not trusted with
+// the superuser's password; the failure is reported from the third try in
+// a row.
+func TestPrimaryVerifiedByTheServerCA(t *testing.T) {
 	pw := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "reader-pw", Namespace: "db"},
 		Data: map[string][]byte{"password": []byte("first")}}
 	f := newFixture(t, testCluster(), pw)
@@ -284,7 +285,7 @@ func TestPrimaryVerifiedByTheClusterCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ca corev1.Secret
-	if err := f.client.Get(t.Context(), client.ObjectKey{Namespace: "db", Name: "demo-ca"}, &ca); err != nil {
+	if err := f.client.Get(t.Context(), client.ObjectKey{Namespace: "db", Name: "demo-server-tls"}, &ca); err != nil {
 		t.Fatal(err)
 	}
 	ca.Data[certificates.KeyCACert] = pki.CertPEM(other.Cert)

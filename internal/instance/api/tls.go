@@ -3,8 +3,8 @@ package api
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"fmt"
+
+	"holdfast.dev/holdfast/internal/pki"
 )
 
 // ClientTLS is how a caller reaches instance APIs: presenting cert, and
@@ -18,24 +18,6 @@ func ClientTLS(cert tls.Certificate, serverCA *x509.CertPool) *tls.Config {
 		Certificates: []tls.Certificate{cert},
 		// The chain is verified below, without a name to match.
 		InsecureSkipVerify: true, //nolint:gosec // VerifyConnection verifies the chain
-		VerifyConnection:   VerifyChain(serverCA, x509.ExtKeyUsageServerAuth),
-	}
-}
-
-// VerifyChain verifies that the peer's certificate chains to roots for
-// usage.
-func VerifyChain(roots *x509.CertPool, usage x509.ExtKeyUsage) func(tls.ConnectionState) error {
-	return func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return errors.New("the peer presented no certificate")
-		}
-		inter := x509.NewCertPool()
-		for _, c := range cs.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
-		if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-			return fmt.Errorf("the peer's certificate does not chain to the cluster's CA: %w", err)
-		}
-		return nil
+		VerifyConnection:   pki.VerifyChain(serverCA, x509.ExtKeyUsageServerAuth),
 	}
 }
