@@ -523,6 +523,9 @@ func targetBehind(views []view, old, target string, epoch int64) string {
 	if err != nil {
 		return ""
 	}
+	if t != nil && t.Report != nil && t.Report.Role == postgres.Primary {
+		return "" // promoted already, once it had them all
+	}
 	received := "nothing"
 	if t != nil && t.Report != nil && t.Report.Postgres != nil && t.Report.Postgres.ReceivedLSN != "" {
 		received = t.Report.Postgres.ReceivedLSN

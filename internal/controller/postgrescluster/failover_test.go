@@ -293,6 +293,13 @@ func TestSwitchover(t *testing.T) {
 		if p := decide(c, views, now, 0, ""); p.Desired["demo-1"].Role != postgres.Primary {
 			t.Errorf("demo-1 has received all demo-0 wrote, yet is told %+v", p.Desired["demo-1"])
 		}
+		// Promoted, it reports no received position: it stays the primary.
+		promoted := reportOf(postgres.Primary, true)
+		promoted.Desired.Epoch = 2
+		views[1] = view{Pod: runningPod("demo-1", "10.0.0.6", "replica"), Report: promoted}
+		if p := decide(c, views, now, 0, ""); p.Desired["demo-1"].Role != postgres.Primary || p.CurrentPrimary != "demo-1" {
+			t.Errorf("once promoted, demo-1 is told %+v, current primary %q", p.Desired["demo-1"], p.CurrentPrimary)
+		}
 	})
 
 	t.Run("the instance being promoted keeps its replica label until it takes the primary one", func(t *testing.T) {
