@@ -300,8 +300,12 @@ func TestOperatorAndPrimaryKilledTogetherInSandbox(t *testing.T) {
 	}
 	t.Logf("operator leader %s and primary %s killed together: the standby %s promoted %s; first write through pg-rw %s after the fault",
 		leader, old, successor, promoted, firstAck.Round(time.Millisecond))
-	if firstAck > 5*time.Second {
-		t.Errorf("writes resumed %s after the operator and the primary were killed, want within 5s", firstAck.Round(time.Millisecond))
+	// How soon is the benchmark's to say (operator-and-primary-kill, 3.8 s
+	// median); this bound tells a failover the standby operator carried
+	// out from one that waited for the dead pods to come back (10 s and
+	// more), with room for a machine that runs other tests beside it.
+	if firstAck > 8*time.Second {
+		t.Errorf("writes resumed %s after the operator and the primary were killed, want within 8s", firstAck.Round(time.Millisecond))
 	}
 	w.waitAcks(t, 20)
 	e.checkAcks(t, promoted, old, w)
