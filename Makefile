@@ -19,14 +19,18 @@ k8s-bin: ## Build (or reuse) the pinned control-plane binaries
 deps: ## Install the Debian packages the tests need, when missing
 	hack/install-deps.sh
 
-manifests: ## Regenerate CRDs, RBAC and deepcopy code with controller-gen
+# Everything make manifests writes; verify-generated checks it is committed.
+GENERATED := api config dist
+
+manifests: ## Regenerate CRDs, RBAC and deepcopy code with controller-gen; write dist/install.yaml
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd rbac:roleName=holdfast-operator paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	go run ./hack/install-manifest -o dist/install.yaml
 
 verify-generated: manifests ## Fail when committed generated code is stale
-	@git diff --exit-code -- api config || { echo "generated code is stale: run 'make manifests' and commit" >&2; exit 1; }
-	@test -z "$$(git status --porcelain -- api config)" || { git status --porcelain -- api config; echo "make manifests made new files: commit them" >&2; exit 1; }
+	@git diff --exit-code -- $(GENERATED) || { echo "generated code is stale: run 'make manifests' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || { git status --porcelain -- $(GENERATED); echo "make manifests made new files: commit them" >&2; exit 1; }
 
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
