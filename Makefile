@@ -20,12 +20,15 @@ deps: ## Install the Debian packages the tests need, when missing
 	hack/install-deps.sh
 
 # Everything make manifests writes; verify-generated checks it is committed.
-GENERATED := api config dist
+GENERATED := api config charts dist
 
-manifests: ## Regenerate CRDs, RBAC and deepcopy code with controller-gen; write dist/install.yaml
+manifests: ## Regenerate CRDs, RBAC and deepcopy code with controller-gen; copy CRDs and RBAC rules into the chart; write dist/install.yaml
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd rbac:roleName=holdfast-operator paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	rm -f charts/holdfast/crds/*.yaml
+	cp config/crd/bases/*.yaml charts/holdfast/crds/
+	cp config/rbac/role.yaml charts/holdfast/files/role.yaml
 	go run ./hack/install-manifest -o dist/install.yaml
 
 verify-generated: manifests ## Fail when committed generated code is stale
