@@ -14,7 +14,7 @@ import (
 
 // Header opens the file: it says where it comes from and how to remake it.
 const Header = `# Holdfast: CRDs, RBAC and the operator Deployment in holdfast-system.
-#   kubectl apply --server-side -f dist/install.yaml
+#   kubectl apply -f dist/install.yaml        (or kubectl apply --server-side -f)
 # Generated from config/default by 'make manifests' (go run ./hack/install-manifest); do not edit.
 `
 
