@@ -68,6 +68,7 @@ func HoldfastImage(in HoldfastInput) (v1.Image, error) {
 	}, v1.Config{
 		User:       user,
 		Entrypoint: []string{"/holdfast"},
+		// PATH=/ lets `kubectl exec ... holdfast` find the binary by name.
 		Env:        []string{"PATH=/", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"},
 		WorkingDir: "/",
 		Labels: map[string]string{

@@ -3,7 +3,6 @@ package images
 import (
 	"archive/tar"
 	"bytes"
-	"io"
 	"testing"
 	"time"
 )
@@ -58,16 +57,9 @@ func TestNormalizeTar(t *testing.T) {
 		}
 	}
 
-	tr := tar.NewReader(bytes.NewReader(a))
 	var names []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range readTar(t, bytes.NewReader(a)) {
+		h := e.Header
 		names = append(names, h.Name)
 		if !h.ModTime.Equal(epoch) {
 			t.Errorf("%s: mtime %v, want %v", h.Name, h.ModTime, epoch)
@@ -86,8 +78,8 @@ func TestNormalizeTar(t *testing.T) {
 				t.Errorf("owner %d:%d, want 100:102", h.Uid, h.Gid)
 			}
 		case "etc/passwd":
-			if b, _ := io.ReadAll(tr); string(b) != "hello" {
-				t.Errorf("content %q", b)
+			if e.data != "hello" {
+				t.Errorf("content %q", e.data)
 			}
 		}
 	}

@@ -43,3 +43,20 @@ func WriteLayout(dir string, imgs []Named) error {
 	}
 	return nil
 }
+
+// CacheDir is where images are built and kept:
+// ${HOLDFAST_CACHE:-${XDG_CACHE_HOME:-~/.cache}/holdfast}/images, beside
+// the control-plane binaries hack/build-k8s.sh keeps in .../holdfast/bin.
+func CacheDir() string {
+	if c := os.Getenv("HOLDFAST_CACHE"); c != "" {
+		return filepath.Join(c, "images")
+	}
+	if c := os.Getenv("XDG_CACHE_HOME"); c != "" {
+		return filepath.Join(c, "holdfast", "images")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "holdfast", "images")
+	}
+	return filepath.Join(home, ".cache", "holdfast", "images")
+}
