@@ -6,12 +6,18 @@ SHELL := /usr/bin/env bash -o pipefail
 
 CONTROLLER_GEN := go tool controller-gen
 
-.PHONY: all build test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin deps clean
+.PHONY: all build images test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin deps clean
 
 all: build
 
+# The version (VERSION) stamps the binary and tags the operator image.
+VERSION := $(shell cat VERSION)
+
 build: ## Build the holdfast binary into bin/
-	go build -o bin/holdfast ./cmd/holdfast
+	go build -ldflags "-X holdfast.dev/holdfast/internal/cli.Version=$(VERSION)" -o bin/holdfast ./cmd/holdfast
+
+images: deps ## Build the OCI images (operator, postgres-15) reproducibly into a layout in the build cache; print it and the digests
+	go run ./hack/images
 
 k8s-bin: ## Build (or reuse) the pinned control-plane binaries
 	hack/build-k8s.sh >/dev/null

@@ -2,13 +2,14 @@
 # Installs the Debian packages the tests need, when they are missing:
 # postgresql-15 (the instance-manager tests run real servers from
 # /usr/lib/postgresql/15/bin) and pgbackrest (physical backups); iptables and conntrack for the sandbox's
-# kube-proxy. Arguments name more commands to have, as command=package
+# kube-proxy; mmdebstrap for the postgres image (make images, internal/images). Arguments name more commands to have, as command=package
 # (hack/install-bench-deps.sh passes the benchmark's).
 set -euo pipefail
 need=()
 command -v git >/dev/null || need+=(git)
 [[ -x /usr/lib/postgresql/15/bin/postgres ]] || need+=(postgresql-15)
 command -v pgbackrest >/dev/null || need+=(pgbackrest)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # root's PATH has /usr/sbin, a user's may not: look there too.
 PATH=$PATH:/usr/sbin:/sbin
 command -v iptables >/dev/null || need+=(iptables)

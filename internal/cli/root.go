@@ -8,7 +8,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
-// Version is set at build time.
+// Version is set at build time from the VERSION file (-ldflags -X, by make
+// build and make images, which tags the operator image with it); a plain go
+// build says "dev".
 var Version = "dev"
 
 // NewRoot builds the holdfast command.
