@@ -109,7 +109,7 @@ func TestValuesChangeTheOperator(t *testing.T) {
 		t.Errorf("image %q, want the tag from values", c.Image)
 	}
 	// The operator's tag alone does not move the databases' image.
-	if !slices.Contains(c.Args, "--instance-image=ghcr.io/holdfast-dev/holdfast:dev") {
+	if !slices.Contains(c.Args, "--instance-image=ghcr.io/holdfast-dev/holdfast:0.1.0-dev") {
 		t.Errorf("args %q: the instance image should stay at the chart's appVersion", c.Args)
 	}
 	if c.ImagePullPolicy != corev1.PullAlways {
@@ -133,7 +133,7 @@ func TestValuesChangeTheOperator(t *testing.T) {
 
 	c = render(t, "image.registry=registry.example.com:5000,image.repository=mirror/holdfast,instanceImage.tag=v9").
 		deployment(t, "holdfast-operator").Spec.Template.Spec.Containers[0]
-	if c.Image != "registry.example.com:5000/mirror/holdfast:dev" {
+	if c.Image != "registry.example.com:5000/mirror/holdfast:0.1.0-dev" {
 		t.Errorf("image %q from a registry and repository of our own", c.Image)
 	}
 	if !slices.Contains(c.Args, "--instance-image=registry.example.com:5000/mirror/holdfast:v9") {

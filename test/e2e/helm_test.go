@@ -18,7 +18,7 @@ import (
 const (
 	helmRelease   = "holdfast"
 	operatorNS    = "holdfast-system"
-	operatorImage = "ghcr.io/holdfast-dev/holdfast:dev"
+	operatorImage = "ghcr.io/holdfast-dev/holdfast:0.1.0-dev"
 	// Another tag of the same image: the sandbox maps every
 	// holdfast-dev/holdfast tag to the holdfast binary under test.
 	upgradedImage = "ghcr.io/holdfast-dev/holdfast:e2e-upgrade"
