@@ -48,9 +48,9 @@ func (m *Manager) ProbeHandler() http.Handler {
 // the TLS handshake; one with another name gets 403.
 func (m *Manager) APIHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+StatusPath, from(func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET "+StatusPath, from(func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(m.Report())
+		_ = json.NewEncoder(w).Encode(m.StatusReport(req.Context()))
 	}, operatorOnly...))
 	mux.HandleFunc("PUT "+DesiredPath, from(func(w http.ResponseWriter, req *http.Request) {
 		var d Desired

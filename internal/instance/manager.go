@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,6 +82,8 @@ type Manager struct {
 	// lastLoop is when the converge loop last ran, in Unix nanoseconds;
 	// the liveness probe reads it from another goroutine.
 	lastLoop atomic.Int64
+	// postgresAt is when report.Postgres was read; guarded by mu.
+	postgresAt time.Time
 }
 
 // NewManager makes a manager; Run starts it.
@@ -121,6 +124,13 @@ func (m *Manager) SetDesired(d Desired) error {
 		return fmt.Errorf("the order is for incarnation %s of the cluster; this instance belongs to %s", d.Incarnation, m.cfg.Incarnation)
 	}
 	m.mu.Lock()
+	if m.desired != nil && reflect.DeepEqual(*m.desired, d) {
+		// The operator sends its order again until the report shows it
+		// taken, which it does only once the step under way ends: a
+		// demotion is then not held up by writing the same state again.
+		m.mu.Unlock()
+		return nil
+	}
 	if cur := m.currentEpoch(); d.Epoch < cur {
 		m.mu.Unlock()
 		return fmt.Errorf("%w: epoch %d is older than %d", ErrStale, d.Epoch, cur)
@@ -192,6 +202,38 @@ func (m *Manager) Report() Report {
 	}
 	return r
 }
+
+// StatusReport is the report the operator reads, with a replica's WAL
+// positions read from postgres if the converge loop read them more than
+// positionsFresh ago. The loop reads them once a second when nothing else
+// wakes it, and a switchover's promotion waits for the target to show it
+// has received the old primary's last record: a second's staleness there
+// is a second without a primary.
+func (m *Manager) StatusReport(ctx context.Context) Report {
+	m.mu.Lock()
+	was, at := m.report.Postgres, m.postgresAt
+	m.mu.Unlock()
+	if was != nil && was.InRecovery && time.Since(at) > positionsFresh {
+		ctx, cancel := context.WithTimeout(ctx, positionsTimeout)
+		st, err := m.status(ctx)
+		cancel()
+		// A change of role is the converge loop's to report, with the rest
+		// of what goes with it.
+		if err == nil && st.InRecovery {
+			m.setReport(func(r *Report) {
+				if r.Postgres != nil && r.Postgres.InRecovery {
+					r.Postgres, m.postgresAt = &st, time.Now()
+				}
+			})
+		}
+	}
+	return m.Report()
+}
+
+const (
+	positionsFresh   = 50 * time.Millisecond
+	positionsTimeout = 300 * time.Millisecond
+)
 
 // Run converges until ctx ends, then shuts postgres down cleanly.
 func (m *Manager) Run(ctx context.Context) error {
@@ -388,7 +430,7 @@ func (m *Manager) publish(ctx context.Context, d *Desired, msg string, err error
 			r.PID = m.server.cmd.Process.Pid
 		}
 		r.Fenced = d != nil && d.Fenced
-		r.Postgres = st
+		r.Postgres, m.postgresAt = st, time.Now()
 		r.Archiving = archiving
 		r.Restarts = m.crashes
 		r.DemotedAtEpoch, r.DemotedAtLSN = m.demotedAt, m.demotedLSN
