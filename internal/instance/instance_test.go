@@ -114,6 +114,7 @@ func (h *harness) start(n *node) {
 		h.t.Fatal(err)
 	}
 	n.srv = srv
+	n.statusAddr, n.apiAddr = srv.Probes.String(), srv.API.String()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.done = cancel, make(chan error, 1)
 	go func() { n.done <- n.mgr.Run(ctx) }()

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -191,10 +190,13 @@ func TestServerTLSFollowsTheMountedCertificate(t *testing.T) {
 	h.waitFor(10*time.Second, "the primary still ready", h.ready(n, "primary"))
 }
 
-// newNode names a node and the ports it will listen on.
+// newNode names a node and its postgres port. Its manager's two servers
+// take any free port when first started (start keeps the ports they got for
+// a restart): a port found free and bound later can be taken meanwhile by
+// any connection of the packages that test beside this one.
 func (h *harness) newNode(name string) *node {
 	return &node{name: name, port: testutil.FreePort(h.t), dir: filepath.Join(h.base, name),
-		statusAddr: "127.0.0.1:" + strconv.Itoa(testutil.FreePort(h.t)), apiAddr: "127.0.0.1:" + strconv.Itoa(testutil.FreePort(h.t))}
+		statusAddr: "127.0.0.1:0", apiAddr: "127.0.0.1:0"}
 }
 
 func (n *node) apiURL() string { return "https://" + n.apiAddr }
