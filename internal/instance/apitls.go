@@ -148,8 +148,9 @@ var (
 type Servers struct {
 	Probes, API net.Addr
 	// Errs receives the error that ended either server.
-	Errs    <-chan error
-	servers []*http.Server
+	Errs      <-chan error
+	servers   []*http.Server
+	listeners []net.Listener
 }
 
 // Listen serves the probes on cfg.StatusAddr and the API on cfg.APIAddr
@@ -172,6 +173,7 @@ func (m *Manager) Listen() (*Servers, error) {
 			return nil, fmt.Errorf("listening on %s: %w", l.addr, err)
 		}
 		*l.into = ln.Addr()
+		s.listeners = append(s.listeners, ln)
 		srv := &http.Server{Handler: l.handler, TLSConfig: l.tls, ReadHeaderTimeout: 5 * time.Second}
 		s.servers = append(s.servers, srv)
 		if l.tls != nil {
@@ -190,5 +192,11 @@ func (m *Manager) Listen() (*Servers, error) {
 func (s *Servers) Close() {
 	for _, srv := range s.servers {
 		_ = srv.Close()
+	}
+	// A server closes only the listeners its Serve has taken up, and Serve
+	// runs in a goroutine that may not have started: a manager stopped
+	// right after it started kept its ports bound.
+	for _, ln := range s.listeners {
+		_ = ln.Close()
 	}
 }

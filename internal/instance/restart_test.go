@@ -116,6 +116,13 @@ type container struct {
 // it is 0).
 func (h *harness) startContainer(n *node, holdPID int) *container {
 	h.t.Helper()
+	// The manager runs in another process, which cannot tell this one the
+	// ports it bound: it is given fixed ones.
+	for _, addr := range []*string{&n.statusAddr, &n.apiAddr} {
+		if *addr == "127.0.0.1:0" {
+			*addr = "127.0.0.1:" + strconv.Itoa(testutil.FreePort(h.t))
+		}
+	}
 	cfg := h.config(n)
 	b, err := json.Marshal(cfg)
 	if err != nil {
