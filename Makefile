@@ -35,6 +35,7 @@ manifests: ## Regenerate CRDs, RBAC and deepcopy code with controller-gen; copy 
 	rm -f charts/holdfast/crds/*.yaml
 	cp config/crd/bases/*.yaml charts/holdfast/crds/
 	cp config/rbac/role.yaml charts/holdfast/files/role.yaml
+	sed -i 's/^appVersion: .*/appVersion: $(VERSION)/' charts/holdfast/Chart.yaml
 	go run ./hack/install-manifest -o dist/install.yaml
 
 verify-generated: manifests ## Fail when committed generated code is stale
