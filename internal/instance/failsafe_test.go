@@ -35,7 +35,7 @@ func TestAPromisedReplicaRefusesPromotion(t *testing.T) {
 		t.Fatalf("a following replica refused its primary: %v", err)
 	}
 	promisedAt := time.Now()
-	if r, err := c.Status(t.Context(), base); err != nil || r.Promise == nil || r.Promise.Primary != "pg-0" || r.Promise.RemainingMillis <= 0 {
+	if r, err := c.Status(t.Context(), base, api.Wait{}); err != nil || r.Promise == nil || r.Promise.Primary != "pg-0" || r.Promise.RemainingMillis <= 0 {
 		t.Errorf("the report does not show the promise: %+v, %v", r.Promise, err)
 	}
 	kept, err := cfg.loadPromise()

@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
+
+	"holdfast.dev/holdfast/internal/instance/api"
 )
 
 // ProbeHandler serves the probes, in plain HTTP on StatusPort: they say
@@ -33,7 +37,8 @@ func (m *Manager) ProbeHandler() http.Handler {
 // operator's client certificate (api.OperatorClientName); a promise also
 // to a peer instance's replication certificate.
 //
-//	GET /v1/status   the Report, as JSON
+//	GET /v1/status   the Report, as JSON; with ?after=N&waitMillis=M,
+//	                 once its Changes differs from N, or M ms have passed
 //	PUT /v1/desired  a Desired, as JSON; 409 when stale, 423 for a
 //	                 promotion while a promise holds
 //	POST /v1/promise a primary's PromiseRequest: 200 when this replica
@@ -49,6 +54,15 @@ func (m *Manager) ProbeHandler() http.Handler {
 func (m *Manager) APIHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+StatusPath, from(func(w http.ResponseWriter, req *http.Request) {
+		if q := req.URL.Query(); q.Has(api.StatusWaitParam) {
+			after, err1 := strconv.ParseInt(q.Get(api.StatusAfterParam), 10, 64)
+			wait, err2 := strconv.ParseInt(q.Get(api.StatusWaitParam), 10, 64)
+			if err := errors.Join(err1, err2); err != nil {
+				http.Error(w, "the wait for a change: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			m.awaitChange(req.Context(), after, time.Duration(wait)*time.Millisecond)
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(m.StatusReport(req.Context()))
 	}, operatorOnly...))

@@ -19,6 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
 
+	"holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/instance/failsafe"
 	"holdfast.dev/holdfast/internal/postgres"
 )
@@ -84,6 +85,13 @@ type Manager struct {
 	lastLoop atomic.Int64
 	// postgresAt is when report.Postgres was read; guarded by mu.
 	postgresAt time.Time
+	// local serves the status queries.
+	local *localConn
+	// changed is closed, and replaced, when report.Changes counts a
+	// change; guarded by mu.
+	changed chan struct{}
+	// statusWaiters counts status requests waiting for a change.
+	statusWaiters atomic.Int32
 }
 
 // NewManager makes a manager; Run starts it.
@@ -95,7 +103,8 @@ func NewManager(cfg Config, log logr.Logger) *Manager {
 		cfg.MaxLagBytes = 16 << 20
 	}
 	return &Manager{cfg: cfg, log: log, wake: make(chan struct{}, 1), leaseWake: make(chan struct{}, 1), report: Report{Name: cfg.Name},
-		apiCreds: newAPICredentials(cfg.SecretsDir)}
+		apiCreds: newAPICredentials(cfg.SecretsDir), local: newLocalConn(),
+		changed: make(chan struct{})}
 }
 
 // UseLease makes the primary role depend on holding the cluster's Lease
@@ -374,7 +383,49 @@ func (m *Manager) runCtx() context.Context {
 func (m *Manager) setReport(f func(r *Report)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	was := milestones(&m.report)
 	f(&m.report)
+	if milestones(&m.report) != was {
+		m.report.Changes++
+		close(m.changed)
+		m.changed = make(chan struct{})
+	}
+}
+
+// milestone is what of a report a switchover or failover waits on (see
+// Report.Changes).
+type milestone struct {
+	role                   string
+	running, ready, fenced bool
+	demotedAt, epoch       int64
+}
+
+func milestones(r *Report) milestone {
+	ms := milestone{role: string(r.Role), running: r.Running, ready: r.Ready, fenced: r.Fenced, demotedAt: r.DemotedAtEpoch}
+	if r.Desired != nil {
+		ms.epoch = r.Desired.Epoch
+	}
+	return ms
+}
+
+// awaitChange returns once the report's Changes differs from after, after
+// wait, or when ctx ends, whichever comes first.
+func (m *Manager) awaitChange(ctx context.Context, after int64, wait time.Duration) {
+	m.mu.Lock()
+	changes, changed := m.report.Changes, m.changed
+	m.mu.Unlock()
+	if changes != after || wait <= 0 {
+		return
+	}
+	m.statusWaiters.Add(1)
+	defer m.statusWaiters.Add(-1)
+	t := time.NewTimer(min(wait, api.MaxStatusWait))
+	defer t.Stop()
+	select {
+	case <-changed:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // Alive reports whether the converge loop ran recently.
@@ -540,8 +591,8 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			return "waiting for the primary lease before promoting: " + why, nil
 		case d.Role == postgres.Primary && st.InRecovery:
 			m.log.Info("promoting")
-			if err := m.exec(ctx, `SELECT pg_promote(true, 60)`); err != nil {
-				return "", fmt.Errorf("promoting: %w", err)
+			if err := m.promote(ctx); err != nil {
+				return "", err
 			}
 			m.rolesReady = true // replicated from the primary it followed
 			// The replicas, already told to follow this instance, need
@@ -1026,6 +1077,38 @@ func (m *Manager) diverged(ctx context.Context, d *Desired, st postgres.Status) 
 	return postgres.Diverged(st.Timeline, pos, pst.Timeline, history)
 }
 
+// promote promotes this standby and waits until it takes writes.
+// pg_promote's own wait looks every 100 ms; every moment of that is a
+// moment without a primary.
+func (m *Manager) promote(ctx context.Context) error {
+	if err := m.exec(ctx, `SELECT pg_promote(false)`); err != nil {
+		return fmt.Errorf("promoting: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, promoteWait)
+	defer cancel()
+	for {
+		var recovering bool
+		err := m.local.do(ctx, m.connect, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&recovering)
+		})
+		switch {
+		case err != nil:
+			return fmt.Errorf("waiting for the promotion to end: %w", err)
+		case !recovering:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the promotion did not end within %s", promoteWait)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// promoteWait bounds the wait for a promotion to end, as pg_promote's own
+// default does.
+const promoteWait = 60 * time.Second
+
 func (m *Manager) exec(ctx context.Context, sql string) error {
 	conn, err := m.connect(ctx)
 	if err != nil {
@@ -1040,12 +1123,12 @@ func (m *Manager) status(ctx context.Context) (postgres.Status, error) {
 	// Bounded: the converge loop that asks is also the one that fences.
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	conn, err := m.connect(ctx)
-	if err != nil {
-		return postgres.Status{}, err
-	}
-	defer conn.Close(ctx)
-	return postgres.QueryStatus(ctx, conn)
+	var st postgres.Status
+	err := m.local.do(ctx, m.connect, func(conn *pgx.Conn) (err error) {
+		st, err = postgres.QueryStatus(ctx, conn)
+		return err
+	})
+	return st, err
 }
 
 func (m *Manager) writeFile(path string, data []byte, mode os.FileMode) error {

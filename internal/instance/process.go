@@ -119,6 +119,7 @@ func (m *Manager) stopServer() {
 		select {
 		case <-s.exited:
 			m.server = nil
+			m.local.reset()
 			return
 		case <-time.After(step.wait):
 			m.log.Info("postgres did not stop in time; escalating", "signal", step.sig)

@@ -413,7 +413,7 @@ func (e *sandboxEnv) instanceClient(t *testing.T, cluster string) instances {
 func (i instances) report(ctx context.Context, ip string) (instanceapi.Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return i.api.Status(ctx, instanceapi.URL(ip))
+	return i.api.Status(ctx, instanceapi.URL(ip), instanceapi.Wait{})
 }
 
 func (e *sandboxEnv) epoch(t *testing.T) string {

@@ -47,13 +47,14 @@ type dialed struct {
 	api          instanceapi.Client
 }
 
-// Status fetches the report of the instance at base, of cluster c.
-func (d *Dialer) Status(ctx context.Context, c *holdfastv1.PostgresCluster, base string) (instanceapi.Report, error) {
+// Status fetches the report of the instance at base, of cluster c, once
+// it has changed if w asks to wait.
+func (d *Dialer) Status(ctx context.Context, c *holdfastv1.PostgresCluster, base string, w instanceapi.Wait) (instanceapi.Report, error) {
 	api, err := d.client(ctx, c)
 	if err != nil {
 		return instanceapi.Report{}, err
 	}
-	return api.Status(ctx, base)
+	return api.Status(ctx, base, w)
 }
 
 // Desire tells the instance at base, of cluster c, its desired state.

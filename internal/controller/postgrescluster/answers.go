@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 )
 
 // silentTimeout bounds the call to an instance that did not answer last
@@ -24,23 +26,24 @@ type answerLog struct {
 }
 
 type answer struct {
-	last   time.Time // the last answer; zero when none was seen
-	silent bool      // the latest call went unanswered
-	seen   time.Time // the latest call, to forget pods long gone
+	last   time.Time           // the last answer; zero when none was seen
+	silent bool                // the latest call went unanswered
+	seen   time.Time           // the latest call, to forget pods long gone
+	report *instanceapi.Report // the last answer's
 }
 
-// record notes the outcome of a call made at at, and returns when the pod
-// last answered.
-func (l *answerLog) record(pod types.UID, answered bool, at time.Time) time.Time {
+// record notes the outcome of a call made at at, the report when it was
+// answered, and returns when the pod last answered.
+func (l *answerLog) record(pod types.UID, report *instanceapi.Report, at time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.pods == nil {
 		l.pods = map[types.UID]answer{}
 	}
 	a := l.pods[pod]
-	a.silent, a.seen = !answered, at
-	if answered {
-		a.last = at
+	a.silent, a.seen = report == nil, at
+	if report != nil {
+		a.last, a.report = at, report
 	}
 	l.pods[pod] = a
 	for uid, other := range l.pods {
@@ -57,4 +60,11 @@ func (l *answerLog) lookup(pod types.UID) (last time.Time, silent bool) {
 	defer l.mu.Unlock()
 	a := l.pods[pod]
 	return a.last, a.silent
+}
+
+// lastReport is pod's last answer, nil when none was seen.
+func (l *answerLog) lastReport(pod types.UID) *instanceapi.Report {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pods[pod].report
 }

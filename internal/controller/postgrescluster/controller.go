@@ -169,7 +169,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var reports map[string]*instanceapi.Report
 	var result ctrl.Result
 	if r.Instances != nil && refused == nil {
-		reports, err = r.orchestrate(ctx, &c, pods.Items, templateRevision(sts), restore)
+		var waited bool
+		reports, waited, err = r.orchestrate(ctx, &c, pods.Items, templateRevision(sts), restore)
 		if apierrors.IsConflict(err) {
 			// Decided from a stale copy: nothing was done; look again.
 			return ctrl.Result{RequeueAfter: pollDuringChange}, nil
@@ -187,9 +188,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if c.Status.Operation != nil {
 			result.RequeueAfter = pollInstances
 		}
-		// While the primary changes, look again sooner.
+		// While the primary changes, look again sooner; at once when this
+		// look waited on the instance the change hangs on, which paces the
+		// looks itself.
 		if primaryChanging(&c) {
 			result.RequeueAfter = pollDuringChange
+			if waited {
+				result.RequeueAfter = time.Millisecond
+			}
 		}
 	}
 

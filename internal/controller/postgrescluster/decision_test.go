@@ -28,7 +28,7 @@ type recordingInstances struct {
 	orders []instanceapi.Desired
 }
 
-func (f *recordingInstances) Status(context.Context, *holdfastv1.PostgresCluster, string) (instanceapi.Report, error) {
+func (f *recordingInstances) Status(context.Context, *holdfastv1.PostgresCluster, string, instanceapi.Wait) (instanceapi.Report, error) {
 	r := reportOf(postgres.Replica, true)
 	r.Postgres.ReceivedLSN, r.Postgres.ReplayedLSN = "0/5000000", "0/5000000"
 	return *r, nil
@@ -67,7 +67,7 @@ func TestADecisionThatCannotBeRecordedIsNotCarriedOut(t *testing.T) {
 	replica := runningPod("demo-1", "10.0.0.6", "replica")
 	replica.Namespace = c.Namespace
 
-	_, err := r.orchestrate(context.Background(), c, []corev1.Pod{*replica}, "", nil)
+	_, _, err := r.orchestrate(context.Background(), c, []corev1.Pod{*replica}, "", nil)
 	if !apierrors.IsConflict(err) {
 		t.Fatalf("orchestrate: %v, want the conflict", err)
 	}
@@ -81,7 +81,7 @@ func TestADecisionThatCannotBeRecordedIsNotCarriedOut(t *testing.T) {
 
 	// Recorded, it is carried out.
 	conflicts = false
-	if _, err := r.orchestrate(context.Background(), c, []corev1.Pod{*replica}, "", nil); err != nil {
+	if _, _, err := r.orchestrate(context.Background(), c, []corev1.Pod{*replica}, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	var stored holdfastv1.PostgresCluster

@@ -272,59 +272,61 @@ const instanceTimeout = 2 * time.Second
 
 // InstanceAPI is how the operator talks to a cluster's instance managers.
 type InstanceAPI interface {
-	Status(ctx context.Context, c *holdfastv1.PostgresCluster, base string) (instanceapi.Report, error)
+	Status(ctx context.Context, c *holdfastv1.PostgresCluster, base string, w instanceapi.Wait) (instanceapi.Report, error)
 	Desire(ctx context.Context, c *holdfastv1.PostgresCluster, base string, d instanceapi.Desired) error
 }
 
+// statusWait is how long a look waits for the instance an operation
+// waits on (awaited) to report its next move, before it looks anyway.
+const statusWait = 500 * time.Millisecond
+
 // orchestrate asks every instance for its state, tells each what to be,
 // labels pods with their roles and records the primary in c's status (in
-// memory; updateStatus writes it). It returns the reports by pod name.
-func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod, revision string, restore *instanceapi.RestoreOrder) (map[string]*instanceapi.Report, error) {
+// memory; updateStatus writes it). It returns the reports by pod name,
+// and whether it waited for an instance's next move.
+func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresCluster, pods []corev1.Pod, revision string, restore *instanceapi.RestoreOrder) (map[string]*instanceapi.Report, bool, error) {
 	reports := map[string]*instanceapi.Report{}
-	// All at once, and briefly: a silent instance must not delay the
-	// judgement of the others, least of all the primary's.
 	views := make([]view, len(pods))
-	var wg sync.WaitGroup
 	addressed := false
 	for i := range pods {
-		pod := &pods[i]
-		views[i] = view{Pod: pod}
-		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil {
-			continue
-		}
-		addressed = true
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			timeout := instanceTimeout
-			if _, silent := r.answers.lookup(pod.UID); silent {
-				timeout = silentTimeout
-			}
-			qctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			asked := time.Now()
-			rep, err := r.Instances.Status(qctx, c, instances.URL(pod))
-			views[i].LastAnswer = r.answers.record(pod.UID, err == nil, asked)
-			if err != nil {
-				log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
-				return
-			}
-			views[i].Report = &rep
-		}()
+		views[i] = view{Pod: &pods[i]}
+		addressed = addressed || pods[i].Status.PodIP != "" && pods[i].DeletionTimestamp == nil
 	}
-	wg.Wait()
+	// The instance an operation waits on is asked first, to answer once
+	// it has moved: the moment an old primary stops, or a new one takes
+	// writes, and not up to a poll later. The others are asked after it,
+	// so that their reports are as new as its news (the target of a
+	// switchover has received the old primary's last record by then).
+	waited := false
+	if i := r.awaited(c, views); i >= 0 {
+		waited = true
+		r.ask(ctx, c, views, []int{i}, true)
+		others := make([]int, 0, len(views)-1)
+		for j := range views {
+			if j != i {
+				others = append(others, j)
+			}
+		}
+		r.ask(ctx, c, views, others, false)
+	} else {
+		all := make([]int, len(views))
+		for j := range views {
+			all[j] = j
+		}
+		r.ask(ctx, c, views, all, false)
+	}
 	for _, v := range views {
 		if v.Report != nil {
 			reports[v.Pod.Name] = v.Report
 		}
 	}
 	if !addressed && c.Status.CurrentPrimary == "" {
-		return reports, nil
+		return reports, waited, nil
 	}
 	now := time.Now()
 	lease, err := r.primaryLease(ctx, c)
 	if err != nil {
-		return reports, err
+		return reports, waited, err
 	}
 	if lease != nil {
 		holder := ptr.Deref(lease.Spec.HolderIdentity, "")
@@ -358,13 +360,13 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		// first could lose its decision to that conflict after instances
 		// had already moved to an epoch the operator no longer knows.
 		if err := r.recordDecision(ctx, c, p); err != nil {
-			return reports, err
+			return reports, waited, err
 		}
 	}
 	// The lease goes to the primary before it is told to be one: it renews
 	// the lease before it takes writes.
 	if err := r.handLease(ctx, c, lease, p.TargetPrimary); err != nil {
-		return reports, err
+		return reports, waited, err
 	}
 
 	for _, n := range p.Notes {
@@ -390,7 +392,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		err := r.Instances.Desire(qctx, c, instances.URL(v.Pod), d)
 		cancel()
 		if err != nil && v.Pod.Name == p.TargetPrimary && !errors.Is(err, instanceapi.ErrPromiseHolds) {
-			return reports, err
+			return reports, waited, err
 		}
 		if err != nil {
 			// One silent replica must not hold up the others.
@@ -416,7 +418,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			v.Pod.Labels[resources.LabelRole] = string(role)
 		}
 		if err := r.Client.Patch(ctx, v.Pod, patch); err != nil {
-			return reports, fmt.Errorf("labelling pod %s %q: %w", v.Pod.Name, role, err)
+			return reports, waited, fmt.Errorf("labelling pod %s %q: %w", v.Pod.Name, role, err)
 		}
 	}
 	if p.Evict != nil {
@@ -433,9 +435,76 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 	c.Status.SyncStandbys = p.SyncStandbys
 	setPrimaryCondition(c, p)
 	if err := r.settleSwitchoverAnnotation(ctx, c, p); err != nil {
-		return reports, err
+		return reports, waited, err
 	}
-	return reports, nil
+	return reports, waited, nil
+}
+
+// ask asks the instances views[which] for their reports, all at once and
+// briefly: a silent instance must not delay the judgement of the others,
+// least of all the primary's. With wait, each answers once its report
+// has changed since the operator last saw it, or after statusWait.
+func (r *Reconciler) ask(ctx context.Context, c *holdfastv1.PostgresCluster, views []view, which []int, wait bool) {
+	var wg sync.WaitGroup
+	for _, i := range which {
+		pod := views[i].Pod
+		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			timeout := instanceTimeout
+			if _, silent := r.answers.lookup(pod.UID); silent {
+				timeout = silentTimeout
+			}
+			var w instanceapi.Wait
+			if last := r.answers.lastReport(pod.UID); wait && last != nil {
+				w = instanceapi.Wait{After: last.Changes, For: statusWait}
+				timeout += statusWait
+			}
+			qctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			asked := time.Now()
+			rep, err := r.Instances.Status(qctx, c, instances.URL(pod), w)
+			if err != nil {
+				views[i].LastAnswer = r.answers.record(pod.UID, nil, asked)
+				log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
+				return
+			}
+			views[i].LastAnswer = r.answers.record(pod.UID, &rep, asked)
+			views[i].Report = &rep
+		}()
+	}
+	wg.Wait()
+}
+
+// awaited is the index in views of the instance whose next report moves
+// the operation under way on, -1 for none: the old primary of a
+// handover until it has stopped, then the instance being promoted until
+// it reports itself primary at the operation's epoch.
+func (r *Reconciler) awaited(c *holdfastv1.PostgresCluster, views []view) int {
+	op := c.Status.Operation
+	if !changingPrimary(op) {
+		return -1
+	}
+	find := func(name string) (int, *instanceapi.Report) {
+		for i, v := range views {
+			if v.Pod.Name == name && v.Pod.Status.PodIP != "" && v.Pod.DeletionTimestamp == nil {
+				return i, r.answers.lastReport(v.Pod.UID)
+			}
+		}
+		return -1, nil
+	}
+	if i, last := find(op.From); i >= 0 && last != nil && handingOver(op) &&
+		last.Running && last.Role == postgres.Primary && last.DemotedAtEpoch != c.Status.Epoch {
+		return i
+	}
+	if i, last := find(op.To); i >= 0 && last != nil &&
+		(last.Role != postgres.Primary || last.Desired == nil || last.Desired.Epoch != c.Status.Epoch) {
+		return i
+	}
+	return -1
 }
 
 func boolInt(b bool) int {

@@ -25,10 +25,16 @@ func URL(podIP string) string {
 	return "https://" + net.JoinHostPort(podIP, strconv.Itoa(APIPort))
 }
 
-// Status fetches the Report of the instance at base (URL).
-func (c Client) Status(ctx context.Context, base string) (Report, error) {
+// Status fetches the Report of the instance at base (URL), once it
+// differs from w.After if w asks to wait.
+func (c Client) Status(ctx context.Context, base string, w Wait) (Report, error) {
 	var r Report
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+StatusPath, nil)
+	u := base + StatusPath
+	if w.For > 0 {
+		u += "?" + url.Values{StatusAfterParam: {strconv.FormatInt(w.After, 10)},
+			StatusWaitParam: {strconv.FormatInt(w.For.Milliseconds(), 10)}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return r, err
 	}

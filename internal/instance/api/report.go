@@ -8,7 +8,12 @@ import (
 
 // Report is the instance's state as its HTTP API tells it.
 type Report struct {
-	Name    string   `json:"name"`
+	Name string `json:"name"`
+	// Changes counts the changes of what a switchover or failover waits
+	// for (role, running, readiness, fencing, demotion, the epoch in
+	// force). A caller waiting for the next asks for the status with
+	// Wait.After set to the count it last saw.
+	Changes int64    `json:"changes"`
 	Desired *Desired `json:"desired,omitempty"`
 	// Role is what postgres is now: primary, replica, or "" when stopped.
 	Role    postgres.Role `json:"role,omitempty"`
@@ -145,3 +150,21 @@ type ArchiveReport struct {
 	OK      bool   `json:"ok"`
 	Message string `json:"message"`
 }
+
+// Wait asks GET StatusPath to hold its answer until the report's Changes
+// differs from After, for at most For (MaxStatusWait at most): the
+// operator hears of a primary that stopped or took over the moment it
+// happens, not at its next look. A zero For answers at once.
+type Wait struct {
+	After int64
+	For   time.Duration
+}
+
+// MaxStatusWait bounds how long a status request waits for a change.
+const MaxStatusWait = 2 * time.Second
+
+// Query parameters of a status request that waits (see Wait).
+const (
+	StatusAfterParam = "after"
+	StatusWaitParam  = "waitMillis"
+)
