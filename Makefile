@@ -68,9 +68,10 @@ BENCH_N ?= 20
 # pgbench scale of the backup benchmark's database: 70 is about 1.05 GiB.
 BENCH_SCALE ?= 70
 
-bench: deps k8s-bin build ## Performance figures: sandbox start-up, failover against Patroni (BENCH_N=20 injections per fault: about 90 minutes), backup and restore throughput (about 15 minutes)
+bench: deps k8s-bin build ## Performance figures: sandbox start-up, image builds and sizes, failover against Patroni (BENCH_N=20 injections per fault: about 90 minutes), backup and restore throughput (about 15 minutes)
 	hack/install-bench-deps.sh
 	hack/bench-sandbox.sh
+	hack/bench-images.sh
 	go run ./hack/bench failover -n $(BENCH_N)
 	go run ./hack/bench-backups -scale $(BENCH_SCALE)
 

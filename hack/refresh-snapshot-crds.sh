@@ -16,7 +16,7 @@ if [[ -z "$dir" || ! -d "$dir/config/crd" ]]; then
 	echo "no config/crd in the module folder of $module ('$dir')" >&2
 	exit 1
 fi
-dest="$root/internal/sandbox/snapshot/crds"
+dest="$root/internal/rig/sandbox/snapshot/crds"
 mkdir -p "$dest"
 rm -f "$dest"/*.yaml
 for f in "$dir"/config/crd/*.yaml; do

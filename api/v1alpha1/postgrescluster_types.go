@@ -29,7 +29,10 @@ type PostgresClusterSpec struct {
 	PostgresVersion int32 `json:"postgresVersion"`
 
 	// Image overrides the postgres container image. It must run
-	// PostgresVersion's server; by default it is the community image of that version.
+	// PostgresVersion's server, and pgBackRest for physical backups; by
+	// default it is Holdfast's image of that version,
+	// ghcr.io/holdfast-dev/holdfast-postgres:<postgresVersion>, which has both
+	// and runs as uid 999.
 	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Image string `json:"image,omitempty"`

@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"holdfast.dev/holdfast/internal/bench"
-	"holdfast.dev/holdfast/internal/bench/backups"
+	"holdfast.dev/holdfast/internal/rig/bench"
+	"holdfast.dev/holdfast/internal/rig/bench/backups"
 )
 
 func main() {

@@ -23,9 +23,9 @@ import (
 	"syscall"
 	"time"
 
-	"holdfast.dev/holdfast/internal/bench"
-	"holdfast.dev/holdfast/internal/bench/holdfast"
-	"holdfast.dev/holdfast/internal/bench/patroni"
+	"holdfast.dev/holdfast/internal/rig/bench"
+	"holdfast.dev/holdfast/internal/rig/bench/holdfast"
+	"holdfast.dev/holdfast/internal/rig/bench/patroni"
 )
 
 // common are the flags every suite takes.

@@ -7,7 +7,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	sandboximages "holdfast.dev/holdfast/internal/sandbox/images"
+	sandboximages "holdfast.dev/holdfast/internal/rig/sandbox/images"
 )
 
 // The Deployment config/default installs runs the image `make images` tags,

@@ -20,7 +20,7 @@ import (
 
 	"holdfast.dev/holdfast/internal/operator"
 	"holdfast.dev/holdfast/internal/resources"
-	"holdfast.dev/holdfast/internal/testcluster"
+	"holdfast.dev/holdfast/internal/rig/testcluster"
 )
 
 func main() {

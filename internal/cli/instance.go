@@ -45,7 +45,7 @@ func newInstanceWatchdogCmd() *cobra.Command {
 		RunE: func(_ *cobra.Command, _ []string) error {
 			// It ends when its stdin does: when the manager, and with it
 			// the container, is gone.
-			return instance.RunWatchdog(context.Background(), os.Stdin, dataDir, newLogger().WithName("watchdog"))
+			return instance.RunWatchdog(context.Background(), os.Stdin, dataDir, NewLogger().WithName("watchdog"))
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", os.Getenv("PGDATA"), "postgres data directory")
@@ -71,7 +71,7 @@ func newInstanceRunCmd() *cobra.Command {
 			if cfg.Name == "" || cfg.DataDir == "" {
 				return errors.New("--name (POD_NAME) and --data-dir (PGDATA) are required")
 			}
-			log := newLogger()
+			log := NewLogger()
 			ctrl.SetLogger(log)
 			ctx := ctrl.SetupSignalHandler()
 			m := instance.NewManager(cfg, log.WithName("instance"))

@@ -18,7 +18,7 @@ func newOperatorCmd() *cobra.Command {
 		Short: "Run the operator's controllers (the holdfast-operator Deployment runs this)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctrl.SetLogger(newLogger())
+			ctrl.SetLogger(NewLogger())
 			cfg, err := ctrl.GetConfig()
 			if err != nil {
 				return fmt.Errorf("finding the cluster: %w", err)

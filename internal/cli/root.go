@@ -13,8 +13,10 @@ import (
 // build says "dev".
 var Version = "dev"
 
-// NewRoot builds the holdfast command.
-func NewRoot() *cobra.Command {
+// NewRoot builds the holdfast command: the operator and the instance
+// manager, and extra. The binary in the image (cmd/holdfastd) has only
+// those two; the user's (cmd/holdfast) adds UserCommands and the sandbox.
+func NewRoot(extra ...*cobra.Command) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "holdfast",
 		Short:         "Holdfast runs PostgreSQL clusters on Kubernetes",
@@ -22,12 +24,19 @@ func NewRoot() *cobra.Command {
 		SilenceErrors: true,
 		Version:       Version,
 	}
-	root.AddCommand(newOperatorCmd(), newInstanceCmd(), newSandboxCmd(), newPromoteCmd(), newRestartCmd(), newBackupCmd())
+	root.AddCommand(newOperatorCmd(), newInstanceCmd())
+	root.AddCommand(extra...)
 	return root
 }
 
-// newLogger logs JSON with millisecond timestamps: a failover is a matter
+// UserCommands are the commands a user runs against a cluster from a
+// terminal.
+func UserCommands() []*cobra.Command {
+	return []*cobra.Command{newPromoteCmd(), newRestartCmd(), newBackupCmd()}
+}
+
+// NewLogger logs JSON with millisecond timestamps: a failover is a matter
 // of milliseconds, and its steps are read across several processes' logs.
-func newLogger() logr.Logger {
+func NewLogger() logr.Logger {
 	return zap.New(func(o *zap.Options) { o.TimeEncoder = zapcore.ISO8601TimeEncoder })
 }

@@ -19,19 +19,20 @@ const NonRoot = 65532
 // also makes the default instance image, ghcr.io/holdfast-dev/holdfast:<version>).
 const VersionVar = "holdfast.dev/holdfast/internal/cli.Version"
 
-// BuildBinary builds the static holdfast binary from the module at dir into
-// out. -trimpath, no VCS stamp and an empty build ID leave nothing in it that
+// BuildBinary builds the static binary of the image, ./cmd/holdfastd (the
+// operator and the instance manager, without the sandbox the user's
+// holdfast links), from the module at dir into out. -trimpath, no VCS stamp and an empty build ID leave nothing in it that
 // depends on the checkout's path or the machine: the same source and Go
 // version give the same bytes. The commit goes into the image's labels
 // instead of the binary.
 func BuildBinary(ctx context.Context, dir, out, version string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
 		"-ldflags", "-s -w -buildid= -X "+VersionVar+"="+version,
-		"-o", out, "./cmd/holdfast")
+		"-o", out, "./cmd/holdfastd")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/holdfast: %w\n%s", err, b)
+		return fmt.Errorf("go build ./cmd/holdfastd: %w\n%s", err, b)
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"holdfast.dev/holdfast/internal/resources"
 )
 
 // The tests' rootfs: the same recipe `make images` uses, with its own epoch.
@@ -148,8 +150,8 @@ func TestPostgresImage(t *testing.T) {
 	}
 
 	var uid, gid uint32
-	if _, err := fmt.Sscanf(cf.Config.User, "%d:%d", &uid, &gid); err != nil || uid == 0 {
-		t.Fatalf("image user %q: want the postgres uid:gid, not root", cf.Config.User)
+	if _, err := fmt.Sscanf(cf.Config.User, "%d:%d", &uid, &gid); err != nil || uid != resources.PostgresUID || gid != resources.PostgresUID {
+		t.Fatalf("image user %q: want %d:%d, the uid the database pods run as", cf.Config.User, resources.PostgresUID, resources.PostgresUID)
 	}
 	run := func(args ...string) string {
 		t.Helper()

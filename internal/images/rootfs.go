@@ -25,6 +25,11 @@ type RootfsSpec struct {
 	Time    time.Time // SOURCE_DATE_EPOCH
 }
 
+// PostgresUID is the postgres user's uid and gid in the image: the
+// database pods' runAsUser (resources.PostgresUID, which the tests
+// compare), and the official postgres image's.
+const PostgresUID = 999
+
 // rootfsRecipe changes whenever what mmdebstrap is asked to do changes in a
 // way the arguments do not show, so that cached rootfs tars are remade.
 const rootfsRecipe = "1"
@@ -48,6 +53,12 @@ func (s RootfsSpec) args() []string {
 		// would be an initdb with a random system identifier, and the
 		// instance manager makes its own data directory anyway.
 		`--essential-hook=mkdir -p "$1/etc/postgresql-common/createcluster.d" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.d/holdfast.conf"`,
+		// The postgres user gets the uid and gid the database pods run as
+		// (resources.PostgresUID, the official image's): postgres and
+		// initdb refuse to run as a uid with no passwd entry.
+		// postgresql-common's adduser then finds the system user there, and
+		// the passwd package's postinst adds its shadow entry.
+		fmt.Sprintf(`--essential-hook=echo "postgres:x:%[1]d:%[1]d:PostgreSQL administrator:/var/lib/postgresql:/bin/bash" >> "$1/etc/passwd" && echo "postgres:x:%[1]d:" >> "$1/etc/group"`, PostgresUID),
 		// Before locales is configured, so that its postinst generates
 		// en_US.UTF-8 (C.UTF-8 is built into glibc).
 		`--essential-hook=echo "en_US.UTF-8 UTF-8" > "$1/etc/locale.gen"`,

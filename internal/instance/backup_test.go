@@ -15,7 +15,7 @@ import (
 	"holdfast.dev/holdfast/internal/backup/pgbackrest"
 	"holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/objectstore"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 // writeRepositoryCredentials puts the keys where the pod would mount the Secret.

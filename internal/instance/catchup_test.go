@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"holdfast.dev/holdfast/internal/postgres"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 // TestReplicaWhoseWALIsGoneRejoins replays issue 14's steps on two

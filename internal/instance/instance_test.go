@@ -23,7 +23,7 @@ import (
 	"holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/postgres"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 const pgBinDir = testutil.PostgresBinDir

@@ -20,7 +20,7 @@ import (
 
 	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/postgres"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 // The container helper: this test binary, run again by startContainer as

@@ -20,7 +20,7 @@ import (
 	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/resources"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 // mountCertificates issues a CA and mounts, as the pod's Secret volumes

@@ -65,9 +65,11 @@ func IsOwned(name string) bool {
 	return ok
 }
 
-// DefaultImage is the container image of a major version when the spec names none.
+// DefaultImage is the container image of a major version when the spec
+// names none: Holdfast's (`make images`), which has pgBackRest beside
+// postgres; the community image has no pgBackRest.
 func DefaultImage(major int32) string {
-	return fmt.Sprintf("docker.io/library/postgres:%d", major)
+	return fmt.Sprintf("ghcr.io/holdfast-dev/holdfast-postgres:%d", major)
 }
 
 // RenderParameters writes settings as postgresql.conf lines, sorted by name

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/postgres"
@@ -28,14 +29,17 @@ func ConfigMap(c *holdfastv1.PostgresCluster) *corev1.ConfigMap {
 	}
 }
 
-// PodDisruptionBudget lets a drain take one instance at a time.
+// PodDisruptionBudget lets a drain take one instance at a time. A pod
+// that is not ready may always go: it serves nothing, and the budget must
+// not keep a pod that cannot start (a wrong image) from being replaced.
 func PodDisruptionBudget(c *holdfastv1.PostgresCluster) *policyv1.PodDisruptionBudget {
 	return &policyv1.PodDisruptionBudget{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
 		ObjectMeta: metav1.ObjectMeta{Name: PodDisruptionBudgetName(c), Namespace: c.Namespace, Labels: Labels(c)},
 		Spec: policyv1.PodDisruptionBudgetSpec{
-			MaxUnavailable: ptrIntOrString(intstr.FromInt32(1)),
-			Selector:       &metav1.LabelSelector{MatchLabels: SelectorLabels(c)},
+			MaxUnavailable:             ptrIntOrString(intstr.FromInt32(1)),
+			Selector:                   &metav1.LabelSelector{MatchLabels: SelectorLabels(c)},
+			UnhealthyPodEvictionPolicy: ptr.To(policyv1.AlwaysAllow),
 		},
 	}
 }

@@ -104,7 +104,7 @@ func TestStatefulSetFollowsSpec(t *testing.T) {
 			}},
 		{"default image follows the major version", func(c *holdfastv1.PostgresCluster) { c.Spec.PostgresVersion = 16 },
 			func(t *testing.T, s *appsv1.StatefulSet) {
-				if img := s.Spec.Template.Spec.Containers[0].Image; img != "docker.io/library/postgres:16" {
+				if img := s.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/holdfast-dev/holdfast-postgres:16" {
 					t.Errorf("image %s", img)
 				}
 			}},

@@ -13,7 +13,7 @@ import (
 
 	"holdfast.dev/holdfast/internal/backup/logical"
 	"holdfast.dev/holdfast/internal/objectstore"
-	"holdfast.dev/holdfast/internal/sandbox"
+	"holdfast.dev/holdfast/internal/rig/sandbox"
 )
 
 // TestBackupAndRestoreInSandbox runs logical backups of a cluster into the

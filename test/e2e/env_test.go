@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 // sandboxEnv is a sandbox started for one test, with the holdfast binary

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"holdfast.dev/holdfast/internal/loadcheck"
 	"holdfast.dev/holdfast/internal/proc"
-	"holdfast.dev/holdfast/internal/sandbox/faults"
-	"holdfast.dev/holdfast/internal/sandbox/network"
+	"holdfast.dev/holdfast/internal/rig/loadcheck"
+	"holdfast.dev/holdfast/internal/rig/sandbox/faults"
+	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 )
 
 // TestFailoverInSandbox kills the primary in two ways while a client keeps

@@ -16,8 +16,8 @@ import (
 
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/pki"
-	"holdfast.dev/holdfast/internal/sandbox/faults"
-	"holdfast.dev/holdfast/internal/sandbox/network"
+	"holdfast.dev/holdfast/internal/rig/sandbox/faults"
+	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 )
 
 // TestControlPlaneOutageInSandbox takes the API server away from a cluster

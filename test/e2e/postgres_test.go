@@ -18,7 +18,7 @@ import (
 
 	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/resources"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 const ns = "e2e"
@@ -323,6 +323,17 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		reason := e.mustKubectl("", "-n", ns, "get", "pod", "bad-0", "-o", `jsonpath={.status.containerStatuses[0].state.waiting.reason}`)
 		if reason != "ErrImagePull" && reason != "ImagePullBackOff" {
 			t.Errorf("bad-0's container waits with reason %q, want ErrImagePull or ImagePullBackOff", reason)
+		}
+		// The fix reaches the pod that never started: there is no primary
+		// for a rolling update to wait for, and the operator replaces it.
+		uid := e.mustKubectl("", "-n", ns, "get", "pod", "bad-0", "-o", "jsonpath={.metadata.uid}")
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "bad", "--type=json", "-p", `[{"op":"remove","path":"/spec/image"}]`)
+		e.waitReady(t, "bad", 1, 4*time.Minute)
+		if now := e.mustKubectl("", "-n", ns, "get", "pod", "bad-0", "-o", "jsonpath={.metadata.uid}"); now == uid {
+			t.Errorf("bad-0 is the pod that could not pull its image")
+		}
+		if h := e.mustKubectl("", "-n", ns, "get", "pgc", "bad", "-o", "jsonpath={.status.history[0].kind} {.status.history[0].reason}"); !strings.Contains(h, "RollingUpdate bad-0 runs an older pod template and has never been ready") {
+			t.Errorf("history: %q, want the replacement on record", h)
 		}
 		e.mustKubectl("", "-n", ns, "delete", "pgc", "bad")
 		e.mustKubectl("", "-n", ns, "delete", "pvc", "--all")

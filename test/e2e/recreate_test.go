@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"holdfast.dev/holdfast/internal/sandbox"
+	"holdfast.dev/holdfast/internal/rig/sandbox"
 )
 
 // TestRecreatedClusterInSandbox deletes a cluster, whose claims are kept,

@@ -20,8 +20,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
-	hfsandbox "holdfast.dev/holdfast/internal/sandbox"
-	"holdfast.dev/holdfast/internal/testutil"
+	hfsandbox "holdfast.dev/holdfast/internal/rig/sandbox"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 func TestSandboxUpDown(t *testing.T) {

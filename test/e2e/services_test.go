@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"holdfast.dev/holdfast/internal/sandbox"
-	"holdfast.dev/holdfast/internal/sandbox/network"
+	"holdfast.dev/holdfast/internal/rig/sandbox"
+	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 )
 
 // TestSandboxServices checks what makes Services work in the sandbox:

@@ -33,7 +33,7 @@ import (
 	"holdfast.dev/holdfast/internal/credentials"
 	"holdfast.dev/holdfast/internal/operator"
 	"holdfast.dev/holdfast/internal/pki"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 const settle = 30 * time.Second
@@ -376,7 +376,7 @@ func checkStatefulSet(t *testing.T, c *holdfastv1.PostgresCluster, sts *appsv1.S
 		t.Fatalf("containers %d", len(pod.Containers))
 	}
 	pg := pod.Containers[0]
-	if !slices.Equal(pg.Command, []string{"/controller/holdfast", "instance", "run"}) || pg.Image != "docker.io/library/postgres:15" {
+	if !slices.Equal(pg.Command, []string{"/controller/holdfast", "instance", "run"}) || pg.Image != "ghcr.io/holdfast-dev/holdfast-postgres:15" {
 		t.Errorf("postgres container command %v image %s", pg.Command, pg.Image)
 	}
 	for name, p := range map[string]*corev1.Probe{"/startupz": pg.StartupProbe, "/healthz": pg.LivenessProbe, "/readyz": pg.ReadinessProbe} {

@@ -24,8 +24,8 @@ import (
 
 	"holdfast.dev/holdfast/internal/operator"
 	"holdfast.dev/holdfast/internal/resources"
-	"holdfast.dev/holdfast/internal/testcluster"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testcluster"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 var (

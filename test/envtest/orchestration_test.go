@@ -25,7 +25,7 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/resources"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 // podRunner does a kubelet's part for one cluster's pods, so that the

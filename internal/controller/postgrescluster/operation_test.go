@@ -284,6 +284,41 @@ func TestRollingUpdateStep(t *testing.T) {
 	})
 }
 
+// TestAPodThatNeverStartedTakesTheFixedSpec: a new cluster whose first
+// pod cannot start (a wrong image) has no primary, so no rolling update
+// runs; a corrected spec still reaches it, by replacing that pod. A pod
+// that was ready once, or a primary, is left to the rolling update.
+func TestAPodThatNeverStartedTakesTheFixedSpec(t *testing.T) {
+	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: "db"},
+		Spec: holdfastv1.PostgresClusterSpec{Instances: 3}}
+	pod := runningPod("demo-0", "", "")
+	pod.UID = "demo-0-uid"
+	pod.Labels[appsv1.ControllerRevisionHashLabelKey] = "old"
+	views := []view{{Pod: pod}} // no address, no report: its image cannot be pulled
+
+	p := decide(c, views, now, time.Hour, "new")
+	if p.Evict == nil || p.Evict.Name != "demo-0" || p.Operation != nil || len(p.History) != 1 ||
+		p.History[0].Kind != holdfastv1.OperationRollingUpdate || !strings.Contains(p.History[0].Reason, "never been ready") {
+		t.Fatalf("evict %v, operation %+v, history %+v: want demo-0 replaced, on record", p.Evict, p.Operation, p.History)
+	}
+	if p := decide(c, views, now, time.Hour, "old"); p.Evict != nil {
+		t.Errorf("a pod at the current template is replaced: %v", p.Evict.Name)
+	}
+	if p := decide(c, views, now, time.Hour, ""); p.Evict != nil {
+		t.Errorf("replaced with the revision unknown")
+	}
+
+	views[0].Report = &instanceapi.Report{BeenReady: true}
+	if p := decide(c, views, now, time.Hour, "new"); p.Evict != nil {
+		t.Errorf("a pod that has been ready is replaced outside a rolling update")
+	}
+	views[0].Report = nil
+	c.Status.CurrentPrimary = "demo-1"
+	if p := decide(c, views, now, time.Hour, "new"); p.Evict != nil && len(p.History) > 0 && strings.Contains(p.History[len(p.History)-1].Reason, "never been ready") {
+		t.Errorf("replaced outside a rolling update while the cluster has a primary")
+	}
+}
+
 func pods(views []view) []corev1.Pod {
 	var out []corev1.Pod
 	for _, v := range views {

@@ -110,6 +110,7 @@ func decide(c *holdfastv1.PostgresCluster, views []view, now time.Time, leaseQui
 	considerScaleDown(c, views, now, &p)
 	considerSwitchover(c, views, now, &p)
 	considerRollingUpdate(c, views, revision, now, &p)
+	considerReplacingUnstarted(c, views, revision, now, &p)
 	considerFence(c, views, now, &p)
 	target := p.TargetPrimary
 	var replicas []string
@@ -320,7 +321,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			reports[v.Pod.Name] = v.Report
 		}
 	}
-	if !addressed && c.Status.CurrentPrimary == "" {
+	if !addressed && c.Status.CurrentPrimary == "" && unstarted(c, views, revision) == nil {
 		return reports, waited, nil
 	}
 	now := time.Now()

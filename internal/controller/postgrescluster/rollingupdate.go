@@ -134,6 +134,46 @@ func unreadyInstance(c *holdfastv1.PostgresCluster, views []view, except string)
 	return ""
 }
 
+// considerReplacingUnstarted replaces, while the cluster has no primary, a
+// pod that runs an older template and has never been ready: a new
+// cluster whose first pod cannot start (a wrong image, too little
+// memory) takes the corrected spec this way, with no rolling update,
+// which waits for a primary. It serves nothing, so nothing is lost; its
+// claim stays. One pod a look, each a RollingUpdate in the history.
+func considerReplacingUnstarted(c *holdfastv1.PostgresCluster, views []view, revision string, now time.Time, p *plan) {
+	if !p.idle() || p.CurrentPrimary != "" {
+		return
+	}
+	v := unstarted(c, views, revision)
+	if v == nil {
+		return
+	}
+	p.begin(holdfastv1.OperationRollingUpdate, holdfastv1.PhaseRestartingReplica, now, now, replicaRestartTimeout,
+		fmt.Sprintf("%s runs an older pod template and has never been ready, and the cluster has no primary: replacing its pod", v.Pod.Name))
+	p.Operation.Instance, p.Operation.PodUID = v.Pod.Name, string(v.Pod.UID)
+	p.Evict = v.Pod
+	p.finish(holdfastv1.OutcomeSucceeded, "", now)
+}
+
+// unstarted is a pod, while the cluster has no primary, that runs an
+// older template than revision and whose instance has never been ready;
+// nil when there is none.
+func unstarted(c *holdfastv1.PostgresCluster, views []view, revision string) *view {
+	if c.Status.CurrentPrimary != "" || revision == "" {
+		return nil
+	}
+	for i := range views {
+		v := &views[i]
+		h := v.Pod.Labels[appsv1.ControllerRevisionHashLabelKey]
+		if v.Pod.DeletionTimestamp != nil || h == "" || h == revision || podReady(v.Pod) ||
+			(v.Report != nil && (v.Report.BeenReady || v.Report.Role == postgres.Primary)) {
+			continue
+		}
+		return v
+	}
+	return nil
+}
+
 // considerRollingUpdate starts a rolling update when no operation runs,
 // the primary is settled, some instance needs a restart and the first
 // step can be taken now.

@@ -23,7 +23,7 @@ import (
 	"holdfast.dev/holdfast/internal/controller/certificates"
 	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/resources"
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 const superPassword = "super-secret"

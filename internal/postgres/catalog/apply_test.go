@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"holdfast.dev/holdfast/internal/testutil"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 const superPassword = "super-secret"
