@@ -236,6 +236,23 @@ func (h *harness) exec(n *node, sql string, args ...any) error {
 	return err
 }
 
+// query is the one value sql returns on n, failing the test if it cannot.
+func (h *harness) query(n *node, sql string) string {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := h.conn(ctx, n)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var v string
+	if err := c.QueryRow(ctx, sql).Scan(&v); err != nil {
+		h.t.Fatalf("%s on %s: %v", sql, n.name, err)
+	}
+	return v
+}
+
 func (h *harness) rows(n *node) ([]string, error) {
 	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
 	defer cancel()
@@ -444,8 +461,26 @@ func TestInstanceLifecycle(t *testing.T) {
 
 	t.Run("promote a replica, then rejoin the diverged old primary with pg_rewind", func(t *testing.T) {
 		h.epoch = 2
+		// A replica that has not gone past the fork follows the new primary
+		// by a reload: the same postgres process, a new primary_conninfo.
+		pid := h.report(n2).PID
 		start := time.Now()
-		h.want(n1, h.primary(n1, n0, n2))
+		promoted := h.primary(n1, n0, n2)
+		promoted.SyncQuorum = 1
+		h.want(n1, promoted)
+		h.want(n2, h.replica(n1))
+		// Commits wait for a synchronous standby from the first moment the
+		// instance says it is primary: a standby's configuration names
+		// none, and a server promoted on it acknowledges what no standby has.
+		h.waitFor(time.Minute, "n1 reports itself primary", func() error {
+			if r := h.report(n1); r.Role != postgres.Primary {
+				return fmt.Errorf("role %q", r.Role)
+			}
+			return nil
+		})
+		if got := h.query(n1, `SHOW synchronous_standby_names`); got != `ANY 1 ("pg-0", "pg-2")` {
+			t.Errorf("synchronous_standby_names = %q once promoted: commits are acknowledged without a standby", got)
+		}
 		h.waitFor(time.Minute, "write on the promoted replica", func() error {
 			return h.exec(n1, `INSERT INTO t VALUES ('c')`)
 		})
@@ -456,11 +491,7 @@ func TestInstanceLifecycle(t *testing.T) {
 			}
 			return nil
 		})
-		// A replica that has not gone past the fork follows the new primary
-		// by a reload: the same postgres process, a new primary_conninfo.
-		pid := h.report(n2).PID
 		start = time.Now()
-		h.want(n2, h.replica(n1))
 		h.waitFor(time.Minute, "n2 follows the new primary", func() error {
 			if r := h.report(n2); r.Postgres == nil || r.Postgres.Timeline != 2 {
 				return fmt.Errorf("n2 not on timeline 2 yet: %+v", r.Postgres)

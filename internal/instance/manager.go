@@ -591,6 +591,16 @@ func (m *Manager) step(ctx context.Context, d *Desired) (string, error) {
 			return "waiting for the primary lease before promoting: " + why, nil
 		case d.Role == postgres.Primary && st.InRecovery:
 			m.log.Info("promoting")
+			// A standby's configuration names no synchronous standbys: a
+			// server promoted on it would acknowledge commits that no
+			// standby has, until the primary's is in force. So the
+			// primary's goes first.
+			if err := m.writeConfig(ctx, d, true); err != nil {
+				return "", err
+			}
+			if err := m.awaitSetting(ctx, "synchronous_standby_names", postgres.SyncStandbyNames(d.SyncQuorum, d.Replicas)); err != nil {
+				return "", err
+			}
 			if err := m.promote(ctx); err != nil {
 				return "", err
 			}
@@ -849,7 +859,7 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 		return err
 	}
 	if running {
-		if err := m.exec(ctx, `SELECT pg_reload_conf()`); err != nil {
+		if err := m.execLocal(ctx, `SELECT pg_reload_conf()`); err != nil {
 			return fmt.Errorf("reloading the configuration: %w", err)
 		}
 		m.log.Info("configuration reloaded")
@@ -1081,7 +1091,7 @@ func (m *Manager) diverged(ctx context.Context, d *Desired, st postgres.Status) 
 // pg_promote's own wait looks every 100 ms; every moment of that is a
 // moment without a primary.
 func (m *Manager) promote(ctx context.Context) error {
-	if err := m.exec(ctx, `SELECT pg_promote(false)`); err != nil {
+	if err := m.execLocal(ctx, `SELECT pg_promote(false)`); err != nil {
 		return fmt.Errorf("promoting: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, promoteWait)
@@ -1108,6 +1118,41 @@ func (m *Manager) promote(ctx context.Context) error {
 // promoteWait bounds the wait for a promotion to end, as pg_promote's own
 // default does.
 const promoteWait = 60 * time.Second
+
+// awaitSetting waits until postgres has reloaded its configuration with
+// name set to value: pg_reload_conf only signals the postmaster, which
+// then signals every process. The kept connection's backend hears of it
+// after the postmaster and the checkpointer (which tells the backends
+// whether commits wait for synchronous standbys) were told.
+func (m *Manager) awaitSetting(ctx context.Context, name, value string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		var got string
+		err := m.local.do(ctx, m.connect, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&got)
+		})
+		switch {
+		case err != nil:
+			return fmt.Errorf("waiting for %s to be reloaded: %w", name, err)
+		case got == value:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s is %q, not the %q reloaded", name, got, value)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// execLocal runs a short statement on the kept connection.
+func (m *Manager) execLocal(ctx context.Context, sql string) error {
+	return m.local.do(ctx, m.connect, func(conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sql)
+		return err
+	})
+}
 
 func (m *Manager) exec(ctx context.Context, sql string) error {
 	conn, err := m.connect(ctx)
