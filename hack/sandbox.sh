@@ -11,7 +11,9 @@ kubectl() { "$bins/kubectl" "$@"; }
 step() { echo "==> $*"; }
 
 start=$(date +%s)
-bin/holdfast sandbox up --bin-dir "$bins"
+step "building the images (make images; the first build on a machine takes minutes)"
+images=$(go run ./hack/images -q)
+bin/holdfast sandbox up --bin-dir "$bins" --images "$images"
 
 step "installing Holdfast (config/default)"
 for _ in $(seq 1 60); do kubectl get serviceaccount default >/dev/null 2>&1 && break; sleep 1; done

@@ -50,6 +50,7 @@ func run() error {
 	cache := flag.String("cache", images.CacheDir(), "where the layouts and the rootfs tars are kept")
 	pgMajor := flag.Int("postgres", 15, "PostgreSQL major version of the postgres image")
 	suite := flag.String("suite", "bookworm", "Debian suite of the postgres image")
+	quiet := flag.Bool("q", false, "print only the layout's path (for scripts: holdfast sandbox up --images)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -121,6 +122,10 @@ func run() error {
 		}); err != nil {
 			return err
 		}
+	}
+	if *quiet {
+		fmt.Println(dir)
+		return nil
 	}
 	return report(dir)
 }

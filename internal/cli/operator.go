@@ -12,13 +12,20 @@ import (
 )
 
 func newOperatorCmd() *cobra.Command {
-	var opts operator.Options
+	var (
+		opts     operator.Options
+		logLevel string
+	)
 	cmd := &cobra.Command{
 		Use:   "operator",
 		Short: "Run the operator's controllers (the holdfast-operator Deployment runs this)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctrl.SetLogger(NewLogger())
+			level, err := parseLogLevel(logLevel)
+			if err != nil {
+				return err
+			}
+			ctrl.SetLogger(newLogger(level))
 			cfg, err := ctrl.GetConfig()
 			if err != nil {
 				return fmt.Errorf("finding the cluster: %w", err)
@@ -29,6 +36,9 @@ func newOperatorCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opts.Resources.InstanceImage, "instance-image", "ghcr.io/holdfast-dev/holdfast:"+Version,
 		"image whose holdfast binary runs in every database pod")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, error, or a verbosity number (debug is 1)")
+	f.StringSliceVar(&opts.WatchNamespaces, "watch-namespaces", nil,
+		"namespaces whose clusters, backups and schedules the operator runs (comma-separated; default: all)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "where to serve metrics; 0 turns them off")
 	f.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":8081", "where to serve /healthz and /readyz")
 	f.BoolVar(&opts.LeaderElection, "leader-elect", true, "elect one active operator among replicas")

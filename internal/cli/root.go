@@ -2,6 +2,9 @@
 package cli
 
 import (
+	"fmt"
+	"strconv"
+
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap/zapcore"
@@ -38,5 +41,30 @@ func UserCommands() []*cobra.Command {
 // NewLogger logs JSON with millisecond timestamps: a failover is a matter
 // of milliseconds, and its steps are read across several processes' logs.
 func NewLogger() logr.Logger {
-	return zap.New(func(o *zap.Options) { o.TimeEncoder = zapcore.ISO8601TimeEncoder })
+	return newLogger(zapcore.InfoLevel)
+}
+
+func newLogger(level zapcore.Level) logr.Logger {
+	return zap.New(func(o *zap.Options) {
+		o.TimeEncoder = zapcore.ISO8601TimeEncoder
+		o.Level = level
+	})
+}
+
+// parseLogLevel reads --log-level: debug, info or error, or a number n for
+// logr's V(n) (debug is 1).
+func parseLogLevel(s string) (zapcore.Level, error) {
+	switch s {
+	case "debug":
+		return zapcore.DebugLevel, nil
+	case "", "info":
+		return zapcore.InfoLevel, nil
+	case "error":
+		return zapcore.ErrorLevel, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 127 {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, error or a verbosity from 0 to 127", s)
+	}
+	return zapcore.Level(-n), nil
 }

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RootfsSpec says what Debian root filesystem to make for the postgres image.
@@ -176,6 +178,20 @@ func CachedRootfs(ctx context.Context, s RootfsSpec, dir string) (path string, b
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", false, fmt.Errorf("rootfs cache: %w", err)
+	}
+	// make test builds it from two packages at once on a fresh machine
+	// (the image tests and the e2e tests' images): one builds, the other
+	// waits and reuses it.
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", false, fmt.Errorf("rootfs cache lock: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return "", false, fmt.Errorf("rootfs cache lock: %w", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		return path, false, nil
 	}
 	if err := BuildRootfs(ctx, s, path); err != nil {
 		return "", false, err

@@ -52,6 +52,21 @@ type Options struct {
 	// CertificateLifetime is how long the clusters' TLS certificates are
 	// valid; zero is certificates.DefaultLifetime.
 	CertificateLifetime time.Duration
+	// WatchNamespaces limits the operator to these namespaces; empty is all.
+	WatchNamespaces []string
+}
+
+// inNamespaces limits what the operator caches to namespaces (every
+// namespace when none is named). Outside them it neither sees nor touches
+// anything, so a team may run its own operator for its namespaces.
+func inNamespaces(o cache.Options, namespaces []string) cache.Options {
+	if len(namespaces) > 0 {
+		o.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			o.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return o
 }
 
 func durationOrNil(d time.Duration) *time.Duration {
@@ -102,7 +117,7 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	skip := opts.SkipNameValidation
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   cache.Options{ByObject: byObject, NewInformer: guard.NewInformer},
+		Cache:                   inNamespaces(cache.Options{ByObject: byObject, NewInformer: guard.NewInformer}, opts.WatchNamespaces),
 		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:  opts.HealthAddr,
 		LeaderElection:          opts.LeaderElection,

@@ -131,6 +131,13 @@ func TestValuesChangeTheOperator(t *testing.T) {
 		t.Errorf("imagePullSecrets %v", pod.ImagePullSecrets)
 	}
 
+	c = render(t, "watchNamespaces[0]=team-a,watchNamespaces[1]=team-b,logLevel=debug").deployment(t, "holdfast-operator").Spec.Template.Spec.Containers[0]
+	for _, want := range []string{"--watch-namespaces=team-a,team-b", "--log-level=debug"} {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("args %q lack %s", c.Args, want)
+		}
+	}
+
 	c = render(t, "image.registry=registry.example.com:5000,image.repository=mirror/holdfast,instanceImage.tag=v9").
 		deployment(t, "holdfast-operator").Spec.Template.Spec.Containers[0]
 	if c.Image != "registry.example.com:5000/mirror/holdfast:0.1.0-dev" {

@@ -10,6 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"holdfast.dev/holdfast/internal/images"
+	"holdfast.dev/holdfast/internal/rig/imagebuild"
+	"holdfast.dev/holdfast/internal/rig/sandbox"
 	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
@@ -23,6 +30,9 @@ type sandboxEnv struct {
 	kubeconfig string
 	apiPort    int
 	etcdPort   int
+	// images is the OCI layout of the images built from this tree, which
+	// the sandbox's registry serves.
+	images string
 }
 
 // startSandbox builds holdfast and brings a sandbox up; it goes down when
@@ -52,6 +62,9 @@ func startSandbox(t *testing.T) *sandboxEnv {
 	if out, err := exec.Command("go", "build", "-o", e.holdfast, "../../cmd/holdfast").CombinedOutput(); err != nil {
 		t.Fatalf("building holdfast: %v\n%s", err, out)
 	}
+	if e.images, err = imagebuild.Layout(t.Context(), "../.."); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if out, err := e.sandbox("down"); err != nil {
 			t.Errorf("sandbox down: %v\n%s", err, out)
@@ -74,7 +87,7 @@ func startSandbox(t *testing.T) *sandboxEnv {
 }
 
 func (e *sandboxEnv) sandbox(args ...string) (string, error) {
-	args = append(args, "--dir", e.dir, "--bin-dir", e.bins, "--api-port", strconv.Itoa(e.apiPort), "--etcd-port", strconv.Itoa(e.etcdPort))
+	args = append(args, "--dir", e.dir, "--bin-dir", e.bins, "--api-port", strconv.Itoa(e.apiPort), "--etcd-port", strconv.Itoa(e.etcdPort), "--images", e.images)
 	out, err := exec.Command(e.holdfast, append([]string{"sandbox"}, args...)...).CombinedOutput()
 	return string(out), err
 }
@@ -99,15 +112,17 @@ func (e *sandboxEnv) mustKubectl(stdin string, args ...string) string {
 	return out
 }
 
-// installOperator applies the manifests a user applies to a real cluster
-// and waits for the operator's pod to be ready.
+// installOperator applies the one-file install a user applies to a real
+// cluster, with the command docs/install.md shows (dist/install.yaml is
+// config/default built, checked fresh by make verify-generated), and
+// waits for the operator's pods to be ready.
 func (e *sandboxEnv) installOperator() {
 	e.t.Helper()
 	poll(e.t, time.Minute, "the default ServiceAccount", func() error {
 		_, err := e.kubectl("", "get", "serviceaccount", "default")
 		return err
 	})
-	e.mustKubectl("", "apply", "--server-side", "-k", "../../config/default")
+	e.mustKubectl("", "apply", "-f", "../../dist/install.yaml")
 	e.mustKubectl("", "wait", "--for", "condition=Established", "crd/postgresclusters.holdfast.dev", "--timeout=60s")
 	poll(e.t, 3*time.Minute, "both operator pods ready, one of them leading", func() error {
 		out, err := e.kubectl("", "-n", "holdfast-system", "get", "pods", "-o",
@@ -157,4 +172,52 @@ func (e *sandboxEnv) secretValue(ns, name, key string) string {
 		e.t.Fatalf("secret %s/%s key %s: %v", ns, name, key, err)
 	}
 	return string(b)
+}
+
+// tagImage gives ref, an image the sandbox's registry holds, another tag
+// there, as a release pipeline pushes a new tag of an image.
+func (e *sandboxEnv) tagImage(ref, tag string) {
+	e.t.Helper()
+	reg, err := sandbox.ReadRegistry(e.dir)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	transport, err := reg.Transport()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	src, err := reg.Reference(ref)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	from, err := name.ParseReference(src)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	desc, err := remote.Get(from, remote.WithTransport(transport), remote.WithContext(e.t.Context()))
+	if err != nil {
+		e.t.Fatalf("reading %s from the sandbox's registry: %v", src, err)
+	}
+	if err := remote.Tag(from.Context().Tag(tag), desc, remote.WithTransport(transport), remote.WithContext(e.t.Context())); err != nil {
+		e.t.Fatalf("tagging %s as %s: %v", src, tag, err)
+	}
+}
+
+// layoutDigests maps each image the sandbox's registry was given (by the
+// name make images tags it with) to its manifest's digest.
+func (e *sandboxEnv) layoutDigests(t *testing.T) map[string]string {
+	t.Helper()
+	idx, err := layout.ImageIndexFromPath(e.images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, d := range m.Manifests {
+		out[d.Annotations[images.RefAnnotation]] = d.Digest.String()
+	}
+	return out
 }

@@ -19,8 +19,8 @@ const (
 	helmRelease   = "holdfast"
 	operatorNS    = "holdfast-system"
 	operatorImage = "ghcr.io/holdfast-dev/holdfast:0.1.0-dev"
-	// Another tag of the same image: the sandbox maps every
-	// holdfast-dev/holdfast tag to the holdfast binary under test.
+	// Another tag of the same image, which the test pushes to the
+	// sandbox's registry before it upgrades.
 	upgradedImage = "ghcr.io/holdfast-dev/holdfast:e2e-upgrade"
 )
 
@@ -79,6 +79,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 		oldHashes := e.operatorTemplateHashes(t)
 		uids := e.watchUIDs(t, "demo")
 
+		e.tagImage(operatorImage, "e2e-upgrade")
 		began := time.Now()
 		upgrade := action.NewUpgrade(cfg)
 		upgrade.Namespace = operatorNS

@@ -55,6 +55,32 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		t.FailNow()
 	}
 
+	t.Run("every pod runs an image the registry serves, pulled by digest into its own root", func(t *testing.T) {
+		built := e.layoutDigests(t)
+		check := func(namespace, selector string) {
+			out := e.mustKubectl("", "-n", namespace, "get", "pods", "-l", selector, "-o",
+				`jsonpath={range .items[*]}{range .status.initContainerStatuses[*]}{.image} {.imageID}{"\n"}{end}{range .status.containerStatuses[*]}{.image} {.imageID}{"\n"}{end}{end}`)
+			if out == "" {
+				t.Errorf("no pods match %s in %s", selector, namespace)
+			}
+			for _, line := range strings.Split(out, "\n") {
+				image, id, _ := strings.Cut(line, " ")
+				repo, _, _ := strings.Cut(image, ":")
+				if want := repo + "@" + built[image]; built[image] == "" || id != want {
+					t.Errorf("%s: a container of %s has imageID %q, want %q (the digest make images built)", selector, image, id, want)
+				}
+			}
+		}
+		check(operatorNS, "app.kubernetes.io/name=holdfast-operator")
+		check(ns, "holdfast.dev/cluster=pg")
+		// The root is the image's, not this machine's: the sandbox's own
+		// folder, on this machine, is not there.
+		if out, err := e.kubectl("", "-n", ns, "exec", "pg-0", "-c", resources.ContainerPostgres, "--", "test", "-e", e.kubeconfig); err == nil {
+			t.Errorf("pg-0 sees %s of the host: it runs over the host's root, not its image's (%s)", e.kubeconfig, out)
+		}
+		e.mustKubectl("", "-n", ns, "exec", "pg-0", "-c", resources.ContainerPostgres, "--", "test", "-x", "/usr/lib/postgresql/15/bin/postgres")
+	})
+
 	t.Run("a row written through -rw is on every replica and read through -ro", func(t *testing.T) {
 		e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE e2e (id int PRIMARY KEY, note text); INSERT INTO e2e VALUES (1, 'first')")
 		for _, pod := range []string{"pg-1", "pg-2"} {
@@ -307,7 +333,8 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 	})
 
 	t.Run("a bad image gives a clear status, not a hang", func(t *testing.T) {
-		m := strings.Replace(clusterManifest("bad", 1, ""), "postgresVersion: 15", "postgresVersion: 15\n  image: registry.example.com/no-such/postgres-image:1", 1)
+		// A tag the sandbox's registry does not have: the registry's answer is the message.
+		m := strings.Replace(clusterManifest("bad", 1, ""), "postgresVersion: 15", "postgresVersion: 15\n  image: ghcr.io/holdfast-dev/holdfast-postgres:15-no-such-tag", 1)
 		e.mustKubectl(m, "apply", "-f", "-")
 		poll(t, 2*time.Minute, "the cluster Degraded, naming the image", func() error {
 			out, err := e.kubectl("", "-n", ns, "get", "pgc", "bad", "-o",
@@ -315,7 +342,7 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if !strings.HasPrefix(out, "Degraded ") || !strings.Contains(out, "no-such/postgres-image") || !strings.Contains(out, "image table") {
+			if !strings.HasPrefix(out, "Degraded ") || !strings.Contains(out, "15-no-such-tag") || !strings.Contains(out, "MANIFEST_UNKNOWN") {
 				return errorString(out)
 			}
 			return nil

@@ -1,6 +1,6 @@
 // Package e2e drives the holdfast binary as a user would, in the sandbox:
 // its control plane, Services, process node, and PostgresClusters run by
-// the operator installed from config/default. One sandbox runs at a time
+// the operator installed from dist/install.yaml. One sandbox runs at a time
 // on a machine (they share the pod bridge), so these tests run in order.
 package e2e
 

@@ -29,8 +29,8 @@ func New() *cobra.Command {
 		Use:   "sandbox",
 		Short: "A Kubernetes control plane on this machine, from the pinned binaries",
 		Long: `The sandbox runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler on this
-machine under one folder. The node that runs pods as local processes is not built yet (issue 4):
-pods stay Pending.`,
+machine under one folder, with kube-proxy, CoreDNS, an S3 object store, an image registry and a
+node that runs pods as local processes from the images it pulls (see docs/sandbox.md).`,
 		PersistentPreRunE: func(*cobra.Command, []string) error {
 			dir, err := filepath.Abs(cfg.Dir)
 			if err != nil {
@@ -46,6 +46,11 @@ pods stay Pending.`,
 			}
 			if cfg.BinDir, err = filepath.Abs(cfg.BinDir); err != nil {
 				return err
+			}
+			if cfg.Images != "" {
+				if cfg.Images, err = filepath.Abs(cfg.Images); err != nil {
+					return err
+				}
 			}
 			if advertise == "" {
 				ip, err := sandbox.DefaultAdvertiseIP()
@@ -66,6 +71,7 @@ pods stay Pending.`,
 	f.IntVar(&cfg.EtcdPort, "etcd-port", 23790, "etcd's client port on loopback (peer: the next port)")
 	f.StringVar(&advertise, "advertise-ip", "", "the API server's advertised address (default: this machine's first non-loopback IPv4)")
 	f.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.96.0.0/16", "the Service ClusterIP range")
+	f.StringVar(&cfg.Images, "images", "", "an OCI image layout (the folder `make images` prints) to push to the sandbox's registry on up")
 
 	cmd.AddCommand(&cobra.Command{
 		Use:   "up",

@@ -36,6 +36,9 @@ type Config struct {
 	AdvertiseIP net.IP
 	// ServiceCIDR is where Services get their ClusterIPs.
 	ServiceCIDR string
+	// Images is an OCI image layout (what `make images` prints) whose
+	// images `up` pushes to the sandbox's registry.
+	Images string
 }
 
 // kubernetesServiceIP is the first address of the Service range, which the

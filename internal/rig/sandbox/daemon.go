@@ -58,7 +58,7 @@ func Serve(ctx context.Context, c Config) error {
 	}
 	defer os.Remove(c.pidFile())
 	// Every `up` starts a fresh cluster: new PKI, empty etcd, empty object store.
-	for _, d := range []string{"pki", "etcd", "logs", "volumes", "pods", "s3"} {
+	for _, d := range []string{"pki", "etcd", "logs", "volumes", "pods", "s3", "registry"} {
 		if err := os.RemoveAll(c.path(d)); err != nil {
 			return err
 		}
@@ -121,8 +121,14 @@ func Serve(ctx context.Context, c Config) error {
 	defer s3.Stop()
 	cp.procs = append(cp.procs, s3)
 
+	reg, stopRegistry, err := startRegistry(ctx, c, progress)
+	if err != nil {
+		return err
+	}
+	defer stopRegistry()
+
 	progress("starting the node " + NodeName)
-	stopNode, err := startNode(ctx, c, cs)
+	stopNode, err := startNode(ctx, c, cs, reg)
 	if err != nil {
 		return err
 	}
@@ -175,7 +181,7 @@ func Up(ctx context.Context, c Config, out io.Writer) error {
 	defer log.Close()
 	cmd := exec.Command(self, "sandbox", "serve", "--dir", c.Dir, "--bin-dir", c.BinDir,
 		"--api-port", strconv.Itoa(c.APIPort), "--etcd-port", strconv.Itoa(c.EtcdPort),
-		"--advertise-ip", c.AdvertiseIP.String(), "--service-cidr", c.ServiceCIDR)
+		"--advertise-ip", c.AdvertiseIP.String(), "--service-cidr", c.ServiceCIDR, "--images", c.Images)
 	cmd.Stdout, cmd.Stderr = log, log
 	// Its own session: the sandbox outlives this command and the terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

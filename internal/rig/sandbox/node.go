@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	buildimages "holdfast.dev/holdfast/internal/images"
 	"holdfast.dev/holdfast/internal/rig/sandbox/images"
+	"holdfast.dev/holdfast/internal/rig/sandbox/imagestore"
 	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 	"holdfast.dev/holdfast/internal/rig/sandbox/node"
 )
@@ -23,11 +26,19 @@ var PodBridge = network.Bridge{Name: "hf0", Gateway: &net.IPNet{IP: net.IPv4(10,
 
 // startNode registers the node and runs its pods; the returned func stops
 // every pod and waits for them.
-func startNode(ctx context.Context, c Config, cs kubernetes.Interface) (func(), error) {
+func startNode(ctx context.Context, c Config, cs kubernetes.Interface, reg RegistryInfo) (func(), error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
+	transport, err := reg.Transport()
+	if err != nil {
+		return nil, err
+	}
+	// Pulled images outlive a sandbox, as a node's image store outlives a
+	// reboot: the next `up` starts its pods from the roots unpacked before.
+	store := &imagestore.Store{Dir: filepath.Join(buildimages.CacheDir(), "node"), Transport: transport,
+		Mirrors: map[string]string{MirroredPrefix: reg.Mirror()}}
 	o := node.Options{
 		Client:        cs,
 		NodeName:      NodeName,
@@ -35,7 +46,8 @@ func startNode(ctx context.Context, c Config, cs kubernetes.Interface) (func(), 
 		Bridge:        PodBridge,
 		Dir:           c.path("pods"),
 		Launcher:      []string{self, "sandbox", "launch"},
-		Images:        images.Table{HoldfastBinary: self, PostgresRoot: "/usr/lib/postgresql"},
+		Store:         store,
+		Images:        images.Table{PostgresRoot: "/usr/lib/postgresql"},
 		ClusterDNS:    ClusterDNS,
 		ClusterDomain: ClusterDomain,
 		ServingCert:   c.path("pki", "node.crt"),

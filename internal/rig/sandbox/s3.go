@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -72,14 +71,8 @@ func s3InfoFile(dir string) string { return filepath.Join(dir, "s3", "endpoint.j
 // ReadS3 reads the object store's S3Info from the sandbox folder dir.
 func ReadS3(dir string) (S3Info, error) {
 	var info S3Info
-	b, err := os.ReadFile(s3InfoFile(dir))
-	if err != nil {
-		return info, fmt.Errorf("reading the sandbox's S3 endpoint (is the sandbox up?): %w", err)
-	}
-	if err := json.Unmarshal(b, &info); err != nil {
-		return info, fmt.Errorf("parsing %s: %w", s3InfoFile(dir), err)
-	}
-	return info, nil
+	err := readJSON(s3InfoFile(dir), "S3 endpoint", &info)
+	return info, err
 }
 
 // Client signs requests to endpoint (Endpoint or HostEndpoint) with i's
@@ -208,16 +201,7 @@ func makeBucket(ctx context.Context, c Config, proc *controlplane.Process, info 
 }
 
 // writeS3Info writes info to <dir>/s3/endpoint.json, private: it holds the keys.
-func writeS3Info(dir string, info S3Info) error {
-	b, err := json.MarshalIndent(info, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(s3InfoFile(dir), append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", s3InfoFile(dir), err)
-	}
-	return nil
-}
+func writeS3Info(dir string, info S3Info) error { return writeJSON(s3InfoFile(dir), info) }
 
 // ensureS3Service makes namespace holdfast-system (the operator's, which
 // config/default then applies over) and Service s3 in it, port 443 to

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"holdfast.dev/holdfast/internal/rig/bench"
+	"holdfast.dev/holdfast/internal/rig/imagebuild"
 )
 
 // Sandbox is a running sandbox of a benchmark.
@@ -35,7 +36,13 @@ func Up(ctx context.Context, holdfast, binDir string) (*Sandbox, error) {
 		return nil, err
 	}
 	s := &Sandbox{Holdfast: holdfast, BinDir: binDir, Dir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig")}
-	if out, err := exec.CommandContext(ctx, holdfast, "sandbox", "up", "--dir", dir, "--bin-dir", binDir).CombinedOutput(); err != nil {
+	// The benchmarks run from the module's root (go run ./hack/bench).
+	images, err := imagebuild.Layout(ctx, ".")
+	if err != nil {
+		s.Down(false, io.Discard)
+		return nil, err
+	}
+	if out, err := exec.CommandContext(ctx, holdfast, "sandbox", "up", "--dir", dir, "--bin-dir", binDir, "--images", images).CombinedOutput(); err != nil {
 		s.Down(false, io.Discard)
 		return nil, fmt.Errorf("sandbox up: %v\n%s", err, out)
 	}

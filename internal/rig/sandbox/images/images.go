@@ -1,6 +1,8 @@
-// Package images is the sandbox's one table from container images to the
-// local programs that stand in for them: the sandbox runs no container
-// runtime, so an image names what a container's root holds.
+// Package images is the sandbox's transition table: from the container
+// images that cannot be built on this machine (the community postgres
+// images and those other operators ship) to the local programs that stand
+// in for them. Holdfast's own images are built (make images) and pulled
+// from the sandbox's registry instead.
 package images
 
 import (
@@ -13,8 +15,6 @@ import (
 
 // Program is what a container of an image runs with.
 type Program struct {
-	// Files are placed in the container's root: path inside -> path on this machine.
-	Files map[string]string
 	// PathPrefix goes in front of the container's PATH.
 	PathPrefix []string
 	// Entrypoint runs when the container gives no command, as an image's
@@ -22,9 +22,8 @@ type Program struct {
 	Entrypoint []string
 }
 
-// Table resolves images; HoldfastBinary is the holdfast binary on this machine.
+// Table resolves images.
 type Table struct {
-	HoldfastBinary string
 	// PostgresRoot holds one folder per major version with bin/ inside
 	// (Debian: /usr/lib/postgresql).
 	PostgresRoot string
@@ -32,18 +31,15 @@ type Table struct {
 
 // The rows of the table, matched against the image without its registry host.
 var (
-	holdfastImage = regexp.MustCompile(`^(?:holdfast-dev/)?holdfast(?::[\w.-]+)?$`)
 	// The community image and the images operators ship (CloudNativePG,
 	// Crunchy) all name the major version first in the tag.
-	postgresImage = regexp.MustCompile(`^(?:library/|cloudnative-pg/|crunchydata/|holdfast-dev/holdfast-)?(?:postgres|postgresql|crunchy-postgres):(\d+)(?:[.-][\w.-]*)?$`)
+	postgresImage = regexp.MustCompile(`^(?:library/|cloudnative-pg/|crunchydata/)?(?:postgres|postgresql|crunchy-postgres):(\d+)(?:[.-][\w.-]*)?$`)
 )
 
 // Resolve finds the program for image, or says why there is none.
 func (t Table) Resolve(image string) (Program, error) {
 	name := stripRegistry(image)
 	switch {
-	case holdfastImage.MatchString(name):
-		return Program{Files: map[string]string{"/holdfast": t.HoldfastBinary}, Entrypoint: []string{"/holdfast"}}, nil
 	case postgresImage.MatchString(name):
 		major := postgresImage.FindStringSubmatch(name)[1]
 		bin := filepath.Join(t.PostgresRoot, major, "bin")
@@ -52,7 +48,7 @@ func (t Table) Resolve(image string) (Program, error) {
 		}
 		return Program{PathPrefix: []string{bin}, Entrypoint: []string{"postgres"}}, nil
 	}
-	return Program{}, fmt.Errorf("image %s is not in the sandbox's image table (see docs/sandbox.md): the sandbox runs holdfast and postgres images only", image)
+	return Program{}, fmt.Errorf("image %s is neither in the sandbox's registry nor in its transition table (see docs/sandbox.md)", image)
 }
 
 // stripRegistry drops a leading registry host (it has a dot or a port, or is localhost).

@@ -1,8 +1,9 @@
 // Package launch starts a container's process the way a container runtime
 // would, without one: in the pod's network namespace, in a mount namespace
-// of its own whose root is an overlay over this machine's root (so nothing
-// the container writes reaches the host's files), with the pod's volumes
-// bound at their mount paths, as the pod's user.
+// of its own whose root is an overlay over the image's unpacked root (or
+// this machine's root, for the images the sandbox maps to host programs),
+// so nothing the container writes reaches the image or the host, with the
+// pod's volumes bound at their mount paths, as the pod's user.
 //
 // The work happens in a child: the holdfast binary re-executed with a spec
 // file (Command), which sets itself up and execs the container's program
@@ -42,12 +43,15 @@ type Spec struct {
 	NetNS string `json:"netns,omitempty"`
 	// Scratch holds the overlay's upper and work folders and the root it
 	// assembles; it must be empty or absent, and is the container's alone.
-	Scratch string   `json:"scratch"`
-	Mounts  []Mount  `json:"mounts,omitempty"`
-	UID     uint32   `json:"uid"`
-	GID     uint32   `json:"gid"`
-	Groups  []uint32 `json:"groups,omitempty"`
-	Dir     string   `json:"dir,omitempty"`
+	Scratch string `json:"scratch"`
+	// Lower is the overlay's read-only lower layer: an image's unpacked
+	// root. Empty means this machine's root.
+	Lower  string   `json:"lower,omitempty"`
+	Mounts []Mount  `json:"mounts,omitempty"`
+	UID    uint32   `json:"uid"`
+	GID    uint32   `json:"gid"`
+	Groups []uint32 `json:"groups,omitempty"`
+	Dir    string   `json:"dir,omitempty"`
 	// Hostname is set in a UTS namespace of the container's own.
 	Hostname string `json:"hostname,omitempty"`
 	// ReadOnlyRoot makes the root read-only once volumes are in place, as
@@ -169,7 +173,7 @@ func Exec(specFile string) error {
 
 // assembleRoot mounts the overlay root and the kernel's file systems in it.
 // The upper layer lives on a tmpfs of its own, so that it does not overlap
-// the lower layer (/) as the kernel requires.
+// the lower layer as the kernel requires.
 func assembleRoot(s Spec) (string, error) {
 	if err := os.MkdirAll(s.Scratch, 0o700); err != nil {
 		return "", err
@@ -183,13 +187,24 @@ func assembleRoot(s Spec) (string, error) {
 			return "", err
 		}
 	}
-	if err := unix.Mount("overlay", root, "overlay", 0, "lowerdir=/,upperdir="+upper+",workdir="+work); err != nil {
+	lower := s.Lower
+	if lower == "" {
+		lower = "/"
+	}
+	if err := unix.Mount("overlay", root, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
 		return "", fmt.Errorf("mounting the overlay root: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "proc"), 0o555); err != nil {
+		return "", fmt.Errorf("making /proc: %w", err)
 	}
 	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return "", fmt.Errorf("mounting /proc: %w", err)
 	}
 	for _, d := range []string{"/dev", "/sys"} {
+		// An image's root may lack the mount points a runtime provides.
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return "", fmt.Errorf("making %s: %w", d, err)
+		}
 		if err := unix.Mount(d, filepath.Join(root, d), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return "", fmt.Errorf("binding %s: %w", d, err)
 		}

@@ -211,13 +211,12 @@ func (p *Provider) runInContainer(ctx context.Context, namespace, pod, name stri
 
 // enter is a command that runs argv in the container whose first process is pid.
 func (c *container) enter(ctx context.Context, pid int, argv []string) (*exec.Cmd, error) {
-	uid, gid, _, err := identity(c.r.pod, c.spec)
-	if err != nil {
-		return nil, err
-	}
+	c.r.mu.Lock()
+	uid, gid, img := c.uid, c.gid, c.image
+	c.r.mu.Unlock()
 	args := []string{"--target", strconv.Itoa(pid), "--mount", "--net", "--uts", "--pid", "--root", "--wd",
 		"--setuid", strconv.Itoa(int(uid)), "--setgid", strconv.Itoa(int(gid)), "--"}
 	cmd := exec.CommandContext(ctx, "nsenter", append(args, argv...)...)
-	cmd.Env = containerEnv(c.r.pod, c.spec, c.pathPrefix)
+	cmd.Env = containerEnv(c.r.pod, c.spec, img.env)
 	return cmd, nil
 }

@@ -38,8 +38,11 @@ type container struct {
 	spec    corev1.Container
 	init    bool
 	volumes map[string]string
-	// pathPrefix is the image's programs, for commands run inside the container.
-	pathPrefix []string
+	// image is what the current process runs from; exec and probes run
+	// inside it too.
+	image image
+	// uid and gid are the current process's.
+	uid, gid uint32
 
 	state, last corev1.ContainerState
 	restarts    int32
@@ -166,34 +169,34 @@ func (c *container) setWaiting(reason, msg string) {
 func (c *container) start() error {
 	r := c.r
 	o := r.p.opts
-	prog, err := o.Images.Resolve(c.spec.Image)
+	img, err := c.pullImage()
 	if err != nil {
 		c.setWaiting("ErrImagePull", err.Error())
 		r.p.event(r.pod, corev1.EventTypeWarning, "Failed", fmt.Sprintf("Failed to pull image %q: %v", c.spec.Image, err))
 		return err
 	}
-	env := containerEnv(r.pod, c.spec, prog.PathPrefix)
-	r.mu.Lock()
-	c.pathPrefix = prog.PathPrefix
-	r.mu.Unlock()
-	argv := append(append([]string(nil), c.spec.Command...), c.spec.Args...)
-	if len(c.spec.Command) == 0 {
-		argv = append(append([]string(nil), prog.Entrypoint...), c.spec.Args...)
-	}
-	argv = expandAll(argv, env)
-	uid, gid, groups, err := identity(r.pod, c.spec)
+	env := containerEnv(r.pod, c.spec, img.env)
+	argv := expandAll(img.argv(c.spec), env)
+	uid, gid, groups, err := identity(r.pod, c.spec, img)
 	if err == nil && len(argv) == 0 {
-		err = fmt.Errorf("no command, and image %s has no entrypoint in the sandbox's image table", c.spec.Image)
+		err = fmt.Errorf("no command, and image %s has no entrypoint", c.spec.Image)
 	}
 	var mounts []launch.Mount
 	if err == nil {
-		mounts, err = c.mounts(prog.Files)
+		mounts, err = c.mounts()
 	}
 	if err != nil {
 		c.setWaiting("CreateContainerConfigError", err.Error())
 		r.p.event(r.pod, corev1.EventTypeWarning, "Failed", err.Error())
 		return err
 	}
+	dir := c.spec.WorkingDir
+	if dir == "" {
+		dir = img.dir
+	}
+	r.mu.Lock()
+	c.image, c.uid, c.gid = img, uid, gid
+	r.mu.Unlock()
 
 	r.mu.Lock()
 	c.attempt++
@@ -210,11 +213,12 @@ func (c *container) start() error {
 	spec := launch.Spec{
 		NetNS:        network.NamespacePath(network.Namespace(string(r.pod.UID))),
 		Scratch:      filepath.Join(scratch, name),
+		Lower:        img.root,
 		Mounts:       mounts,
 		UID:          uid,
 		GID:          gid,
 		Groups:       groups,
-		Dir:          c.spec.WorkingDir,
+		Dir:          dir,
 		Hostname:     podHostname(r.pod),
 		ReadOnlyRoot: c.spec.SecurityContext != nil && c.spec.SecurityContext.ReadOnlyRootFilesystem != nil && *c.spec.SecurityContext.ReadOnlyRootFilesystem,
 		Argv:         argv,
@@ -335,11 +339,8 @@ func (c *container) containerID(attempt int) string {
 }
 
 // mounts lists what the launcher binds into the container's root.
-func (c *container) mounts(files map[string]string) ([]launch.Mount, error) {
+func (c *container) mounts() ([]launch.Mount, error) {
 	var out []launch.Mount
-	for inside, host := range files {
-		out = append(out, launch.Mount{Source: host, Target: inside, ReadOnly: true})
-	}
 	covered := map[string]bool{}
 	for _, vm := range c.spec.VolumeMounts {
 		covered[vm.MountPath] = true
@@ -371,8 +372,9 @@ func (c *container) mounts(files map[string]string) ([]launch.Mount, error) {
 	return out, nil
 }
 
-// identity is the user, group and supplementary groups a container runs as.
-func identity(pod *corev1.Pod, c corev1.Container) (uid, gid uint32, groups []uint32, err error) {
+// identity is the user, group and supplementary groups a container runs
+// as: the pod's security context, else the image's user.
+func identity(pod *corev1.Pod, c corev1.Container, img image) (uid, gid uint32, groups []uint32, err error) {
 	psc := pod.Spec.SecurityContext
 	if psc == nil {
 		psc = &corev1.PodSecurityContext{}
@@ -387,14 +389,24 @@ func identity(pod *corev1.Pod, c corev1.Container) (uid, gid uint32, groups []ui
 		}
 		return b
 	}
+	imgUID, imgGID, err := imageUser(img.root, img.user)
+	if err != nil {
+		return 0, 0, nil, err
+	}
 	u, g := pick(csc.RunAsUser, psc.RunAsUser), pick(csc.RunAsGroup, psc.RunAsGroup)
+	if u == nil {
+		u = imgUID
+		if g == nil {
+			g = imgGID
+		}
+	}
 	nonRoot := csc.RunAsNonRoot
 	if nonRoot == nil {
 		nonRoot = psc.RunAsNonRoot
 	}
 	if u == nil || *u == 0 {
 		if nonRoot != nil && *nonRoot {
-			return 0, 0, nil, fmt.Errorf("container %s has runAsNonRoot and would run as root: the sandbox's images have no user of their own, so set runAsUser", c.Name)
+			return 0, 0, nil, fmt.Errorf("container %s has runAsNonRoot and would run as root: set runAsUser, or use an image whose USER is not root", c.Name)
 		}
 	}
 	if u != nil {
@@ -413,15 +425,16 @@ func identity(pod *corev1.Pod, c corev1.Container) (uid, gid uint32, groups []ui
 	return uid, gid, groups, nil
 }
 
-// containerEnv is the container's environment: the defaults an image would
-// set, then the container's own variables (virtual-kubelet has resolved
-// their references already), later ones winning.
-func containerEnv(pod *corev1.Pod, c corev1.Container, pathPrefix []string) []string {
-	path := defaultPath
-	if len(pathPrefix) > 0 {
-		path = strings.Join(pathPrefix, ":") + ":" + defaultPath
+// containerEnv is the container's environment: what a runtime sets, then
+// the image's, then the container's own variables (virtual-kubelet has
+// resolved their references already), later ones winning.
+func containerEnv(pod *corev1.Pod, c corev1.Container, imageEnv []string) []string {
+	vars := [][2]string{{"PATH", defaultPath}, {"HOSTNAME", podHostname(pod)}, {"HOME", "/"}}
+	for _, kv := range imageEnv {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars = append(vars, [2]string{k, v})
+		}
 	}
-	vars := [][2]string{{"PATH", path}, {"HOSTNAME", podHostname(pod)}, {"HOME", "/"}}
 	for _, e := range c.Env {
 		vars = append(vars, [2]string{e.Name, expand(e.Value, vars)})
 	}

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"holdfast.dev/holdfast/internal/rig/sandbox/images"
+	"holdfast.dev/holdfast/internal/rig/sandbox/imagestore"
 	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 )
 
@@ -48,7 +49,10 @@ type Options struct {
 	// Launcher is the command that becomes a container's process given a
 	// spec file (the holdfast binary's `sandbox launch`).
 	Launcher []string
-	Images   images.Table
+	// Store pulls the images a registry serves; Images maps the others
+	// (those that cannot be built here) to programs on this machine.
+	Store  *imagestore.Store
+	Images images.Table
 	// ClusterDNS and ClusterDomain go into each pod's resolv.conf.
 	ClusterDNS    string
 	ClusterDomain string

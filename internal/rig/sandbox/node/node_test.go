@@ -28,30 +28,84 @@ func TestExpandFollowsKubernetesRules(t *testing.T) {
 	}
 }
 
-func TestContainerEnvLaterWinsAndPathHasTheImagesPrograms(t *testing.T) {
+func TestContainerEnvLaterWinsAndPathIsTheImages(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p-0"}}
-	c := corev1.Container{Env: []corev1.EnvVar{{Name: "X", Value: "1"}, {Name: "Y", Value: "$(X)-$(HOSTNAME)"}, {Name: "X", Value: "2"}}}
-	env := strings.Join(containerEnv(pod, c, []string{"/opt/pg/bin"}), " ")
-	for _, want := range []string{"PATH=/opt/pg/bin:" + defaultPath, "HOSTNAME=p-0", "Y=1-p-0", "X=2"} {
+	c := corev1.Container{Env: []corev1.EnvVar{{Name: "X", Value: "1"}, {Name: "Y", Value: "$(X)-$(HOSTNAME)-$(PGDATA)"}, {Name: "X", Value: "2"}}}
+	env := strings.Join(containerEnv(pod, c, []string{"PATH=/opt/pg/bin:/usr/bin", "PGDATA=/data", "X=0"}), " ")
+	for _, want := range []string{"PATH=/opt/pg/bin:/usr/bin", "HOSTNAME=p-0", "Y=1-p-0-/data", "X=2", "PGDATA=/data"} {
 		if !strings.Contains(env, want) {
 			t.Errorf("env %q lacks %q", env, want)
 		}
 	}
-	if strings.Contains(env, "X=1") {
-		t.Errorf("env %q keeps the overridden X=1", env)
+	if strings.Contains(env, "X=1") || strings.Contains(env, "X=0") || strings.Contains(env, defaultPath) {
+		t.Errorf("env %q keeps an overridden value", env)
 	}
 }
 
 func TestIdentityRefusesRootUnderRunAsNonRoot(t *testing.T) {
 	pod := &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{
 		RunAsNonRoot: ptr.To(true), FSGroup: ptr.To[int64](999), SupplementalGroups: []int64{5}}}}
-	if _, _, _, err := identity(pod, corev1.Container{Name: "c"}); err == nil || !strings.Contains(err.Error(), "runAsNonRoot") {
+	if _, _, _, err := identity(pod, corev1.Container{Name: "c"}, image{}); err == nil || !strings.Contains(err.Error(), "runAsNonRoot") {
 		t.Fatalf("no user under runAsNonRoot: %v, want a refusal", err)
 	}
 	c := corev1.Container{Name: "c", SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](26), RunAsGroup: ptr.To[int64](27)}}
-	uid, gid, groups, err := identity(pod, c)
+	uid, gid, groups, err := identity(pod, c, image{user: "65532"})
 	if err != nil || uid != 26 || gid != 27 || len(groups) != 3 || groups[1] != 999 || groups[2] != 5 {
 		t.Fatalf("identity = %d %d %v %v", uid, gid, groups, err)
+	}
+}
+
+func TestIdentityTakesTheImagesUser(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0::/:/bin/sh\npostgres:x:999:998::/var/lib/postgresql:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "group"), []byte("root:x:0:\npostgres:x:998:\nssl:x:101:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nonRoot := &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true)}}}
+	for _, tt := range []struct {
+		user     string
+		uid, gid uint32
+		err      string
+	}{
+		{user: "postgres", uid: 999, gid: 998},
+		{user: "999", uid: 999, gid: 998},
+		{user: "postgres:ssl", uid: 999, gid: 101},
+		{user: "1234:5", uid: 1234, gid: 5},
+		{user: "root", err: "runAsNonRoot"},
+		{user: "", err: "runAsNonRoot"},
+		{user: "nobody", err: `no entry "nobody"`},
+	} {
+		uid, gid, _, err := identity(nonRoot, corev1.Container{Name: "c"}, image{root: root, user: tt.user})
+		switch {
+		case tt.err != "":
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("USER %q: %d:%d %v, want an error saying %q", tt.user, uid, gid, err, tt.err)
+			}
+		case err != nil || uid != tt.uid || gid != tt.gid:
+			t.Errorf("USER %q: %d:%d %v, want %d:%d", tt.user, uid, gid, err, tt.uid, tt.gid)
+		}
+	}
+}
+
+func TestArgvAsAKubeletBuildsIt(t *testing.T) {
+	img := image{entrypoint: []string{"/holdfast"}, cmd: []string{"operator"}}
+	for _, tt := range []struct {
+		c    corev1.Container
+		want string
+	}{
+		{corev1.Container{}, "/holdfast operator"},
+		{corev1.Container{Args: []string{"instance", "-v"}}, "/holdfast instance -v"},
+		{corev1.Container{Command: []string{"sh"}}, "sh"},
+		{corev1.Container{Command: []string{"sh"}, Args: []string{"-c", "true"}}, "sh -c true"},
+	} {
+		if got := strings.Join(img.argv(tt.c), " "); got != tt.want {
+			t.Errorf("argv(%+v) = %q, want %q", tt.c, got, tt.want)
+		}
 	}
 }
 

@@ -112,7 +112,7 @@ func (c *container) statusLocked() corev1.ContainerStatus {
 		Ready:                c.ready,
 		RestartCount:         c.restarts,
 		Image:                c.spec.Image,
-		ImageID:              "sandbox://" + c.spec.Image,
+		ImageID:              c.image.id,
 		Started:              &started,
 	}
 	if c.attempt > 0 {
