@@ -121,6 +121,9 @@ func lookupID(root, file, name string) (id, group int64, err error) {
 		if numErr == nil {
 			return n, -1, nil
 		}
+		if err == nil {
+			err = fmt.Errorf("no image root to look %q up in", name)
+		}
 		return 0, 0, err
 	}
 	// One scan: a name is looked up by its first field, a number by its
