@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,4 +224,31 @@ func (e *sandboxEnv) layoutDigests(t *testing.T) map[string]string {
 		out[d.Annotations[images.RefAnnotation]] = d.Digest.String()
 	}
 	return out
+}
+
+// operatorMetrics scrapes the leading operator's metrics endpoint (plain
+// HTTP on :8080 of its pod, which the host reaches on the pod bridge).
+func (e *sandboxEnv) operatorMetrics() (string, error) {
+	leader, err := e.operatorLeader()
+	if err != nil {
+		return "", err
+	}
+	ip, err := e.kubectl("", "-n", operatorNS, "get", "pod", leader, "-o", "jsonpath={.status.podIP}")
+	if err != nil {
+		return "", err
+	}
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(ip, "8080") + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", errorString(fmt.Sprintf("GET /metrics: %s: %s", resp.Status, b))
+	}
+	return string(b), nil
 }

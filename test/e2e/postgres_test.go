@@ -362,6 +362,15 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		if h := e.mustKubectl("", "-n", ns, "get", "pgc", "bad", "-o", "jsonpath={.status.history[0].kind} {.status.history[0].reason}"); !strings.Contains(h, "RollingUpdate bad-0 runs an older pod template and has never been ready") {
 			t.Errorf("history: %q, want the replacement on record", h)
 		}
+		// The operator counts the operation on its metrics endpoint.
+		want := `holdfast_operations_total{cluster="bad",kind="RollingUpdate",namespace="` + ns + `",outcome="Succeeded"} 1`
+		poll(t, time.Minute, "the leading operator's metrics counting the replacement", func() error {
+			metrics, err := e.operatorMetrics()
+			if err == nil && !strings.Contains(metrics, want) {
+				err = errorString("no " + want)
+			}
+			return err
+		})
 		e.mustKubectl("", "-n", ns, "delete", "pgc", "bad")
 		e.mustKubectl("", "-n", ns, "delete", "pvc", "--all")
 	})

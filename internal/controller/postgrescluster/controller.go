@@ -31,6 +31,7 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/apply"
 	"holdfast.dev/holdfast/internal/controller/certificates"
+	"holdfast.dev/holdfast/internal/controller/metrics"
 	"holdfast.dev/holdfast/internal/credentials"
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
@@ -117,6 +118,9 @@ func toCluster(_ context.Context, o client.Object) []reconcile.Request {
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var c holdfastv1.PostgresCluster
 	if err := r.Client.Get(ctx, req.NamespacedName, &c); err != nil {
+		if apierrors.IsNotFound(err) {
+			metrics.Forget(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if c.DeletionTimestamp != nil {
