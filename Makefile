@@ -13,8 +13,9 @@ all: build
 # The version (VERSION) stamps the binary and tags the operator image.
 VERSION := $(shell cat VERSION)
 
-build: ## Build the holdfast binary into bin/
+build: ## Build the holdfast binary and the kubectl plugin (kubectl-holdfast) into bin/
 	go build -ldflags "-X holdfast.dev/holdfast/internal/cli.Version=$(VERSION)" -o bin/holdfast ./cmd/holdfast
+	go build -ldflags "-X holdfast.dev/holdfast/internal/cli.Version=$(VERSION)" -o bin/kubectl-holdfast ./cmd/kubectl-holdfast
 
 images: deps ## Build the OCI images (operator, postgres-15) reproducibly into a layout in the build cache; print it and the digests
 	go run ./hack/images

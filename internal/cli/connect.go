@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,6 +56,10 @@ func kubeClient(kubeconfig, namespace string) (client.Client, string, error) {
 	}
 	scheme := runtime.NewScheme()
 	if err := holdfastv1.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	// Pods, for status.
+	if err := corev1.AddToScheme(scheme); err != nil {
 		return nil, "", err
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})

@@ -35,7 +35,7 @@ func NewRoot(extra ...*cobra.Command) *cobra.Command {
 // UserCommands are the commands a user runs against a cluster from a
 // terminal.
 func UserCommands() []*cobra.Command {
-	return []*cobra.Command{newPromoteCmd(), newRestartCmd(), newBackupCmd()}
+	return []*cobra.Command{newStatusCmd(), newPromoteCmd(), newRestartCmd(), newBackupCmd()}
 }
 
 // NewLogger logs JSON with millisecond timestamps: a failover is a matter

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,6 +80,50 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			t.Errorf("pg-0 sees %s of the host: it runs over the host's root, not its image's (%s)", e.kubeconfig, out)
 		}
 		e.mustKubectl("", "-n", ns, "exec", "pg-0", "-c", resources.ContainerPostgres, "--", "test", "-x", "/usr/lib/postgresql/15/bin/postgres")
+	})
+
+	t.Run("holdfast status shows the cluster as its status says", func(t *testing.T) {
+		run := func(args ...string) string {
+			out, err := exec.Command(e.holdfast, append([]string{"status", "pg", "-n", ns, "--kubeconfig", e.kubeconfig}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("holdfast status %v: %v\n%s", args, err, out)
+			}
+			return string(out)
+		}
+		view := run()
+		for _, section := range []string{"Cluster " + ns + "/pg", "Instances", "Replication", "Backups", "Operations (newest first)", "Certificates", "Conditions"} {
+			if !strings.Contains(view, "\n"+section+"\n") && !strings.HasPrefix(view, section+"\n") {
+				t.Errorf("the view lacks the section %q:\n%s", section, view)
+			}
+		}
+		if strings.Contains(view, "\x1b[") {
+			t.Errorf("colour codes in a pipe:\n%s", view)
+		}
+		var r struct {
+			Cluster struct {
+				Primary string `json:"primary"`
+				Ready   int32  `json:"ready"`
+			} `json:"cluster"`
+			Instances []struct {
+				Name string `json:"name"`
+				Role string `json:"role"`
+				Node string `json:"node"`
+			} `json:"instances"`
+		}
+		if err := json.Unmarshal([]byte(run("-o", "json")), &r); err != nil {
+			t.Fatal(err)
+		}
+		status := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={.status.currentPrimary} {.status.readyInstances} {range .status.instances[*]}{.name}={.role} {end}`)
+		got := fmt.Sprintf("%s %d ", r.Cluster.Primary, r.Cluster.Ready)
+		for _, in := range r.Instances {
+			got += in.Name + "=" + in.Role + " "
+			if in.Node != "holdfast-sandbox" {
+				t.Errorf("instance %s on node %q, want the sandbox's node from its pod", in.Name, in.Node)
+			}
+		}
+		if strings.TrimSpace(got) != strings.TrimSpace(status) {
+			t.Errorf("holdfast status -o json says %q, the cluster's status %q", got, status)
+		}
 	})
 
 	t.Run("a row written through -rw is on every replica and read through -ro", func(t *testing.T) {
