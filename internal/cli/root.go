@@ -17,8 +17,9 @@ import (
 var Version = "dev"
 
 // NewRoot builds the holdfast command: the operator and the instance
-// manager, and extra. The binary in the image (cmd/holdfastd) has only
-// those two; the user's (cmd/holdfast) adds UserCommands and the sandbox.
+// manager, backup (which the BackupSchedules' CronJobs run from the image),
+// and extra. The binary in the image (cmd/holdfastd) has only those; the
+// user's (cmd/holdfast) adds UserCommands and the sandbox.
 func NewRoot(extra ...*cobra.Command) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "holdfast",
@@ -27,7 +28,9 @@ func NewRoot(extra ...*cobra.Command) *cobra.Command {
 		SilenceErrors: true,
 		Version:       Version,
 	}
-	root.AddCommand(newOperatorCmd(), newInstanceCmd())
+	// backup too: the CronJobs of BackupSchedules run `holdfast backup
+	// create` from the image.
+	root.AddCommand(newOperatorCmd(), newInstanceCmd(), newBackupCmd())
 	root.AddCommand(extra...)
 	return root
 }
@@ -35,7 +38,7 @@ func NewRoot(extra ...*cobra.Command) *cobra.Command {
 // UserCommands are the commands a user runs against a cluster from a
 // terminal.
 func UserCommands() []*cobra.Command {
-	return []*cobra.Command{newStatusCmd(), newPromoteCmd(), newRestartCmd(), newBackupCmd()}
+	return []*cobra.Command{newStatusCmd(), newPromoteCmd(), newRestartCmd()}
 }
 
 // NewLogger logs JSON with millisecond timestamps: a failover is a matter

@@ -287,7 +287,12 @@ func (m *Manager) Run(ctx context.Context) error {
 	default:
 		m.desired = d
 	}
+	waiting := m.desired == nil
 	m.mu.Unlock()
+	if waiting {
+		// Otherwise a new pod that never hears from the operator logs nothing.
+		m.log.Info("waiting for the operator to say what this instance is")
+	}
 	for _, dir := range []string{m.cfg.RunDir, filepath.Dir(m.cfg.DataDir)} {
 		if err := m.ensureDir(dir, 0o700); err != nil {
 			return err

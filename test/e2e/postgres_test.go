@@ -446,11 +446,15 @@ spec:
 func (e *sandboxEnv) waitReady(t *testing.T, cluster string, n int, timeout time.Duration) {
 	t.Helper()
 	poll(t, timeout, fmt.Sprintf("%s: %d instances ready and Healthy", cluster, n), func() error {
-		out, err := e.kubectl("", "-n", ns, "get", "pgc", cluster, "-o", "jsonpath={.status.readyInstances} {.status.phase}")
+		// The conditions and the instances' messages come along, so that a
+		// timeout says why.
+		out, err := e.kubectl("", "-n", ns, "get", "pgc", cluster, "-o", "jsonpath={.status.readyInstances} {.status.phase}"+
+			"{range .status.conditions[*]} | {.type}={.status} {.reason}: {.message}{end}"+
+			"{range .status.instances[*]} | {.name}: {.message}{end}")
 		if err != nil {
 			return err
 		}
-		if out != fmt.Sprintf("%d Healthy", n) {
+		if got, _, _ := strings.Cut(out, " | "); got != fmt.Sprintf("%d Healthy", n) {
 			return errorString(out)
 		}
 		return nil

@@ -442,6 +442,7 @@ func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresClust
 func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, stored holdfastv1.PostgresClusterStatus,
 	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instanceapi.Report, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
+	noteUnanswered(&st, c, pods, reports, &r.answers, time.Now())
 	observeData(&st, c, reports)
 	now := time.Now()
 	if !statusDue(st, stored, now) {

@@ -1,6 +1,7 @@
 package postgrescluster
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -379,12 +380,12 @@ func TestAnswerLog(t *testing.T) {
 	if last, silent := l.lookup("a"); !last.IsZero() || silent {
 		t.Fatalf("unknown pod: last %v silent %v", last, silent)
 	}
-	l.record("a", &instanceapi.Report{}, now)
-	l.record("a", nil, now.Add(time.Second))
+	l.record("a", &instanceapi.Report{}, nil, now)
+	l.record("a", nil, errors.New("timeout"), now.Add(time.Second))
 	if last, silent := l.lookup("a"); !last.Equal(now) || !silent {
 		t.Fatalf("after an answer and a silence: last %v silent %v", last, silent)
 	}
-	l.record("b", &instanceapi.Report{}, now.Add(11*time.Minute))
+	l.record("b", &instanceapi.Report{}, nil, now.Add(11*time.Minute))
 	if last, _ := l.lookup("a"); !last.IsZero() {
 		t.Errorf("a pod not asked for 10 minutes is still remembered")
 	}

@@ -463,10 +463,8 @@ func (r *Reconciler) ask(ctx context.Context, c *holdfastv1.PostgresCluster, vie
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			timeout := instanceTimeout
-			if _, silent := r.answers.lookup(pod.UID); silent {
-				timeout = silentTimeout
-			}
+			asked := time.Now()
+			timeout := r.answers.timeout(pod.UID, asked)
 			var w instanceapi.Wait
 			if last := r.answers.lastReport(pod.UID); wait && last != nil {
 				w = instanceapi.Wait{After: last.Changes, For: statusWait}
@@ -474,15 +472,24 @@ func (r *Reconciler) ask(ctx context.Context, c *holdfastv1.PostgresCluster, vie
 			}
 			qctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			asked := time.Now()
 			rep, err := r.Instances.Status(qctx, c, instances.URL(pod), w)
 			if err != nil {
 				metrics.InstanceCallFailed(c, "status")
-				views[i].LastAnswer = r.answers.record(pod.UID, nil, asked)
-				log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
+				last, turned := r.answers.record(pod.UID, nil, err, asked)
+				views[i].LastAnswer = last
+				// Said once when it falls silent, not at every look.
+				if turned {
+					log.FromContext(ctx).Info("instance stopped answering", "pod", pod.Name, "error", err.Error())
+				} else {
+					log.FromContext(ctx).V(1).Info("instance did not answer", "pod", pod.Name, "error", err.Error())
+				}
 				return
 			}
-			views[i].LastAnswer = r.answers.record(pod.UID, &rep, asked)
+			last, turned := r.answers.record(pod.UID, &rep, nil, asked)
+			if turned {
+				log.FromContext(ctx).Info("instance answers again", "pod", pod.Name)
+			}
+			views[i].LastAnswer = last
 			views[i].Report = &rep
 		}()
 	}

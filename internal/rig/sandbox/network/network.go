@@ -5,6 +5,7 @@
 package network
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -45,6 +46,17 @@ func (b Bridge) Ensure() error {
 			return err
 		}
 	}
+	// A bridge with no address of its own takes the lowest of its ports':
+	// the port that held it leaving (a pod deleted) changes it, and every
+	// pod's ARP entry for the gateway then points at a MAC that is gone.
+	// Their traffic to the host (the API server, DNS, the object store)
+	// vanishes until the entry expires, some 30 to 45 s. A set address
+	// never follows the ports.
+	if mac := b.gatewayMAC(); !bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("setting the address of bridge %s: %w", b.Name, err)
+		}
+	}
 	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: b.Gateway}); err != nil {
 		return fmt.Errorf("addressing bridge %s: %w", b.Name, err)
 	}
@@ -56,6 +68,13 @@ func (b Bridge) Ensure() error {
 		return fmt.Errorf("enabling IP forwarding: %w", err)
 	}
 	return nil
+}
+
+// gatewayMAC is the bridge's own address: locally administered, and
+// derived from the gateway's IP so that every start gives the same one.
+func (b Bridge) gatewayMAC() net.HardwareAddr {
+	ip := b.Gateway.IP.To4()
+	return net.HardwareAddr{0x02, 0x68, ip[0], ip[1], ip[2], ip[3]}
 }
 
 // Remove deletes the bridge.

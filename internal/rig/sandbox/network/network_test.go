@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 func TestPodsReachEachOtherAndTheHost(t *testing.T) {
@@ -105,5 +107,68 @@ func TestPodsReachEachOtherAndTheHost(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Errorf("pod a to its own loopback: %v", err)
+	}
+}
+
+// A bridge left to itself takes the lowest MAC of its ports, and changes
+// it when that port leaves; pods' ARP entries for the gateway then point
+// nowhere. Its address must stay put as pods come and go.
+func TestTheBridgeKeepsItsAddressAsPodsComeAndGo(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	if testing.Short() {
+		t.Skip("changes the host's network")
+	}
+	b := Bridge{Name: "hftest1", Gateway: &net.IPNet{IP: net.IPv4(10, 252, 0, 1).To4(), Mask: net.CIDRMask(24, 32)}}
+	if err := b.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Remove() })
+	mac := func() string {
+		t.Helper()
+		link, err := netlink.LinkByName(b.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return link.Attrs().HardwareAddr.String()
+	}
+	want := b.gatewayMAC().String()
+	if got := mac(); got != want {
+		t.Fatalf("bridge address %s; want %s", got, want)
+	}
+	var names []string
+	for i := range 4 {
+		ns := Namespace(fmt.Sprintf("test-mac-%d", i))
+		if err := b.AddPod(ns, net.IPv4(10, 252, 0, byte(2+i)).To4()); err != nil {
+			t.Fatalf("adding %s: %v", ns, err)
+		}
+		names = append(names, ns)
+		if got := mac(); got != want {
+			t.Fatalf("with %d pods the bridge address is %s; want %s", i+1, got, want)
+		}
+	}
+	for _, ns := range names {
+		if err := b.RemovePod(ns); err != nil {
+			t.Fatalf("removing %s: %v", ns, err)
+		}
+		if got := mac(); got != want {
+			t.Fatalf("after %s left the bridge address is %s; want %s", ns, got, want)
+		}
+	}
+	// A bridge left from a start before this fix gets the address too.
+	other, _ := net.ParseMAC("02:00:00:00:00:09")
+	link, err := netlink.LinkByName(b.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetHardwareAddr(link, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	if got := mac(); got != want {
+		t.Errorf("Ensure left the bridge address at %s; want %s", got, want)
 	}
 }

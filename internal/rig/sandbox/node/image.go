@@ -115,43 +115,38 @@ func imageUser(root, user string) (uid, gid *int64, err error) {
 // passwd, the user's primary group; -1 when not known). A number is taken
 // as it is.
 func lookupID(root, file, name string) (id, group int64, err error) {
-	if n, err := strconv.ParseInt(name, 10, 64); err == nil {
-		id, group = n, -1
-		if root == "" {
-			return id, group, nil
+	n, numErr := strconv.ParseInt(name, 10, 64)
+	b, err := os.ReadFile(filepath.Join(root, file))
+	if root == "" || err != nil {
+		if numErr == nil {
+			return n, -1, nil
 		}
-		// A numeric user still takes its primary group from passwd.
-		if b, err := os.ReadFile(filepath.Join(root, file)); err == nil && file == "etc/passwd" {
-			for _, line := range strings.Split(string(b), "\n") {
-				f := strings.Split(line, ":")
-				if len(f) > 3 && f[2] == name {
-					if g, err := strconv.ParseInt(f[3], 10, 64); err == nil {
-						group = g
-					}
-				}
+		if err == nil {
+			err = fmt.Errorf("no image root to look %q up in", name)
+		}
+		return 0, 0, err
+	}
+	// One scan: a name is looked up by its first field, a number by its
+	// third, which still gives a numeric user its primary group.
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) < 3 || (f[0] != name && (numErr != nil || f[2] != name)) {
+			continue
+		}
+		id, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %q has id %q", file, name, f[2])
+		}
+		group = -1
+		if len(f) > 3 {
+			if g, err := strconv.ParseInt(f[3], 10, 64); err == nil {
+				group = g
 			}
 		}
 		return id, group, nil
 	}
-	b, err := os.ReadFile(filepath.Join(root, file))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) > 2 && f[0] == name {
-			id, err := strconv.ParseInt(f[2], 10, 64)
-			if err != nil {
-				return 0, 0, fmt.Errorf("%s: %q has id %q", file, name, f[2])
-			}
-			group = -1
-			if len(f) > 3 {
-				if g, err := strconv.ParseInt(f[3], 10, 64); err == nil {
-					group = g
-				}
-			}
-			return id, group, nil
-		}
+	if numErr == nil {
+		return n, -1, nil
 	}
 	return 0, 0, fmt.Errorf("no entry %q in the image's /%s", name, file)
 }
