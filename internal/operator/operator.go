@@ -148,8 +148,12 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	guard.UseRecorder(mgr.GetEventRecorder("holdfast-operator"))
 	// A second manager in one process (tests) would register it twice.
-	if err := ctrlmetrics.Registry.Register(metrics.NewBackupCollector(mgr.GetClient())); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
-		return nil, fmt.Errorf("registering the backup metrics: %w", err)
+	for what, c := range map[string]prometheus.Collector{
+		"backup": metrics.NewBackupCollector(mgr.GetClient()), "cluster": metrics.NewClusterCollector(mgr.GetClient()),
+	} {
+		if err := ctrlmetrics.Registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return nil, fmt.Errorf("registering the %s metrics: %w", what, err)
+		}
 	}
 	r := NewReconciler(mgr.GetClient(), mgr.GetEventRecorder("holdfast-operator"), opts)
 	r.APIReader = mgr.GetAPIReader()

@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"encoding/base64"
-	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"holdfast.dev/holdfast/internal/images"
+	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/rig/imagebuild"
 	"holdfast.dev/holdfast/internal/rig/sandbox"
 	"holdfast.dev/holdfast/internal/rig/testutil"
@@ -228,27 +226,24 @@ func (e *sandboxEnv) layoutDigests(t *testing.T) map[string]string {
 
 // operatorMetrics scrapes the leading operator's metrics endpoint (plain
 // HTTP on :8080 of its pod, which the host reaches on the pod bridge).
-func (e *sandboxEnv) operatorMetrics() (string, error) {
+func (e *sandboxEnv) operatorMetrics() (testutil.Metrics, error) {
 	leader, err := e.operatorLeader()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	ip, err := e.kubectl("", "-n", operatorNS, "get", "pod", leader, "-o", "jsonpath={.status.podIP}")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	client := http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + net.JoinHostPort(ip, "8080") + "/metrics")
+	return testutil.Scrape("http://" + net.JoinHostPort(ip, "8080") + "/metrics")
+}
+
+// instanceMetrics scrapes the instance manager of pod, on its metrics port.
+func (e *sandboxEnv) instanceMetrics(t *testing.T, pod string) testutil.Metrics {
+	t.Helper()
+	m, err := testutil.Scrape("http://" + net.JoinHostPort(e.podIP(t, pod), strconv.Itoa(instance.MetricsPort)) + "/metrics")
 	if err != nil {
-		return "", err
+		t.Fatalf("scraping %s: %v", pod, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", errorString(fmt.Sprintf("GET /metrics: %s: %s", resp.Status, b))
-	}
-	return string(b), nil
+	return m
 }

@@ -246,6 +246,82 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		t.Logf("status showed the new position %s after the write", time.Since(began).Round(100*time.Millisecond))
 	})
 
+	t.Run("each instance serves its metrics, which follow the cluster", func(t *testing.T) {
+		primary := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		for i := range 3 {
+			pod := fmt.Sprintf("pg-%d", i)
+			m := e.instanceMetrics(t, pod)
+			recovery := 1.0
+			if pod == primary {
+				recovery = 0
+			}
+			for _, want := range []struct {
+				name   string
+				labels []string
+				value  float64
+			}{
+				{"holdfast_pg_up", nil, 1},
+				{"holdfast_pg_in_recovery", nil, recovery},
+				{"holdfast_instance_fenced", nil, 0},
+				{"holdfast_build_info", nil, 1},
+			} {
+				if v, ok := m.Value(want.name, want.labels...); !ok || v != want.value {
+					t.Errorf("%s: %s = %v (present %v), want %v", pod, want.name, v, ok, want.value)
+				}
+			}
+			for _, name := range []string{"holdfast_pg_timeline", "holdfast_volume_used_bytes", "holdfast_volume_size_bytes",
+				"holdfast_pg_connections", "holdfast_pg_xid_age", "holdfast_pg_checkpoints_total", "holdfast_pg_archiver_archived_total"} {
+				if _, ok := m.Value(name); !ok {
+					t.Errorf("%s: no %s", pod, name)
+				}
+			}
+			if pod != primary {
+				continue
+			}
+			for j := range 3 {
+				if standby := fmt.Sprintf("pg-%d", j); standby != primary {
+					if _, ok := m.Value("holdfast_pg_standby_replay_lag_bytes", "standby", standby); !ok {
+						t.Errorf("the primary reports no replay lag for %s", standby)
+					}
+				}
+			}
+			if got, _ := m.Value("holdfast_pg_synchronous_standbys"); got < 1 {
+				t.Errorf("the primary counts %v synchronous standbys streaming, want at least 1", got)
+			}
+		}
+		// The data volume's usage follows what is written.
+		used := func() float64 {
+			v, _ := e.instanceMetrics(t, primary).Value("holdfast_volume_used_bytes", "volume", "data")
+			return v
+		}
+		before := used()
+		e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE bulk AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 60000) g")
+		poll(t, time.Minute, "the primary's volume usage to rise with 60 MB written", func() error {
+			if now := used(); now < before+32<<20 {
+				return errorString(fmt.Sprintf("holdfast_volume_used_bytes %v, was %v", now, before))
+			}
+			return nil
+		})
+		e.sql(t, e.serviceIP(t, "pg-rw"), "DROP TABLE bulk")
+
+		// The operator's view of the same cluster.
+		poll(t, time.Minute, "the operator's series of cluster pg", func() error {
+			m, err := e.operatorMetrics()
+			if err != nil {
+				return err
+			}
+			for name, want := range map[string]float64{"holdfast_cluster_primary_available": 1, "holdfast_cluster_instances": 3, "holdfast_cluster_ready_instances": 3} {
+				if v, ok := m.Value(name, "namespace", ns, "cluster", "pg"); !ok || v != want {
+					return errorString(fmt.Sprintf("%s = %v (present %v), want %v", name, v, ok, want))
+				}
+			}
+			if v, _ := m.Value("holdfast_certificate_expiry_timestamp_seconds", "namespace", ns, "cluster", "pg"); v < float64(time.Now().Unix()) {
+				return errorString(fmt.Sprintf("holdfast_certificate_expiry_timestamp_seconds %v: not in the future", v))
+			}
+			return nil
+		})
+	})
+
 	t.Run("parameters reach every instance; a refused one leaves the cluster serving", func(t *testing.T) {
 		patch := func(params string) {
 			e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"postgresql":{"parameters":`+params+`}}}`)
@@ -408,13 +484,15 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			t.Errorf("history: %q, want the replacement on record", h)
 		}
 		// The operator counts the operation on its metrics endpoint.
-		want := `holdfast_operations_total{cluster="bad",kind="RollingUpdate",namespace="` + ns + `",outcome="Succeeded"} 1`
 		poll(t, time.Minute, "the leading operator's metrics counting the replacement", func() error {
 			metrics, err := e.operatorMetrics()
-			if err == nil && !strings.Contains(metrics, want) {
-				err = errorString("no " + want)
+			if err != nil {
+				return err
 			}
-			return err
+			if v, _ := metrics.Value("holdfast_operations_total", "namespace", ns, "cluster", "bad", "kind", "RollingUpdate", "outcome", "Succeeded"); v != 1 {
+				return errorString(fmt.Sprintf("holdfast_operations_total of the replacement: %v, want 1", v))
+			}
+			return nil
 		})
 		e.mustKubectl("", "-n", ns, "delete", "pgc", "bad")
 		e.mustKubectl("", "-n", ns, "delete", "pvc", "--all")
