@@ -126,6 +126,29 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("kubectl get -o wide adds the timeline, the lag and the last backup", func(t *testing.T) {
+		poll(t, time.Minute, "the primary's timeline in the wide view", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", "wide")
+			if err != nil {
+				return err
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 2 {
+				return errorString(out)
+			}
+			header, row := strings.Fields(lines[0]), strings.Fields(lines[1])
+			for _, col := range []string{"TIMELINE", "LAG", "LAST"} {
+				if !slices.Contains(header, col) {
+					return errorString("no column " + col + " in " + lines[0])
+				}
+			}
+			if i := slices.Index(header, "TIMELINE"); i >= len(row) || row[i] != "1" {
+				return errorString("timeline not 1 in " + lines[1])
+			}
+			return nil
+		})
+	})
+
 	t.Run("a row written through -rw is on every replica and read through -ro", func(t *testing.T) {
 		e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE e2e (id int PRIMARY KEY, note text); INSERT INTO e2e VALUES (1, 'first')")
 		for _, pod := range []string{"pg-1", "pg-2"} {

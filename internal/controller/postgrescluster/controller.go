@@ -443,6 +443,9 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instanceapi.Report, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
 	noteUnanswered(&st, c, pods, reports, &r.answers, time.Now())
+	if err := r.noteLastBackup(ctx, c, &st); err != nil {
+		return err
+	}
 	observeData(&st, c, reports)
 	now := time.Now()
 	if !statusDue(st, stored, now) {
@@ -493,6 +496,7 @@ const positionsRefresh = 10 * time.Second
 func withoutPositions(st holdfastv1.PostgresClusterStatus) holdfastv1.PostgresClusterStatus {
 	st = *st.DeepCopy()
 	st.PositionsObservedAt = nil
+	st.MaxLagBytes = 0
 	for i := range st.Instances {
 		st.Instances[i].CurrentLSN, st.Instances[i].ReceivedLSN, st.Instances[i].ReplayedLSN, st.Instances[i].LagBytes = "", "", "", 0
 	}
