@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash -o pipefail
 
 CONTROLLER_GEN := go tool controller-gen
 
-.PHONY: all build images test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin deps clean
+.PHONY: all build images test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin promtool deps clean
 
 all: build
 
@@ -22,6 +22,9 @@ images: deps ## Build the OCI images (operator, postgres-15) reproducibly into a
 
 k8s-bin: ## Build (or reuse) the pinned control-plane binaries
 	hack/build-k8s.sh >/dev/null
+
+promtool: ## Build (or reuse) the pinned promtool, which checks and unit-tests the alerting rules
+	hack/build-promtool.sh >/dev/null
 
 deps: ## Install the Debian packages the tests need, when missing
 	hack/install-deps.sh
@@ -48,8 +51,8 @@ lint: ## gofmt, go vet and staticcheck
 	go vet ./...
 	go tool staticcheck ./...
 
-test: deps k8s-bin verify-generated lint ## Every test: unit, instance (real postgres), envtest, end-to-end
-	KUBEBUILDER_ASSETS=$$(hack/build-k8s.sh --dir) go test -count=1 -timeout 60m ./...
+test: deps k8s-bin promtool verify-generated lint ## Every test: unit, instance (real postgres), envtest, alerting rules, end-to-end
+	KUBEBUILDER_ASSETS=$$(hack/build-k8s.sh --dir) PROMTOOL=$$(hack/build-promtool.sh --dir)/promtool go test -count=1 -timeout 60m ./...
 
 test-unit: ## Unit tests only
 	go test -count=1 -short ./...

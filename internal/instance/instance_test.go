@@ -131,6 +131,10 @@ func (h *harness) stop(n *node) {
 	}
 	n.srv.Close()
 	n.cancel = nil
+	// A node started again listens at the same address: a kept-alive
+	// connection to the old server would fail the next PUT with EOF
+	// (Go retries only idempotent methods without a body on it).
+	h.operator.CloseIdleConnections()
 }
 
 // put sends d to n's API with the operator's certificate.
