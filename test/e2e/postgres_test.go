@@ -136,13 +136,18 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			if len(lines) != 2 {
 				return errorString(out)
 			}
-			header, row := strings.Fields(lines[0]), strings.Fields(lines[1])
-			for _, col := range []string{"TIMELINE", "LAG", "LAST"} {
-				if !slices.Contains(header, col) {
+			for _, col := range []string{"TIMELINE", "LAG", "LAST BACKUP"} {
+				if !strings.Contains(lines[0], col) {
 					return errorString("no column " + col + " in " + lines[0])
 				}
 			}
-			if i := slices.Index(header, "TIMELINE"); i >= len(row) || row[i] != "1" {
+			// Columns are aligned, and an empty one prints blank: read the
+			// row where the header puts TIMELINE.
+			at := strings.Index(lines[0], "TIMELINE")
+			if at >= len(lines[1]) {
+				return errorString("no timeline in " + lines[1])
+			}
+			if f := strings.Fields(lines[1][at:]); len(f) == 0 || f[0] != "1" {
 				return errorString("timeline not 1 in " + lines[1])
 			}
 			return nil
@@ -308,8 +313,10 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 					}
 				}
 			}
-			if got, _ := m.Value("holdfast_pg_synchronous_standbys"); got < 1 {
-				t.Errorf("the primary counts %v synchronous standbys streaming, want at least 1", got)
+			required, ok1 := m.Value("holdfast_pg_synchronous_standbys_required")
+			streaming, ok2 := m.Value("holdfast_pg_synchronous_standbys")
+			if !ok1 || !ok2 || streaming < required {
+				t.Errorf("the primary counts %v synchronous standbys streaming (present %v), %v required (present %v)", streaming, ok2, required, ok1)
 			}
 		}
 		// The data volume's usage follows what is written.
@@ -520,6 +527,7 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		e.mustKubectl("", "-n", ns, "delete", "pgc", "bad")
 		e.mustKubectl("", "-n", ns, "delete", "pvc", "--all")
 	})
+	t.Run("kubectl holdfast verbs: psql, logs, report, hibernate", e.userVerbs)
 	t.Run("a replica whose WAL the primary recycled while it was scaled away clones afresh", e.replicaWhoseWALIsGoneRejoins)
 }
 
