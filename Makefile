@@ -6,21 +6,25 @@ SHELL := /usr/bin/env bash -o pipefail
 
 CONTROLLER_GEN := go tool controller-gen
 
-.PHONY: all build images test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin deps clean
+.PHONY: all build images test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin promtool deps clean
 
 all: build
 
 # The version (VERSION) stamps the binary and tags the operator image.
 VERSION := $(shell cat VERSION)
 
-build: ## Build the holdfast binary into bin/
+build: ## Build the holdfast binary and the kubectl plugin (kubectl-holdfast) into bin/
 	go build -ldflags "-X holdfast.dev/holdfast/internal/cli.Version=$(VERSION)" -o bin/holdfast ./cmd/holdfast
+	go build -ldflags "-X holdfast.dev/holdfast/internal/cli.Version=$(VERSION)" -o bin/kubectl-holdfast ./cmd/kubectl-holdfast
 
 images: deps ## Build the OCI images (operator, postgres-15) reproducibly into a layout in the build cache; print it and the digests
 	go run ./hack/images
 
 k8s-bin: ## Build (or reuse) the pinned control-plane binaries
 	hack/build-k8s.sh >/dev/null
+
+promtool: ## Build (or reuse) the pinned promtool, which checks and unit-tests the alerting rules
+	hack/build-promtool.sh >/dev/null
 
 deps: ## Install the Debian packages the tests need, when missing
 	hack/install-deps.sh
@@ -47,8 +51,8 @@ lint: ## gofmt, go vet and staticcheck
 	go vet ./...
 	go tool staticcheck ./...
 
-test: deps k8s-bin verify-generated lint ## Every test: unit, instance (real postgres), envtest, end-to-end
-	KUBEBUILDER_ASSETS=$$(hack/build-k8s.sh --dir) go test -count=1 -timeout 60m ./...
+test: deps k8s-bin promtool verify-generated lint ## Every test: unit, instance (real postgres), envtest, alerting rules, end-to-end
+	KUBEBUILDER_ASSETS=$$(hack/build-k8s.sh --dir) PROMTOOL=$$(hack/build-promtool.sh --dir)/promtool go test -count=1 -timeout 60m ./...
 
 test-unit: ## Unit tests only
 	go test -count=1 -short ./...

@@ -696,6 +696,23 @@ type PostgresClusterStatus struct {
 	// +optional
 	ReadyInstances int32 `json:"readyInstances"`
 
+	// Timeline is the current primary's postgres timeline: it grows with
+	// every promotion.
+	// +optional
+	Timeline int `json:"timeline,omitempty"`
+
+	// MaxLagBytes is the largest replay lag of the replicas, as refreshed
+	// with their WAL positions.
+	// +optional
+	MaxLagBytes int64 `json:"maxLagBytes,omitempty"`
+
+	// LastBackup is when the cluster's last completed Backup, of any
+	// method, stopped.
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:Type=string
+	// +optional
+	LastBackup *metav1.Time `json:"lastBackup,omitempty"`
+
 	// PrimaryFailingSince is when the operator first found the primary
 	// unreachable or down; it clears when the primary answers again.
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
@@ -778,6 +795,9 @@ type PostgresClusterStatus struct {
 // +kubebuilder:printcolumn:name="Primary",type=string,JSONPath=`.status.currentPrimary`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Operation",type=string,JSONPath=`.status.operation.kind`
+// +kubebuilder:printcolumn:name="Timeline",type=integer,JSONPath=`.status.timeline`,priority=1
+// +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.maxLagBytes`,description="largest replica replay lag, bytes",priority=1
+// +kubebuilder:printcolumn:name="Last Backup",type=date,JSONPath=`.status.lastBackup`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must start with a letter and hold only lower case letters, digits and -, because Service names derive from it"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 47",message="metadata.name must be at most 47 characters so that instance and Service names fit"

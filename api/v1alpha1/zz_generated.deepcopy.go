@@ -682,6 +682,10 @@ func (in *PostgresClusterStatus) DeepCopyInto(out *PostgresClusterStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.LastBackup != nil {
+		in, out := &in.LastBackup, &out.LastBackup
+		*out = (*in).DeepCopy()
+	}
 	if in.PrimaryFailingSince != nil {
 		in, out := &in.PrimaryFailingSince, &out.PrimaryFailingSince
 		*out = (*in).DeepCopy()

@@ -62,7 +62,7 @@ func clusterIdentity() string {
 }
 
 func newInstanceRunCmd() *cobra.Command {
-	cfg := instance.Config{StopTimeout: 50 * time.Second}
+	cfg := instance.Config{StopTimeout: 50 * time.Second, Version: Version}
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run and supervise postgres in this pod, converging it to the state the operator asks for",
@@ -109,6 +109,7 @@ func newInstanceRunCmd() *cobra.Command {
 	f.IntVar(&cfg.Port, "port", postgres.Port, "postgres port")
 	f.StringVar(&cfg.StatusAddr, "status-addr", fmt.Sprintf(":%d", instance.StatusPort), "address of the probes (plain HTTP)")
 	f.StringVar(&cfg.APIAddr, "api-addr", fmt.Sprintf(":%d", instance.APIPort), "address of the instance API (mutual TLS)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", fmt.Sprintf(":%d", instance.MetricsPort), `address of the Prometheus metrics (plain HTTP); "" serves none`)
 	f.StringVar(&cfg.SecretsDir, "secrets-dir", resources.SecretsMountPath, "mounted credentials and certificates")
 	f.StringVar(&cfg.RepositoryDir, "repository-dir", resources.RepositoryMountPath, "the backup repository's credentials")
 	f.StringVar(&cfg.RestoreRepositoryDir, "restore-repository-dir", resources.RestoreRepositoryMountPath, "the credentials of the repository a new cluster is restored from")

@@ -38,7 +38,8 @@ func NewRoot(extra ...*cobra.Command) *cobra.Command {
 // UserCommands are the commands a user runs against a cluster from a
 // terminal.
 func UserCommands() []*cobra.Command {
-	return []*cobra.Command{newPromoteCmd(), newRestartCmd()}
+	return []*cobra.Command{newStatusCmd(), newPromoteCmd(), newRestartCmd(),
+		newHibernateCmd(), newPsqlCmd(), newLogsCmd(), newReportCmd()}
 }
 
 // NewLogger logs JSON with millisecond timestamps: a failover is a matter

@@ -143,20 +143,20 @@ var (
 	operatorPeer = []string{api.OperatorClientName, postgres.ReplicationUser}
 )
 
-// Servers are the manager's two listeners: the probes, in plain HTTP,
-// and the instance API, over mutual TLS.
+// Servers are the manager's listeners: the probes and the metrics, in
+// plain HTTP, and the instance API, over mutual TLS.
 type Servers struct {
-	Probes, API net.Addr
-	// Errs receives the error that ended either server.
+	Probes, API, Metrics net.Addr
+	// Errs receives the error that ended any server.
 	Errs      <-chan error
 	servers   []*http.Server
 	listeners []net.Listener
 }
 
-// Listen serves the probes on cfg.StatusAddr and the API on cfg.APIAddr
-// until Close.
+// Listen serves the probes on cfg.StatusAddr, the API on cfg.APIAddr and
+// the metrics on cfg.MetricsAddr (when set) until Close.
 func (m *Manager) Listen() (*Servers, error) {
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	s := &Servers{Errs: errs}
 	for _, l := range []struct {
 		addr    string
@@ -166,7 +166,11 @@ func (m *Manager) Listen() (*Servers, error) {
 	}{
 		{m.cfg.StatusAddr, m.ProbeHandler(), nil, &s.Probes},
 		{m.cfg.APIAddr, m.APIHandler(), m.APITLS(), &s.API},
+		{m.cfg.MetricsAddr, m.MetricsHandler(), nil, &s.Metrics},
 	} {
+		if l.addr == "" {
+			continue
+		}
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
 			s.Close()

@@ -28,6 +28,9 @@ type Config struct {
 	ListenAddresses string
 	StatusAddr      string // the probes, plain HTTP
 	APIAddr         string // the instance API, mutual TLS
+	MetricsAddr     string // the Prometheus series, plain HTTP; "" serves none
+	// Version is Holdfast's, for holdfast_build_info.
+	Version string
 	// SecretsDir holds <role>/username and <role>/password for superuser,
 	// replication and app, and the certificates (resources.TLSServerDir,
 	// resources.TLSReplicationDir).

@@ -35,6 +35,7 @@ const (
 	JobFailed            = api.JobFailed
 	StatusPort           = api.StatusPort
 	APIPort              = api.APIPort
+	MetricsPort          = api.MetricsPort
 	StartupPath          = api.StartupPath
 	LivenessPath         = api.LivenessPath
 	ReadinessPath        = api.ReadinessPath

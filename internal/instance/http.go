@@ -4,11 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"holdfast.dev/holdfast/internal/instance/api"
+	"holdfast.dev/holdfast/internal/instance/exporter"
 )
 
 // ProbeHandler serves the probes, in plain HTTP on StatusPort: they say
@@ -148,4 +154,17 @@ func probe(w http.ResponseWriter, ok bool, why string) {
 		return
 	}
 	http.Error(w, strings.TrimSpace(why), http.StatusServiceUnavailable)
+}
+
+// MetricsHandler serves the instance's Prometheus series, with the Go
+// runtime's and the process's, from a registry of its own: the global
+// one would mix in whatever else this binary registers.
+func (m *Manager) MetricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		exporter.New(m, m.cfg.Version, exporter.Volume{Name: "data", Path: filepath.Dir(m.cfg.DataDir)}),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

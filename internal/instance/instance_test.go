@@ -36,10 +36,10 @@ type node struct {
 	mgr  *Manager
 	// statusAddr and apiAddr are where the manager serves its probes and
 	// its API; srv, while it runs.
-	statusAddr, apiAddr string
-	srv                 *Servers
-	cancel              context.CancelFunc
-	done                chan error
+	statusAddr, apiAddr, metricsAddr string
+	srv                              *Servers
+	cancel                           context.CancelFunc
+	done                             chan error
 }
 
 type harness struct {
@@ -100,7 +100,7 @@ func (h *harness) add(name string) *node {
 func (h *harness) config(n *node) Config {
 	return Config{
 		Name: n.name, DataDir: filepath.Join(n.dir, "pgdata"), RunDir: filepath.Join(n.dir, "run"),
-		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets, StatusAddr: n.statusAddr, APIAddr: n.apiAddr,
+		PGBinDir: pgBinDir, Port: n.port, SecretsDir: h.secrets, StatusAddr: n.statusAddr, APIAddr: n.apiAddr, MetricsAddr: "127.0.0.1:0",
 		Database: "app", Owner: "app",
 		RepositoryDir: filepath.Join(h.base, "repository"), RestoreRepositoryDir: filepath.Join(h.base, "repository"),
 		StopTimeout: 30 * time.Second, RunAs: h.runAs, Incarnation: h.incarnation,
@@ -114,7 +114,7 @@ func (h *harness) start(n *node) {
 		h.t.Fatal(err)
 	}
 	n.srv = srv
-	n.statusAddr, n.apiAddr = srv.Probes.String(), srv.API.String()
+	n.statusAddr, n.apiAddr, n.metricsAddr = srv.Probes.String(), srv.API.String(), srv.Metrics.String()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.done = cancel, make(chan error, 1)
 	go func() { n.done <- n.mgr.Run(ctx) }()

@@ -87,6 +87,9 @@ type Manager struct {
 	postgresAt time.Time
 	// local serves the status queries.
 	local *localConn
+	// monitor is the kept connection scrapes read statistics on, as the
+	// monitoring role: a scrape never waits behind the converge loop.
+	monitor *localConn
 	// changed is closed, and replaced, when report.Changes counts a
 	// change; guarded by mu.
 	changed chan struct{}
@@ -103,7 +106,7 @@ func NewManager(cfg Config, log logr.Logger) *Manager {
 		cfg.MaxLagBytes = 16 << 20
 	}
 	return &Manager{cfg: cfg, log: log, wake: make(chan struct{}, 1), leaseWake: make(chan struct{}, 1), report: Report{Name: cfg.Name},
-		apiCreds: newAPICredentials(cfg.SecretsDir), local: newLocalConn(),
+		apiCreds: newAPICredentials(cfg.SecretsDir), local: newLocalConn(), monitor: newLocalConn(),
 		changed: make(chan struct{})}
 }
 
@@ -852,8 +855,8 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 	var certs []byte
 	server.TLS, certs = m.serverTLS()
 	conf := postgres.RenderConf(server)
-	hbaText := postgres.RenderHBA(m.foreignPasswords(), repl.Username)
-	sum := sha256.Sum256(slices.Concat([]byte(conf+hbaText), certs))
+	hbaText, identText := postgres.RenderHBA(m.foreignPasswords(), repl.Username), postgres.RenderIdent()
+	sum := sha256.Sum256(slices.Concat([]byte(conf+hbaText+identText), certs))
 	if running && sum == m.appliedConf {
 		return nil
 	}
@@ -861,6 +864,10 @@ func (m *Manager) writeConfig(ctx context.Context, d *Desired, running bool) err
 		return err
 	}
 	if err := m.writeFile(hba, []byte(hbaText), 0o600); err != nil {
+		return err
+	}
+	// Where postgres looks for it when ident_file is not set.
+	if err := m.writeFile(filepath.Join(m.cfg.DataDir, "pg_ident.conf"), []byte(identText), 0o600); err != nil {
 		return err
 	}
 	if running {
@@ -905,7 +912,9 @@ func (m *Manager) ensureRoles(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256([]byte(strings.Join([]string{repl.Username, repl.Password, app.Username, app.Password, su.Password, m.cfg.Database, m.cfg.Owner}, "\x00")))
+	// rolesVersion is in the sum, so that roles added in a later release
+	// are created on clusters made before it.
+	sum := sha256.Sum256([]byte(strings.Join([]string{rolesVersion, repl.Username, repl.Password, app.Username, app.Password, su.Password, m.cfg.Database, m.cfg.Owner}, "\x00")))
 	if sum == m.rolesApplied {
 		m.rolesReady = true
 		return nil
@@ -921,6 +930,8 @@ func (m *Manager) ensureRoles(ctx context.Context) error {
 		fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s REPLICATION LOGIN; END IF; END$$`, lit(repl.Username), ident(repl.Username)),
 		fmt.Sprintf(`ALTER ROLE %s WITH REPLICATION LOGIN PASSWORD %s`, ident(repl.Username), lit(repl.Password)),
 		fmt.Sprintf(`ALTER ROLE %s WITH PASSWORD %s`, ident(su.Username), lit(su.Password)),
+		fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s LOGIN; END IF; END$$`, lit(postgres.MonitorUser), ident(postgres.MonitorUser)),
+		fmt.Sprintf(`GRANT pg_monitor TO %s`, ident(postgres.MonitorUser)),
 	}
 	if m.cfg.Owner != "" {
 		stmts = append(stmts,
@@ -994,6 +1005,30 @@ func (m *Manager) ensureSlots(ctx context.Context, d *Desired) error {
 		}
 	}
 	return nil
+}
+
+// rolesVersion changes when ensureRoles makes roles it did not before.
+const rolesVersion = "2: holdfast_monitor"
+
+// Monitor runs f on the kept connection as the monitoring role, over the
+// socket, for the exporter.
+func (m *Manager) Monitor(ctx context.Context, f func(*pgx.Conn) error) error {
+	return m.monitor.do(ctx, m.connectMonitor, f)
+}
+
+func (m *Manager) connectMonitor(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig("sslmode=disable")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Host, cfg.Port, cfg.User, cfg.Database = m.cfg.RunDir, uint16(m.cfg.Port), postgres.MonitorUser, "postgres"
+	cfg.ConnectTimeout = 3 * time.Second
+	cfg.RuntimeParams["application_name"] = "holdfast-exporter"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to postgres as %s: %w", postgres.MonitorUser, err)
+	}
+	return conn, nil
 }
 
 // connect connects to this instance's postgres as the superuser, over its socket.

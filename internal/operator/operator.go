@@ -3,8 +3,11 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -24,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
@@ -31,6 +35,7 @@ import (
 	"holdfast.dev/holdfast/internal/controller/backupschedule"
 	"holdfast.dev/holdfast/internal/controller/certificates"
 	"holdfast.dev/holdfast/internal/controller/instances"
+	"holdfast.dev/holdfast/internal/controller/metrics"
 	"holdfast.dev/holdfast/internal/controller/postgrescluster"
 	"holdfast.dev/holdfast/internal/controller/roles"
 	"holdfast.dev/holdfast/internal/decodeguard"
@@ -142,6 +147,14 @@ func NewManager(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("adding the readiness check: %w", err)
 	}
 	guard.UseRecorder(mgr.GetEventRecorder("holdfast-operator"))
+	// A second manager in one process (tests) would register it twice.
+	for what, c := range map[string]prometheus.Collector{
+		"backup": metrics.NewBackupCollector(mgr.GetClient()), "cluster": metrics.NewClusterCollector(mgr.GetClient()),
+	} {
+		if err := ctrlmetrics.Registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return nil, fmt.Errorf("registering the %s metrics: %w", what, err)
+		}
+	}
 	r := NewReconciler(mgr.GetClient(), mgr.GetEventRecorder("holdfast-operator"), opts)
 	r.APIReader = mgr.GetAPIReader()
 	r.Certificates.Reader = mgr.GetAPIReader()

@@ -131,7 +131,8 @@ func SyncStandbyNames(quorum int, standbys []string) string {
 // a client certificate of the cluster's CA, named after it. Any other
 // connection finds no entry, and postgres refuses it with its own
 // message ("no pg_hba.conf entry ... no encryption"). Over the socket,
-// inside the pod, users still prove a password.
+// inside the pod, users still prove a password, but for the monitoring
+// role, which only processes in the pod can reach there (RenderIdent).
 // trustLocalSuperuser lets the superuser in over the socket without one:
 // a data directory restored from another cluster's physical backup holds
 // that cluster's password, until this one's is set.
@@ -142,10 +143,20 @@ func RenderHBA(trustLocalSuperuser bool, replicationUser string) string {
 	}
 	return `# Written by the Holdfast instance manager; edits are overwritten.
 # TYPE   DATABASE     USER               ADDRESS   METHOD
-` + trust + `local    all          all                          scram-sha-256
+` + trust + `local    all          ` + MonitorUser + `                     peer map=` + MonitorUser + `
+local    all          all                          scram-sha-256
 local    replication  all                          scram-sha-256
 hostssl  replication  ` + replicationUser + `  all       cert
 hostssl  all          all                all       scram-sha-256
+`
+}
+
+// RenderIdent writes pg_ident.conf: any process in the pod may log in
+// over the socket as the monitoring role, and only as it.
+func RenderIdent() string {
+	return `# Written by the Holdfast instance manager; edits are overwritten.
+# MAPNAME          SYSTEM-USERNAME   PG-USERNAME
+` + MonitorUser + `   /^.*$             ` + MonitorUser + `
 `
 }
 

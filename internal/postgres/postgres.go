@@ -15,6 +15,10 @@ const (
 	SuperUser = "postgres"
 	// ReplicationUser is the role replicas stream with.
 	ReplicationUser = "streaming_replica"
+	// MonitorUser is the role metrics are read as: it holds pg_monitor
+	// and logs in over the pod's socket only, by peer authentication, so
+	// it has no password to keep.
+	MonitorUser = "holdfast_monitor"
 )
 
 // OwnedParameters are the settings Holdfast sets itself, which users may

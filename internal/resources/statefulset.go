@@ -171,6 +171,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 				{Name: "postgres", ContainerPort: postgres.Port, Protocol: corev1.ProtocolTCP},
 				{Name: "status", ContainerPort: instanceapi.StatusPort, Protocol: corev1.ProtocolTCP},
 				{Name: "api", ContainerPort: instanceapi.APIPort, Protocol: corev1.ProtocolTCP},
+				{Name: "metrics", ContainerPort: instanceapi.MetricsPort, Protocol: corev1.ProtocolTCP},
 			},
 			// A startup that clones a large primary may take long; liveness
 			// only starts counting once startup has succeeded.

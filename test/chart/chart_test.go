@@ -190,12 +190,18 @@ func TestMetrics(t *testing.T) {
 		}
 		Spec struct {
 			Selector  struct{ MatchLabels map[string]string }
-			Endpoints []struct{ Port, Interval string }
+			Endpoints []struct {
+				Port, Interval string
+				HonorLabels    bool
+			}
 		}
 	}
 	r.decode(t, "ServiceMonitor", "holdfast-operator", &sm)
 	if sm.Metadata.Labels["release"] != "prometheus" || !selects(sm.Spec.Selector.MatchLabels, svc.Labels) ||
-		len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "metrics" {
+		len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "metrics" ||
+		// Without it Prometheus renames the series' namespace label, and
+		// the alerts would match the operator's namespace.
+		!sm.Spec.Endpoints[0].HonorLabels {
 		t.Errorf("ServiceMonitor %+v", sm)
 	}
 }

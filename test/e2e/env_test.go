@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/base64"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"holdfast.dev/holdfast/internal/images"
+	"holdfast.dev/holdfast/internal/instance"
 	"holdfast.dev/holdfast/internal/rig/imagebuild"
 	"holdfast.dev/holdfast/internal/rig/sandbox"
 	"holdfast.dev/holdfast/internal/rig/testutil"
@@ -220,4 +222,28 @@ func (e *sandboxEnv) layoutDigests(t *testing.T) map[string]string {
 		out[d.Annotations[images.RefAnnotation]] = d.Digest.String()
 	}
 	return out
+}
+
+// operatorMetrics scrapes the leading operator's metrics endpoint (plain
+// HTTP on :8080 of its pod, which the host reaches on the pod bridge).
+func (e *sandboxEnv) operatorMetrics() (testutil.Metrics, error) {
+	leader, err := e.operatorLeader()
+	if err != nil {
+		return nil, err
+	}
+	ip, err := e.kubectl("", "-n", operatorNS, "get", "pod", leader, "-o", "jsonpath={.status.podIP}")
+	if err != nil {
+		return nil, err
+	}
+	return testutil.Scrape("http://" + net.JoinHostPort(ip, "8080") + "/metrics")
+}
+
+// instanceMetrics scrapes the instance manager of pod, on its metrics port.
+func (e *sandboxEnv) instanceMetrics(t *testing.T, pod string) testutil.Metrics {
+	t.Helper()
+	m, err := testutil.Scrape("http://" + net.JoinHostPort(e.podIP(t, pod), strconv.Itoa(instance.MetricsPort)) + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping %s: %v", pod, err)
+	}
+	return m
 }

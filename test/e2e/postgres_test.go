@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,6 +80,78 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			t.Errorf("pg-0 sees %s of the host: it runs over the host's root, not its image's (%s)", e.kubeconfig, out)
 		}
 		e.mustKubectl("", "-n", ns, "exec", "pg-0", "-c", resources.ContainerPostgres, "--", "test", "-x", "/usr/lib/postgresql/15/bin/postgres")
+	})
+
+	t.Run("holdfast status shows the cluster as its status says", func(t *testing.T) {
+		run := func(args ...string) string {
+			out, err := exec.Command(e.holdfast, append([]string{"status", "pg", "-n", ns, "--kubeconfig", e.kubeconfig}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("holdfast status %v: %v\n%s", args, err, out)
+			}
+			return string(out)
+		}
+		view := run()
+		for _, section := range []string{"Cluster " + ns + "/pg", "Instances", "Replication", "Backups", "Operations (newest first)", "Certificates", "Conditions"} {
+			if !strings.Contains(view, "\n"+section+"\n") && !strings.HasPrefix(view, section+"\n") {
+				t.Errorf("the view lacks the section %q:\n%s", section, view)
+			}
+		}
+		if strings.Contains(view, "\x1b[") {
+			t.Errorf("colour codes in a pipe:\n%s", view)
+		}
+		var r struct {
+			Cluster struct {
+				Primary string `json:"primary"`
+				Ready   int32  `json:"ready"`
+			} `json:"cluster"`
+			Instances []struct {
+				Name string `json:"name"`
+				Role string `json:"role"`
+				Node string `json:"node"`
+			} `json:"instances"`
+		}
+		if err := json.Unmarshal([]byte(run("-o", "json")), &r); err != nil {
+			t.Fatal(err)
+		}
+		status := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={.status.currentPrimary} {.status.readyInstances} {range .status.instances[*]}{.name}={.role} {end}`)
+		got := fmt.Sprintf("%s %d ", r.Cluster.Primary, r.Cluster.Ready)
+		for _, in := range r.Instances {
+			got += in.Name + "=" + in.Role + " "
+			if in.Node != "holdfast-sandbox" {
+				t.Errorf("instance %s on node %q, want the sandbox's node from its pod", in.Name, in.Node)
+			}
+		}
+		if strings.TrimSpace(got) != strings.TrimSpace(status) {
+			t.Errorf("holdfast status -o json says %q, the cluster's status %q", got, status)
+		}
+	})
+
+	t.Run("kubectl get -o wide adds the timeline, the lag and the last backup", func(t *testing.T) {
+		poll(t, time.Minute, "the primary's timeline in the wide view", func() error {
+			out, err := e.kubectl("", "-n", ns, "get", "pgc", "pg", "-o", "wide")
+			if err != nil {
+				return err
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 2 {
+				return errorString(out)
+			}
+			for _, col := range []string{"TIMELINE", "LAG", "LAST BACKUP"} {
+				if !strings.Contains(lines[0], col) {
+					return errorString("no column " + col + " in " + lines[0])
+				}
+			}
+			// Columns are aligned, and an empty one prints blank: read the
+			// row where the header puts TIMELINE.
+			at := strings.Index(lines[0], "TIMELINE")
+			if at >= len(lines[1]) {
+				return errorString("no timeline in " + lines[1])
+			}
+			if f := strings.Fields(lines[1][at:]); len(f) == 0 || f[0] != "1" {
+				return errorString("timeline not 1 in " + lines[1])
+			}
+			return nil
+		})
 	})
 
 	t.Run("a row written through -rw is on every replica and read through -ro", func(t *testing.T) {
@@ -199,6 +272,84 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			return nil
 		})
 		t.Logf("status showed the new position %s after the write", time.Since(began).Round(100*time.Millisecond))
+	})
+
+	t.Run("each instance serves its metrics, which follow the cluster", func(t *testing.T) {
+		primary := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		for i := range 3 {
+			pod := fmt.Sprintf("pg-%d", i)
+			m := e.instanceMetrics(t, pod)
+			recovery := 1.0
+			if pod == primary {
+				recovery = 0
+			}
+			for _, want := range []struct {
+				name   string
+				labels []string
+				value  float64
+			}{
+				{"holdfast_pg_up", nil, 1},
+				{"holdfast_pg_in_recovery", nil, recovery},
+				{"holdfast_instance_fenced", nil, 0},
+				{"holdfast_build_info", nil, 1},
+			} {
+				if v, ok := m.Value(want.name, want.labels...); !ok || v != want.value {
+					t.Errorf("%s: %s = %v (present %v), want %v", pod, want.name, v, ok, want.value)
+				}
+			}
+			for _, name := range []string{"holdfast_pg_timeline", "holdfast_volume_used_bytes", "holdfast_volume_size_bytes",
+				"holdfast_pg_connections", "holdfast_pg_xid_age", "holdfast_pg_checkpoints_total", "holdfast_pg_archiver_archived_total"} {
+				if _, ok := m.Value(name); !ok {
+					t.Errorf("%s: no %s", pod, name)
+				}
+			}
+			if pod != primary {
+				continue
+			}
+			for j := range 3 {
+				if standby := fmt.Sprintf("pg-%d", j); standby != primary {
+					if _, ok := m.Value("holdfast_pg_standby_replay_lag_bytes", "standby", standby); !ok {
+						t.Errorf("the primary reports no replay lag for %s", standby)
+					}
+				}
+			}
+			required, ok1 := m.Value("holdfast_pg_synchronous_standbys_required")
+			streaming, ok2 := m.Value("holdfast_pg_synchronous_standbys")
+			if !ok1 || !ok2 || streaming < required {
+				t.Errorf("the primary counts %v synchronous standbys streaming (present %v), %v required (present %v)", streaming, ok2, required, ok1)
+			}
+		}
+		// The data volume's usage follows what is written.
+		used := func() float64 {
+			v, _ := e.instanceMetrics(t, primary).Value("holdfast_volume_used_bytes", "volume", "data")
+			return v
+		}
+		before := used()
+		e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE bulk AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 60000) g")
+		poll(t, time.Minute, "the primary's volume usage to rise with 60 MB written", func() error {
+			if now := used(); now < before+32<<20 {
+				return errorString(fmt.Sprintf("holdfast_volume_used_bytes %v, was %v", now, before))
+			}
+			return nil
+		})
+		e.sql(t, e.serviceIP(t, "pg-rw"), "DROP TABLE bulk")
+
+		// The operator's view of the same cluster.
+		poll(t, time.Minute, "the operator's series of cluster pg", func() error {
+			m, err := e.operatorMetrics()
+			if err != nil {
+				return err
+			}
+			for name, want := range map[string]float64{"holdfast_cluster_primary_available": 1, "holdfast_cluster_instances": 3, "holdfast_cluster_ready_instances": 3} {
+				if v, ok := m.Value(name, "namespace", ns, "cluster", "pg"); !ok || v != want {
+					return errorString(fmt.Sprintf("%s = %v (present %v), want %v", name, v, ok, want))
+				}
+			}
+			if v, _ := m.Value("holdfast_certificate_expiry_timestamp_seconds", "namespace", ns, "cluster", "pg"); v < float64(time.Now().Unix()) {
+				return errorString(fmt.Sprintf("holdfast_certificate_expiry_timestamp_seconds %v: not in the future", v))
+			}
+			return nil
+		})
 	})
 
 	t.Run("parameters reach every instance; a refused one leaves the cluster serving", func(t *testing.T) {
@@ -362,9 +513,21 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 		if h := e.mustKubectl("", "-n", ns, "get", "pgc", "bad", "-o", "jsonpath={.status.history[0].kind} {.status.history[0].reason}"); !strings.Contains(h, "RollingUpdate bad-0 runs an older pod template and has never been ready") {
 			t.Errorf("history: %q, want the replacement on record", h)
 		}
+		// The operator counts the operation on its metrics endpoint.
+		poll(t, time.Minute, "the leading operator's metrics counting the replacement", func() error {
+			metrics, err := e.operatorMetrics()
+			if err != nil {
+				return err
+			}
+			if v, _ := metrics.Value("holdfast_operations_total", "namespace", ns, "cluster", "bad", "kind", "RollingUpdate", "outcome", "Succeeded"); v != 1 {
+				return errorString(fmt.Sprintf("holdfast_operations_total of the replacement: %v, want 1", v))
+			}
+			return nil
+		})
 		e.mustKubectl("", "-n", ns, "delete", "pgc", "bad")
 		e.mustKubectl("", "-n", ns, "delete", "pvc", "--all")
 	})
+	t.Run("kubectl holdfast verbs: psql, logs, report, hibernate", e.userVerbs)
 	t.Run("a replica whose WAL the primary recycled while it was scaled away clones afresh", e.replicaWhoseWALIsGoneRejoins)
 }
 

@@ -31,6 +31,7 @@ import (
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/apply"
 	"holdfast.dev/holdfast/internal/controller/certificates"
+	"holdfast.dev/holdfast/internal/controller/metrics"
 	"holdfast.dev/holdfast/internal/credentials"
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/resources"
@@ -117,6 +118,9 @@ func toCluster(_ context.Context, o client.Object) []reconcile.Request {
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var c holdfastv1.PostgresCluster
 	if err := r.Client.Get(ctx, req.NamespacedName, &c); err != nil {
+		if apierrors.IsNotFound(err) {
+			metrics.Forget(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if c.DeletionTimestamp != nil {
@@ -439,6 +443,9 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instanceapi.Report, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
 	noteUnanswered(&st, c, pods, reports, &r.answers, time.Now())
+	if err := r.noteLastBackup(ctx, c, &st); err != nil {
+		return err
+	}
 	observeData(&st, c, reports)
 	now := time.Now()
 	if !statusDue(st, stored, now) {
@@ -489,6 +496,7 @@ const positionsRefresh = 10 * time.Second
 func withoutPositions(st holdfastv1.PostgresClusterStatus) holdfastv1.PostgresClusterStatus {
 	st = *st.DeepCopy()
 	st.PositionsObservedAt = nil
+	st.MaxLagBytes = 0
 	for i := range st.Instances {
 		st.Instances[i].CurrentLSN, st.Instances[i].ReceivedLSN, st.Instances[i].ReplayedLSN, st.Instances[i].LagBytes = "", "", "", 0
 	}

@@ -74,6 +74,9 @@ func TestADecisionThatCannotBeRecordedIsNotCarriedOut(t *testing.T) {
 	if len(instances.orders) != 0 {
 		t.Errorf("orders given although the decision was not recorded: %+v", instances.orders)
 	}
+	if n := seriesCount(t, "holdfast_operation_in_progress", map[string]string{"namespace": "db", "cluster": c.Name}); n != 0 {
+		t.Errorf("%d operation-in-progress series although the decision was not recorded", n)
+	}
 	var leases coordinationv1.LeaseList
 	if err := cl.List(context.Background(), &leases); err != nil || len(leases.Items) != 0 {
 		t.Errorf("lease handed although the decision was not recorded: %v %+v", err, leases.Items)
@@ -93,5 +96,12 @@ func TestADecisionThatCannotBeRecordedIsNotCarriedOut(t *testing.T) {
 	}
 	if len(instances.orders) != 1 || instances.orders[0].Role != postgres.Primary || instances.orders[0].Epoch != 2 {
 		t.Errorf("orders %+v, want demo-1 primary at epoch 2", instances.orders)
+	}
+	op := stored.Status.Operation
+	if op == nil {
+		t.Fatal("no operation recorded")
+	}
+	if v := seriesValue(t, "holdfast_operation_in_progress", map[string]string{"namespace": "db", "cluster": c.Name, "kind": string(op.Kind), "phase": string(op.Phase)}); v != 1 {
+		t.Errorf("holdfast_operation_in_progress for the recorded %s/%s = %v, want 1", op.Kind, op.Phase, v)
 	}
 }

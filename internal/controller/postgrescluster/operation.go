@@ -104,6 +104,7 @@ func (p *plan) finish(outcome holdfastv1.OperationOutcome, why string, now time.
 
 // record appends rec to the history, which keeps the last historyLength.
 func (p *plan) record(rec holdfastv1.OperationRecord) {
+	p.ended = append(p.ended, rec)
 	p.History = append(p.History, rec)
 	if n := len(p.History); n > historyLength {
 		p.History = p.History[n-historyLength:]

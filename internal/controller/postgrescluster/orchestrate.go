@@ -20,6 +20,7 @@ import (
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/controller/instances"
+	"holdfast.dev/holdfast/internal/controller/metrics"
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/resources"
@@ -59,6 +60,9 @@ type plan struct {
 	History   []holdfastv1.OperationRecord
 	Notes     []note
 	finished  bool // an operation ended in this look
+	// ended are the records this look adds to History, for the metrics
+	// once they are written.
+	ended []holdfastv1.OperationRecord
 	// Evict is the pod the operation restarts now, nil for none.
 	Evict *corev1.Pod
 	// SwitchoverRefused says why the switchover asked for cannot happen.
@@ -364,6 +368,7 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 			return reports, waited, err
 		}
 	}
+	metrics.Recorded(c, p.ended, p.Operation)
 	// The lease goes to the primary before it is told to be one: it renews
 	// the lease before it takes writes.
 	if err := r.handLease(ctx, c, lease, p.TargetPrimary); err != nil {
@@ -392,6 +397,9 @@ func (r *Reconciler) orchestrate(ctx context.Context, c *holdfastv1.PostgresClus
 		qctx, cancel := context.WithTimeout(ctx, instanceTimeout)
 		err := r.Instances.Desire(qctx, c, instances.URL(v.Pod), d)
 		cancel()
+		if err != nil {
+			metrics.InstanceCallFailed(c, "desire")
+		}
 		if err != nil && v.Pod.Name == p.TargetPrimary && !errors.Is(err, instanceapi.ErrPromiseHolds) {
 			return reports, waited, err
 		}
@@ -466,6 +474,7 @@ func (r *Reconciler) ask(ctx context.Context, c *holdfastv1.PostgresCluster, vie
 			defer cancel()
 			rep, err := r.Instances.Status(qctx, c, instances.URL(pod), w)
 			if err != nil {
+				metrics.InstanceCallFailed(c, "status")
 				last, turned := r.answers.record(pod.UID, nil, err, asked)
 				views[i].LastAnswer = last
 				// Said once when it falls silent, not at every look.

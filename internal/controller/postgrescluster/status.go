@@ -1,6 +1,7 @@
 package postgrescluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
@@ -70,6 +73,14 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 			is.Message = msg
 		}
 		st.Instances = append(st.Instances, is)
+	}
+
+	st.MaxLagBytes = 0
+	for _, is := range st.Instances {
+		st.MaxLagBytes = max(st.MaxLagBytes, is.LagBytes)
+		if is.Name == st.CurrentPrimary && is.Timeline > 0 {
+			st.Timeline = is.Timeline
+		}
 	}
 
 	want := c.Spec.Instances
@@ -288,4 +299,24 @@ func podProblem(p *corev1.Pod) string {
 		return "pending"
 	}
 	return "not ready"
+}
+
+// noteLastBackup sets when the cluster's last completed Backup stopped,
+// from the cache.
+func (r *Reconciler) noteLastBackup(ctx context.Context, c *holdfastv1.PostgresCluster, st *holdfastv1.PostgresClusterStatus) error {
+	var backups holdfastv1.BackupList
+	if err := r.Client.List(ctx, &backups, client.InNamespace(c.Namespace)); err != nil {
+		return fmt.Errorf("listing backups: %w", err)
+	}
+	// Worked out afresh: the last one may have been deleted since.
+	st.LastBackup = nil
+	for _, b := range backups.Items {
+		if b.Spec.Cluster.Name != c.Name || b.Status.Phase != holdfastv1.BackupCompleted || b.Status.StoppedAt == nil {
+			continue
+		}
+		if st.LastBackup == nil || b.Status.StoppedAt.After(st.LastBackup.Time) {
+			st.LastBackup = b.Status.StoppedAt.DeepCopy()
+		}
+	}
+	return nil
 }

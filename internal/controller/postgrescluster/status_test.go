@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	instanceapi "holdfast.dev/holdfast/internal/instance/api"
@@ -146,6 +148,18 @@ func TestStatusCarriesEachInstancesPositions(t *testing.T) {
 	p, r := st.Instances[0], st.Instances[1]
 	if p.Timeline != 3 || p.CurrentLSN != "0/5000100" || !slices.Equal(p.PendingRestart, []string{"shared_buffers"}) || r.PendingRestart != nil || r.ReceivedLSN != "0/5000100" || r.ReplayedLSN != "0/5000000" || r.LagBytes != 256 {
 		t.Errorf("primary %+v replica %+v", p, r)
+	}
+	// kubectl get -o wide shows the summary.
+	c.Status.CurrentPrimary = "demo-0"
+	reports["demo-1"].Postgres.Timeline = 2 // a replica still replaying the old timeline
+	if st = computeStatus(c, nil, pods, reports, nil); st.Timeline != 3 || st.MaxLagBytes != 256 {
+		t.Errorf("summary: timeline %d, largest lag %d; want the primary's 3 and 256", st.Timeline, st.MaxLagBytes)
+	}
+	// The lag moves with every write; alone it is no reason to write the status.
+	moved := *st.DeepCopy()
+	moved.MaxLagBytes = 4096
+	if !equality.Semantic.DeepEqual(withoutPositions(st), withoutPositions(moved)) {
+		t.Error("a change of the largest lag alone counts as a change of status")
 	}
 }
 
@@ -297,5 +311,34 @@ func TestPositionsRefreshOnABoundedInterval(t *testing.T) {
 		if got := statusDue(st, was, now); got != tt.want {
 			t.Errorf("%s: due %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestLastBackupIsTheLatestCompletedOfTheCluster(t *testing.T) {
+	at := func(s int64) *metav1.Time { t := metav1.NewTime(time.Unix(s, 0)); return &t }
+	backup := func(name, cluster string, phase holdfastv1.BackupPhase, stopped *metav1.Time) *holdfastv1.Backup {
+		b := &holdfastv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: name}}
+		b.Spec.Cluster.Name = cluster
+		b.Status.Phase, b.Status.StoppedAt = phase, stopped
+		return b
+	}
+	scheme := runtime.NewScheme()
+	if err := holdfastv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		backup("old", "demo", holdfastv1.BackupCompleted, at(1000)),
+		backup("new", "demo", holdfastv1.BackupCompleted, at(2000)),
+		backup("failed", "demo", holdfastv1.BackupFailed, at(3000)),
+		backup("other", "other", holdfastv1.BackupCompleted, at(4000)),
+	).Build()
+	r := &Reconciler{Client: cl}
+	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "demo"}}
+	st := holdfastv1.PostgresClusterStatus{LastBackup: at(9000)} // one since deleted
+	if err := r.noteLastBackup(t.Context(), c, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.LastBackup == nil || st.LastBackup.Unix() != 2000 {
+		t.Errorf("last backup %v, want the completed one of demo that stopped at 2000", st.LastBackup)
 	}
 }

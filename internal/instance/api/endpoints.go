@@ -7,6 +7,9 @@ const (
 	// APIPort serves the instance API over mutual TLS: the instance's
 	// server certificate, and a client certificate of the cluster's CA.
 	APIPort = 8443
+	// MetricsPort serves the instance's Prometheus series, in plain HTTP
+	// (postgres_exporter's port, which scrape configs expect).
+	MetricsPort = 9187
 	// StartupPath answers 200 once postgres has started in its role.
 	StartupPath = "/startupz"
 	// LivenessPath answers 200 while the instance manager and postgres are alive.
