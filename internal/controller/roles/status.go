@@ -76,7 +76,7 @@ func condition(c *holdfastv1.PostgresCluster, typ string, ok bool, reason, msg s
 // reportOn says how each declared role and database fared.
 func (r *Reconciler) reportOn(c *holdfastv1.PostgresCluster, in inputs, obs catalog.Observed, plan catalog.Plan,
 	outcomes map[catalog.Subject]*catalog.Outcome) *report {
-	rep := &report{unmanaged: catalog.Unmanaged(obs, in.roles, postgres.SuperUser, postgres.ReplicationUser, c.Spec.Bootstrap.InitDB.Owner)}
+	rep := &report{unmanaged: catalog.Unmanaged(obs, in.roles, postgres.SuperUser, postgres.ReplicationUser, postgres.MonitorUser, c.Spec.Bootstrap.InitDB.Owner)}
 	if len(rep.unmanaged) > maxUnmanaged {
 		rep.unmanaged = rep.unmanaged[:maxUnmanaged]
 	}
