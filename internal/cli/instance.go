@@ -104,7 +104,7 @@ func newInstanceRunCmd() *cobra.Command {
 	f.StringVar(&cfg.Cluster, "cluster", clusterIdentity(), "the cluster this instance belongs to, namespace/name (from NAMESPACE and CLUSTER_NAME)")
 	f.StringVar(&cfg.Incarnation, "incarnation", os.Getenv("CLUSTER_UID"), "the cluster's UID, which tells its data from an earlier cluster's of the same name (from CLUSTER_UID)")
 	f.StringVar(&cfg.DataDir, "data-dir", os.Getenv("PGDATA"), "postgres data directory")
-	f.StringVar(&cfg.RunDir, "run-dir", "/var/run/postgresql", "socket and password file folder")
+	f.StringVar(&cfg.RunDir, "run-dir", resources.RunMountPath, "socket and password file folder")
 	f.StringVar(&cfg.PGBinDir, "pg-bin-dir", "", "folder of the postgres binaries (default: PATH)")
 	f.IntVar(&cfg.Port, "port", postgres.Port, "postgres port")
 	f.StringVar(&cfg.StatusAddr, "status-addr", fmt.Sprintf(":%d", instance.StatusPort), "address of the probes (plain HTTP)")

@@ -28,11 +28,6 @@ import (
 	"holdfast.dev/holdfast/internal/resources"
 )
 
-// runDir is where an instance pod keeps postgres's socket and the
-// password file the instance manager writes (the run volume's mount in
-// resources.instancePodSpec, the instance manager's --run-dir).
-const runDir = "/var/run/postgresql"
-
 // exitProcess ends the command with psql's exit code; tests replace it.
 var exitProcess = os.Exit
 
@@ -92,11 +87,11 @@ gets one; the command exits with psql's exit code.`,
 // arguments.
 func psqlCommand(dbname string, args []string) []string {
 	conn := postgres.ConnInfo(map[string]string{
-		"host":     runDir,
+		"host":     resources.RunMountPath,
 		"port":     strconv.Itoa(postgres.Port),
 		"user":     postgres.SuperUser,
 		"dbname":   dbname,
-		"passfile": runDir + "/pgpass",
+		"passfile": resources.RunMountPath + "/pgpass",
 	})
 	return append([]string{"psql", conn}, args...)
 }

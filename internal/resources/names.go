@@ -48,8 +48,11 @@ const (
 	VolumeRepository        = "repository"
 	VolumeRestoreRepository = "restore-repository"
 
-	DataMountPath       = "/var/lib/postgresql/data"
-	PGDataPath          = DataMountPath + "/pgdata"
+	DataMountPath = "/var/lib/postgresql/data"
+	PGDataPath    = DataMountPath + "/pgdata"
+	// RunMountPath holds postgres's socket and the instance manager's
+	// password file (its --run-dir).
+	RunMountPath        = "/var/run/postgresql"
 	ControllerMountPath = "/controller"
 	SecretsMountPath    = "/etc/holdfast/secrets"
 	ConfigMountPath     = "/etc/holdfast/config"

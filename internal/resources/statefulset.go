@@ -187,7 +187,7 @@ func podSpec(c *holdfastv1.PostgresCluster, opts Options) corev1.PodSpec {
 			VolumeMounts: append([]corev1.VolumeMount{
 				{Name: VolumeData, MountPath: DataMountPath},
 				{Name: VolumeController, MountPath: ControllerMountPath},
-				{Name: VolumeRun, MountPath: "/var/run/postgresql"},
+				{Name: VolumeRun, MountPath: RunMountPath},
 				{Name: VolumeTmp, MountPath: "/tmp"},
 				{Name: VolumeShm, MountPath: "/dev/shm"},
 				{Name: VolumeSecrets, MountPath: SecretsMountPath, ReadOnly: true},
