@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"errors"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -27,6 +24,7 @@ import (
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/resources"
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 func testScheme(t *testing.T) *runtime.Scheme {
@@ -141,31 +139,6 @@ func fakeLogs() *k8sfake.Clientset {
 	return cs
 }
 
-// readBundle maps each file of a tar.gz to its content.
-func readBundle(t *testing.T, data []byte) map[string]string {
-	t.Helper()
-	gz, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
-	files := map[string]string{}
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return files
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[hdr.Name] = string(b)
-	}
-}
-
 func writeTestReport(t *testing.T) (map[string]string, reportSummary) {
 	t.Helper()
 	var buf bytes.Buffer
@@ -175,7 +148,7 @@ func writeTestReport(t *testing.T) (map[string]string, reportSummary) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return readBundle(t, buf.Bytes()), sum
+	return testutil.ReadTarGz(t, &buf), sum
 }
 
 func TestReportLayout(t *testing.T) {

@@ -1,16 +1,13 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -23,6 +20,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
+
+	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
 // userVerbs runs holdfast's psql, logs, report and hibernate against a
@@ -193,7 +192,12 @@ func (e *sandboxEnv) userVerbs(t *testing.T) {
 			t.Errorf("report printed %q, want the file first", out)
 		}
 		t.Logf("report: %s", strings.TrimSpace(out))
-		files := readTarGz(t, file)
+		bundle, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bundle.Close()
+		files := testutil.ReadTarGz(t, bundle)
 		byBase := map[string]string{}
 		for name, content := range files {
 			// Every file is under the bundle's folder.
@@ -307,34 +311,4 @@ func (e *sandboxEnv) userVerbs(t *testing.T) {
 			t.Errorf("the row written before hibernation: %q, want 42", got)
 		}
 	})
-}
-
-// readTarGz maps each file of a tar.gz to its content.
-func readTarGz(t *testing.T, file string) map[string]string {
-	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
-	files := map[string]string{}
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return files
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[hdr.Name] = string(b)
-	}
 }
