@@ -202,6 +202,7 @@ type CertificatesSpec struct {
 
 // StorageSpec is the PersistentVolumeClaim each instance gets.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.autoGrow) || quantity(string(self.autoGrow.maxSize)).compareTo(quantity(string(self.size))) >= 0",message="spec.storage.autoGrow.maxSize must be at least spec.storage.size"
 // +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="spec.storage.storageClassName cannot change: existing claims keep the class they were created with"
 // +kubebuilder:validation:XValidation:rule="quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",message="spec.storage.size cannot shrink: volumes can only grow"
 type StorageSpec struct {
@@ -215,11 +216,41 @@ type StorageSpec struct {
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`
 
+	// AutoGrow grows each instance's claim as its volume fills, from the
+	// usage the instance reports; absent, claims grow only with size.
+	// +optional
+	AutoGrow *AutoGrowSpec `json:"autoGrow,omitempty"`
+
 	// RetentionPolicy says whether claims outlive the cluster and scale-downs.
 	// Claims are kept unless this says Delete.
 	// +kubebuilder:default={}
 	// +optional
 	RetentionPolicy ClaimRetentionPolicy `json:"retentionPolicy,omitempty"`
+}
+
+// AutoGrowSpec says when and how far claims grow. A claim grows once its
+// volume is ThresholdPercent full, by Step, up to MaxSize; every claim of
+// the cluster then grows to the largest, since each replica holds what
+// the primary holds. A volume 95% full that cannot grow makes the cluster
+// Degraded.
+type AutoGrowSpec struct {
+	// ThresholdPercent is how full a volume is when its claim grows.
+	// +kubebuilder:validation:Minimum=50
+	// +kubebuilder:validation:Maximum=95
+	// +kubebuilder:default=80
+	// +optional
+	ThresholdPercent int32 `json:"thresholdPercent,omitempty"`
+
+	// Step is how much a claim grows each time: a quantity (512Mi, 2Gi)
+	// or a percentage of its size (25%).
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[1-9][0-9]{0,2}%$') || (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))",message="spec.storage.autoGrow.step must be a positive quantity (2Gi) or a percentage (25%)"
+	// +kubebuilder:default="25%"
+	// +optional
+	Step string `json:"step,omitempty"`
+
+	// MaxSize is the most a claim grows to.
+	MaxSize resource.Quantity `json:"maxSize"`
 }
 
 // ClaimRetention is what happens to an instance's claim when its pod is no longer wanted.
@@ -514,6 +545,36 @@ type InstanceStatus struct {
 	// +optional
 	// +listType=atomic
 	PendingRestart []string `json:"pendingRestart,omitempty"`
+	// Volume is the instance's data volume: its claim and how full it is.
+	// +optional
+	Volume *VolumeStatus `json:"volume,omitempty"`
+}
+
+// VolumeStatus is an instance's data volume.
+type VolumeStatus struct {
+	// Claim is the PersistentVolumeClaim's name.
+	Claim string `json:"claim"`
+	// Size is what the claim asks for; Capacity what it has. They differ
+	// while it grows.
+	Size resource.Quantity `json:"size"`
+	// +optional
+	Capacity *resource.Quantity `json:"capacity,omitempty"`
+	// UsedBytes and AvailableBytes are the filesystem's, as the instance
+	// last reported them (AvailableBytes is what postgres may still write).
+	// +optional
+	UsedBytes int64 `json:"usedBytes,omitempty"`
+	// +optional
+	AvailableBytes int64 `json:"availableBytes,omitempty"`
+	// UsedPercent is how full the volume is, as df says.
+	// +optional
+	UsedPercent int32 `json:"usedPercent,omitempty"`
+	// Resizing says how the claim's growth goes while it lasts, and why
+	// it is stuck when it is.
+	// +optional
+	Resizing string `json:"resizing,omitempty"`
+	// Full is true at 95% or more with no room to grow.
+	// +optional
+	Full bool `json:"full,omitempty"`
 }
 
 // OperationKind names what an operation does.

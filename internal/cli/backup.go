@@ -77,17 +77,23 @@ backup has completed and 1 when it failed, saying why.`,
 	return cmd
 }
 
-// waitBackup polls the Backup until it is done.
+// waitBackup polls the Backup until it is done, saying each phase and
+// message as it changes: a Pending backup's message is why it waits.
 func waitBackup(ctx context.Context, c client.Client, b *holdfastv1.Backup, cmd *cobra.Command) error {
 	key := client.ObjectKeyFromObject(b)
+	var said string
 	for !b.Done() {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("backup %s is still %s: %w", b.Name, b.Status.Phase, ctx.Err())
+			return fmt.Errorf("backup %s is still %s (%s): %w", b.Name, b.Status.Phase, b.Status.Message, ctx.Err())
 		case <-time.After(2 * time.Second):
 		}
 		if err := c.Get(ctx, key, b); err != nil {
 			return fmt.Errorf("reading Backup %s: %w", b.Name, err)
+		}
+		if now := backupStep(b); now != said && !b.Done() {
+			fmt.Fprintf(cmd.ErrOrStderr(), "backup %s %s\n", b.Name, now)
+			said = now
 		}
 	}
 	if b.Status.Phase == holdfastv1.BackupFailed {
@@ -95,4 +101,16 @@ func waitBackup(ctx context.Context, c client.Client, b *holdfastv1.Backup, cmd 
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "backup %s completed: %d bytes from %s\n", b.Name, b.Status.SizeBytes, b.Status.Instance)
 	return nil
+}
+
+// backupStep is a Backup's phase and, when it has one, its message.
+func backupStep(b *holdfastv1.Backup) string {
+	phase := string(b.Status.Phase)
+	if phase == "" {
+		phase = "not yet taken up by the operator"
+	}
+	if b.Status.Message == "" {
+		return phase
+	}
+	return phase + ": " + b.Status.Message
 }

@@ -2,11 +2,12 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
@@ -28,7 +29,7 @@ and moves the -rw Service to it. promote waits for that and says how long it too
 				return err
 			}
 			defer cancel()
-			took, err := promote(ctx, c, client.ObjectKey{Namespace: namespace, Name: args[0]}, args[1])
+			took, err := promote(ctx, c, client.ObjectKey{Namespace: namespace, Name: args[0]}, args[1], cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -42,8 +43,9 @@ and moves the -rw Service to it. promote waits for that and says how long it too
 
 // promote sets the switchover annotation and waits until the operator
 // reports the switchover done, or removes the annotation without doing it
-// (refused: the cluster's PrimaryAvailable condition and Events say why).
-func promote(ctx context.Context, c client.Client, key client.ObjectKey, to string) (time.Duration, error) {
+// (refused: its SwitchoverRefused Event says why, which promote quotes).
+// Each step of the switchover is said on progress as it comes.
+func promote(ctx context.Context, c client.Client, key client.ObjectKey, to string, progress io.Writer) (time.Duration, error) {
 	var pgc holdfastv1.PostgresCluster
 	if err := c.Get(ctx, key, &pgc); err != nil {
 		return 0, err
@@ -60,10 +62,12 @@ func promote(ctx context.Context, c client.Client, key client.ObjectKey, to stri
 		return 0, fmt.Errorf("asking for the switchover: %w", err)
 	}
 	asked := time.Now()
+	fmt.Fprintf(progress, "asked for a switchover of %s from %s to %s; waiting for the operator to start it\n", key.Name, pgc.Status.CurrentPrimary, to)
+	var said string
 	for {
 		select {
 		case <-ctx.Done():
-			return 0, errors.New("the switchover did not finish in time; see kubectl describe pgc " + key.Name)
+			return 0, fmt.Errorf("the switchover did not finish in time (last: %s); see kubectl describe pgc %s", orNone(said), key.Name)
 		case <-time.After(200 * time.Millisecond):
 		}
 		if err := c.Get(ctx, key, &pgc); err != nil {
@@ -78,10 +82,43 @@ func promote(ctx context.Context, c client.Client, key client.ObjectKey, to stri
 		}
 		op := pgc.Status.Operation
 		running := op != nil && op.Kind == holdfastv1.OperationSwitchover && op.To == to
+		if running {
+			if step := fmt.Sprintf("%s: %s", op.Phase, op.Reason); step != said {
+				fmt.Fprintf(progress, "switchover %s\n", step)
+				said = step
+			}
+		}
 		if _, still := pgc.Annotations[holdfastv1.AnnotationSwitchoverTo]; !still && !running {
-			return 0, fmt.Errorf("the operator refused the switchover to %s; see the SwitchoverRefused Event (kubectl describe pgc %s)", to, key.Name)
+			return 0, refusal(ctx, c, key, to, asked)
 		}
 	}
+}
+
+// refusal is the operator's refusal of the switchover, in the words of
+// its newest SwitchoverRefused Event since asked.
+func refusal(ctx context.Context, c client.Client, key client.ObjectKey, to string, asked time.Time) error {
+	var events corev1.EventList
+	if err := c.List(ctx, &events, client.InNamespace(key.Namespace),
+		client.MatchingFields{"involvedObject.name": key.Name, "reason": "SwitchoverRefused"}); err == nil {
+		var newest *corev1.Event
+		for i := range events.Items {
+			ev := &events.Items[i]
+			if at := eventTime(ev); !at.Before(asked.Add(-time.Second)) && (newest == nil || at.After(eventTime(newest))) {
+				newest = ev
+			}
+		}
+		if newest != nil {
+			return fmt.Errorf("the operator refused: %s", newest.Message)
+		}
+	}
+	return fmt.Errorf("the operator refused the switchover to %s; see the SwitchoverRefused Event (kubectl describe pgc %s)", to, key.Name)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "the operator has not started it"
+	}
+	return s
 }
 
 // lastRecord is the last operation of kind the history records as started

@@ -445,6 +445,9 @@ func (r *reporter) events(ctx context.Context) (int, error) {
 // eventTime is when an Event last happened, whichever field says it.
 func eventTime(e *corev1.Event) time.Time {
 	switch {
+	case e.Series != nil && !e.Series.LastObservedTime.IsZero():
+		// A repeated Event of events.k8s.io keeps its first time in EventTime.
+		return e.Series.LastObservedTime.Time
 	case !e.LastTimestamp.IsZero():
 		return e.LastTimestamp.Time
 	case !e.EventTime.IsZero():

@@ -20,10 +20,12 @@ type (
 	PromiseReport  = api.PromiseReport
 	FailsafeReport = api.FailsafeReport
 	Resumption     = api.Resumption
+	VolumeUsage    = api.VolumeUsage
 )
 
 const (
 	ResumedOnLease       = api.ResumedOnLease
+	DataVolume           = api.DataVolume
 	ResumedOnPromises    = api.ResumedOnPromises
 	RejoinArchive        = api.RejoinArchive
 	RejoinReclone        = api.RejoinReclone

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -162,7 +161,7 @@ func probe(w http.ResponseWriter, ok bool, why string) {
 func (m *Manager) MetricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		exporter.New(m, m.cfg.Version, exporter.Volume{Name: "data", Path: filepath.Dir(m.cfg.DataDir)}),
+		exporter.New(m, m.cfg.Version),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

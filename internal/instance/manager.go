@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -212,7 +213,24 @@ func (m *Manager) Report() Report {
 		c := *f
 		r.Failsafe = &c
 	}
+	r.Volumes = m.volumeUsage()
 	return r
+}
+
+// volumeUsage reads the data volume's filesystem; a volume statfs cannot
+// read is left out rather than reported empty.
+func (m *Manager) volumeUsage() []VolumeUsage {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(m.cfg.DataDir), &fs); err != nil {
+		return nil
+	}
+	bs := int64(fs.Bsize)
+	return []VolumeUsage{{
+		Name:           DataVolume,
+		CapacityBytes:  int64(fs.Blocks) * bs,
+		UsedBytes:      int64(fs.Blocks-fs.Bfree) * bs,
+		AvailableBytes: int64(fs.Bavail) * bs,
+	}}
 }
 
 // StatusReport is the report the operator reads, with a replica's WAL

@@ -106,6 +106,32 @@ func Write(w io.Writer, r Report, colour bool) error {
 		fmt.Fprintf(&b, "  synchronous: each commit waits for %d of %s\n", r.Replication.Quorum, dash(strings.Join(r.Replication.SyncStandbys, ", ")))
 	}
 
+	section("Volumes")
+	rows = [][]string{{"  NAME", "CLAIM", "SIZE", "CAPACITY", "USED", "FREE", "USE%", "STATE"}}
+	for _, in := range r.Instances {
+		v := in.Volume
+		if v == nil {
+			continue
+		}
+		capacity, state := "-", "-"
+		if v.Capacity != nil {
+			capacity = v.Capacity.String()
+		}
+		switch {
+		case v.Full:
+			state = p.paint(red, "full, cannot grow")
+		case v.Resizing != "":
+			state = p.paint(yellow, v.Resizing)
+		}
+		rows = append(rows, []string{"  " + in.Name, v.Claim, v.Size.String(), capacity, byteSize(v.UsedBytes), byteSize(v.AvailableBytes),
+			fmt.Sprintf("%d%%", v.UsedPercent), state})
+	}
+	if len(rows) > 1 {
+		table(rows)
+	} else {
+		b.WriteString("  no volume reported yet\n")
+	}
+
 	section("Backups")
 	fmt.Fprintf(&b, "  repository: %s\n", dash(r.Backups.Repository))
 	if len(r.Backups.Last) > 0 {

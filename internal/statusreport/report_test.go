@@ -11,7 +11,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 )
@@ -32,8 +34,12 @@ func fixture() (*holdfastv1.PostgresCluster, []corev1.Pod, []holdfastv1.Backup, 
 		Phase: holdfastv1.PhaseDegraded, CurrentPrimary: "orders-1", TargetPrimary: "orders-1", ReadyInstances: 2, Epoch: 3,
 		PositionsObservedAt: &observed, SyncStandbys: []string{"orders-0"},
 		Instances: []holdfastv1.InstanceStatus{
-			{Name: "orders-0", Role: holdfastv1.RoleReplica, Ready: true, Timeline: 2, ReceivedLSN: "0/5000100", ReplayedLSN: "0/5000100", LagBytes: 0},
-			{Name: "orders-1", Role: holdfastv1.RolePrimary, Ready: true, Timeline: 2, CurrentLSN: "0/5000100"},
+			{Name: "orders-0", Role: holdfastv1.RoleReplica, Ready: true, Timeline: 2, ReceivedLSN: "0/5000100", ReplayedLSN: "0/5000100", LagBytes: 0,
+				Volume: &holdfastv1.VolumeStatus{Claim: "pgdata-orders-0", Size: resource.MustParse("2Gi"), Capacity: ptr.To(resource.MustParse("1Gi")),
+					UsedBytes: 900 << 20, AvailableBytes: 100 << 20, UsedPercent: 90, Resizing: "claim pgdata-orders-0 grows from 1Gi to 2Gi (for 4s)"}},
+			{Name: "orders-1", Role: holdfastv1.RolePrimary, Ready: true, Timeline: 2, CurrentLSN: "0/5000100",
+				Volume: &holdfastv1.VolumeStatus{Claim: "pgdata-orders-1", Size: resource.MustParse("2Gi"), Capacity: ptr.To(resource.MustParse("2Gi")),
+					UsedBytes: 2000 << 20, AvailableBytes: 48 << 20, UsedPercent: 98, Full: true}},
 			{Name: "orders-2", Role: holdfastv1.RoleReplica, Ready: false, Timeline: 1, ReplayedLSN: "0/3000000", LagBytes: 33554688,
 				Message: "streaming stopped", PendingRestart: []string{"shared_buffers"}},
 		},

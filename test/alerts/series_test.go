@@ -42,6 +42,8 @@ var served = map[string]bool{
 	"holdfast_cluster_instances":                       true,
 	"holdfast_cluster_ready_instances":                 true,
 	"holdfast_cluster_primary_available":               true,
+	"holdfast_cluster_volume_full":                     true,
+	"holdfast_cluster_volume_resizing":                 true,
 	"holdfast_certificate_expiry_timestamp_seconds":    true,
 	// controller-runtime's, on the operator's endpoint.
 	"controller_runtime_reconcile_time_seconds_bucket": true,

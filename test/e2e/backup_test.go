@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/md5"
 	"fmt"
+	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +16,8 @@ import (
 	"holdfast.dev/holdfast/internal/backup/logical"
 	"holdfast.dev/holdfast/internal/objectstore"
 	"holdfast.dev/holdfast/internal/rig/sandbox"
+	"holdfast.dev/holdfast/internal/rig/sandbox/faults"
+	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 )
 
 // TestBackupAndRestoreInSandbox runs logical backups of a cluster into the
@@ -59,6 +63,21 @@ func TestBackupAndRestoreInSandbox(t *testing.T) {
 		e.dumpState(t)
 		t.FailNow()
 	}
+
+	t.Run("holdfast backup create --wait takes a backup and exits when it completes", func(t *testing.T) {
+		out, err := exec.Command(e.holdfast, "backup", "create", "src", "--method", "logical", "--wait", "--timeout", "5m",
+			"-n", ns, "--kubeconfig", e.kubeconfig).CombinedOutput()
+		if err != nil {
+			t.Fatalf("holdfast backup create --wait: %v\n%s", err, out)
+		}
+		created := regexp.MustCompile(`created Backup ` + ns + `/(src-[a-z0-9]+) of cluster src`).FindSubmatch(out)
+		if created == nil || !strings.Contains(string(out), "backup "+string(created[1])+" completed: ") {
+			t.Fatalf("holdfast backup create --wait says:\n%s", out)
+		}
+		if phase := e.mustKubectl("", "-n", ns, "get", "backup", string(created[1]), "-o", "jsonpath={.status.phase}"); phase != "Completed" {
+			t.Errorf("Backup %s is %s once holdfast backup create --wait returned", created[1], phase)
+		}
+	})
 	e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (5001, 'after the backup')`)
 
 	t.Run("a restore into a new cluster holds exactly what the backup saw", func(t *testing.T) {
@@ -255,6 +274,43 @@ spec:
 		if n := setFiles(); n != 0 {
 			t.Errorf("set %s still has %d files after its Backup was deleted", label, n)
 		}
+	})
+
+	t.Run("archiving to a stopped S3 store counts failures, says pgBackRest's message, and recovers", func(t *testing.T) {
+		primary := e.mustKubectl("", "-n", ns, "get", "pgc", "src", "-o", "jsonpath={.status.currentPrimary}")
+		failures := func() float64 {
+			v, ok := e.instanceMetrics(t, primary).Value("holdfast_pg_archiver_failed_total")
+			if !ok {
+				t.Fatalf("%s serves no holdfast_pg_archiver_failed_total", primary)
+			}
+			return v
+		}
+		before := failures()
+		// The primary's connections to the store are reset, as a stopped
+		// server's are; every other pod still reaches it.
+		store := e.mustKubectl("", "-n", "holdfast-system", "get", "service", "s3", "-o", "jsonpath={.spec.clusterIP}")
+		uid := e.mustKubectl("", "-n", ns, "get", "pod", primary, "-o", "jsonpath={.metadata.uid}")
+		heal, err := faults.Refuse(network.Namespace(uid), store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = heal() })
+		e.sqlAs(t, "src", rw, `INSERT INTO e2e VALUES (6901, 'while the store is stopped')`)
+		var segment string
+		e.superQuery(t, "src", rw, `SELECT pg_walfile_name(pg_switch_wal())`, &segment)
+		poll(t, 3*time.Minute, "archive failures counted and ContinuousArchiving=False with pgBackRest's message", func() error {
+			if now := failures(); now <= before {
+				return fmt.Errorf("holdfast_pg_archiver_failed_total %v, was %v", now, before)
+			}
+			if c := e.clusterCondition(t, "src", "ContinuousArchiving"); !strings.HasPrefix(c, "False ArchivingFailed: WAL segment ") || !strings.Contains(c, "could not be archived: ") {
+				return fmt.Errorf("condition %q", c)
+			}
+			return nil
+		})
+		if err := heal(); err != nil {
+			t.Fatal(err)
+		}
+		e.wantArchiving(t, "src")
 	})
 
 	t.Run("a VolumeSnapshot of a stopped replica restores into a new cluster", func(t *testing.T) {

@@ -229,6 +229,9 @@ func TestFailoverInSandbox(t *testing.T) {
 			t.Fatalf("holdfast promote: %v\n%s", err, out)
 		}
 		t.Logf("holdfast promote: %s", strings.TrimSpace(string(out)))
+		if !strings.Contains(string(out), "asked for a switchover of pg from "+old+" to "+to) || !strings.Contains(string(out), "switchover Promoting: ") {
+			t.Errorf("holdfast promote did not say what it waited for:\n%s", out)
+		}
 		w.waitAcks(t, 20)
 		t.Logf("switchover: writes unavailable for %s (longest gap between acknowledged writes)", w.History().LongestGap(asked, time.Now()).Round(time.Millisecond))
 		e.checkAcks(t, to, old, w)
@@ -240,8 +243,10 @@ func TestFailoverInSandbox(t *testing.T) {
 	})
 
 	t.Run("a switchover to an instance that does not exist is refused", func(t *testing.T) {
-		out, err := exec.Command(e.holdfast, "promote", "pg", "pg-9", "-n", ns, "--kubeconfig", e.kubeconfig).CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "refused") {
+		// A refusal returns at once, quoting the operator's Event, well
+		// within a timeout that would otherwise end the wait.
+		out, err := exec.Command(e.holdfast, "promote", "pg", "pg-9", "-n", ns, "--kubeconfig", e.kubeconfig, "--timeout", "1m").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "the operator refused: switchover to pg-9 refused: ") {
 			t.Errorf("holdfast promote pg pg-9: %v\n%s", err, out)
 		}
 	})
@@ -384,8 +389,14 @@ type writer struct {
 
 func startWriter(t *testing.T, e *sandboxEnv, host string) *writer {
 	t.Helper()
+	return startWriterOf(t, e, "pg", host)
+}
+
+// startWriterOf starts a writer as cluster's app user.
+func startWriterOf(t *testing.T, e *sandboxEnv, cluster, host string) *writer {
+	t.Helper()
 	w := &loadcheck.Writer{Table: "acks", IdentityQuery: loadcheck.InstanceNameQuery, ConnString: fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require",
-		host, e.secretValue(ns, "pg-app", "username"), e.secretValue(ns, "pg-app", "password"))}
+		host, e.secretValue(ns, cluster+"-app", "username"), e.secretValue(ns, cluster+"-app", "password"))}
 	poll(t, time.Minute, "the writer's table", func() error { return w.Setup(context.Background()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -425,11 +436,17 @@ func (w *writer) firstAckAfter(t *testing.T, at time.Time, instance string, time
 // writes at once.
 func (e *sandboxEnv) checkAcks(t *testing.T, promoted, old string, w *writer) {
 	t.Helper()
+	e.checkAcksOf(t, "pg", promoted, old, w)
+}
+
+// checkAcksOf checks cluster's acknowledged writes on its primary promoted.
+func (e *sandboxEnv) checkAcksOf(t *testing.T, cluster, promoted, old string, w *writer) {
+	t.Helper()
 	w.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn := fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require",
-		e.podIP(t, promoted), e.secretValue(ns, "pg-superuser", "username"), e.secretValue(ns, "pg-superuser", "password"))
+		e.podIP(t, promoted), e.secretValue(ns, cluster+"-superuser", "username"), e.secretValue(ns, cluster+"-superuser", "password"))
 	var final loadcheck.Final
 	poll(t, time.Minute, "the new primary's table", func() (err error) {
 		final, err = loadcheck.ReadFinal(ctx, conn, "acks")

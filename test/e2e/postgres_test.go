@@ -19,6 +19,8 @@ import (
 
 	"holdfast.dev/holdfast/internal/pki"
 	"holdfast.dev/holdfast/internal/resources"
+	"holdfast.dev/holdfast/internal/rig/sandbox/faults"
+	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
@@ -91,7 +93,7 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			return string(out)
 		}
 		view := run()
-		for _, section := range []string{"Cluster " + ns + "/pg", "Instances", "Replication", "Backups", "Operations (newest first)", "Certificates", "Conditions"} {
+		for _, section := range []string{"Cluster " + ns + "/pg", "Instances", "Replication", "Volumes", "Backups", "Operations (newest first)", "Certificates", "Conditions"} {
 			if !strings.Contains(view, "\n"+section+"\n") && !strings.HasPrefix(view, section+"\n") {
 				t.Errorf("the view lacks the section %q:\n%s", section, view)
 			}
@@ -350,6 +352,42 @@ func TestPostgresClusterInSandbox(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("a replica cut off from its primary lags in the primary's series, and catches up once healed", func(t *testing.T) {
+		primary := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+		replica := "pg-1"
+		if primary == replica {
+			replica = "pg-2"
+		}
+		lag := func() (float64, bool) {
+			return e.instanceMetrics(t, primary).Value("holdfast_pg_standby_replay_lag_bytes", "standby", replica)
+		}
+		uid := e.mustKubectl("", "-n", ns, "get", "pod", replica, "-o", "jsonpath={.metadata.uid}")
+		heal, err := faults.CutFrom(network.Namespace(uid), e.podIP(t, primary))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = heal() })
+		// About 24 MB of WAL that the cut replica cannot receive; the other
+		// replica keeps the quorum, if there is one.
+		e.sql(t, e.serviceIP(t, "pg-rw"), "CREATE TABLE lagging AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 20000) g")
+		poll(t, 30*time.Second, replica+"'s replay lag to exceed 16 MB in the primary's series", func() error {
+			if v, ok := lag(); !ok || v < 16<<20 {
+				return fmt.Errorf("holdfast_pg_standby_replay_lag_bytes{standby=%q} = %v (present %v)", replica, v, ok)
+			}
+			return nil
+		})
+		if err := heal(); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, 2*time.Minute, replica+"'s replay lag to fall back under 1 MB once healed", func() error {
+			if v, ok := lag(); !ok || v >= 1<<20 {
+				return fmt.Errorf("holdfast_pg_standby_replay_lag_bytes{standby=%q} = %v (present %v)", replica, v, ok)
+			}
+			return nil
+		})
+		e.sql(t, e.serviceIP(t, "pg-rw"), "DROP TABLE lagging")
 	})
 
 	t.Run("parameters reach every instance; a refused one leaves the cluster serving", func(t *testing.T) {

@@ -90,6 +90,21 @@ func TestAdmissionRejectsBadSpecs(t *testing.T) {
 			[]string{"spec.storage.size must be at least 64Mi"}},
 		{"storage size not a quantity", func(u *unstructured.Unstructured) { set(u, "lots", "spec", "storage", "size") },
 			[]string{"spec.storage.size", "should match"}},
+		{"autoGrow maximum below the size", func(u *unstructured.Unstructured) {
+			set(u, map[string]any{"maxSize": "512Mi"}, "spec", "storage", "autoGrow")
+		}, []string{"spec.storage.autoGrow.maxSize must be at least spec.storage.size"}},
+		{"autoGrow step neither quantity nor percentage", func(u *unstructured.Unstructured) {
+			set(u, map[string]any{"maxSize": "4Gi", "step": "a lot"}, "spec", "storage", "autoGrow")
+		}, []string{"spec.storage.autoGrow.step must be a positive quantity (2Gi) or a percentage (25%)"}},
+		{"autoGrow step of 0%", func(u *unstructured.Unstructured) {
+			set(u, map[string]any{"maxSize": "4Gi", "step": "0%"}, "spec", "storage", "autoGrow")
+		}, []string{"spec.storage.autoGrow.step must be a positive quantity"}},
+		{"autoGrow threshold too high", func(u *unstructured.Unstructured) {
+			set(u, map[string]any{"maxSize": "4Gi", "thresholdPercent": int64(99)}, "spec", "storage", "autoGrow")
+		}, []string{"spec.storage.autoGrow.thresholdPercent", "less than or equal to 95"}},
+		{"autoGrow without a maximum", func(u *unstructured.Unstructured) {
+			set(u, map[string]any{"step": "1Gi"}, "spec", "storage", "autoGrow")
+		}, []string{"spec.storage.autoGrow.maxSize", "Required value"}},
 		{"unknown retention", func(u *unstructured.Unstructured) {
 			set(u, "Keep", "spec", "storage", "retentionPolicy", "whenDeleted")
 		},
@@ -333,5 +348,26 @@ func TestRolesAndDatabasesAdmitted(t *testing.T) {
 	)(others)
 	if err := createStrict(t.Context(), others); err != nil {
 		t.Fatalf("a valid mix of roles and databases: %v", err)
+	}
+}
+
+func TestAutoGrowAdmittedWithDefaults(t *testing.T) {
+	ns := newNamespace(t)
+	for name, grow := range map[string]map[string]any{
+		"defaults":   {"maxSize": "3Gi"},
+		"a quantity": {"maxSize": "3Gi", "step": "512Mi", "thresholdPercent": int64(90)},
+		"up to size": {"maxSize": "1Gi", "step": "100%"},
+	} {
+		u := goodCluster(strings.ReplaceAll(name, " ", "-"))
+		u.SetNamespace(ns)
+		set(u, grow, "spec", "storage", "autoGrow")
+		if err := createStrict(t.Context(), u); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		got, _, _ := unstructured.NestedMap(u.Object, "spec", "storage", "autoGrow")
+		if name == "defaults" && (got["thresholdPercent"] != int64(80) || got["step"] != "25%") {
+			t.Errorf("autoGrow defaulted to %v; want thresholdPercent 80 and step 25%%", got)
+		}
 	}
 }

@@ -21,6 +21,10 @@ var (
 		"1 while the cluster's PrimaryAvailable condition is True.", []string{"namespace", "cluster"}, nil)
 	certificateDesc = prometheus.NewDesc("holdfast_certificate_expiry_timestamp_seconds",
 		"When each of the cluster's certificates expires (Unix seconds), as its status records.", []string{"namespace", "cluster", "secret"}, nil)
+	volumeFullDesc = prometheus.NewDesc("holdfast_cluster_volume_full",
+		"1 while an instance's data volume is 95% full or more and cannot grow (the cluster is Degraded with reason VolumeFull).", []string{"namespace", "cluster", "instance"}, nil)
+	volumeResizingDesc = prometheus.NewDesc("holdfast_cluster_volume_resizing",
+		"1 while an instance's claim asks for more than it has: a resize under way, or stuck.", []string{"namespace", "cluster", "instance"}, nil)
 	intervalDesc = prometheus.NewDesc("holdfast_backup_schedule_interval_seconds",
 		"The longest gap between two of a BackupSchedule's next runs: a last good backup older than twice this is late.",
 		[]string{"namespace", "cluster", "schedule"}, nil)
@@ -40,7 +44,7 @@ func NewClusterCollector(reader client.Reader) prometheus.Collector {
 }
 
 func (c clusters) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{instancesDesc, readyDesc, primaryDesc, certificateDesc, intervalDesc} {
+	for _, d := range []*prometheus.Desc{instancesDesc, readyDesc, primaryDesc, certificateDesc, volumeFullDesc, volumeResizingDesc, intervalDesc} {
 		ch <- d
 	}
 }
@@ -63,6 +67,12 @@ func (c clusters) Collect(ch chan<- prometheus.Metric) {
 			primary = 1
 		}
 		gauge(primaryDesc, primary, pc.Namespace, pc.Name)
+		for _, is := range pc.Status.Instances {
+			if v := is.Volume; v != nil {
+				gauge(volumeFullDesc, b2f(v.Full), pc.Namespace, pc.Name, is.Name)
+				gauge(volumeResizingDesc, b2f(v.Resizing != ""), pc.Namespace, pc.Name, is.Name)
+			}
+		}
 		for _, cs := range pc.Status.Certificates {
 			if cs.NotAfter != nil {
 				gauge(certificateDesc, float64(cs.NotAfter.Unix()), pc.Namespace, pc.Name, cs.Secret)
@@ -103,4 +113,11 @@ func longestGap(schedule string, now time.Time) (time.Duration, bool) {
 		at = next
 	}
 	return gap, gap > 0
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -24,6 +24,11 @@ func TestClusterSeriesFollowTheObjects(t *testing.T) {
 	up.Status.ReadyInstances = 3
 	up.Status.Conditions = []metav1.Condition{{Type: holdfastv1.ConditionPrimaryAvailable, Status: metav1.ConditionTrue}}
 	up.Status.Certificates = []holdfastv1.CertificateStatus{{Secret: "up-server-tls", NotAfter: &notAfter}}
+	up.Status.Instances = []holdfastv1.InstanceStatus{
+		{Name: "up-0", Volume: &holdfastv1.VolumeStatus{UsedPercent: 97, Full: true}},
+		{Name: "up-1", Volume: &holdfastv1.VolumeStatus{Resizing: "claim pgdata-up-1 grows from 1Gi to 2Gi (for 3s)"}},
+		{Name: "up-2"},
+	}
 	down := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "down"}}
 	down.Spec.Instances = 2
 	down.Status.Conditions = []metav1.Condition{{Type: holdfastv1.ConditionPrimaryAvailable, Status: metav1.ConditionFalse}}
@@ -57,6 +62,14 @@ holdfast_cluster_primary_available{cluster="up",namespace="db"} 1
 # TYPE holdfast_cluster_ready_instances gauge
 holdfast_cluster_ready_instances{cluster="down",namespace="db"} 0
 holdfast_cluster_ready_instances{cluster="up",namespace="db"} 3
+# HELP holdfast_cluster_volume_full 1 while an instance's data volume is 95% full or more and cannot grow (the cluster is Degraded with reason VolumeFull).
+# TYPE holdfast_cluster_volume_full gauge
+holdfast_cluster_volume_full{cluster="up",instance="up-0",namespace="db"} 1
+holdfast_cluster_volume_full{cluster="up",instance="up-1",namespace="db"} 0
+# HELP holdfast_cluster_volume_resizing 1 while an instance's claim asks for more than it has: a resize under way, or stuck.
+# TYPE holdfast_cluster_volume_resizing gauge
+holdfast_cluster_volume_resizing{cluster="up",instance="up-0",namespace="db"} 0
+holdfast_cluster_volume_resizing{cluster="up",instance="up-1",namespace="db"} 1
 `
 	// A Wednesday: the weekday schedule's next runs include a weekend.
 	c := clusters{reader: cl, now: func() time.Time { return time.Date(2026, 12, 2, 12, 0, 0, 0, time.Local) }}

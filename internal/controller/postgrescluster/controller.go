@@ -143,7 +143,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if cond := meta.FindStatusCondition(stored.Conditions, holdfastv1.ConditionReady); cond == nil || cond.Message != blocked.message {
 			r.Recorder.Eventf(&c, nil, corev1.EventTypeWarning, blocked.reason, "Restore", "%s", blocked.message)
 		}
-		if err := r.updateStatus(ctx, &c, stored, nil, nil, nil, blocked); err != nil && !apierrors.IsConflict(err) {
+		if err := r.updateStatus(ctx, &c, stored, nil, nil, nil, nil, blocked); err != nil && !apierrors.IsConflict(err) {
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{RequeueAfter: restoreWait}, nil
@@ -203,7 +203,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 
-	err = r.updateStatus(ctx, &c, stored, sts, pods.Items, reports, refused)
+	var claims []corev1.PersistentVolumeClaim
+	if refused == nil {
+		if claims, err = r.tendClaims(ctx, &c, reports); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	err = r.updateStatus(ctx, &c, stored, sts, pods.Items, reports, claims, refused)
 	if apierrors.IsConflict(err) {
 		// The cache was behind the cluster; the newer version is on its way.
 		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
@@ -266,7 +272,7 @@ func (r *Reconciler) ensureAll(ctx context.Context, c *holdfastv1.PostgresCluste
 	case err != nil:
 		return nil, nil, err
 	}
-	return sts, nil, r.growClaims(ctx, c)
+	return sts, nil, nil
 }
 
 // ensureCertificates issues and renews the cluster's certificates, puts
@@ -371,7 +377,7 @@ func (r *Reconciler) ensureObjects(ctx context.Context, c *holdfastv1.PostgresCl
 	sts.Spec.Replicas = ptr.To(podsToKeep(c))
 	if live != nil {
 		// Claim templates cannot change once the StatefulSet exists; growing
-		// storage resizes the claims themselves (growClaims).
+		// storage resizes the claims themselves (tendClaims).
 		keepClaimSize(sts, live)
 	}
 	sa, role, binding := resources.InstanceAccess(c)
@@ -412,37 +418,14 @@ func keepClaimSize(desired, live *appsv1.StatefulSet) {
 	}
 }
 
-// growClaims expands bound data claims smaller than spec.storage.size.
-// Kubernetes resizes only bound claims; a pending one grows once bound, when
-// its change brings the cluster back here. The CRD refuses a smaller size,
-// so a claim is never asked to shrink.
-func (r *Reconciler) growClaims(ctx context.Context, c *holdfastv1.PostgresCluster) error {
-	var claims corev1.PersistentVolumeClaimList
-	if err := r.Client.List(ctx, &claims, client.InNamespace(c.Namespace), client.MatchingLabels(resources.SelectorLabels(c))); err != nil {
-		return fmt.Errorf("listing claims: %w", err)
-	}
-	want := c.Spec.Storage.Size
-	for i := range claims.Items {
-		pvc := &claims.Items[i]
-		have := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-		if pvc.Status.Phase != corev1.ClaimBound || have.Cmp(want) >= 0 {
-			continue
-		}
-		patch := client.MergeFrom(pvc.DeepCopy())
-		pvc.Spec.Resources.Requests[corev1.ResourceStorage] = want
-		if err := r.Client.Patch(ctx, pvc, patch); err != nil {
-			return fmt.Errorf("growing claim %s to %s: %w", pvc.Name, want.String(), err)
-		}
-		r.Recorder.Eventf(c, pvc, corev1.EventTypeNormal, "Resized", "Resize", "claim %s grows from %s to %s", pvc.Name, have.String(), want.String())
-	}
-	return nil
-}
-
 // updateStatus writes the status only when it differs from stored.
 func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresCluster, stored holdfastv1.PostgresClusterStatus,
-	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instanceapi.Report, refused error) error {
+	sts *appsv1.StatefulSet, pods []corev1.Pod, reports map[string]*instanceapi.Report, claims []corev1.PersistentVolumeClaim, refused error) error {
 	st := computeStatus(c, sts, pods, reports, refused)
 	noteUnanswered(&st, c, pods, reports, &r.answers, time.Now())
+	if refused == nil {
+		observeVolumes(&st, c, claims, reports, time.Now())
+	}
 	if err := r.noteLastBackup(ctx, c, &st); err != nil {
 		return err
 	}
@@ -458,6 +441,7 @@ func (r *Reconciler) updateStatus(ctx context.Context, c *holdfastv1.PostgresClu
 		return fmt.Errorf("updating status: %w", err)
 	}
 	r.announceData(c, &stored, &st)
+	r.announceVolumes(c, &stored, &st)
 	if st.Phase != before {
 		kind, why := corev1.EventTypeNormal, ""
 		if st.Phase == holdfastv1.PhaseDegraded {
@@ -499,6 +483,11 @@ func withoutPositions(st holdfastv1.PostgresClusterStatus) holdfastv1.PostgresCl
 	st.MaxLagBytes = 0
 	for i := range st.Instances {
 		st.Instances[i].CurrentLSN, st.Instances[i].ReceivedLSN, st.Instances[i].ReplayedLSN, st.Instances[i].LagBytes = "", "", "", 0
+		if v := st.Instances[i].Volume; v != nil {
+			// Usage moves with every write, as positions do; its percentage
+			// is written at once when it crosses a whole step of ten.
+			v.UsedBytes, v.AvailableBytes, v.UsedPercent = 0, 0, v.UsedPercent/10
+		}
 	}
 	return st
 }

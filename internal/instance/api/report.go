@@ -75,6 +75,35 @@ type Report struct {
 	// took the role back without waiting for the operator; nil when the
 	// operator confirmed it, or it never was.
 	Resumed *Resumption `json:"resumed,omitempty"`
+	// Volumes is how full the instance's volumes are, read when the
+	// report is made: the operator grows a claim from it, with no
+	// Prometheus server in between.
+	Volumes []VolumeUsage `json:"volumes,omitempty"`
+}
+
+// DataVolume names the data volume (PGDATA and, with it, the WAL) in
+// reports and metrics.
+const DataVolume = "data"
+
+// VolumeUsage is one volume's filesystem, as statfs sees it from the pod.
+type VolumeUsage struct {
+	// Name is the volume's label in metrics: data, wal.
+	Name          string `json:"name"`
+	CapacityBytes int64  `json:"capacityBytes"`
+	UsedBytes     int64  `json:"usedBytes"`
+	// AvailableBytes is what postgres may still write: blocks reserved
+	// for root do not count.
+	AvailableBytes int64 `json:"availableBytes"`
+}
+
+// UsedPercent is how full the volume is for postgres, as df reports it:
+// used over used plus available, rounded up.
+func (v VolumeUsage) UsedPercent() int {
+	total := v.UsedBytes + v.AvailableBytes
+	if total <= 0 {
+		return 0
+	}
+	return int((v.UsedBytes*100 + total - 1) / total)
 }
 
 // Resumption is a restarted primary taking its role back on its own.

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,24 +31,17 @@ type Source interface {
 	Monitor(ctx context.Context, f func(*pgx.Conn) error) error
 }
 
-// Volume is a mounted volume whose usage is reported.
-type Volume struct {
-	Name string // the volume label's value: data, wal
-	Path string // a folder on it
-}
-
 // Collector collects an instance's series at each scrape.
 type Collector struct {
 	src     Source
-	volumes []Volume
 	version string
 	timeout time.Duration
 }
 
-// New makes a collector of src's series and the volumes' usage; version
-// is Holdfast's, for holdfast_build_info.
-func New(src Source, version string, volumes ...Volume) *Collector {
-	return &Collector{src: src, volumes: volumes, version: version, timeout: 3 * time.Second}
+// New makes a collector of src's series; version is Holdfast's, for
+// holdfast_build_info.
+func New(src Source, version string) *Collector {
+	return &Collector{src: src, version: version, timeout: 3 * time.Second}
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -105,15 +97,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(buildDesc, 1, c.version)
 	rep := c.src.Report()
 	gauge(fencedDesc, b2f(rep.Fenced))
-	for _, v := range c.volumes {
-		var fs syscall.Statfs_t
-		if err := syscall.Statfs(v.Path, &fs); err != nil {
-			continue
-		}
-		bs := float64(fs.Bsize)
-		gauge(sizeDesc, float64(fs.Blocks)*bs, v.Name)
-		gauge(usedDesc, float64(fs.Blocks-fs.Bfree)*bs, v.Name)
-		gauge(freeDesc, float64(fs.Bavail)*bs, v.Name)
+	// The report's figures are the ones the operator grows claims by.
+	for _, v := range rep.Volumes {
+		gauge(sizeDesc, float64(v.CapacityBytes), v.Name)
+		gauge(usedDesc, float64(v.UsedBytes), v.Name)
+		gauge(freeDesc, float64(v.AvailableBytes), v.Name)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)

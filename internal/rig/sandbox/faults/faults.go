@@ -106,7 +106,7 @@ func FindProcess(name, argument string) (int, error) {
 // eth0, while its loopback keeps working, so its processes go on running.
 // The returned func heals it.
 func Partition(netns string) (heal func() error, err error) {
-	return drop(netns, [][]string{{"INPUT", "-i", "eth0", "-j", "DROP"}, {"OUTPUT", "-o", "eth0", "-j", "DROP"}})
+	return insertRules(netns, [][]string{{"INPUT", "-i", "eth0", "-j", "DROP"}, {"OUTPUT", "-o", "eth0", "-j", "DROP"}})
 }
 
 // CutFrom cuts the named network namespace off from the given peers only
@@ -124,11 +124,28 @@ func CutFrom(netns string, peers ...string) (heal func() error, err error) {
 		}
 		rules = append(rules, out, in)
 	}
-	return drop(netns, rules)
+	return insertRules(netns, rules)
 }
 
-// drop inserts rules into netns's filter table; the returned func removes them.
-func drop(netns string, rules [][]string) (heal func() error, err error) {
+// Refuse makes the given peers (addresses, or "ip:port" for one TCP port)
+// refuse the named network namespace's TCP connections, as a stopped
+// server does: each attempt is reset at once, where a dropped packet would
+// leave the client waiting out its timeout. The returned func heals it.
+func Refuse(netns string, peers ...string) (heal func() error, err error) {
+	var rules [][]string
+	for _, peer := range peers {
+		ip, port, hasPort := strings.Cut(peer, ":")
+		rule := []string{"OUTPUT", "-d", ip, "-p", "tcp"}
+		if hasPort {
+			rule = append(rule, "--dport", port)
+		}
+		rules = append(rules, append(rule, "-j", "REJECT", "--reject-with", "tcp-reset"))
+	}
+	return insertRules(netns, rules)
+}
+
+// insertRules inserts rules into netns's filter table; the returned func removes them.
+func insertRules(netns string, rules [][]string) (heal func() error, err error) {
 	iptables := func(op string, rule []string) error {
 		args := append([]string{"netns", "exec", netns, "iptables", op}, rule...)
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
