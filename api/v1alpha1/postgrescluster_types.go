@@ -476,6 +476,16 @@ const AnnotationRestartInstance = "holdfast.dev/restart-instance"
 // nothing more.
 const AnnotationFenceForBackup = "holdfast.dev/fence-for-backup"
 
+// AnnotationFence on a PostgresCluster asks for a replica's postgres to be
+// stopped, its pod and claim kept, until the annotation goes (`holdfast
+// fence` sets and removes it): to inspect its data directory, or keep a
+// suspect instance out of service. Its value is "<instance>@<request>",
+// the request any word unique to this fence (`holdfast fence` writes the
+// time). A Fence operation holds it, started when no other runs; a fence
+// of the primary, or of an instance the cluster does not have, is recorded
+// Failed at once. A request recorded in status.history asks nothing more.
+const AnnotationFence = "holdfast.dev/fence"
+
 // ClusterPhase is a one-word summary of the cluster; conditions carry the detail.
 type ClusterPhase string
 

@@ -39,7 +39,7 @@ func NewRoot(extra ...*cobra.Command) *cobra.Command {
 // terminal.
 func UserCommands() []*cobra.Command {
 	return []*cobra.Command{newStatusCmd(), newPromoteCmd(), newRestartCmd(),
-		newHibernateCmd(), newPsqlCmd(), newLogsCmd(), newReportCmd()}
+		newHibernateCmd(), newFenceCmd(), newPsqlCmd(), newLogsCmd(), newReportCmd()}
 }
 
 // NewLogger logs JSON with millisecond timestamps: a failover is a matter

@@ -279,6 +279,55 @@ func (e *sandboxEnv) userVerbs(t *testing.T) {
 		}
 	})
 
+	t.Run("fence on stops a replica's postgres and keeps its pod, off brings it back; the primary is refused", func(t *testing.T) {
+		primary := e.mustKubectl("", "-n", ns, "get", "pgc", cluster, "-o", "jsonpath={.status.currentPrimary}")
+		replica := cluster + "-1"
+		if primary == replica {
+			replica = cluster + "-0"
+		}
+		if _, stderr, err := holdfast(t, 2*time.Minute, "", "fence", primary, "on"); err == nil || !strings.Contains(stderr, primary+" is the primary: only a replica is fenced") {
+			t.Errorf("fence of the primary %s: %v %q; want it refused, saying why", primary, err, stderr)
+		}
+		uid := e.mustKubectl("", "-n", ns, "get", "pod", replica, "-o", "jsonpath={.metadata.uid}")
+		out, progress := mustHoldfast(t, 3*time.Minute, "", "fence", replica, "on")
+		t.Logf("fence on: %s%s", progress, out)
+		if !strings.Contains(out, replica+" is fenced") {
+			t.Errorf("fence on printed %q, progress %q", out, progress)
+		}
+		if op := e.mustKubectl("", "-n", ns, "get", "pgc", cluster, "-o", "jsonpath={.status.operation.kind} {.status.operation.phase} {.status.operation.instance}"); op != "Fence Fenced "+replica {
+			t.Errorf("operation %q while fenced", op)
+		}
+		m := e.instanceMetrics(t, replica)
+		if fenced, _ := m.Value("holdfast_instance_fenced"); fenced != 1 {
+			t.Errorf("holdfast_instance_fenced %v on %s while fenced", fenced, replica)
+		}
+		if up, _ := m.Value("holdfast_pg_up"); up != 0 {
+			t.Errorf("holdfast_pg_up %v on %s while fenced: its postgres runs", up, replica)
+		}
+		if now := e.mustKubectl("", "-n", ns, "get", "pod", replica, "-o", "jsonpath={.metadata.uid}"); now != uid {
+			t.Errorf("the fenced replica's pod was replaced (%s, was %s)", now, uid)
+		}
+		sql(t, "--", "-c", "INSERT INTO t VALUES (43)")
+
+		out, progress = mustHoldfast(t, 3*time.Minute, "", "fence", replica, "off")
+		t.Logf("fence off: %s%s", progress, out)
+		if !strings.Contains(out, replica+" is no longer fenced, and ready") {
+			t.Errorf("fence off printed %q, progress %q", out, progress)
+		}
+		if rec := e.mustKubectl("", "-n", ns, "get", "pgc", cluster, "-o", "jsonpath={.status.history[-1:].kind} {.status.history[-1:].outcome}"); rec != "Fence Succeeded" {
+			t.Errorf("last operation %q after fence off; want a Fence that Succeeded", rec)
+		}
+		poll(t, time.Minute, replica+" to replay the row written while it was fenced", func() error {
+			// --replica picks the cluster's one replica.
+			out, stderr, err := holdfast(t, time.Minute, "", "psql", "--replica", "--", "-Atc", "SELECT count(*) FROM t WHERE x = 43")
+			if got := strings.TrimSpace(out); err != nil || got != "1" {
+				return fmt.Errorf("%s has %q rows of 43 (%v %s)", replica, got, err, stderr)
+			}
+			return nil
+		})
+		sql(t, "--", "-c", "DELETE FROM t WHERE x = 43")
+	})
+
 	t.Run("hibernate on stops every pod, off brings the cluster back with its data", func(t *testing.T) {
 		out, progress := mustHoldfast(t, 15*time.Minute, "", "hibernate", "on")
 		t.Logf("hibernate on: %s%s", progress, out)

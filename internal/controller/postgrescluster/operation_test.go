@@ -560,6 +560,40 @@ func TestFenceStep(t *testing.T) {
 	}
 }
 
+func TestUserFence(t *testing.T) {
+	c, views := rollingCluster("demo-1")
+
+	// The primary, or an instance the cluster lacks, is refused on the record.
+	for value, why := range map[string]string{"demo-1@1": "demo-1 is the primary", "demo-7@2": "no instance demo-7"} {
+		c.Annotations = map[string]string{holdfastv1.AnnotationFence: value}
+		p := decide(c, views, now, time.Hour, "new")
+		if p.Operation != nil || len(p.History) != 1 || p.History[0].Outcome != holdfastv1.OutcomeFailed ||
+			p.History[0].Request != value || !strings.Contains(p.History[0].Reason, why) {
+			t.Errorf("fence %s: operation %+v, history %+v; want it recorded Failed saying %q", value, p.Operation, p.History, why)
+		}
+	}
+
+	// A replica is held fenced past a Backup's limit, until released.
+	c.Annotations = map[string]string{holdfastv1.AnnotationFence: "demo-2@3"}
+	p := decide(c, views, now, time.Hour, "new")
+	if op := p.Operation; op == nil || op.Kind != holdfastv1.OperationFence || op.Instance != "demo-2" || !p.Desired["demo-2"].Fenced {
+		t.Fatalf("fence of demo-2: %+v", op)
+	}
+	c.Status.Operation = p.Operation
+	stopped := *views[2].Report
+	stopped.Fenced, stopped.Running, stopped.Ready = true, false, false
+	views[2].Report = &stopped
+	p = decide(c, views, now.Add(time.Second), time.Hour, "new")
+	c.Status.Operation = p.Operation
+	if p := decide(c, views, now.Add(time.Second+2*fenceHoldTimeout), time.Hour, "new"); p.Operation == nil || p.Operation.Phase != holdfastv1.PhaseFenced {
+		t.Errorf("a user's fence ended after %s: %+v %+v", 2*fenceHoldTimeout, p.Operation, p.History)
+	}
+	delete(c.Annotations, holdfastv1.AnnotationFence)
+	if p := decide(c, views, now.Add(time.Hour), time.Hour, "new"); p.Operation != nil || p.History[len(p.History)-1].Outcome != holdfastv1.OutcomeSucceeded {
+		t.Errorf("released: operation %+v, history %+v", p.Operation, p.History)
+	}
+}
+
 func TestFailoverPreemptsAFence(t *testing.T) {
 	c, views := rollingCluster("demo-1")
 	c.Status.SyncStandbys = []string{"demo-0", "demo-2"}
