@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests need, when they are missing:
 # postgresql-15 (the instance-manager tests run real servers from
 # /usr/lib/postgresql/15/bin) and pgbackrest (physical backups); iptables and conntrack for the sandbox's
-# kube-proxy; mmdebstrap for the postgres image (make images, internal/images). Arguments name more commands to have, as command=package
+# kube-proxy; btrfs-progs for the sandbox's volumes; mmdebstrap for the postgres image (make images, internal/images). Arguments name more commands to have, as command=package
 # (hack/install-bench-deps.sh passes the benchmark's).
 set -euo pipefail
 need=()
@@ -14,6 +14,8 @@ command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 PATH=$PATH:/usr/sbin:/sbin
 command -v iptables >/dev/null || need+=(iptables)
 command -v conntrack >/dev/null || need+=(conntrack)
+# The sandbox's volumes are btrfs filesystems in image files.
+command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
 for want in "$@"; do
 	command -v "${want%%=*}" >/dev/null || need+=("${want#*=}")
 done

@@ -57,11 +57,19 @@ func Serve(ctx context.Context, c Config) error {
 		return fmt.Errorf("writing the pid file: %w", err)
 	}
 	defer os.Remove(c.pidFile())
-	// Every `up` starts a fresh cluster: new PKI, empty etcd, empty object store.
+	// Every `up` starts a fresh cluster: new PKI, empty etcd, empty object
+	// store, no volumes. A sandbox that was killed left its volumes
+	// mounted; removing their folders first would only empty them.
+	if err := storage.UnmountAll(c.path("volumes")); err != nil {
+		return err
+	}
 	for _, d := range []string{"pki", "etcd", "logs", "volumes", "pods", "s3", "registry"} {
 		if err := os.RemoveAll(c.path(d)); err != nil {
 			return err
 		}
+	}
+	if err := storage.CheckTools(); err != nil {
+		return err
 	}
 	progress("writing certificates")
 	if err := writePKI(c); err != nil {
@@ -89,14 +97,26 @@ func Serve(ctx context.Context, c Config) error {
 	if err := os.MkdirAll(volumes, 0o755); err != nil {
 		return err
 	}
-	storageCtx, stopStorage := context.WithCancel(ctx)
+	// Storage outlives ctx until the deferred calls have stopped the node,
+	// so that the volumes are unmounted after the pods that use them.
+	storageCtx, stopStorage := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStorage()
 	progress("starting the snapshot controllers")
 	snapshots, err := snapshot.Start(storageCtx, restCfg, volumes)
 	if err != nil {
 		return err
 	}
-	go storage.Run(storageCtx, cs, storage.HostPath{Root: volumes, NodeHostname: NodeName, Snapshots: snapshots})
+	storageDone := make(chan struct{})
+	go func() {
+		defer close(storageDone)
+		if err := storage.Run(storageCtx, cs, storage.HostPath{Root: volumes, NodeHostname: NodeName, Snapshots: snapshots}); err != nil {
+			fmt.Println(err)
+		}
+	}()
+	defer func() {
+		stopStorage()
+		<-storageDone
+	}()
 
 	progress("starting the pod network and Services")
 	if err := PodBridge.Ensure(); err != nil {
@@ -248,6 +268,11 @@ func Down(c Config, out io.Writer) error {
 	for _, p := range processesUsing(c.Dir) {
 		fmt.Fprintf(out, "stopping leftover process %d\n", p)
 		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	// A sandbox that was killed leaves its volumes mounted, which would
+	// keep whoever removes the sandbox folder from removing them.
+	if err := storage.UnmountAll(c.path("volumes")); err != nil {
+		return fmt.Errorf("unmounting the volumes: %w", err)
 	}
 	// A sandbox that was killed leaves its pods' namespaces and the bridge.
 	if n, err := network.RemoveAll(PodBridge); err != nil {

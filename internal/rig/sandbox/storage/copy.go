@@ -20,6 +20,16 @@ import (
 // anew), hard links become separate files, and extended attributes are not
 // copied. It returns the bytes of the regular files copied.
 func copyTree(ctx context.Context, src, dst string) (int64, error) {
+	return copyFolder(ctx, src, dst, false)
+}
+
+// copyInto is copyTree into dst, an empty folder that exists: a volume's
+// mounted filesystem, which takes src's owner, mode and times.
+func copyInto(ctx context.Context, src, dst string) (int64, error) {
+	return copyFolder(ctx, src, dst, true)
+}
+
+func copyFolder(ctx context.Context, src, dst string, into bool) (int64, error) {
 	var copied int64
 	// A folder's mode and times are set once its entries are in: a read-only
 	// folder would refuse them, and each new entry moves its mtime.
@@ -46,8 +56,11 @@ func copyTree(ctx context.Context, src, dst string) (int64, error) {
 		}
 		switch mode := info.Mode(); {
 		case mode.IsDir():
-			if err := os.Mkdir(target, 0o700); err != nil {
-				return err
+			// Copied into a volume, the top folder is the filesystem's own.
+			if p != src || !into {
+				if err := os.Mkdir(target, 0o700); err != nil {
+					return err
+				}
 			}
 			folders = append(folders, folder{target, info})
 			return chown(target, info)

@@ -1,15 +1,17 @@
 // Package storage is the sandbox's storage: a dynamic provisioner that
-// serves claims from folders on this machine, empty or restored from a
-// VolumeSnapshot, the StorageClasses that name it, and the snapshotter that
-// the upstream snapshot controllers call to copy those folders.
+// serves claims from filesystems of their size mounted on folders of this
+// machine, empty or restored from a VolumeSnapshot, a resizer that grows
+// them when their claims ask, the StorageClasses that name it, and the
+// snapshotter that the upstream snapshot controllers call to copy those
+// folders.
 package storage
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -44,7 +46,8 @@ const (
 	ClassDelete = "holdfast-hostpath-delete"
 )
 
-// HostPath provisions each volume as a folder under Root, pinned to Node.
+// HostPath provisions each volume as a filesystem mounted on a folder
+// under Root (see volume.go), pinned to Node.
 type HostPath struct {
 	Root string
 	// NodeHostname is the kubernetes.io/hostname of the node that can reach Root.
@@ -56,25 +59,38 @@ type HostPath struct {
 
 var _ controller.Provisioner = HostPath{}
 
-// Provision makes the folder and the PersistentVolume for a claim: empty,
+// Provision makes the volume and the PersistentVolume for a claim: empty,
 // or a copy of the snapshot named by the claim's data source.
 func (h HostPath) Provision(ctx context.Context, opts controller.ProvisionOptions) (*corev1.PersistentVolume, controller.ProvisioningState, error) {
 	if opts.PVC.Spec.VolumeMode != nil && *opts.PVC.Spec.VolumeMode == corev1.PersistentVolumeBlock {
 		return nil, controller.ProvisioningFinished, errors.New("the sandbox serves filesystem volumes only, not block")
 	}
+	if !plainName(opts.PVName) {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("volume name %q is not a plain name", opts.PVName)
+	}
 	from, state, err := h.snapshotSource(ctx, opts.PVC)
 	if err != nil {
 		return nil, state, fmt.Errorf("claim %s/%s: %w", opts.PVC.Namespace, opts.PVC.Name, err)
 	}
-	dir := filepath.Join(h.Root, opts.PVName)
+	capacity := provisionedSize(opts.PVC.Spec.Resources.Requests[corev1.ResourceStorage])
+	v := volumeOf(h.Root, opts.PVName)
+	var fill func() error
 	if from != "" {
-		if err := restore(ctx, from, dir); err != nil {
-			return nil, controller.ProvisioningFinished, err
+		fill = func() error {
+			if _, err := copyInto(ctx, from, v.dir); err != nil {
+				return fmt.Errorf("restoring a snapshot: %w", err)
+			}
+			return nil
 		}
-	} else if err := os.MkdirAll(dir, 0o770); err != nil {
-		// Pods reach the folder as their fsGroup once the node hands it over.
-		return nil, controller.ProvisioningFinished, fmt.Errorf("making %s: %w", dir, err)
 	}
+	if err := v.ensure(ctx, imageBytes(capacity), fill); err != nil {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("volume %s of claim %s/%s: %w", opts.PVName, opts.PVC.Namespace, opts.PVC.Name, err)
+	}
+	return h.persistentVolume(opts, capacity, v.dir), controller.ProvisioningFinished, nil
+}
+
+// persistentVolume is the PV of a volume made for a claim.
+func (h HostPath) persistentVolume(opts controller.ProvisionOptions, capacity resource.Quantity, dir string) *corev1.PersistentVolume {
 	reclaim := corev1.PersistentVolumeReclaimDelete
 	if opts.StorageClass.ReclaimPolicy != nil {
 		reclaim = *opts.StorageClass.ReclaimPolicy
@@ -82,7 +98,7 @@ func (h HostPath) Provision(ctx context.Context, opts controller.ProvisionOption
 	return &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName},
 		Spec: corev1.PersistentVolumeSpec{
-			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: opts.PVC.Spec.Resources.Requests[corev1.ResourceStorage]},
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: capacity},
 			AccessModes:                   opts.PVC.Spec.AccessModes,
 			PersistentVolumeReclaimPolicy: reclaim,
 			StorageClassName:              opts.StorageClass.Name,
@@ -98,12 +114,25 @@ func (h HostPath) Provision(ctx context.Context, opts controller.ProvisionOption
 				}},
 			}}}},
 		},
-	}, controller.ProvisioningFinished, nil
+	}
 }
 
-// Delete removes a volume's folder, refusing anything but a volume folder of
-// Root: a PV's path is whatever its writer put there.
+// Delete unmounts a volume and removes its folder and image.
 func (h HostPath) Delete(_ context.Context, pv *corev1.PersistentVolume) error {
+	dir, err := volumeFolder(h.Root, pv)
+	if err != nil {
+		return err
+	}
+	if err := volumeOf(h.Root, filepath.Base(dir)).remove(); err != nil {
+		return fmt.Errorf("deleting volume %s: %w", pv.Name, err)
+	}
+	return nil
+}
+
+// volumeFolder is the folder of a volume of Root, refusing anything else: a
+// PV's path is whatever its writer put there. Another driver's volume is an
+// IgnoredError.
+func volumeFolder(root string, pv *corev1.PersistentVolume) (string, error) {
 	var dir string
 	switch {
 	case pv.Spec.CSI != nil && pv.Spec.CSI.Driver == DriverName:
@@ -111,17 +140,14 @@ func (h HostPath) Delete(_ context.Context, pv *corev1.PersistentVolume) error {
 	case pv.Spec.HostPath != nil:
 		dir = pv.Spec.HostPath.Path
 	default:
-		return &controller.IgnoredError{Reason: "not a hostpath volume"}
+		return "", &controller.IgnoredError{Reason: "not a hostpath volume"}
 	}
 	dir = filepath.Clean(dir)
 	// Volumes are the plain-named folders of Root; snapshots are not volumes.
-	if filepath.Dir(dir) != filepath.Clean(h.Root) || !plainName(filepath.Base(dir)) || dir == snapshotsDir(h.Root) {
-		return fmt.Errorf("volume %s points at %s, which is not a volume folder of %s: not deleting it", pv.Name, dir, h.Root)
+	if filepath.Dir(dir) != filepath.Clean(root) || !plainName(filepath.Base(dir)) || dir == snapshotsDir(root) {
+		return "", fmt.Errorf("volume %s points at %s, which is not a volume folder of %s", pv.Name, dir, root)
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("removing %s: %w", dir, err)
-	}
-	return nil
+	return dir, nil
 }
 
 // EnsureClasses creates the sandbox's StorageClasses; the Retain one is the default.
@@ -152,8 +178,11 @@ func class(name string, reclaim corev1.PersistentVolumeReclaimPolicy, isDefault 
 	return sc
 }
 
-// Run provisions and deletes volumes until ctx ends.
-func Run(ctx context.Context, cs kubernetes.Interface, h HostPath) {
+// Run provisions, grows and deletes volumes until ctx ends, then unmounts
+// them all before it returns; its error says what stayed mounted.
+func Run(ctx context.Context, cs kubernetes.Interface, h HostPath) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { runResizer(ctx, cs, h.Root) })
 	controller.NewProvisionController(ctx, cs, ProvisionerName, h,
 		controller.LeaderElection(false),
 		controller.MetricsPort(0),
@@ -162,6 +191,11 @@ func Run(ctx context.Context, cs kubernetes.Interface, h HostPath) {
 		// snapshot is ready, which takes a second or two here.
 		controller.RateLimiter(workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute)),
 	).Run(ctx)
+	wg.Wait()
+	if err := UnmountAll(h.Root); err != nil {
+		return fmt.Errorf("unmounting the volumes: %w", err)
+	}
+	return nil
 }
 
 // snapshotSource finds the folder of the snapshot that a claim's data source
@@ -223,26 +257,4 @@ func (h HostPath) snapshotSource(ctx context.Context, pvc *corev1.PersistentVolu
 		return "", controller.ProvisioningFinished, fmt.Errorf("VolumeSnapshotContent %s: %w", contentName, err)
 	}
 	return from, controller.ProvisioningFinished, nil
-}
-
-// restore fills a new volume's folder with a copy of a snapshot's. The copy
-// is made aside and renamed, so a folder that exists is whole: when the
-// library calls Provision again for the same volume, its folder is reused.
-func restore(ctx context.Context, from, dir string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
-	tmp := filepath.Join(filepath.Dir(dir), ".restore-"+filepath.Base(dir))
-	if err := os.RemoveAll(tmp); err != nil {
-		return fmt.Errorf("clearing an earlier restore: %w", err)
-	}
-	if _, err := copyTree(ctx, from, tmp); err != nil {
-		_ = os.RemoveAll(tmp)
-		return fmt.Errorf("restoring a snapshot: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		_ = os.RemoveAll(tmp)
-		return fmt.Errorf("restoring a snapshot: %w", err)
-	}
-	return nil
 }

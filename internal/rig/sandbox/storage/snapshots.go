@@ -66,8 +66,9 @@ func (s Snapshotter) CreateSnapshot(ctx context.Context, name, volumeHandle stri
 	if err != nil {
 		return "", "", time.Time{}, 0, false, err
 	}
-	if !plainName(volumeHandle) {
-		return "", "", time.Time{}, 0, false, fmt.Errorf("volume handle %q is not a plain name", volumeHandle)
+	// The snapshots folder is a plain name too, but no volume.
+	if !plainName(volumeHandle) || volumeHandle == filepath.Base(snapshotsDir(s.Root)) {
+		return "", "", time.Time{}, 0, false, fmt.Errorf("volume handle %q is not a volume's name", volumeHandle)
 	}
 	if rec, err := readRecord(s.Root, name); err == nil {
 		if rec.Volume != volumeHandle {

@@ -197,6 +197,9 @@ func TestSnapshotter(t *testing.T) {
 			t.Errorf("DeleteSnapshot(%q) worked; want an error", bad)
 		}
 	}
+	if _, _, _, _, _, err := s.CreateSnapshot(ctx, "snapshot-c", "snapshots", nil, nil); err == nil {
+		t.Error("a snapshot of the snapshots folder worked; want an error")
+	}
 	if _, _, _, _, _, err := s.CreateSnapshot(ctx, "snapshot-c", "pvc-missing", nil, nil); err == nil {
 		t.Error("snapshot of a volume without a folder worked; want an error")
 	}
@@ -260,12 +263,13 @@ func TestProvision(t *testing.T) {
 	notReady := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "not-ready", Namespace: "ns"}}
 	//lint:ignore SA1019 the client module generates no apply configurations, so it has no NewClientset
 	h := HostPath{Root: root, NodeHostname: "node", Snapshots: snapshotfake.NewSimpleClientset(ready, readyContent, foreign, foreignContent, notReady)}
+	unmountAtEnd(t, root)
 	sc := class(ClassDelete, corev1.PersistentVolumeReclaimDelete, false)
 	provision := func(pvName string, pvc *corev1.PersistentVolumeClaim) (*corev1.PersistentVolume, controller.ProvisioningState, error) {
 		return h.Provision(t.Context(), controller.ProvisionOptions{PVName: pvName, PVC: pvc, StorageClass: sc})
 	}
 
-	t.Run("a plain claim gets an empty folder as a volume of the sandbox's driver", func(t *testing.T) {
+	t.Run("a plain claim gets an empty filesystem as a volume of the sandbox's driver", func(t *testing.T) {
 		pv, _, err := provision("pvc-plain", claim(nil, "1Gi"))
 		if err != nil {
 			t.Fatal(err)
@@ -280,12 +284,13 @@ func TestProvision(t *testing.T) {
 		if entries, err := os.ReadDir(filepath.Join(root, "pvc-plain")); err != nil || len(entries) != 0 {
 			t.Errorf("the new folder: %v %v, want empty", entries, err)
 		}
+		if mounted, err := isMountPoint(filepath.Join(root, "pvc-plain")); err != nil || !mounted {
+			t.Errorf("the volume's folder is no mount point: %v %v", mounted, err)
+		}
 		if err := h.Delete(t.Context(), pv); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := os.Stat(filepath.Join(root, "pvc-plain")); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("Delete left the folder: %v", err)
-		}
+		checkGone(t, volumeOf(root, "pvc-plain"))
 	})
 
 	t.Run("a claim from a ready snapshot gets a copy of it", func(t *testing.T) {
@@ -327,9 +332,7 @@ func TestProvision(t *testing.T) {
 			if err == nil || state != tc.state || !strings.Contains(err.Error(), tc.errSay) {
 				t.Errorf("Provision: %v, %v; want %v and an error saying %q", state, err, tc.state, tc.errSay)
 			}
-			if _, err := os.Stat(filepath.Join(root, pvName)); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("a refused claim left a folder: %v", err)
-			}
+			checkGone(t, volumeOf(root, pvName))
 		})
 	}
 
