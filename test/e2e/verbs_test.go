@@ -83,6 +83,12 @@ func (e *sandboxEnv) userVerbs(t *testing.T) {
 		if !strings.Contains(stderr, `relation "no_such_table" does not exist`) {
 			t.Errorf("failing SQL: stderr %q, want psql's error", stderr)
 		}
+		// psql's own code, carried through the API server's exec: a script
+		// stopped on an error exits 3.
+		_, _, err = holdfast(t, time.Minute, "SELECT 1;\nSELECT * FROM no_such_table;\n", "psql", "--", "-v", "ON_ERROR_STOP=1")
+		if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+			t.Errorf("a script stopped on an error: %v, want exit code 3, as psql's", err)
+		}
 	})
 
 	pod := regexp.MustCompile(`^\[(verbs-[01])\] `)

@@ -19,6 +19,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	utilexec "k8s.io/utils/exec"
 )
 
 // serveAPI serves what the API server asks a kubelet for (`kubectl logs`,
@@ -206,7 +207,14 @@ func (p *Provider) runInContainer(ctx context.Context, namespace, pod, name stri
 		defer errw.Close()
 		x.Stderr = errw
 	}
-	return x.Run()
+	err = x.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.Exited() {
+		// The exec stream carries a command's exit code to the client only
+		// for an error that says ExitStatus, as a kubelet's runtime gives.
+		return utilexec.CodeExitError{Err: err, Code: exit.ExitCode()}
+	}
+	return err
 }
 
 // enter is a command that runs argv in the container whose first process is pid.
