@@ -44,10 +44,10 @@ var (
 		"1", "1Gi", "1.5Gi", "100m", "1e3", "1E3", "+1Gi", "-1", "0", ".5", "5.", "1e400", "9999999999999999999999999Ei",
 		"1 Gi", "0x10", int64(1), 1.5,
 	}
-	// 3, 6 and 15 fit fields whose bounds and rules admit little else:
+	// 3, 6, 15 and 80 fit fields whose bounds and rules admit little else:
 	// instances above the fixture's quorum, leaseDurationSeconds with the
-	// other failover defaults, postgresVersion.
-	integerValues = []any{int64(0), int64(1), int64(-1), int64(3), int64(6), int64(15), int64(2147483647),
+	// other failover defaults, postgresVersion, autoGrow's thresholdPercent.
+	integerValues = []any{int64(0), int64(1), int64(-1), int64(3), int64(6), int64(15), int64(80), int64(2147483647),
 		int64(2147483648), int64(-2147483649), int64(9007199254740993), 1.0, 1e3}
 	// The last four fit patterned fields: an S3 endpoint, a cron
 	// schedule, an LSN, and a role's name other than "a" (which the
@@ -79,7 +79,7 @@ func TestEveryAdmittedValueDecodes(t *testing.T) {
 	fixtures := map[string]map[string]any{
 		"PostgresCluster": {"spec": map[string]any{
 			"instances": int64(3), "postgresVersion": int64(15),
-			"storage":     map[string]any{"size": "1Gi"},
+			"storage":     map[string]any{"size": "1Gi", "autoGrow": map[string]any{"maxSize": "3Gi"}},
 			"synchronous": map[string]any{"quorum": int64(1)},
 			"backup": map[string]any{"repository": map[string]any{"s3": map[string]any{
 				"endpoint": "https://s3.example.com", "bucket": "holdfast", "credentialsSecret": "s3"}}},
