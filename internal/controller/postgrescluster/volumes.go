@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
@@ -217,12 +218,21 @@ func observeVolumes(st *holdfastv1.PostgresClusterStatus, c *holdfastv1.Postgres
 			st.Phase = holdfastv1.PhaseUpdating
 		}
 	}
+	if len(full) > 0 {
+		// A full volume comes first: what else fails (postgres cannot write
+		// its files) follows from it, and is said after it.
+		msg := strings.Join(full, "; ")
+		if was := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); was != nil && was.Status == metav1.ConditionTrue && was.Reason != ReasonVolumeFull {
+			msg += "; and " + was.Reason + ": " + was.Message
+		}
+		setCondition(st, c, holdfastv1.ConditionDegraded, true, ReasonVolumeFull, msg)
+		st.Phase = holdfastv1.PhaseDegraded
+		return
+	}
 	if meta.IsStatusConditionTrue(st.Conditions, holdfastv1.ConditionDegraded) {
 		return
 	}
 	switch {
-	case len(full) > 0:
-		setCondition(st, c, holdfastv1.ConditionDegraded, true, ReasonVolumeFull, strings.Join(full, "; "))
 	case len(stuck) > 0:
 		setCondition(st, c, holdfastv1.ConditionDegraded, true, ReasonVolumeResizeStuck, strings.Join(stuck, "; "))
 	default:

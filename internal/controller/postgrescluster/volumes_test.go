@@ -153,6 +153,16 @@ func TestObserveVolumes(t *testing.T) {
 		}
 	})
 
+	t.Run("a full volume is named before what it makes fail", func(t *testing.T) {
+		st := healthy(c)
+		setCondition(&st, c, holdfastv1.ConditionDegraded, true, "InstanceError", "pg-0: no space left on device")
+		observeVolumes(&st, c, []corev1.PersistentVolumeClaim{*claim("pgdata-pg-0", "3Gi", "3Gi")}, map[string]*instanceapi.Report{"pg-0": usage(3*gi, 100)}, now)
+		cond := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded)
+		if cond == nil || cond.Reason != ReasonVolumeFull || !strings.Contains(cond.Message, "and InstanceError: pg-0: no space left on device") {
+			t.Errorf("Degraded: %+v", cond)
+		}
+	})
+
 	t.Run("full but able to grow is not degraded", func(t *testing.T) {
 		st := healthy(c)
 		observeVolumes(&st, c, []corev1.PersistentVolumeClaim{*claim("pgdata-pg-0", "1Gi", "1Gi")}, map[string]*instanceapi.Report{"pg-0": usage(gi, 96)}, now)
