@@ -560,6 +560,16 @@ type InstanceStatus struct {
 	Volume *VolumeStatus `json:"volume,omitempty"`
 }
 
+// Instance is the named instance's status, nil when the status has none.
+func (s *PostgresClusterStatus) Instance(name string) *InstanceStatus {
+	for i := range s.Instances {
+		if s.Instances[i].Name == name {
+			return &s.Instances[i]
+		}
+	}
+	return nil
+}
+
 // VolumeStatus is an instance's data volume.
 type VolumeStatus struct {
 	// Claim is the PersistentVolumeClaim's name.

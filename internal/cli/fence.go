@@ -92,37 +92,28 @@ func fenceOn(ctx context.Context, c client.Client, key client.ObjectKey, instanc
 			return fmt.Errorf("asking for the fence: %w", err)
 		}
 	}
-	said := ""
-	for {
-		step := "waiting for the operator to start the fence (it waits for any other operation, and for every instance to be ready)"
-		if op := pgc.Status.Operation; op != nil && op.Request == request {
-			if op.Phase == holdfastv1.PhaseFenced {
-				return nil
-			}
-			step = fmt.Sprintf("Fence: %s", op.Phase)
-		} else if op != nil {
-			step = fmt.Sprintf("waiting for the %s under way to end", op.Kind)
+	return follow(ctx, c, key, &pgc, fencePoll, progress, func(pgc *holdfastv1.PostgresCluster) (string, bool, error) {
+		op := pgc.Status.Operation
+		if op != nil && op.Request == request && op.Phase == holdfastv1.PhaseFenced {
+			return "", true, nil
 		}
-		if rec := fenceRecord(&pgc, request); rec != nil {
+		if rec := fenceRecord(pgc, request); rec != nil {
 			// The request is spent; it goes, so that it misleads nobody.
 			patch := client.MergeFrom(pgc.DeepCopy())
 			delete(pgc.Annotations, holdfastv1.AnnotationFence)
-			_ = c.Patch(ctx, &pgc, patch)
-			return fmt.Errorf("the fence of %s ended %s: %s", instance, rec.Outcome, rec.Reason)
+			_ = c.Patch(ctx, pgc, patch)
+			return "", true, fmt.Errorf("the fence of %s ended %s: %s", instance, rec.Outcome, rec.Reason)
 		}
-		if step != said {
-			fmt.Fprintln(progress, step)
-			said = step
+		switch {
+		case op != nil && op.Request == request:
+			return fmt.Sprintf("Fence: %s", op.Phase), false, nil
+		case op != nil:
+			return fmt.Sprintf("waiting for the %s under way to end", op.Kind), false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s is not fenced in time (last: %s); the request stays, holdfast fence %s %s off withdraws it", instance, said, key.Name, instance)
-		case <-time.After(fencePoll):
-		}
-		if err := c.Get(ctx, key, &pgc); err != nil {
-			return fmt.Errorf("reading cluster %s: %w", key, err)
-		}
-	}
+		return "waiting for the operator to start the fence (it waits for any other operation, and for every instance to be ready)", false, nil
+	}, func(said string) error {
+		return fmt.Errorf("%s is not fenced in time (last: %s); the request stays, holdfast fence %s %s off withdraws it", instance, said, key.Name, instance)
+	})
 }
 
 // fenceOff removes instance's fence and waits until the operation is over
@@ -141,27 +132,17 @@ func fenceOff(ctx context.Context, c client.Client, key client.ObjectKey, instan
 	if err := c.Patch(ctx, &pgc, patch); err != nil {
 		return fmt.Errorf("releasing the fence: %w", err)
 	}
-	said := ""
-	for {
-		step := instance + " starting again"
+	return follow(ctx, c, key, &pgc, fencePoll, progress, func(pgc *holdfastv1.PostgresCluster) (string, bool, error) {
 		if op := pgc.Status.Operation; op != nil && op.Request == request {
-			step = "waiting for the operator to end the fence"
-		} else if instanceReady(&pgc, instance) {
-			return nil
+			return "waiting for the operator to end the fence", false, nil
 		}
-		if step != said {
-			fmt.Fprintln(progress, step)
-			said = step
+		if is := pgc.Status.Instance(instance); is != nil && is.Ready {
+			return "", true, nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s is not ready in time after its fence was released; see holdfast status %s", instance, key.Name)
-		case <-time.After(fencePoll):
-		}
-		if err := c.Get(ctx, key, &pgc); err != nil {
-			return fmt.Errorf("reading cluster %s: %w", key, err)
-		}
-	}
+		return instance + " starting again", false, nil
+	}, func(string) error {
+		return fmt.Errorf("%s is not ready in time after its fence was released; see holdfast status %s", instance, key.Name)
+	})
 }
 
 // fenceRecord is the history's record of the fence request, nil while none.
@@ -172,13 +153,4 @@ func fenceRecord(pgc *holdfastv1.PostgresCluster, request string) *holdfastv1.Op
 		}
 	}
 	return nil
-}
-
-func instanceReady(pgc *holdfastv1.PostgresCluster, name string) bool {
-	for _, is := range pgc.Status.Instances {
-		if is.Name == name {
-			return is.Ready
-		}
-	}
-	return false
 }

@@ -102,28 +102,25 @@ func hibernate(ctx context.Context, c client.Client, key client.ObjectKey, on bo
 	}
 	// A status older than the change still shows the state before it.
 	generation := pgc.Generation
-	seen := ""
-	for {
+	var res hibernateResult
+	err := follow(ctx, c, key, &pgc, hibernatePoll, progress, func(pgc *holdfastv1.PostgresCluster) (string, bool, error) {
 		current := pgc.Status.ObservedGeneration >= generation
-		if step := hibernateStep(&pgc); current && step != seen {
-			fmt.Fprintln(progress, step)
-			seen = step
+		step := ""
+		if current {
+			step = hibernateStep(pgc)
 		}
-		if rec := lastRecord(&pgc, kind, asked); rec != nil && rec.Outcome == holdfastv1.OutcomeFailed {
-			return hibernateResult{}, fmt.Errorf("the %s of %s ended Failed: %s", kind, key.Name, rec.Reason)
+		if rec := lastRecord(pgc, kind, asked); rec != nil && rec.Outcome == holdfastv1.OutcomeFailed {
+			return step, true, fmt.Errorf("the %s of %s ended Failed: %s", kind, key.Name, rec.Reason)
 		}
 		if current && pgc.Status.Operation == nil && pgc.Status.Phase == want {
-			return hibernateResult{phase: want, took: time.Since(asked)}, nil
+			res = hibernateResult{phase: want, took: time.Since(asked)}
+			return step, true, nil
 		}
-		select {
-		case <-ctx.Done():
-			return hibernateResult{}, fmt.Errorf("%s is not %s in time (phase %s); see holdfast status %s", key.Name, want, pgc.Status.Phase, key.Name)
-		case <-time.After(hibernatePoll):
-		}
-		if err := c.Get(ctx, key, &pgc); err != nil {
-			return hibernateResult{}, fmt.Errorf("reading cluster %s: %w", key, err)
-		}
-	}
+		return step, false, nil
+	}, func(string) error {
+		return fmt.Errorf("%s is not %s in time (phase %s); see holdfast status %s", key.Name, want, pgc.Status.Phase, key.Name)
+	})
+	return res, err
 }
 
 // inState: the cluster is already as hibernate on (or off) would leave

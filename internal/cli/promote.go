@@ -63,35 +63,29 @@ func promote(ctx context.Context, c client.Client, key client.ObjectKey, to stri
 	}
 	asked := time.Now()
 	fmt.Fprintf(progress, "asked for a switchover of %s from %s to %s; waiting for the operator to start it\n", key.Name, pgc.Status.CurrentPrimary, to)
-	var said string
-	for {
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("the switchover did not finish in time (last: %s); see kubectl describe pgc %s", orNone(said), key.Name)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if err := c.Get(ctx, key, &pgc); err != nil {
-			return 0, err
-		}
-		sw := lastRecord(&pgc, holdfastv1.OperationSwitchover, asked)
+	var took time.Duration
+	err := follow(ctx, c, key, &pgc, 200*time.Millisecond, progress, func(pgc *holdfastv1.PostgresCluster) (string, bool, error) {
+		sw := lastRecord(pgc, holdfastv1.OperationSwitchover, asked)
 		if sw != nil && sw.Outcome == holdfastv1.OutcomeSucceeded {
-			return sw.FinishedAt.Sub(sw.StartedAt.Time), nil
+			took = sw.FinishedAt.Sub(sw.StartedAt.Time)
+			return "", true, nil
 		}
 		if sw != nil {
-			return 0, fmt.Errorf("the switchover to %s ended %s: %s", to, sw.Outcome, sw.Reason)
+			return "", true, fmt.Errorf("the switchover to %s ended %s: %s", to, sw.Outcome, sw.Reason)
 		}
 		op := pgc.Status.Operation
 		running := op != nil && op.Kind == holdfastv1.OperationSwitchover && op.To == to
-		if running {
-			if step := fmt.Sprintf("%s: %s", op.Phase, op.Reason); step != said {
-				fmt.Fprintf(progress, "switchover %s\n", step)
-				said = step
-			}
-		}
 		if _, still := pgc.Annotations[holdfastv1.AnnotationSwitchoverTo]; !still && !running {
-			return 0, refusal(ctx, c, key, to, asked)
+			return "", true, refusal(ctx, c, key, to, asked)
 		}
-	}
+		if running {
+			return fmt.Sprintf("switchover %s: %s", op.Phase, op.Reason), false, nil
+		}
+		return "", false, nil
+	}, func(said string) error {
+		return fmt.Errorf("the switchover did not finish in time (last: %s); see kubectl describe pgc %s", orNone(said), key.Name)
+	})
+	return took, err
 }
 
 // refusal is the operator's refusal of the switchover, in the words of

@@ -161,9 +161,15 @@ func probe(w http.ResponseWriter, ok bool, why string) {
 func (m *Manager) MetricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		exporter.New(m, m.cfg.Version),
+		exporter.New(metricsSource{m}, m.cfg.Version),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
+
+// metricsSource is the manager as the exporter reads it: its report with
+// the volume's usage.
+type metricsSource struct{ *Manager }
+
+func (s metricsSource) Report() Report { return s.reportWithVolumes() }

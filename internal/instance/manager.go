@@ -213,6 +213,13 @@ func (m *Manager) Report() Report {
 		c := *f
 		r.Failsafe = &c
 	}
+	return r
+}
+
+// reportWithVolumes is the report with the data volume's usage read now:
+// for the operator and the exporter, not the probes, which need no statfs.
+func (m *Manager) reportWithVolumes() Report {
+	r := m.Report()
 	r.Volumes = m.volumeUsage()
 	return r
 }
@@ -257,7 +264,7 @@ func (m *Manager) StatusReport(ctx context.Context) Report {
 			})
 		}
 	}
-	return m.Report()
+	return m.reportWithVolumes()
 }
 
 const (

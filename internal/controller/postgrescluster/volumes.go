@@ -191,9 +191,9 @@ func observeVolumes(st *holdfastv1.PostgresClusterStatus, c *holdfastv1.Postgres
 		}
 		if u, ok := dataUsage(reports[is.Name]); ok {
 			v.UsedBytes, v.AvailableBytes, v.UsedPercent = u.UsedBytes, u.AvailableBytes, int32(u.UsedPercent())
-		} else if was := wasVolume(c, is.Name); was != nil {
+		} else if was := c.Status.Instance(is.Name); was != nil && was.Volume != nil {
 			// An instance that did not answer this look keeps its last figures.
-			v.UsedBytes, v.AvailableBytes, v.UsedPercent = was.UsedBytes, was.AvailableBytes, was.UsedPercent
+			v.UsedBytes, v.AvailableBytes, v.UsedPercent = was.Volume.UsedBytes, was.Volume.AvailableBytes, was.Volume.UsedPercent
 		}
 		if resizing(pvc) {
 			msg, failed := resizeState(pvc, now)
@@ -239,15 +239,6 @@ func observeVolumes(st *holdfastv1.PostgresClusterStatus, c *holdfastv1.Postgres
 		return
 	}
 	st.Phase = holdfastv1.PhaseDegraded
-}
-
-func wasVolume(c *holdfastv1.PostgresCluster, name string) *holdfastv1.VolumeStatus {
-	for _, is := range c.Status.Instances {
-		if is.Name == name {
-			return is.Volume
-		}
-	}
-	return nil
 }
 
 // resizeState says how a claim's growth goes, and whether it failed or
