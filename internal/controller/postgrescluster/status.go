@@ -60,6 +60,10 @@ func computeStatus(c *holdfastv1.PostgresCluster, sts *appsv1.StatefulSet, pods 
 		} else {
 			is.Message = podProblem(&p)
 			switch {
+			case fenced(st.Operation, p.Name) && !isFailing(&p):
+				// Stopped on purpose, for as long as the fence holds: not a
+				// failure, and the operation says so in Progressing.
+				is.Message = "fenced: its postgres is stopped until the fence is released"
 			case isFailing(&p):
 				failing = append(failing, p.Name+": "+is.Message)
 				unready = append(unready, p.Name+": "+is.Message)

@@ -342,3 +342,27 @@ func TestLastBackupIsTheLatestCompletedOfTheCluster(t *testing.T) {
 		t.Errorf("last backup %v, want the completed one of demo that stopped at 2000", st.LastBackup)
 	}
 }
+
+// A replica fenced on purpose is down for as long as the fence holds: the
+// cluster is not ready, and its operation is progress, not a failure.
+func TestAFencedReplicaIsNotAFailure(t *testing.T) {
+	c := &holdfastv1.PostgresCluster{ObjectMeta: metav1.ObjectMeta{Name: "demo"}, Spec: holdfastv1.PostgresClusterSpec{Instances: 3},
+		Status: holdfastv1.PostgresClusterStatus{CurrentPrimary: "demo-0", Phase: holdfastv1.PhaseHealthy,
+			Operation: &holdfastv1.Operation{Kind: holdfastv1.OperationFence, Phase: holdfastv1.PhaseFenced, Instance: "demo-1"}}}
+	pods := []corev1.Pod{pod("demo-0", true), pod("demo-1", false), pod("demo-2", true)}
+	reports := map[string]*instanceapi.Report{"demo-0": {Started: true, BeenReady: true}, "demo-1": {Started: true, BeenReady: true, Fenced: true},
+		"demo-2": {Started: true, BeenReady: true}}
+	st := computeStatus(c, settled(3), pods, reports, nil)
+	if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); d.Status != metav1.ConditionFalse || st.Phase != holdfastv1.PhaseUpdating {
+		t.Errorf("a fenced replica: phase %s, Degraded %+v; want Updating, not degraded", st.Phase, d)
+	}
+	if msg := st.Instances[1].Message; !strings.Contains(msg, "fenced") {
+		t.Errorf("the fenced replica's message %q does not say it is fenced", msg)
+	}
+	// Another replica down meanwhile is still a failure.
+	pods[2] = pod("demo-2", false)
+	st = computeStatus(c, settled(3), pods, reports, nil)
+	if d := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded); d.Status != metav1.ConditionTrue || !strings.Contains(d.Message, "demo-2") || strings.Contains(d.Message, "demo-1") {
+		t.Errorf("another replica down while one is fenced: Degraded %+v; want it naming demo-2 only", d)
+	}
+}
