@@ -266,12 +266,14 @@ func resizeState(pvc *corev1.PersistentVolumeClaim, now time.Time) (string, bool
 			since = cond.LastTransitionTime.Time
 		}
 	}
-	waited := now.Sub(since).Round(time.Second)
-	if waited >= resizeStuckAfter {
-		return fmt.Sprintf("%s: no resizer has grown it in %s%s; does its StorageClass allow expansion, and does a resizer run for its driver?",
-			msg, waited, conditionMessages(pvc)), true
+	// The status names when the wait began, not how long it has lasted: a
+	// running count would rewrite the status on every look.
+	asked := since.UTC().Format(time.RFC3339)
+	if now.Sub(since) >= resizeStuckAfter {
+		return fmt.Sprintf("%s: no resizer has grown it since %s (%s allowed)%s; does its StorageClass allow expansion, and does a resizer run for its driver?",
+			msg, asked, resizeStuckAfter, conditionMessages(pvc)), true
 	}
-	return fmt.Sprintf("%s (for %s)%s", msg, waited, conditionMessages(pvc)), false
+	return fmt.Sprintf("%s (asked at %s)%s", msg, asked, conditionMessages(pvc)), false
 }
 
 func conditionMessages(pvc *corev1.PersistentVolumeClaim) string {

@@ -107,8 +107,16 @@ func TestObserveVolumes(t *testing.T) {
 		pvc.Annotations = map[string]string{AnnotationResizeRequested: now.Add(-10 * time.Second).Format(time.RFC3339)}
 		observeVolumes(&st, c, []corev1.PersistentVolumeClaim{*pvc}, nil, now)
 		cond := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionProgressing)
-		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != ReasonVolumeResizing || !strings.Contains(cond.Message, "from 1Gi to 2Gi (for 10s)") {
+		asked := now.Add(-10 * time.Second).UTC().Format(time.RFC3339)
+		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != ReasonVolumeResizing || !strings.Contains(cond.Message, "from 1Gi to 2Gi (asked at "+asked+")") {
 			t.Errorf("Progressing: %+v", cond)
+		}
+		// A later look with nothing changed must say the same, or every
+		// look rewrites the status.
+		later := healthy(c)
+		observeVolumes(&later, c, []corev1.PersistentVolumeClaim{*pvc}, nil, now.Add(7*time.Second))
+		if again := meta.FindStatusCondition(later.Conditions, holdfastv1.ConditionProgressing); again == nil || again.Message != cond.Message {
+			t.Errorf("Progressing 7 s later: %+v; want the same message %q", again, cond.Message)
 		}
 		if st.Phase != holdfastv1.PhaseUpdating || meta.IsStatusConditionTrue(st.Conditions, holdfastv1.ConditionDegraded) {
 			t.Errorf("phase %s, Degraded %v; want Updating, not Degraded", st.Phase, meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded))
@@ -121,7 +129,7 @@ func TestObserveVolumes(t *testing.T) {
 		pvc.Annotations = map[string]string{AnnotationResizeRequested: now.Add(-3 * time.Minute).Format(time.RFC3339)}
 		observeVolumes(&st, c, []corev1.PersistentVolumeClaim{*pvc}, nil, now)
 		cond := meta.FindStatusCondition(st.Conditions, holdfastv1.ConditionDegraded)
-		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != ReasonVolumeResizeStuck || !strings.Contains(cond.Message, "no resizer has grown it in 3m0s") {
+		if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != ReasonVolumeResizeStuck || !strings.Contains(cond.Message, "no resizer has grown it since "+now.Add(-3*time.Minute).UTC().Format(time.RFC3339)) {
 			t.Errorf("Degraded: %+v", cond)
 		}
 		if st.Phase != holdfastv1.PhaseDegraded {
