@@ -2,11 +2,13 @@
 // one suite per subcommand, and writes a report under bench/:
 //
 //	go run ./hack/bench patroni [-n 20] [-out bench] [-faults kill,stop,partition,switchover] [-configs defaults,tuned,failsafe]
+//	go run ./hack/bench failover -suites holdfast,cnpg,patroni [-n 10]
 //
 // It needs root (network namespaces) and the packages of
 // hack/install-bench-deps.sh. -n 1 is a smoke run of a few minutes.
-// A suite is a function from the common flags to []bench.Result; the
-// holdfast suite joins as another entry of suites.
+// A suite is a function from the common flags to []bench.Result. The
+// failover suite runs the suites -suites names, one after the other, and
+// sets Holdfast against each.
 package main
 
 import (
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	"holdfast.dev/holdfast/internal/rig/bench"
+	"holdfast.dev/holdfast/internal/rig/bench/cnpgsuite"
 	"holdfast.dev/holdfast/internal/rig/bench/holdfast"
 	"holdfast.dev/holdfast/internal/rig/bench/patroni"
 )
@@ -35,10 +38,11 @@ type common struct {
 	faults  []bench.Fault
 	configs []string
 	keep    bool
-	// holdfastFrom and patroniFrom name the results files of earlier
-	// holdfast and patroni runs to use instead of running them again
-	// (failover suite only).
-	holdfastFrom, patroniFrom string
+	// from names, per suite, the results file of an earlier run to use
+	// instead of running it again (failover suite only).
+	from map[string]string
+	// suites are what the failover suite runs, Holdfast first.
+	suites []string
 }
 
 type suite struct {
@@ -49,7 +53,8 @@ type suite struct {
 var suites = map[string]suite{
 	"patroni":  {"Patroni 3.0.2 + etcd, 3 members in network namespaces", runPatroni},
 	"holdfast": {"Holdfast in the sandbox: 3 instances, synchronous quorum 1", runHoldfast},
-	"failover": {"Holdfast, then Patroni (defaults and tuned), and the ratios", runBoth},
+	"cnpg":     {"CloudNativePG 1.30.0 in the sandbox: 3 instances, synchronous any 1", runCNPG},
+	"failover": {"the suites of -suites in one run (Holdfast, CloudNativePG, Patroni), and the ratios", runFailover},
 }
 
 func main() {
@@ -64,13 +69,16 @@ func main() {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	n := fs.Int("n", 20, "injections of each fault per configuration")
 	out := fs.String("out", "bench", "folder for the report")
-	faults := fs.String("faults", "kill,stop,partition,switchover,rolling-update,control-plane-outage,operator-and-primary-kill", "faults to inject, in round order")
+	faults := fs.String("faults", "kill,stop,partition,switchover,rolling-update,control-plane-outage,operator-and-primary-kill,freeze-primary,replica-claim-deleted", "faults to inject, in round order")
+	suiteList := fs.String("suites", "holdfast,cnpg,patroni", "failover suite: the suites to run, in order; the first is set against the others")
+	cnpgFrom := fs.String("cnpg-results", "", "failover suite: take CloudNativePG's results from this .json of an earlier `cnpg` run")
 	configs := fs.String("configs", "defaults,tuned,failsafe", "configurations to measure")
 	keep := fs.Bool("keep", false, "keep the last cluster's data and logs")
 	holdfastFrom := fs.String("holdfast-results", "", "failover suite: take Holdfast's results from this .json of an earlier `holdfast` run (the report says so) instead of running it")
 	patroniFrom := fs.String("patroni-results", "", "failover suite: the same for Patroni's, from a `patroni` run")
 	_ = fs.Parse(os.Args[2:])
-	c := common{n: *n, out: *out, configs: strings.Split(*configs, ","), keep: *keep, holdfastFrom: *holdfastFrom, patroniFrom: *patroniFrom}
+	c := common{n: *n, out: *out, configs: strings.Split(*configs, ","), keep: *keep, suites: strings.Split(*suiteList, ","),
+		from: map[string]string{"holdfast": *holdfastFrom, "patroni": *patroniFrom, "cnpg": *cnpgFrom}}
 	for f := range strings.SplitSeq(*faults, ",") {
 		c.faults = append(c.faults, bench.Fault(f))
 	}
@@ -139,6 +147,11 @@ func details(results []bench.Result) string {
 				}
 			}
 			b.WriteString("\n")
+			for i, s := range f.Samples {
+				if s.Verdict != "" {
+					fmt.Fprintf(&b, "    %d: %s\n", i+1, s.Verdict)
+				}
+			}
 			if steps := f.StepMedians(); len(steps) > 0 {
 				fmt.Fprintf(&b, "  %s, where the time goes (median of each step):", f.Fault)
 				for _, st := range steps {
@@ -152,7 +165,15 @@ func details(results []bench.Result) string {
 }
 
 func runPatroni(ctx context.Context, c common) ([]bench.Result, string, error) {
-	o := patroni.Options{N: c.n, Faults: c.faults, Keep: c.keep, Etcd: etcdBinary()}
+	o := patroni.Options{N: c.n, Keep: c.keep, Etcd: etcdBinary()}
+	skipped := ""
+	for _, f := range c.faults {
+		if f == bench.ReplicaClaimDeleted {
+			skipped = "skipped for Patroni: replica-claim-deleted (its members have no claims to delete)\n"
+			continue
+		}
+		o.Faults = append(o.Faults, f)
+	}
 	for _, name := range c.configs {
 		switch name {
 		case patroni.Defaults.Name:
@@ -168,7 +189,7 @@ func runPatroni(ctx context.Context, c common) ([]bench.Result, string, error) {
 	header := fmt.Sprintf("%s; %s; %s; 3 members, synchronous_mode, each in its own network namespace on bridge hfbench0; client: pgx, target_session_attrs=read-write over the 3 members, connect timeout 1s, write timeout 2s, one insert every 10ms\n",
 		bench.Version("patroni", "--version"), bench.Version("/usr/lib/postgresql/15/bin/postgres", "--version"), bench.Version(o.Etcd, "--version"))
 	results, err := patroni.Run(ctx, o)
-	return results, header, err
+	return results, header + skipped, err
 }
 
 func runHoldfast(ctx context.Context, c common) ([]bench.Result, string, error) {
@@ -218,25 +239,40 @@ func loadResults(path string) ([]bench.Result, string, error) {
 	return saved.Results, note + saved.Header, nil
 }
 
-// runBoth measures Holdfast and then Patroni in one run, and puts the
-// ratios first.
-func runBoth(ctx context.Context, c common) ([]bench.Result, string, error) {
-	hc := c
-	hc.configs = nil
-	runH, runP := runHoldfast, runPatroni
-	if c.holdfastFrom != "" {
-		runH = func(context.Context, common) ([]bench.Result, string, error) { return loadResults(c.holdfastFrom) }
+func runCNPG(ctx context.Context, c common) ([]bench.Result, string, error) {
+	o := cnpgsuite.Options{Holdfast: "bin/holdfast", BinDir: k8sBinDir(), N: c.n, Faults: c.faults, Keep: c.keep}
+	header := fmt.Sprintf("%s; the same postgres (Debian's, in CloudNativePG's image layout: uid 26, its binaries on PATH) in the same sandbox as Holdfast; client: the same writer through the pg-rw Service's ClusterIP with TLS (sslmode=require)\n",
+		cnpgsuite.Settings)
+	results, err := cnpgsuite.Run(ctx, o)
+	return results, header, err
+}
+
+// runFailover runs the suites of c.suites in one run and puts the ratios
+// of the first (Holdfast) against the others first.
+func runFailover(ctx context.Context, c common) ([]bench.Result, string, error) {
+	var results []bench.Result
+	var headers strings.Builder
+	for _, name := range c.suites {
+		run, ok := map[string]func(context.Context, common) ([]bench.Result, string, error){
+			"holdfast": runHoldfast, "cnpg": runCNPG, "patroni": runPatroni}[name]
+		if !ok {
+			return results, headers.String(), fmt.Errorf("unknown suite %q", name)
+		}
+		if from := c.from[name]; from != "" {
+			run = func(context.Context, common) ([]bench.Result, string, error) { return loadResults(from) }
+		}
+		sc := c
+		if name != "patroni" {
+			sc.configs = nil
+		}
+		rs, h, err := run(ctx, sc)
+		results = append(results, rs...)
+		headers.WriteString(h)
+		if err != nil {
+			return results, headers.String() + "\n" + bench.Ratios(results) + "\n", fmt.Errorf("suite %s: %w", name, err)
+		}
 	}
-	if c.patroniFrom != "" {
-		runP = func(context.Context, common) ([]bench.Result, string, error) { return loadResults(c.patroniFrom) }
-	}
-	hf, hh, err := runH(ctx, hc)
-	if err != nil {
-		return hf, hh, err
-	}
-	pc, ph, err := runP(ctx, c)
-	results := append(hf, pc...)
-	return results, hh + ph + "\n" + bench.Ratios(results) + "\n", err
+	return results, headers.String() + "\n" + bench.Ratios(results) + "\n", nil
 }
 
 func k8sBinDir() string {

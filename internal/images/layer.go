@@ -21,6 +21,8 @@ type File struct {
 	Dir      bool
 	UID, GID int
 	Data     []byte
+	// Link, if set, makes the entry a symbolic link to it.
+	Link string
 }
 
 // FilesLayer makes an OCI layer of the given entries, in the given order,
@@ -32,10 +34,13 @@ func FilesLayer(files []File, t time.Time) (v1.Layer, error) {
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
 		h := &tar.Header{Name: f.Path, Mode: f.Mode, Uid: f.UID, Gid: f.GID, ModTime: t, Format: tar.FormatUSTAR}
-		if f.Dir {
+		switch {
+		case f.Dir:
 			h.Typeflag = tar.TypeDir
 			h.Name = strings.TrimSuffix(f.Path, "/") + "/"
-		} else {
+		case f.Link != "":
+			h.Typeflag, h.Linkname = tar.TypeSymlink, f.Link
+		default:
 			h.Typeflag = tar.TypeReg
 			h.Size = int64(len(f.Data))
 		}

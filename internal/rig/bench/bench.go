@@ -47,6 +47,18 @@ const (
 	// and to the primary's at once. Patroni has no operator: its members
 	// elect among themselves, so for it this is Kill.
 	OperatorAndPrimaryKill Fault = "operator-and-primary-kill"
+	// FreezePrimary stops every process of the primary's pod (SIGSTOP) for
+	// 60 s and resumes them, while a client holds a session to it opened
+	// before the freeze; after the thaw it writes on that session. A
+	// holdout-style failure users report (cnpg#11518): does the thawed
+	// primary take writes on sessions already open? The sample's Verdict
+	// says.
+	FreezePrimary Fault = "freeze-primary"
+	// ReplicaClaimDeleted deletes a replica's PersistentVolumeClaim and
+	// its pod, as a lost disk does. Its Outage is the time until every
+	// instance is ready again; the Verdict says how the operator rebuilt
+	// it. Operators only: a Patroni member has no claim.
+	ReplicaClaimDeleted Fault = "replica-claim-deleted"
 )
 
 // OutageFor is how long a ControlPlaneOutage lasts.
@@ -80,6 +92,9 @@ type Sample struct {
 	// and FailedWrites the write attempts that failed in it.
 	Took         time.Duration
 	FailedWrites int
+	// Verdict says what the system did, for faults judged by more than
+	// time (FreezePrimary).
+	Verdict string `json:",omitempty"`
 	// Steps break a switchover's time to a write on the new primary down,
 	// in order, where the suite can see them.
 	Steps []Step `json:",omitempty"`
@@ -229,6 +244,9 @@ func Ratios(results []Result) string {
 		// A rolling update and an outage are judged by their longest write
 		// gap: that is what clients feel.
 		measure, get := "to a write on a new primary", FaultResult.Outage
+		if f.Fault == ReplicaClaimDeleted {
+			measure = "to every instance ready again"
+		}
 		if f.Fault.Lasting() {
 			measure, get = "longest write gap", FaultResult.Gap
 		}

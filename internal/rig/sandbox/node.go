@@ -38,7 +38,7 @@ func startNode(ctx context.Context, c Config, cs kubernetes.Interface, reg Regis
 	// Pulled images outlive a sandbox, as a node's image store outlives a
 	// reboot: the next `up` starts its pods from the roots unpacked before.
 	store := &imagestore.Store{Dir: filepath.Join(buildimages.CacheDir(), "node"), Transport: transport,
-		Mirrors: map[string]string{MirroredPrefix: reg.Mirror()}}
+		Mirrors: reg.Mirrors()}
 	o := node.Options{
 		Client:        cs,
 		NodeName:      NodeName,

@@ -29,14 +29,24 @@ import (
 // The sandbox's image registry: go-containerregistry's registry, served by
 // the sandbox process on the pod bridge's gateway over HTTPS with a
 // certificate from the sandbox CA. `up --images` pushes an OCI layout's
-// images to it; the node pulls from it, as a mirror of MirroredPrefix.
+// images to it; the node pulls from it, as a mirror of the mirrored
+// prefixes.
 const (
 	registryPort = 5000
 	// MirroredPrefix is the repository prefix Holdfast's images are
 	// published under; the node pulls it from the sandbox's registry, as
 	// containerd does from a configured mirror.
 	MirroredPrefix = "ghcr.io/holdfast-dev/"
+	// CloudNativePGPrefix is where CloudNativePG publishes its images. The
+	// rig builds them from CloudNativePG's module and pushes them under
+	// their own names (internal/rig/cnpg), so that its release manifest
+	// runs as published.
+	CloudNativePGPrefix = "ghcr.io/cloudnative-pg/"
 )
+
+// mirroredPrefixes are the prefixes the node pulls from the registry; each
+// lives in the registry under its path after ghcr.io/.
+var mirroredPrefixes = []string{MirroredPrefix, CloudNativePGPrefix}
 
 // RegistryInfo is how programs on the host reach the sandbox's registry.
 // `up` writes it as JSON to <dir>/registry/endpoint.json.
@@ -67,18 +77,23 @@ func (i RegistryInfo) Transport() (http.RoundTripper, error) {
 	return t, nil
 }
 
-// Mirror is the repository prefix under Host that serves MirroredPrefix.
-func (i RegistryInfo) Mirror() string {
-	return i.Host + "/" + strings.TrimPrefix(MirroredPrefix, "ghcr.io/")
+// Mirrors maps each mirrored prefix to where it lives in the registry.
+func (i RegistryInfo) Mirrors() map[string]string {
+	m := map[string]string{}
+	for _, p := range mirroredPrefixes {
+		m[p] = i.Host + "/" + strings.TrimPrefix(p, "ghcr.io/")
+	}
+	return m
 }
 
-// Reference is where ref (named under MirroredPrefix) lives in the registry.
+// Reference is where ref (named under a mirrored prefix) lives in the registry.
 func (i RegistryInfo) Reference(ref string) (string, error) {
-	rest, ok := strings.CutPrefix(ref, MirroredPrefix)
-	if !ok {
-		return "", fmt.Errorf("image %s is not under %s, which the sandbox's registry mirrors", ref, MirroredPrefix)
+	for prefix, mirror := range i.Mirrors() {
+		if rest, ok := strings.CutPrefix(ref, prefix); ok {
+			return mirror + rest, nil
+		}
 	}
-	return i.Mirror() + rest, nil
+	return "", fmt.Errorf("image %s is not under %s, which the sandbox's registry mirrors", ref, strings.Join(mirroredPrefixes, " or "))
 }
 
 // startRegistry serves the registry on the pod bridge's gateway, with

@@ -18,8 +18,6 @@ import (
 	"holdfast.dev/holdfast/internal/rig/bench"
 	"holdfast.dev/holdfast/internal/rig/bench/sandboxrun"
 	"holdfast.dev/holdfast/internal/rig/loadcheck"
-	"holdfast.dev/holdfast/internal/rig/sandbox/faults"
-	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 )
 
 // Options say what to run.
@@ -59,7 +57,7 @@ func Run(ctx context.Context, o Options) ([]bench.Result, error) {
 	if err := r.install(ctx); err != nil {
 		return nil, err
 	}
-	res := bench.Result{Suite: "holdfast", Config: "defaults", Settings: Settings, Started: time.Now()}
+	res := bench.Result{Suite: "holdfast", Config: "defaults", Settings: Settings}
 	for _, f := range o.Faults {
 		res.Faults = append(res.Faults, bench.FaultResult{Fault: f})
 	}
@@ -78,40 +76,21 @@ func Run(ctx context.Context, o Options) ([]bench.Result, error) {
 		return nil, err
 	}
 	defer r.slices.stop()
-	wctx, stopWriter := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = w.Run(wctx); close(done) }()
-
-	var runErr error
-rounds:
-	for i := 0; i < o.N; i++ {
-		for fi, f := range o.Faults {
-			s, err := r.inject(ctx, w, f)
-			res.Faults[fi].Samples = append(res.Faults[fi].Samples, s)
-			fmt.Fprintf(o.Log, "holdfast round %d %s: outage %s gap %s %s\n", i+1, f, s.Outage.Round(time.Millisecond), s.Gap.Round(time.Millisecond), s.Err)
-			if err != nil {
-				runErr = err
-				break rounds
-			}
+	// The final table is read on the primary as the superuser, who also
+	// reads the timeline's history.
+	final := func(ctx context.Context) (string, error) {
+		primary, err := r.Primary(ctx)
+		if err != nil {
+			return "", err
 		}
+		ip, err := r.kubectl(ctx, "-n", ns, "get", "pod", primary, "-o", "jsonpath={.status.podIP}")
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require", ip, r.secret("pg-superuser", "username"), r.secret("pg-superuser", "password")), nil
 	}
-	stopWriter()
-	<-done
-	res.Ended = time.Now()
-	primary, _ := r.kubectl(context.WithoutCancel(ctx), "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
-	ip, _ := r.kubectl(context.WithoutCancel(ctx), "-n", ns, "get", "pod", primary, "-o", "jsonpath={.status.podIP}")
-	su, supw := r.secret("pg-superuser", "username"), r.secret("pg-superuser", "password")
-	conn := fmt.Sprintf("host=%s port=5432 dbname=app user=%s password=%s sslmode=require", ip, su, supw)
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	var final loadcheck.Final
-	if err := bench.Poll(rctx, time.Minute, func() (err error) { final, err = loadcheck.ReadFinal(rctx, conn, "bench"); return err }); err != nil {
-		return []bench.Result{res}, errors.Join(runErr, fmt.Errorf("reading the final table: %w", err))
-	}
-	res.Check = loadcheck.Check(w.History(), final)
-	res.AttributeLost(w.History())
-	fmt.Fprintf(o.Log, "holdfast: %s\n", res.Check)
-	return []bench.Result{res}, runErr
+	err = sandboxrun.Measure(ctx, w, &res, o.N, o.Log, r.inject, final)
+	return []bench.Result{res}, err
 }
 
 // install applies the operator's manifests and a 3-instance cluster with
@@ -154,120 +133,60 @@ func (r *run) waitHealthy(ctx context.Context, timeout time.Duration) error {
 	})
 }
 
-// inject waits for a healthy cluster, does f to the primary, and measures
-// until a write is acknowledged by another instance.
+// inject does f to the primary and measures it (sandboxrun.Inject),
+// breaking a switchover's time down into its steps.
 func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (bench.Sample, error) {
-	if err := r.waitHealthy(ctx, 5*time.Minute); err != nil {
-		return bench.Sample{Err: err.Error()}, err
-	}
-	var operator, operatorUID string // the leading operator's pod, for OperatorAndPrimaryKill
-	if f == bench.OperatorAndPrimaryKill {
-		var err error
-		if operator, operatorUID, err = r.leadingOperator(ctx); err != nil {
-			return bench.Sample{Err: err.Error()}, err
+	return r.sb.Inject(ctx, r, w, f, func(s *bench.Sample, a loadcheck.Ack) {
+		if f == bench.Switchover {
+			s.Steps = r.switchoverSteps(ctx, r.slices, s.At, a.At)
 		}
+	})
+}
+
+// Namespace, WaitHealthy, Primary, LeadingOperator, Switchover,
+// ChangeImage and RollingUpdateEnd make run a sandboxrun.Operator.
+func (r *run) Namespace() string { return ns }
+
+func (r *run) WaitHealthy(ctx context.Context, timeout time.Duration) error {
+	return r.waitHealthy(ctx, timeout)
+}
+
+func (r *run) Primary(ctx context.Context) (string, error) {
+	return r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
+}
+
+func (r *run) Claim(pod string) string { return "pgdata-" + pod }
+
+func (r *run) Instances(ctx context.Context) ([]string, error) {
+	out, err := r.kubectl(ctx, "-n", ns, "get", "pods", "-l", "holdfast.dev/cluster=pg,role", "-o", "jsonpath={.items[*].metadata.name}")
+	return strings.Fields(out), err
+}
+
+func (r *run) LeadingOperator(ctx context.Context) (namespace, pod, uid string, err error) {
+	pod, uid, err = r.leadingOperator(ctx)
+	return operatorNamespace, pod, uid, err
+}
+
+// Switchover runs `holdfast promote` to another instance, in the
+// background: the measurement is of the writes.
+func (r *run) Switchover(ctx context.Context, primary string) error {
+	to := "pg-1"
+	if primary == to {
+		to = "pg-2"
 	}
-	primary, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
-	if err != nil {
-		return bench.Sample{Err: err.Error()}, err
-	}
-	ip, err := r.kubectl(ctx, "-n", ns, "get", "pod", primary, "-o", "jsonpath={.status.podIP}")
-	if err != nil {
-		return bench.Sample{Err: err.Error()}, err
-	}
-	uid, err := r.kubectl(ctx, "-n", ns, "get", "pod", primary, "-o", "jsonpath={.metadata.uid}")
-	if err != nil {
-		return bench.Sample{Err: err.Error()}, err
-	}
-	onPrimary := func(a loadcheck.Ack) bool { return strings.HasPrefix(a.Server, ip+":") || a.Server == ip }
-	// The writer must be on the primary before the fault, or the time to a
-	// write elsewhere measures nothing.
-	octx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if _, err := w.WaitAck(octx, time.Now(), onPrimary); err != nil {
-		return bench.Sample{Err: err.Error()}, err
-	}
-	s := bench.Sample{At: time.Now()}
-	var heal func() error
-	switch f {
-	case bench.Kill:
-		_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
-	case bench.OperatorAndPrimaryKill:
-		if _, err = faults.KillPod(network.NamespacePath(network.Namespace(operatorUID))); err == nil {
-			_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
-		}
-	case bench.Stop:
-		_, err = r.kubectl(ctx, "-n", ns, "delete", "pod", primary, "--wait=false")
-	case bench.Partition:
-		heal, err = faults.Partition(network.Namespace(uid))
-	case bench.RollingUpdate:
-		err = r.changeImage(ctx)
-	case bench.ControlPlaneOutage:
-		var pid int
-		if pid, err = faults.FindProcess("kube-apiserver", r.sb.Dir+"/"); err == nil {
-			err = bench.Freeze(ctx, pid, w, &s)
-		}
-		if err == nil {
-			err = r.waitHealthy(ctx, 5*time.Minute)
-		}
-		return s, err
-	case bench.Switchover:
-		to := "pg-1"
-		if primary == to {
-			to = "pg-2"
-		}
-		go func() {
-			out, err := exec.CommandContext(ctx, r.o.Holdfast, "promote", "pg", to, "-n", ns, "--kubeconfig", r.sb.Kubeconfig).CombinedOutput()
-			if err != nil {
-				fmt.Fprintf(r.o.Log, "holdfast promote: %v: %s\n", err, out)
-			}
-		}()
-	default:
-		err = fmt.Errorf("unknown fault %q", f)
-	}
-	if err != nil {
-		return s, err
-	}
-	actx, cancel2 := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel2()
-	a, ackErr := w.WaitAck(actx, s.At, func(a loadcheck.Ack) bool { return !onPrimary(a) })
-	if ackErr == nil {
-		s.Outage = a.At.Sub(s.At)
-		s.Gap = w.History().LongestGap(s.At, a.At)
-	} else {
-		s.Err = ackErr.Error()
-	}
-	if heal != nil {
-		if err := heal(); err != nil {
-			return s, err
-		}
-	}
-	if f == bench.Switchover && ackErr == nil {
-		s.Steps = r.switchoverSteps(ctx, r.slices, s.At, a.At)
-	}
-	if f == bench.RollingUpdate && ackErr == nil {
-		end, err := r.rollingUpdateEnd(ctx, s.At)
+	go func() {
+		out, err := exec.CommandContext(ctx, r.o.Holdfast, "promote", "pg", to, "-n", ns, "--kubeconfig", r.sb.Kubeconfig).CombinedOutput()
 		if err != nil {
-			s.Err = err.Error()
-			return s, err
+			fmt.Fprintf(r.o.Log, "holdfast promote: %v: %s\n", err, out)
 		}
-		s.Spread(w.History(), end)
-	}
-	if f == bench.Kill || f == bench.OperatorAndPrimaryKill {
-		// Restore, as the Patroni suite restarts a killed member at once:
-		// a pod whose container is killed round after round waits out the
-		// node's growing restart back-off (up to 5 minutes, as a kubelet's),
-		// while a new pod starts at once. The measurement is over by now.
-		if _, err := r.kubectl(ctx, "-n", ns, "delete", "pod", primary, "--wait=false"); err != nil {
-			return s, err
-		}
-	}
-	if f == bench.OperatorAndPrimaryKill {
-		if _, err := r.kubectl(ctx, "-n", operatorNamespace, "delete", "pod", operator, "--wait=false"); err != nil {
-			return s, err
-		}
-	}
-	return s, ctx.Err()
+	}()
+	return nil
+}
+
+func (r *run) ChangeImage(ctx context.Context) error { return r.changeImage(ctx) }
+
+func (r *run) RollingUpdateEnd(ctx context.Context, at time.Time) (time.Time, error) {
+	return r.rollingUpdateEnd(ctx, at)
 }
 
 // operatorNamespace is where config/default installs the operator.

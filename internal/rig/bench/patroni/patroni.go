@@ -198,6 +198,13 @@ func (c *cluster) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault
 	defer refused(nil)
 	recovered, cancel = context.WithTimeout(recovered, recovery)
 	defer cancel()
+	var held *bench.HeldSession
+	if f == bench.FreezePrimary {
+		if held, err = bench.HoldSession(ctx, w.ConnString, leader.ip.String(), w.Table+"_held"); err != nil {
+			return bench.Sample{Err: err.Error()}, err
+		}
+		defer held.Close()
+	}
 	s := bench.Sample{At: time.Now()}
 	var rolled chan error
 	switch f {
@@ -221,6 +228,11 @@ func (c *cluster) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault
 		}
 		_, err = c.waitHealthy(ctx, 3*time.Minute)
 		return s, err
+	case bench.FreezePrimary:
+		var resume func() error
+		if resume, err = bench.StopProcesses(namespaceProcs(leader.ns)); err == nil {
+			s.Verdict, err = bench.Thaw(ctx, &s, w, resume, held, func(a loadcheck.Ack) bool { return a.Server != leader.addr() })
+		}
 	case bench.RollingUpdate:
 		rolled = make(chan error, 1)
 		go func() {

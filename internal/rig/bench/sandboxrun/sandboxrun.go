@@ -23,6 +23,8 @@ type Sandbox struct {
 	BinDir     string // the pinned Kubernetes binaries
 	Dir        string
 	Kubeconfig string
+	// Images is the OCI layout of Holdfast's images the registry serves.
+	Images string
 }
 
 // Up starts a sandbox in a new folder.
@@ -42,6 +44,7 @@ func Up(ctx context.Context, holdfast, binDir string) (*Sandbox, error) {
 		s.Down(false, io.Discard)
 		return nil, err
 	}
+	s.Images = images
 	if out, err := exec.CommandContext(ctx, holdfast, "sandbox", "up", "--dir", dir, "--bin-dir", binDir, "--images", images).CombinedOutput(); err != nil {
 		s.Down(false, io.Discard)
 		return nil, fmt.Errorf("sandbox up: %v\n%s", err, out)

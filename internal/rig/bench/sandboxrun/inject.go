@@ -1,0 +1,293 @@
+package sandboxrun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"holdfast.dev/holdfast/internal/rig/bench"
+	"holdfast.dev/holdfast/internal/rig/loadcheck"
+	"holdfast.dev/holdfast/internal/rig/sandbox/faults"
+	"holdfast.dev/holdfast/internal/rig/sandbox/network"
+)
+
+// Operator is what a round of faults needs of the operator under test in
+// the sandbox: Holdfast's or CloudNativePG's. The faults themselves are
+// the same for both.
+type Operator interface {
+	// Namespace is the database cluster's namespace.
+	Namespace() string
+	// WaitHealthy waits until every instance is ready, a primary serves,
+	// and no change of primary is under way.
+	WaitHealthy(ctx context.Context, timeout time.Duration) error
+	// Primary names the primary's pod.
+	Primary(ctx context.Context) (string, error)
+	// Claim names the data claim of an instance's pod.
+	Claim(pod string) string
+	// Instances names the instance pods.
+	Instances(ctx context.Context) ([]string, error)
+	// LeadingOperator names the operator pod that leads, with its
+	// namespace and UID.
+	LeadingOperator(ctx context.Context) (namespace, pod, uid string, err error)
+	// Switchover asks for a planned change of primary away from primary,
+	// as the operator's own tool does; it may return before it is done.
+	Switchover(ctx context.Context, primary string) error
+	// ChangeImage starts a rolling update by a change of the image's tag.
+	ChangeImage(ctx context.Context) error
+	// RollingUpdateEnd waits for the rolling update begun at at to end,
+	// and says when it did.
+	RollingUpdateEnd(ctx context.Context, at time.Time) (time.Time, error)
+}
+
+// FreezeFor is how long a FreezePrimary fault keeps the primary stopped.
+const FreezeFor = bench.FreezeFor
+
+// Inject waits for a healthy cluster, does f to its primary, and measures
+// until a write is acknowledged by another instance (or, for the faults
+// that last, until they end). done, if not nil, is called with the sample
+// and the first write on another instance, before the fault is cleaned
+// up.
+func (s *Sandbox) Inject(ctx context.Context, op Operator, w *loadcheck.Writer, f bench.Fault, done func(*bench.Sample, loadcheck.Ack)) (bench.Sample, error) {
+	fail := func(err error) (bench.Sample, error) { return bench.Sample{Err: err.Error()}, err }
+	if err := op.WaitHealthy(ctx, 5*time.Minute); err != nil {
+		return fail(err)
+	}
+	if f == bench.ReplicaClaimDeleted {
+		return s.deleteReplicaClaim(ctx, op, w)
+	}
+	ns := op.Namespace()
+	var opNS, operator, operatorUID string
+	if f == bench.OperatorAndPrimaryKill {
+		var err error
+		if opNS, operator, operatorUID, err = op.LeadingOperator(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	primary, err := op.Primary(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	ip, err := s.Kubectl(ctx, "-n", ns, "get", "pod", primary, "-o", "jsonpath={.status.podIP}")
+	if err != nil {
+		return fail(err)
+	}
+	uid, err := s.Kubectl(ctx, "-n", ns, "get", "pod", primary, "-o", "jsonpath={.metadata.uid}")
+	if err != nil {
+		return fail(err)
+	}
+	onPrimary := func(a loadcheck.Ack) bool { return strings.HasPrefix(a.Server, ip+":") || a.Server == ip }
+	// The writer must be on the primary before the fault, or the time to a
+	// write elsewhere measures nothing.
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := w.WaitAck(octx, time.Now(), onPrimary); err != nil {
+		return fail(err)
+	}
+	var held *bench.HeldSession
+	if f == bench.FreezePrimary {
+		if held, err = bench.HoldSession(ctx, w.ConnString, ip, w.Table+"_held"); err != nil {
+			return fail(err)
+		}
+		defer held.Close()
+	}
+	sample := bench.Sample{At: time.Now()}
+	var heal func() error
+	switch f {
+	case bench.Kill:
+		_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
+	case bench.OperatorAndPrimaryKill:
+		if _, err = faults.KillPod(network.NamespacePath(network.Namespace(operatorUID))); err == nil {
+			_, err = faults.KillPod(network.NamespacePath(network.Namespace(uid)))
+		}
+	case bench.Stop:
+		_, err = s.Kubectl(ctx, "-n", ns, "delete", "pod", primary, "--wait=false")
+	case bench.Partition:
+		heal, err = faults.Partition(network.Namespace(uid))
+	case bench.FreezePrimary:
+		heal, err = freezePod(uid)
+	case bench.RollingUpdate:
+		err = op.ChangeImage(ctx)
+	case bench.ControlPlaneOutage:
+		var pid int
+		if pid, err = faults.FindProcess("kube-apiserver", s.Dir+"/"); err == nil {
+			err = bench.Freeze(ctx, pid, w, &sample)
+		}
+		if err == nil {
+			err = op.WaitHealthy(ctx, 5*time.Minute)
+		}
+		return sample, err
+	case bench.Switchover:
+		err = op.Switchover(ctx, primary)
+	default:
+		err = fmt.Errorf("unknown fault %q", f)
+	}
+	if err != nil {
+		return sample, err
+	}
+	if f == bench.FreezePrimary {
+		if sample.Verdict, err = bench.Thaw(ctx, &sample, w, heal, held, func(a loadcheck.Ack) bool { return !onPrimary(a) }); err != nil {
+			return sample, err
+		}
+		heal = nil
+	}
+	actx, cancel2 := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel2()
+	a, ackErr := w.WaitAck(actx, sample.At, func(a loadcheck.Ack) bool { return !onPrimary(a) })
+	if ackErr == nil {
+		sample.Outage = a.At.Sub(sample.At)
+		sample.Gap = w.History().LongestGap(sample.At, a.At)
+	} else {
+		sample.Err = ackErr.Error()
+	}
+	if heal != nil {
+		if err := heal(); err != nil {
+			return sample, err
+		}
+	}
+	if done != nil && ackErr == nil {
+		done(&sample, a)
+	}
+	if f == bench.RollingUpdate && ackErr == nil {
+		end, err := op.RollingUpdateEnd(ctx, sample.At)
+		if err != nil {
+			sample.Err = err.Error()
+			return sample, err
+		}
+		sample.Spread(w.History(), end)
+	}
+	if f == bench.Kill || f == bench.OperatorAndPrimaryKill {
+		// Restore, as the Patroni suite restarts a killed member at once:
+		// a pod whose container is killed round after round waits out the
+		// node's growing restart back-off (up to 5 minutes, as a kubelet's),
+		// while a new pod starts at once. The measurement is over by now.
+		if _, err := s.Kubectl(ctx, "-n", ns, "delete", "pod", primary, "--wait=false"); err != nil {
+			return sample, err
+		}
+	}
+	if f == bench.OperatorAndPrimaryKill {
+		if _, err := s.Kubectl(ctx, "-n", opNS, "delete", "pod", operator, "--wait=false"); err != nil {
+			return sample, err
+		}
+	}
+	return sample, ctx.Err()
+}
+
+// deleteReplicaClaim deletes a replica's claim and pod, and waits until
+// every instance is ready again.
+func (s *Sandbox) deleteReplicaClaim(ctx context.Context, op Operator, w *loadcheck.Writer) (bench.Sample, error) {
+	fail := func(err error) (bench.Sample, error) { return bench.Sample{Err: err.Error()}, err }
+	ns := op.Namespace()
+	primary, err := op.Primary(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	before, err := op.Instances(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	replica := ""
+	for _, p := range before {
+		if p != primary {
+			replica = p
+			break
+		}
+	}
+	if replica == "" {
+		return fail(fmt.Errorf("no replica among %v", before))
+	}
+	claim := op.Claim(replica)
+	sample := bench.Sample{At: time.Now()}
+	// The claim goes once its pod does (kubernetes.io/pvc-protection).
+	if _, err := s.Kubectl(ctx, "-n", ns, "delete", "pvc", claim, "--wait=false"); err != nil {
+		return sample, err
+	}
+	if _, err := s.Kubectl(ctx, "-n", ns, "delete", "pod", replica, "--wait=false"); err != nil {
+		return sample, err
+	}
+	// Healthy again, and not before the claim was gone.
+	if err := bench.Poll(ctx, 10*time.Minute, func() error {
+		if out, err := s.Kubectl(ctx, "-n", ns, "get", "pvc", claim, "-o", "jsonpath={.metadata.uid}"); err == nil && out != "" {
+			uid, _ := s.Kubectl(ctx, "-n", ns, "get", "pvc", claim, "-o", "jsonpath={.metadata.deletionTimestamp}")
+			if uid != "" {
+				return errors.New("the claim is still being deleted")
+			}
+		}
+		return op.WaitHealthy(ctx, time.Second)
+	}); err != nil {
+		sample.Err = err.Error()
+		sample.Verdict = fmt.Sprintf("deleted %s's claim %s: not healthy again in 10 minutes", replica, claim)
+		return sample, nil
+	}
+	end := time.Now()
+	sample.Outage = end.Sub(sample.At)
+	sample.Spread(w.History(), end)
+	after, err := op.Instances(ctx)
+	if err != nil {
+		return sample, err
+	}
+	sample.Verdict = fmt.Sprintf("deleted %s's claim %s; every instance ready again after %.1fs, instances now %s (before %s)",
+		replica, claim, sample.Outage.Seconds(), strings.Join(after, ","), strings.Join(before, ","))
+	return sample, nil
+}
+
+// freezePod stops every process of the pod (SIGSTOP) and gives what
+// resumes them.
+func freezePod(uid string) (func() error, error) {
+	procs, err := faults.PodProcesses(network.NamespacePath(network.Namespace(uid)))
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, len(procs))
+	for i, p := range procs {
+		pids[i] = p.PID
+	}
+	return bench.StopProcesses(pids)
+}
+
+// Measure runs w and, o.N times, each fault of res.Faults in order
+// through inject, then stops w and checks every write against the table
+// as read through finalConn (the primary's). It fills res.
+func Measure(ctx context.Context, w *loadcheck.Writer, res *bench.Result, n int, log io.Writer,
+	inject func(context.Context, *loadcheck.Writer, bench.Fault) (bench.Sample, error), finalConn func(context.Context) (string, error)) error {
+	res.Started = time.Now()
+	wctx, stopWriter := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = w.Run(wctx); close(done) }()
+	var runErr error
+rounds:
+	for i := 0; i < n; i++ {
+		for fi := range res.Faults {
+			f := res.Faults[fi].Fault
+			s, err := inject(ctx, w, f)
+			res.Faults[fi].Samples = append(res.Faults[fi].Samples, s)
+			fmt.Fprintf(log, "%s round %d %s: outage %s gap %s %s %s\n", res.Suite, i+1, f, s.Outage.Round(time.Millisecond), s.Gap.Round(time.Millisecond), s.Verdict, s.Err)
+			if err != nil {
+				runErr = err
+				break rounds
+			}
+		}
+	}
+	stopWriter()
+	<-done
+	res.Ended = time.Now()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	var final loadcheck.Final
+	if err := bench.Poll(rctx, 2*time.Minute, func() error {
+		conn, err := finalConn(rctx)
+		if err != nil {
+			return err
+		}
+		final, err = loadcheck.ReadFinal(rctx, conn, w.Table)
+		return err
+	}); err != nil {
+		return errors.Join(runErr, fmt.Errorf("reading the final table: %w", err))
+	}
+	res.Check = loadcheck.Check(w.History(), final)
+	res.AttributeLost(w.History())
+	fmt.Fprintf(log, "%s: %s\n", res.Suite, res.Check)
+	return runErr
+}
