@@ -112,12 +112,12 @@ spec:
 	if _, err := r.sb.KubectlIn(ctx, cluster, "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("applying the cluster: %w", err)
 	}
-	return r.waitHealthy(ctx, 6*time.Minute)
+	return r.WaitHealthy(ctx, 6*time.Minute)
 }
 
-// waitHealthy waits for 3 ready instances, a primary, and no change of
+// WaitHealthy waits for 3 ready instances, a primary, and no change of
 // primary in progress.
-func (r *run) waitHealthy(ctx context.Context, timeout time.Duration) error {
+func (r *run) WaitHealthy(ctx context.Context, timeout time.Duration) error {
 	return bench.Poll(ctx, timeout, func() error {
 		out, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o",
 			`jsonpath={.status.readyInstances} {.status.phase} {.status.conditions[?(@.type=="PrimaryAvailable")].status} {.status.syncStandbys}`)
@@ -147,10 +147,6 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 // ChangeImage and RollingUpdateEnd make run a sandboxrun.Operator.
 func (r *run) Namespace() string { return ns }
 
-func (r *run) WaitHealthy(ctx context.Context, timeout time.Duration) error {
-	return r.waitHealthy(ctx, timeout)
-}
-
 func (r *run) Primary(ctx context.Context) (string, error) {
 	return r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 }
@@ -160,11 +156,6 @@ func (r *run) Claim(pod string) string { return "pgdata-" + pod }
 func (r *run) Instances(ctx context.Context) ([]string, error) {
 	out, err := r.kubectl(ctx, "-n", ns, "get", "pods", "-l", "holdfast.dev/cluster=pg,role", "-o", "jsonpath={.items[*].metadata.name}")
 	return strings.Fields(out), err
-}
-
-func (r *run) LeadingOperator(ctx context.Context) (namespace, pod, uid string, err error) {
-	pod, uid, err = r.leadingOperator(ctx)
-	return operatorNamespace, pod, uid, err
 }
 
 // Switchover runs `holdfast promote` to another instance, in the
@@ -183,18 +174,12 @@ func (r *run) Switchover(ctx context.Context, primary string) error {
 	return nil
 }
 
-func (r *run) ChangeImage(ctx context.Context) error { return r.changeImage(ctx) }
-
-func (r *run) RollingUpdateEnd(ctx context.Context, at time.Time) (time.Time, error) {
-	return r.rollingUpdateEnd(ctx, at)
-}
-
 // operatorNamespace is where config/default installs the operator.
 const operatorNamespace = "holdfast-system"
 
-// leadingOperator waits until both operator pods are ready, and names the
+// LeadingOperator waits until both operator pods are ready, and names the
 // one that holds the leader lease (its holder is <pod>_<random>), with its UID.
-func (r *run) leadingOperator(ctx context.Context) (pod, uid string, err error) {
+func (r *run) LeadingOperator(ctx context.Context) (namespace, pod, uid string, err error) {
 	err = bench.Poll(ctx, 3*time.Minute, func() error {
 		ready, err := r.kubectl(ctx, "-n", operatorNamespace, "get", "pods", "-o",
 			`jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{end}`)
@@ -212,12 +197,12 @@ func (r *run) leadingOperator(ctx context.Context) (pod, uid string, err error) 
 		uid, err = r.kubectl(ctx, "-n", operatorNamespace, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}")
 		return err
 	})
-	return pod, uid, err
+	return operatorNamespace, pod, uid, err
 }
 
-// changeImage switches the cluster between two minor versions of its
+// ChangeImage switches the cluster between two minor versions of its
 // image (the sandbox runs the same postgres for both): a rolling update.
-func (r *run) changeImage(ctx context.Context) error {
+func (r *run) ChangeImage(ctx context.Context) error {
 	image, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.spec.image}")
 	if err != nil {
 		return err
@@ -230,9 +215,9 @@ func (r *run) changeImage(ctx context.Context) error {
 	return err
 }
 
-// rollingUpdateEnd waits until status.history records the rolling update
+// RollingUpdateEnd waits until status.history records the rolling update
 // that started after at, and returns when it ended.
-func (r *run) rollingUpdateEnd(ctx context.Context, at time.Time) (time.Time, error) {
+func (r *run) RollingUpdateEnd(ctx context.Context, at time.Time) (time.Time, error) {
 	var end time.Time
 	err := bench.Poll(ctx, 10*time.Minute, func() error {
 		out, err := r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o",

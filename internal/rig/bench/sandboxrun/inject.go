@@ -209,11 +209,9 @@ func (s *Sandbox) deleteReplicaClaim(ctx context.Context, op Operator, w *loadch
 	}
 	// Healthy again, and not before the claim was gone.
 	if err := bench.Poll(ctx, 10*time.Minute, func() error {
-		if out, err := s.Kubectl(ctx, "-n", ns, "get", "pvc", claim, "-o", "jsonpath={.metadata.uid}"); err == nil && out != "" {
-			uid, _ := s.Kubectl(ctx, "-n", ns, "get", "pvc", claim, "-o", "jsonpath={.metadata.deletionTimestamp}")
-			if uid != "" {
-				return errors.New("the claim is still being deleted")
-			}
+		// A claim of the same name may already be back, made anew.
+		if deleting, _ := s.Kubectl(ctx, "-n", ns, "get", "pvc", claim, "--ignore-not-found", "-o", "jsonpath={.metadata.deletionTimestamp}"); deleting != "" {
+			return errors.New("the claim is still being deleted")
 		}
 		return op.WaitHealthy(ctx, time.Second)
 	}); err != nil {
