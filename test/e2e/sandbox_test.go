@@ -21,6 +21,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	hfsandbox "holdfast.dev/holdfast/internal/rig/sandbox"
+	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 	"holdfast.dev/holdfast/internal/rig/testutil"
 )
 
@@ -46,9 +47,26 @@ func TestSandboxUpDown(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = sandbox("down") })
 
+	// What a killed sandbox leaves: a pod's namespace on the bridge, holding
+	// the first pod address, which the new sandbox hands out again.
+	leftover := network.Namespace("00000000-0000-4000-8000-000000000001")
+	if err := hfsandbox.PodBridge.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	if err := hfsandbox.PodBridge.AddPod(leftover, net.IPv4(10, 244, 0, 2).To4()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hfsandbox.PodBridge.RemovePod(leftover) })
+
 	out, err := sandbox("up")
 	if err != nil {
 		t.Fatalf("sandbox up: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(network.NamespacePath(leftover)); err == nil {
+		t.Errorf("the namespace a killed sandbox left is still there after up")
+	}
+	if log, _ := os.ReadFile(filepath.Join(dir, "sandbox.log")); !strings.Contains(string(log), "removed 1 pod network namespaces a killed sandbox left") {
+		t.Errorf("sandbox up did not say it removed the leftover namespace:\n%s", log)
 	}
 	for _, step := range []string{"starting etcd", "starting kube-apiserver", "control plane ready", "export KUBECONFIG="} {
 		if !strings.Contains(out, step) {
@@ -212,6 +230,17 @@ func TestSandboxUpDown(t *testing.T) {
 	if out, err := sandbox("up"); err != nil || !strings.Contains(out, "already up") {
 		t.Errorf("a second up: %v\n%s", err, out)
 	}
+	t.Run("a second sandbox is refused the pod network while this one runs", func(t *testing.T) {
+		other := filepath.Join(tmp, "other")
+		args := []string{"sandbox", "--dir", other, "--bin-dir", bins, "--api-port", strconv.Itoa(testutil.FreePort(t)), "--etcd-port", strconv.Itoa(freePortPair(t))}
+		out, err := exec.Command(holdfast, append(args[:1:1], append([]string{"up"}, args[1:]...)...)...).CombinedOutput()
+		t.Cleanup(func() {
+			_ = exec.Command(holdfast, append(args[:1:1], append([]string{"down"}, args[1:]...)...)...).Run()
+		})
+		if err == nil || !strings.Contains(string(out), "another sandbox (pid ") || !strings.Contains(string(out), dir) {
+			t.Errorf("a second sandbox up: %v; want a refusal that names %s:\n%s", err, dir, out)
+		}
+	})
 	if out, err := sandbox("status"); err != nil || !strings.Contains(out, "is running") {
 		t.Errorf("status: %v\n%s", err, out)
 	}

@@ -57,6 +57,11 @@ func Serve(ctx context.Context, c Config) error {
 		return fmt.Errorf("writing the pid file: %w", err)
 	}
 	defer os.Remove(c.pidFile())
+	release, err := claimPodNetwork(c)
+	if err != nil {
+		return err
+	}
+	defer release()
 	// Every `up` starts a fresh cluster: new PKI, empty etcd, empty object
 	// store, no volumes. A sandbox that was killed left its volumes
 	// mounted; removing their folders first would only empty them.
@@ -69,6 +74,9 @@ func Serve(ctx context.Context, c Config) error {
 		}
 	}
 	if err := storage.CheckTools(); err != nil {
+		return err
+	}
+	if err := clearPodNetwork(progress); err != nil {
 		return err
 	}
 	progress("writing certificates")
@@ -274,7 +282,14 @@ func Down(c Config, out io.Writer) error {
 	if err := storage.UnmountAll(c.path("volumes")); err != nil {
 		return fmt.Errorf("unmounting the volumes: %w", err)
 	}
-	// A sandbox that was killed leaves its pods' namespaces and the bridge.
+	// A sandbox that was killed leaves its pods' namespaces and the bridge,
+	// unless another sandbox has taken the pod network over since.
+	release, err := claimPodNetwork(c)
+	if err != nil {
+		fmt.Fprintf(out, "the pod network is left as it is: %v\n", err)
+		return nil
+	}
+	defer release()
 	if n, err := network.RemoveAll(PodBridge); err != nil {
 		return fmt.Errorf("removing the pod network: %w", err)
 	} else if n > 0 {
