@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash -o pipefail
 
 CONTROLLER_GEN := go tool controller-gen
 
-.PHONY: all build images test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin promtool deps clean
+.PHONY: all build images test test-unit manifests verify-generated lint run sandbox sandbox-down bench k8s-bin promtool cnpg-bin deps clean
 
 all: build
 
@@ -25,6 +25,9 @@ k8s-bin: ## Build (or reuse) the pinned control-plane binaries
 
 promtool: ## Build (or reuse) the pinned promtool, which checks and unit-tests the alerting rules
 	hack/build-promtool.sh >/dev/null
+
+cnpg-bin: ## Build (or reuse) CloudNativePG's pinned manager, which the comparison runs in the sandbox
+	hack/build-cnpg.sh >/dev/null
 
 deps: ## Install the Debian packages the tests need, when missing
 	hack/install-deps.sh
@@ -51,7 +54,7 @@ lint: ## gofmt, go vet and staticcheck
 	go vet ./...
 	go tool staticcheck ./...
 
-test: deps k8s-bin promtool verify-generated lint ## Every test: unit, instance (real postgres), envtest, alerting rules, end-to-end
+test: deps k8s-bin promtool cnpg-bin verify-generated lint ## Every test: unit, instance (real postgres), envtest, alerting rules, end-to-end
 	KUBEBUILDER_ASSETS=$$(hack/build-k8s.sh --dir) PROMTOOL=$$(hack/build-promtool.sh --dir)/promtool go test -count=1 -timeout 60m ./...
 
 test-unit: ## Unit tests only
@@ -72,7 +75,7 @@ BENCH_N ?= 20
 # pgbench scale of the backup benchmark's database: 70 is about 1.05 GiB.
 BENCH_SCALE ?= 70
 
-bench: deps k8s-bin build ## Performance figures: sandbox start-up, image builds and sizes, failover against Patroni (BENCH_N=20 injections per fault: about 90 minutes), backup and restore throughput (about 15 minutes)
+bench: deps k8s-bin cnpg-bin build ## Performance figures: sandbox start-up, image builds and sizes, failover of Holdfast, CloudNativePG and Patroni in one run (BENCH_N injections per fault), backup and restore throughput (about 15 minutes)
 	hack/install-bench-deps.sh
 	hack/bench-sandbox.sh
 	hack/bench-images.sh
