@@ -133,12 +133,18 @@ func (s *Sandbox) Inject(ctx context.Context, op Operator, w *loadcheck.Writer, 
 		}
 		heal = nil
 	}
-	actx, cancel2 := context.WithTimeout(ctx, 3*time.Minute)
+	// Long enough for an operator that shuts a deleted primary down
+	// smartly, as CloudNativePG does for up to 180 s, to be measured
+	// rather than cut off.
+	actx, cancel2 := context.WithTimeout(ctx, 6*time.Minute)
 	defer cancel2()
-	a, ackErr := w.WaitAck(actx, sample.At, func(a loadcheck.Ack) bool { return !onPrimary(a) })
+	a, cameBack, ackErr := waitWritesResumed(actx, w, sample.At, onPrimary, restartsInPlace(f))
 	if ackErr == nil {
 		sample.Outage = a.At.Sub(sample.At)
 		sample.Gap = w.History().LongestGap(sample.At, a.At)
+		if cameBack {
+			sample.Verdict = fmt.Sprintf("no failover: the old primary %s took writes again after %.1fs, restarted in place", primary, sample.Outage.Seconds())
+		}
 	} else {
 		sample.Err = ackErr.Error()
 	}
@@ -288,4 +294,61 @@ rounds:
 	res.AttributeLost(w.History())
 	fmt.Fprintf(log, "%s: %s\n", res.Suite, res.Check)
 	return runErr
+}
+
+// restartsInPlace says whether the old primary itself may end the outage
+// of fault f: a primary whose processes were killed, whose pod was
+// deleted, or whose image changed may come back in the same pod (as
+// CloudNativePG restarts a primary to update it, or while its operator is
+// down), and the writes it then takes end the outage as surely as a new
+// primary's. A partition or a switchover ends only elsewhere.
+func restartsInPlace(f bench.Fault) bool {
+	switch f {
+	case bench.Kill, bench.OperatorAndPrimaryKill, bench.Stop, bench.RollingUpdate:
+		return true
+	}
+	return false
+}
+
+// waitWritesResumed waits for the first write acknowledged after at by a
+// server onOld does not match, or, when sameMay, by the old one after a
+// write failed: acknowledgements of writes in flight when the fault struck
+// prove nothing, and one after a failure proves the server came back.
+// cameBack says which it was.
+func waitWritesResumed(ctx context.Context, w *loadcheck.Writer, at time.Time, onOld func(loadcheck.Ack) bool, sameMay bool) (loadcheck.Ack, bool, error) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if a, cameBack, ok := resumed(w.History(), at, onOld, sameMay); ok {
+			return a, cameBack, nil
+		}
+		select {
+		case <-ctx.Done():
+			return loadcheck.Ack{}, false, fmt.Errorf("no acknowledged write after %s: %w", at.Format(time.TimeOnly), context.Cause(ctx))
+		case <-tick.C:
+		}
+	}
+}
+
+// resumed finds in h the acknowledgement waitWritesResumed waits for.
+func resumed(h loadcheck.History, at time.Time, onOld func(loadcheck.Ack) bool, sameMay bool) (a loadcheck.Ack, cameBack, found bool) {
+	var failed time.Time
+	for _, f := range h.Failures {
+		if f.At.After(at) {
+			failed = f.At
+			break
+		}
+	}
+	for _, a := range h.Acks {
+		if !a.At.After(at) {
+			continue
+		}
+		if !onOld(a) {
+			return a, false, true
+		}
+		if sameMay && !failed.IsZero() && a.At.After(failed) {
+			return a, true, true
+		}
+	}
+	return loadcheck.Ack{}, false, false
 }
