@@ -103,8 +103,11 @@ func head[T any](s []T, n int) []T { return s[:min(len(s), n)] }
 //
 // Split brain shows three ways. A server writes on the timeline of its
 // promotion, and each promotion makes a new timeline, so (1) two servers
-// acknowledging on the same timeline were both primaries without a
-// promotion between them; (2) a write acknowledged on timeline n after
+// taking turns on the same timeline, or the second taking a write below
+// the first one's last position on it, were both primaries without a
+// promotion between them (one server handing a timeline to another at a
+// later position is a primary restarted at a new address, as a pod
+// recreated in place is); (2) a write acknowledged on timeline n after
 // another was acknowledged on a later timeline came from a server that was
 // still taking writes after it had been replaced (acks are ordered by the
 // client's clock, one writer making one write at a time); (3) a write
@@ -132,15 +135,21 @@ func Check(h History, final Final) Report {
 
 	acks := slices.Clone(h.Acks)
 	sort.SliceStable(acks, func(i, j int) bool { return acks[i].At.Before(acks[j].At) })
-	owner := map[uint32]Ack{} // the first ack seen on each timeline
-	var latest Ack            // the ack on the highest timeline so far
+	last := map[uint32]Ack{}             // the latest ack on each timeline
+	left := map[uint32]map[string]bool{} // the servers that handed each timeline on
+	var latest Ack                       // the ack on the highest timeline so far
 	for i, a := range acks {
-		if o, ok := owner[a.Timeline]; !ok {
-			owner[a.Timeline] = a
-		} else if o.Server != a.Server {
-			r.SplitBrain = append(r.SplitBrain, fmt.Sprintf("timeline %d: %s acknowledged seq %d at %s, %s acknowledged seq %d at %s",
-				a.Timeline, o.Server, o.Seq, stamp(o.At), a.Server, a.Seq, stamp(a.At)))
+		if o, ok := last[a.Timeline]; ok && o.Server != a.Server {
+			if left[a.Timeline][a.Server] || a.LSN <= o.LSN {
+				r.SplitBrain = append(r.SplitBrain, fmt.Sprintf("timeline %d: %s acknowledged seq %d at %s (%X/%X), then %s acknowledged seq %d at %s (%X/%X)",
+					a.Timeline, o.Server, o.Seq, stamp(o.At), o.LSN>>32, uint32(o.LSN), a.Server, a.Seq, stamp(a.At), a.LSN>>32, uint32(a.LSN)))
+			}
+			if left[a.Timeline] == nil {
+				left[a.Timeline] = map[string]bool{}
+			}
+			left[a.Timeline][o.Server] = true
 		}
+		last[a.Timeline] = a
 		if i > 0 && a.Timeline < latest.Timeline {
 			r.SplitBrain = append(r.SplitBrain, fmt.Sprintf("%s acknowledged seq %d on timeline %d at %s, after %s acknowledged seq %d on timeline %d at %s",
 				a.Server, a.Seq, a.Timeline, stamp(a.At), latest.Server, latest.Seq, latest.Timeline, stamp(latest.At)))

@@ -55,9 +55,26 @@ func TestCheckFindsInterleavedAcks(t *testing.T) {
 }
 
 func TestCheckFindsTwoServersOnOneTimeline(t *testing.T) {
-	h := History{Acks: []Ack{ack(1, 0, "a", 2, 0x100), ack(2, 100, "b", 2, 0x200)}}
-	if r := Check(h, Final{Seqs: []int64{1, 2}, Timeline: 2}); len(r.SplitBrain) != 1 {
-		t.Fatalf("want one finding, got %s", r)
+	for _, tt := range []struct {
+		name     string
+		acks     []Ack
+		findings int
+	}{
+		{"the second writes below the first one's position", []Ack{ack(1, 0, "a", 2, 0x200), ack(2, 100, "b", 2, 0x100)}, 1},
+		{"they take turns", []Ack{ack(1, 0, "a", 2, 0x100), ack(2, 100, "b", 2, 0x200), ack(3, 200, "a", 2, 0x300)}, 1},
+		// A primary's pod recreated in place gets a new address and goes on
+		// with its own WAL: no second primary.
+		{"a primary back at a new address, further on", []Ack{ack(1, 0, "a", 2, 0x100), ack(2, 100, "b", 2, 0x200), ack(3, 200, "b", 2, 0x300)}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			seqs := []int64{}
+			for _, a := range tt.acks {
+				seqs = append(seqs, a.Seq)
+			}
+			if r := Check(History{Acks: tt.acks}, Final{Seqs: seqs, Timeline: 2}); len(r.SplitBrain) != tt.findings {
+				t.Fatalf("want %d findings, got %s: %v", tt.findings, r, r.SplitBrain)
+			}
+		})
 	}
 }
 
