@@ -98,9 +98,9 @@ func main() {
 	started := time.Now()
 	results, header, err := suites[name].run(ctx, c)
 	if len(results) > 0 {
-		text := fmt.Sprintf("failover benchmark: %s suite\n%s%s%s\ntook %s, go run ./hack/bench %s\n\n%s\n%s",
+		text := fmt.Sprintf("failover benchmark: %s suite\n%s%s%s\ntook %s, go run ./hack/bench %s\n\n%s\n%s%s",
 			name, bench.Machine(started), header, note(err), time.Since(started).Round(time.Second), strings.Join(os.Args[1:], " "),
-			bench.Table(results), details(results))
+			bench.Table(results), bench.FaultSet(results), details(results))
 		fmt.Print(text)
 		path, werr := bench.WriteReport(c.out, "failover-"+name, text)
 		if werr == nil {

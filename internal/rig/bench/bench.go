@@ -256,8 +256,19 @@ func Ratios(results []Result) string {
 			if !ok || bm <= 0 {
 				continue
 			}
+			// A sample that never recovered has no time: the ratio is of
+			// those that did, and says how many did not.
+			recovered := len(of.Samples) - of.Failed()
+			if recovered == 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\tnone of %d recovered\t-\t\n", f.Fault, measure, secs(bm), o.Suite, o.Config, len(of.Samples))
+				continue
+			}
 			om := get(of).Median
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%s\t%.1fx\t\n", f.Fault, measure, secs(bm), o.Suite, o.Config, secs(om), om.Seconds()/bm.Seconds())
+			ratio := fmt.Sprintf("%.1fx", om.Seconds()/bm.Seconds())
+			if recovered < len(of.Samples) {
+				ratio += fmt.Sprintf(" (%d of %d did not recover)", of.Failed(), len(of.Samples))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%s\t%s\t\n", f.Fault, measure, secs(bm), o.Suite, o.Config, secs(om), ratio)
 		}
 	}
 	tw.Flush()

@@ -142,8 +142,12 @@ func (s *Sandbox) Inject(ctx context.Context, op Operator, w *loadcheck.Writer, 
 	if ackErr == nil {
 		sample.Outage = a.At.Sub(sample.At)
 		sample.Gap = w.History().LongestGap(sample.At, a.At)
-		if cameBack {
+		switch {
+		case cameBack:
 			sample.Verdict = fmt.Sprintf("no failover: the old primary %s took writes again after %.1fs, restarted in place", primary, sample.Outage.Seconds())
+		case f == bench.OperatorAndPrimaryKill:
+			// A holdout: what the system did matters as much as how long.
+			sample.Verdict = fmt.Sprintf("failover: another instance took writes after %.1fs, with the operator down too", sample.Outage.Seconds())
 		}
 	} else {
 		sample.Err = ackErr.Error()
