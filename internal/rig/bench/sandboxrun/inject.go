@@ -52,7 +52,7 @@ const FreezeFor = bench.FreezeFor
 // up.
 func (s *Sandbox) Inject(ctx context.Context, op Operator, w *loadcheck.Writer, f bench.Fault, done func(*bench.Sample, loadcheck.Ack)) (bench.Sample, error) {
 	fail := func(err error) (bench.Sample, error) { return bench.Sample{Err: err.Error()}, err }
-	if err := op.WaitHealthy(ctx, 5*time.Minute); err != nil {
+	if err := s.waitSettled(ctx, op); err != nil {
 		return fail(err)
 	}
 	if f == bench.ReplicaClaimDeleted {
@@ -355,4 +355,33 @@ func resumed(h loadcheck.History, at time.Time, onOld func(loadcheck.Ack) bool, 
 		}
 	}
 	return loadcheck.Ack{}, false, false
+}
+
+// waitSettled waits until no instance pod is still terminating and the
+// operator says the cluster is healthy. A pod deleted by the last round
+// may still be shutting down, and look healthy, long after (CloudNativePG
+// shuts a primary down smartly for up to 180 s): a fault injected then
+// would strike a primary already on its way out.
+func (s *Sandbox) waitSettled(ctx context.Context, op Operator) error {
+	err := bench.Poll(ctx, 6*time.Minute, func() error {
+		pods, err := op.Instances(ctx)
+		if err != nil {
+			return err
+		}
+		out, err := s.Kubectl(ctx, append([]string{"-n", op.Namespace(), "get", "pod", "-o",
+			`jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`}, pods...)...)
+		if err != nil {
+			return err
+		}
+		for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+			if name, at, _ := strings.Cut(line, " "); at != "" {
+				return fmt.Errorf("pod %s is terminating since %s", name, at)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the last round's pods to go: %w", err)
+	}
+	return op.WaitHealthy(ctx, 5*time.Minute)
 }
