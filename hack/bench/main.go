@@ -241,8 +241,8 @@ func loadResults(path string) ([]bench.Result, string, error) {
 
 func runCNPG(ctx context.Context, c common) ([]bench.Result, string, error) {
 	o := cnpgsuite.Options{Holdfast: "bin/holdfast", BinDir: k8sBinDir(), N: c.n, Faults: c.faults, Keep: c.keep}
-	header := fmt.Sprintf("%s; the same postgres (Debian's, in CloudNativePG's image layout: uid 26, its binaries on PATH) in the same sandbox as Holdfast; client: the same writer through the pg-rw Service's ClusterIP with TLS (sslmode=require)\n",
-		cnpgsuite.Settings)
+	header := fmt.Sprintf("harness holdfast %s; %s; the same postgres (Debian's, in CloudNativePG's image layout: uid 26, its binaries on PATH) in the same sandbox as Holdfast; client: the same writer through the pg-rw Service's ClusterIP with TLS (sslmode=require)\n",
+		gitDescribe(), cnpgsuite.Settings)
 	results, err := cnpgsuite.Run(ctx, o)
 	return results, header, err
 }
