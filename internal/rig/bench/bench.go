@@ -250,6 +250,12 @@ func Ratios(results []Result) string {
 		if f.Fault.Lasting() {
 			measure, get = "longest write gap", FaultResult.Gap
 		}
+		// A primary deleted gracefully may keep serving the sessions it
+		// has (CloudNativePG's smart shutdown, up to 180 s) long before
+		// another instance takes a write: clients feel the gap.
+		if f.Fault == Stop {
+			measure, get = "longest write gap to a new primary", FaultResult.Gap
+		}
 		bm := get(f).Median
 		for _, o := range results[1:] {
 			of, ok := o.Fault(f.Fault)
