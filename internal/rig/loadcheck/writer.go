@@ -265,10 +265,17 @@ func (w *Writer) LastAck() (Ack, bool) {
 // WaitAck waits until an acknowledgement after t satisfies ok (nil: any)
 // and returns it, or fails when ctx ends first.
 func (w *Writer) WaitAck(ctx context.Context, t time.Time, ok func(Ack) bool) (Ack, error) {
+	return w.WaitFor(ctx, t, func(h History) (Ack, bool) { return h.FirstAckAfterWhere(t, ok) })
+}
+
+// WaitFor waits until find, given what the Writer has recorded so far,
+// finds an acknowledgement, and returns it; it fails when ctx ends first,
+// naming t as the time after which none was found.
+func (w *Writer) WaitFor(ctx context.Context, t time.Time, find func(History) (Ack, bool)) (Ack, error) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if a, found := w.History().FirstAckAfterWhere(t, ok); found {
+		if a, found := find(w.History()); found {
 			return a, nil
 		}
 		select {

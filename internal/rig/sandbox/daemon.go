@@ -20,7 +20,6 @@ import (
 
 	"holdfast.dev/holdfast/internal/proc"
 	"holdfast.dev/holdfast/internal/rig/controlplane"
-	"holdfast.dev/holdfast/internal/rig/sandbox/network"
 	"holdfast.dev/holdfast/internal/rig/sandbox/snapshot"
 	"holdfast.dev/holdfast/internal/rig/sandbox/storage"
 )
@@ -57,11 +56,6 @@ func Serve(ctx context.Context, c Config) error {
 		return fmt.Errorf("writing the pid file: %w", err)
 	}
 	defer os.Remove(c.pidFile())
-	release, err := claimPodNetwork(c)
-	if err != nil {
-		return err
-	}
-	defer release()
 	// Every `up` starts a fresh cluster: new PKI, empty etcd, empty object
 	// store, no volumes. A sandbox that was killed left its volumes
 	// mounted; removing their folders first would only empty them.
@@ -76,9 +70,11 @@ func Serve(ctx context.Context, c Config) error {
 	if err := storage.CheckTools(); err != nil {
 		return err
 	}
-	if err := clearPodNetwork(progress); err != nil {
+	release, err := takePodNetwork(c, progress)
+	if err != nil {
 		return err
 	}
+	defer release()
 	progress("writing certificates")
 	if err := writePKI(c); err != nil {
 		return err
@@ -290,12 +286,7 @@ func Down(c Config, out io.Writer) error {
 		return nil
 	}
 	defer release()
-	if n, err := network.RemoveAll(PodBridge); err != nil {
-		return fmt.Errorf("removing the pod network: %w", err)
-	} else if n > 0 {
-		fmt.Fprintf(out, "removed %d leftover pod network namespaces\n", n)
-	}
-	return nil
+	return clearPodNetwork(func(s string) { fmt.Fprintln(out, s) })
 }
 
 // processesUsing lists processes whose command line mentions dir.

@@ -48,16 +48,31 @@ func claimPodNetwork(c Config) (release func(), err error) {
 	return func() { f.Close() }, nil
 }
 
+// takePodNetwork claims the pod network (claimPodNetwork) for a sandbox
+// about to start, and clears what a killed one left of it.
+func takePodNetwork(c Config, say func(string)) (release func(), err error) {
+	release, err = claimPodNetwork(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := clearPodNetwork(say); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
 // clearPodNetwork removes what a killed sandbox left of the pod network:
-// its pods' namespaces still sit on the bridge with the addresses this
-// sandbox is about to hand out. Only the holder of podNetworkLock may.
-func clearPodNetwork(progress func(string)) error {
+// its pods' namespaces still sit on the bridge with the addresses the next
+// sandbox hands out. Only the holder of podNetworkLock may. It says what
+// it removed through say.
+func clearPodNetwork(say func(string)) error {
 	n, err := network.RemoveAll(PodBridge)
 	if err != nil {
 		return fmt.Errorf("removing what a killed sandbox left of the pod network: %w", err)
 	}
 	if n > 0 {
-		progress(fmt.Sprintf("removed %d pod network namespaces a killed sandbox left", n))
+		say(fmt.Sprintf("removed %d pod network namespaces a killed sandbox left", n))
 	}
 	return nil
 }

@@ -320,18 +320,12 @@ func restartsInPlace(f bench.Fault) bool {
 // prove nothing, and one after a failure proves the server came back.
 // cameBack says which it was.
 func waitWritesResumed(ctx context.Context, w *loadcheck.Writer, at time.Time, onOld func(loadcheck.Ack) bool, sameMay bool) (loadcheck.Ack, bool, error) {
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if a, cameBack, ok := resumed(w.History(), at, onOld, sameMay); ok {
-			return a, cameBack, nil
-		}
-		select {
-		case <-ctx.Done():
-			return loadcheck.Ack{}, false, fmt.Errorf("no acknowledged write after %s: %w", at.Format(time.TimeOnly), context.Cause(ctx))
-		case <-tick.C:
-		}
-	}
+	var cameBack bool
+	a, err := w.WaitFor(ctx, at, func(h loadcheck.History) (a loadcheck.Ack, found bool) {
+		a, cameBack, found = resumed(h, at, onOld, sameMay)
+		return a, found
+	})
+	return a, cameBack, err
 }
 
 // resumed finds in h the acknowledgement waitWritesResumed waits for.
