@@ -159,6 +159,9 @@ type CertificateStatus struct {
 	// Serial is its serial number, in hexadecimal.
 	// +optional
 	Serial string `json:"serial,omitempty"`
+	// Issuer is the subject of the CA that signed it.
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
 	// NotAfter is when it expires.
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	// +kubebuilder:validation:Type=string
@@ -198,6 +201,20 @@ type CertificatesSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	ServerCASecret string `json:"serverCASecret,omitempty"`
+
+	// ClientCASecret holds the CA that issues the cluster's client
+	// certificates and that postgres verifies client certificates with:
+	// ca.crt and ca.key, or a cert-manager CA Certificate's Secret
+	// (tls.crt and tls.key of a CA). The operator issues replication's
+	// certificate (CN streaming_replica) from it and renews it; the
+	// cluster's own CA stays trusted beside it, since it issues the
+	// operator's certificate for the instance API. A CA that cannot be
+	// used leaves the last good replication certificate in force,
+	// Degraded with reason InvalidCertificate.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ClientCASecret string `json:"clientCASecret,omitempty"`
 }
 
 // StorageSpec is the PersistentVolumeClaim each instance gets.

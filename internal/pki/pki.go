@@ -189,22 +189,42 @@ func ParseLeaf(certPEM, keyPEM []byte) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	keyBlock, _ := pem.Decode(keyPEM)
-	if keyBlock == nil {
-		return nil, errors.New("the key is not PEM")
-	}
-	key, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
+	signer, err := parseKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("parsing the key: %w", err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, errors.New("the key cannot sign")
+		return nil, err
 	}
 	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
 		return nil, errors.New("the key does not match the certificate")
 	}
 	return &Leaf{Cert: cert, Key: signer}, nil
+}
+
+// parseKey reads a private key in any of the encodings a TLS Secret
+// holds: PKCS #8, or, as cert-manager writes by default, PKCS #1 for RSA
+// and SEC 1 for ECDSA.
+func parseKey(keyPEM []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		return nil, errors.New("the key is not PEM")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	default:
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parsing the key (%s): %w", block.Type, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("the key cannot sign")
+	}
+	return signer, nil
 }
 
 // ParseCertificate reads the first certificate of a PEM bundle.

@@ -1,8 +1,16 @@
 package pki
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -171,5 +179,56 @@ func TestParseLeafChecksTheKey(t *testing.T) {
 	caKey, _ := KeyPEM(ca.Key)
 	if got, err := ParseCA(CertPEM(ca.Cert), caKey); err != nil || !got.Cert.Equal(ca.Cert) {
 		t.Errorf("the CA: %v", err)
+	}
+}
+
+// TestParseLeafReadsCertManagersKeys: cert-manager writes tls.key as
+// PKCS #1 for RSA and SEC 1 for ECDSA unless told otherwise, so a user's
+// certificate in either encoding must be read, not refused as malformed.
+func TestParseLeafReadsCertManagersKeys(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecDER, err := x509.MarshalECPrivateKey(ecKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct {
+		name   string
+		signer crypto.Signer
+		pem    []byte
+	}{
+		{"RSA, PKCS #1", rsaKey, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rsaKey)})},
+		{"ECDSA, SEC 1", ecKey, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER})},
+	} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "user-ca"}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.signer.Public(), k.signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		ca, err := ParseCA(CertPEM(cert), k.pem)
+		if err != nil {
+			t.Errorf("%s: %v", k.name, err)
+			continue
+		}
+		// It signs, too: the operator issues from a user's CA read this way.
+		leaf, err := ca.Client("streaming_replica")
+		if err != nil || leaf.Cert.CheckSignatureFrom(cert) != nil {
+			t.Errorf("%s: a certificate signed with the parsed key: %v", k.name, err)
+		}
+	}
+	some, err := NewCA("some")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseLeaf(CertPEM(some.Cert), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: []byte("junk")})); err == nil || !strings.Contains(err.Error(), "RSA PRIVATE KEY") {
+		t.Errorf("junk read as a key: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,6 +72,65 @@ func TestCertificatesInSandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("the user's client CA issues replication's certificate; standbys authenticate with it", func(t *testing.T) {
+		users, err := pki.NewCA("pg-users-client-ca")
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := pki.KeyPEM(users.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.mustKubectl("", "-n", ns, "create", "secret", "generic", "pg-client-ca",
+			"--from-file=ca.crt="+e.writeFile(t, "client-ca.crt", pki.CertPEM(users.Cert)), "--from-file=ca.key="+e.writeFile(t, "client-ca.key", key))
+		e.mustKubectl("", "-n", ns, "patch", "pgc", "pg", "--type=merge", "-p", `{"spec":{"certificates":{"clientCASecret":"pg-client-ca"}}}`)
+		issuer := users.Cert.Subject.String()
+		poll(t, 2*time.Minute, "the replication certificate issued by the user's client CA", func() error {
+			out := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={.status.certificates[?(@.secret=="pg-replication-tls")].issuer}`)
+			if out != issuer {
+				return errorString("issuer " + out)
+			}
+			return nil
+		})
+		// Standbys present the certificate they have when they connect:
+		// make them connect again, and see the user's CA's in pg_stat_ssl.
+		primary := e.primary(t)
+		e.withConn(t, "both standbys streaming again with a certificate of the user's client CA", "pg", e.podIP(t, primary), true, func(ctx context.Context, conn *pgx.Conn) error {
+			var byUsers, all int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE s.ssl AND s.client_dn = '/CN=streaming_replica' AND s.issuer_dn = '/CN=pg-users-client-ca'), count(*)
+				FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.state = 'streaming'`).Scan(&byUsers, &all); err != nil {
+				return err
+			}
+			if byUsers != 2 {
+				_, err := conn.Exec(ctx, `SELECT pg_terminate_backend(r.pid) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE s.issuer_dn IS DISTINCT FROM '/CN=pg-users-client-ca'`)
+				return fmt.Errorf("%d of %d streaming standbys authenticated by the user's CA, want 2 (the others told to reconnect: %v)", byUsers, all, err)
+			}
+			return nil
+		})
+		// The operator's certificate is still the cluster CA's, and a
+		// switchover needs it at every instance, and the old primary to
+		// follow with the user's certificate.
+		to := "pg-1"
+		if primary == to {
+			to = "pg-2"
+		}
+		if out, err := exec.Command(e.holdfast, "promote", "pg", to, "-n", ns, "--kubeconfig", e.kubeconfig).CombinedOutput(); err != nil {
+			t.Fatalf("holdfast promote %s with the user's client CA: %v\n%s", to, err, out)
+		}
+		e.withConn(t, "the old primary "+primary+" streaming from "+to+" with the user's certificate", "pg", e.podIP(t, to), true, func(ctx context.Context, conn *pgx.Conn) error {
+			var n int
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)
+				WHERE r.application_name = $1 AND r.state = 'streaming' AND s.issuer_dn = '/CN=pg-users-client-ca'`, primary).Scan(&n); err != nil {
+				return err
+			}
+			if n != 1 {
+				return errorString("not yet")
+			}
+			return nil
+		})
+		e.waitReady(t, "pg", 3, 2*time.Minute)
+	})
+
 	t.Run("the user's server certificate is used as given; a malformed one is refused and reported", func(t *testing.T) {
 		users, err := pki.NewCA("the user's CA")
 		if err != nil {
@@ -121,6 +181,33 @@ func TestCertificatesInSandbox(t *testing.T) {
 		served, err := e.servedThroughRW(t.Context(), roots)
 		if err != nil || served.SerialNumber.Cmp(leaf.Cert.SerialNumber) != 0 {
 			t.Errorf("after a malformed certificate, the cluster does not serve the last good one: %v", err)
+		}
+
+		// An expired one, with its own key: refused in the same way.
+		// X.509 keeps times to the second, so a nanosecond's validity
+		// has ended by the time it is signed.
+		brief := *users
+		brief.Validity = time.Nanosecond
+		expired, err := brief.Serving("pg-rw", []string{"pg-rw." + ns + ".svc.cluster.local"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expiredKey, err := pki.KeyPEM(expired.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.mustKubectl("", "-n", ns, "patch", "secret", "pg-mine", "--type=merge", "-p",
+			`{"data":{"tls.crt":"`+base64.StdEncoding.EncodeToString(pki.CertPEM(expired.Cert))+`","tls.key":"`+base64.StdEncoding.EncodeToString(expiredKey)+`"}}`)
+		poll(t, time.Minute, "status.certificates saying the user's certificate expired", func() error {
+			out := e.mustKubectl("", "-n", ns, "get", "pgc", "pg", "-o", `jsonpath={.status.phase} {.status.conditions[?(@.type=="Degraded")].reason} {.status.certificates[?(@.secret=="pg-mine")].problem}`)
+			if !strings.HasPrefix(out, "Degraded InvalidCertificate ") || !strings.Contains(out, "expired") {
+				return errorString(out)
+			}
+			return nil
+		})
+		served, err = e.servedThroughRW(t.Context(), roots)
+		if err != nil || served.SerialNumber.Cmp(leaf.Cert.SerialNumber) != 0 {
+			t.Errorf("after an expired certificate, the cluster does not serve the last good one: %v", err)
 		}
 	})
 }

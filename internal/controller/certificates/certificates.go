@@ -9,6 +9,7 @@
 package certificates
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -22,7 +23,6 @@ import (
 
 	holdfastv1 "holdfast.dev/holdfast/api/v1alpha1"
 	"holdfast.dev/holdfast/internal/pki"
-	"holdfast.dev/holdfast/internal/postgres"
 	"holdfast.dev/holdfast/internal/resources"
 )
 
@@ -51,12 +51,16 @@ type Keeper struct {
 	// Lifetime of the server and client certificates; zero is
 	// DefaultLifetime.
 	Lifetime time.Duration
+	// Settle is how long each step of a change of CA waits for every pod
+	// to see the last; zero is settle's default.
+	Settle time.Duration
 }
 
 // Issued is a certificate in force.
 type Issued struct {
 	Secret   string
 	Serial   string
+	Issuer   string
 	NotAfter time.Time
 	RenewAt  time.Time
 	// Reason is why it was issued on this call; "" when it was kept.
@@ -77,26 +81,22 @@ func (k *Keeper) Ensure(ctx context.Context, c *holdfastv1.PostgresCluster, now 
 	if err != nil {
 		return nil, err
 	}
-	lifetime := k.Lifetime
-	if lifetime <= 0 {
-		lifetime = DefaultLifetime
-	}
+	lifetime := k.lifetime()
 	signer := &pki.CA{Cert: ca.Cert, Key: ca.Key, Validity: lifetime}
+	clusterTrust := pki.CertPEM(ca.Cert)
 	names := resources.ServerCertificateNames(c)
 	var server Issued
 	if spec := c.Spec.Certificates; spec != nil && spec.ServerTLSSecret != "" {
 		server, err = k.adoptServer(ctx, c, spec, now)
 	} else {
-		server, err = k.ensureLeaf(ctx, c, resources.SecretServerTLSName(c), ca, names, now, func() (*pki.Leaf, error) {
+		server, err = k.ensureLeaf(ctx, c, resources.SecretServerTLSName(c), signer, clusterTrust, names, now, func() (*pki.Leaf, error) {
 			return signer.Serving(resources.ServiceRWName(c), names, nil)
 		})
 	}
 	if err != nil {
 		return nil, err
 	}
-	repl, err := k.ensureLeaf(ctx, c, resources.SecretReplicationTLSName(c), ca, nil, now, func() (*pki.Leaf, error) {
-		return signer.Client(postgres.ReplicationUser)
-	})
+	repl, err := k.ensureReplication(ctx, c, signer, now)
 	if err != nil {
 		return nil, err
 	}
@@ -176,9 +176,16 @@ func (k *Keeper) publishServerCA(ctx context.Context, c *holdfastv1.PostgresClus
 	return nil
 }
 
-// ensureLeaf keeps the certificate in Secret name current: issued by ca,
-// holding names, not yet due.
-func (k *Keeper) ensureLeaf(ctx context.Context, c *holdfastv1.PostgresCluster, name string, ca *pki.CA, names []string, now time.Time,
+// ensureLeaf keeps the certificate in Secret name current: issued by
+// signer, holding names, not yet due, and its ca.crt the CAs in trust.
+//
+// A change of CA goes in steps, each given time to reach every pod (the
+// kubelet refreshes Secret volumes lazily): first the new CA is trusted
+// beside the old, then a certificate of the new CA replaces the old one,
+// then the CAs no longer issuing are dropped. So no pod ever presents a
+// certificate that its peers do not yet trust. A certificate that is due
+// or damaged is replaced at once, still trusting its old CA for a while.
+func (k *Keeper) ensureLeaf(ctx context.Context, c *holdfastv1.PostgresCluster, name string, signer *pki.CA, trust []byte, names []string, now time.Time,
 	issue func() (*pki.Leaf, error)) (Issued, error) {
 	var s corev1.Secret
 	err := k.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, &s)
@@ -187,17 +194,41 @@ func (k *Keeper) ensureLeaf(ctx context.Context, c *holdfastv1.PostgresCluster, 
 		return Issued{}, fmt.Errorf("reading Secret %s: %w", name, err)
 	}
 	why := "it did not exist"
+	var inTrust []byte
 	if found {
+		inTrust = s.Data[KeyCACert]
+		settled := !now.Before(changedAt(&s).Add(k.settle()))
 		leaf, perr := pki.ParseLeaf(s.Data[KeyCert], s.Data[KeyKey])
 		switch {
 		case perr != nil:
 			// The operator's own Secret, damaged: issue it again.
 			why = "it could not be read: " + perr.Error()
-		default:
-			why = pki.Reissue(leaf.Cert, ca.Cert, names, now)
-		}
-		if why == "" {
+		case leaf.Cert.CheckSignatureFrom(signer.Cert) == nil:
+			if why = pki.Reissue(leaf.Cert, signer.Cert, names, now); why != "" {
+				break
+			}
+			if bytes.Equal(inTrust, trust) || !settled {
+				return issued(name, leaf.Cert, ""), nil
+			}
+			// Every pod presents a certificate of signer by now.
+			if err := k.writeTrust(ctx, &s, trust, now); err != nil {
+				return Issued{}, err
+			}
 			return issued(name, leaf.Cert, ""), nil
+		default: // another CA signed it
+			why = pki.Reissue(leaf.Cert, signer.Cert, names, now)
+			if !holdsNames(leaf.Cert, names) || !now.Before(pki.RenewAt(leaf.Cert)) {
+				break // wanted at once
+			}
+			if !holds(inTrust, signer.Cert) {
+				if err := k.writeTrust(ctx, &s, bundle(trust, inTrust), now); err != nil {
+					return Issued{}, err
+				}
+				return issued(name, leaf.Cert, ""), nil
+			}
+			if !settled {
+				return issued(name, leaf.Cert, ""), nil
+			}
 		}
 	}
 	leaf, err := issue()
@@ -208,7 +239,10 @@ func (k *Keeper) ensureLeaf(ctx context.Context, c *holdfastv1.PostgresCluster, 
 	if err != nil {
 		return Issued{}, err
 	}
-	data := map[string][]byte{KeyCert: pki.CertPEM(leaf.Cert), KeyKey: key, KeyCACert: pki.CertPEM(ca.Cert)}
+	// The old certificate's CA stays trusted until every pod has the new one.
+	newTrust := bundle(trust, inTrust)
+	data := map[string][]byte{KeyCert: pki.CertPEM(leaf.Cert), KeyKey: key, KeyCACert: newTrust}
+	markChanged(&s, now)
 	if found {
 		// Conditional on the version read: a look that ran at the same
 		// time and renewed it first wins, and this one retries.
@@ -222,6 +256,7 @@ func (k *Keeper) ensureLeaf(ctx context.Context, c *holdfastv1.PostgresCluster, 
 			Type:       corev1.SecretTypeTLS,
 			Data:       data,
 		}
+		markChanged(&s, now)
 		if err := k.create(ctx, c, &s); err != nil {
 			return Issued{}, err
 		}
@@ -229,8 +264,64 @@ func (k *Keeper) ensureLeaf(ctx context.Context, c *holdfastv1.PostgresCluster, 
 	return issued(name, leaf.Cert, why), nil
 }
 
+// annotationChanged is when the operator last changed a certificate
+// Secret (its certificate or the CAs it trusts), so that the next step of
+// a change of CA waits until every pod has seen the last.
+const annotationChanged = "holdfast.dev/changed-at"
+
+func changedAt(s *corev1.Secret) time.Time {
+	t, err := time.Parse(time.RFC3339, s.Annotations[annotationChanged])
+	if err != nil {
+		return time.Time{} // never recorded: long settled
+	}
+	return t
+}
+
+func markChanged(s *corev1.Secret, now time.Time) {
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[annotationChanged] = now.UTC().Format(time.RFC3339)
+}
+
+func (k *Keeper) writeTrust(ctx context.Context, s *corev1.Secret, trust []byte, now time.Time) error {
+	s.Data[KeyCACert] = trust
+	markChanged(s, now)
+	if err := k.Client.Update(ctx, s); err != nil {
+		return fmt.Errorf("changing the CAs trusted in Secret %s: %w", s.Name, err)
+	}
+	return nil
+}
+
+// settle is how long a change of the CAs trusted is given to reach every
+// pod before the next step: two minutes, a kubelet's refresh of a Secret
+// volume and its cache's, or a tenth of a short lifetime, which must
+// leave time to renew.
+func (k *Keeper) settle() time.Duration {
+	if k.Settle > 0 {
+		return k.Settle
+	}
+	return min(2*time.Minute, k.lifetime()/10)
+}
+
+func (k *Keeper) lifetime() time.Duration {
+	if k.Lifetime <= 0 {
+		return DefaultLifetime
+	}
+	return k.Lifetime
+}
+
+func holdsNames(cert *x509.Certificate, names []string) bool {
+	for _, n := range names {
+		if cert.VerifyHostname(n) != nil {
+			return false
+		}
+	}
+	return true
+}
+
 func issued(secret string, cert *x509.Certificate, reason string) Issued {
-	return Issued{Secret: secret, Serial: cert.SerialNumber.Text(16), NotAfter: cert.NotAfter, RenewAt: pki.RenewAt(cert), Reason: reason}
+	return Issued{Secret: secret, Serial: cert.SerialNumber.Text(16), Issuer: cert.Issuer.String(), NotAfter: cert.NotAfter, RenewAt: pki.RenewAt(cert), Reason: reason}
 }
 
 func (k *Keeper) create(ctx context.Context, c *holdfastv1.PostgresCluster, obj client.Object) error {

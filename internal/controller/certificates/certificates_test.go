@@ -42,6 +42,17 @@ func secret(t *testing.T, k *Keeper, c *holdfastv1.PostgresCluster, name string)
 	return &s
 }
 
+// putSecret creates or replaces a Secret of the user's.
+func putSecret(t *testing.T, k *Keeper, ns, name string, data map[string][]byte) {
+	t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: data}
+	if err := k.Client.Create(context.Background(), s); err != nil {
+		if err := k.Client.Update(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func bySecret(is []Issued) map[string]Issued {
 	m := map[string]Issued{}
 	for _, i := range is {

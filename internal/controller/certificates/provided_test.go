@@ -34,15 +34,7 @@ func TestAUsersServerCertificateIsUsedAsGivenOrNotAtAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put := func(name string, data map[string][]byte) {
-		t.Helper()
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace}, Data: data}
-		if err := k.Client.Create(ctx, s); err != nil {
-			if err := k.Client.Update(ctx, s); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	put := func(name string, data map[string][]byte) { putSecret(t, k, c.Namespace, name, data) }
 	var ensureAt func(time.Time) Issued
 	leafData := func(ca *pki.CA, keyOf *pki.Leaf) map[string][]byte {
 		t.Helper()

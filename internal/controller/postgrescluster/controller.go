@@ -308,7 +308,7 @@ func (r *Reconciler) ensureCertificates(ctx context.Context, c *holdfastv1.Postg
 const ReasonInvalidCertificate = "InvalidCertificate"
 
 func certificateStatus(is certificates.Issued) holdfastv1.CertificateStatus {
-	st := holdfastv1.CertificateStatus{Secret: is.Secret, Serial: is.Serial, Problem: is.Problem}
+	st := holdfastv1.CertificateStatus{Secret: is.Secret, Serial: is.Serial, Issuer: is.Issuer, Problem: is.Problem}
 	at := func(t time.Time) *metav1.Time {
 		if t.IsZero() {
 			return nil
