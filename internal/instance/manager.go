@@ -23,6 +23,7 @@ import (
 	"holdfast.dev/holdfast/internal/instance/api"
 	"holdfast.dev/holdfast/internal/instance/failsafe"
 	"holdfast.dev/holdfast/internal/postgres"
+	"holdfast.dev/holdfast/internal/postgres/catalog"
 )
 
 // failingAfter is how long converge steps fail in a row before the
@@ -949,20 +950,11 @@ func (m *Manager) ensureRoles(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(ctx)
+	stmts, err := roleStatements(repl, su, app, m.cfg.Owner)
+	if err != nil {
+		return err
+	}
 	ident := func(s string) string { return pgx.Identifier{s}.Sanitize() }
-	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-	stmts := []string{
-		fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s REPLICATION LOGIN; END IF; END$$`, lit(repl.Username), ident(repl.Username)),
-		fmt.Sprintf(`ALTER ROLE %s WITH REPLICATION LOGIN PASSWORD %s`, ident(repl.Username), lit(repl.Password)),
-		fmt.Sprintf(`ALTER ROLE %s WITH PASSWORD %s`, ident(su.Username), lit(su.Password)),
-		fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s LOGIN; END IF; END$$`, lit(postgres.MonitorUser), ident(postgres.MonitorUser)),
-		fmt.Sprintf(`GRANT pg_monitor TO %s`, ident(postgres.MonitorUser)),
-	}
-	if m.cfg.Owner != "" {
-		stmts = append(stmts,
-			fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s LOGIN; END IF; END$$`, lit(m.cfg.Owner), ident(m.cfg.Owner)),
-			fmt.Sprintf(`ALTER ROLE %s WITH LOGIN PASSWORD %s`, ident(app.Username), lit(app.Password)))
-	}
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {
 			return fmt.Errorf("setting up roles: %w", err)
@@ -988,6 +980,37 @@ func (m *Manager) ensureRoles(ctx context.Context) error {
 		m.log.Info("set this cluster's passwords over the restored cluster's")
 	}
 	return nil
+}
+
+// roleStatements set up the roles every cluster has. Passwords go as
+// SCRAM verifiers, so that none reaches the server's statement log
+// (log_statement = ddl logs ALTER ROLE as written) or its statistics.
+func roleStatements(repl, su, app Credentials, owner string) ([]string, error) {
+	ident := func(s string) string { return pgx.Identifier{s}.Sanitize() }
+	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	var replPW, suPW, appPW string
+	for _, p := range []struct {
+		to       *string
+		password string
+	}{{&replPW, repl.Password}, {&suPW, su.Password}, {&appPW, app.Password}} {
+		var err error
+		if *p.to, err = catalog.PasswordLiteral(p.password); err != nil {
+			return nil, err
+		}
+	}
+	stmts := []string{
+		fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s REPLICATION LOGIN; END IF; END$$`, lit(repl.Username), ident(repl.Username)),
+		fmt.Sprintf(`ALTER ROLE %s WITH REPLICATION LOGIN PASSWORD %s`, ident(repl.Username), replPW),
+		fmt.Sprintf(`ALTER ROLE %s WITH PASSWORD %s`, ident(su.Username), suPW),
+		fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s LOGIN; END IF; END$$`, lit(postgres.MonitorUser), ident(postgres.MonitorUser)),
+		fmt.Sprintf(`GRANT pg_monitor TO %s`, ident(postgres.MonitorUser)),
+	}
+	if owner != "" {
+		stmts = append(stmts,
+			fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s LOGIN; END IF; END$$`, lit(owner), ident(owner)),
+			fmt.Sprintf(`ALTER ROLE %s WITH LOGIN PASSWORD %s`, ident(app.Username), appPW))
+	}
+	return stmts, nil
 }
 
 // ensureSlots keeps one physical slot per replica and drops Holdfast's

@@ -29,7 +29,7 @@ func PlanFor(roles []Role, dbs []Database, obs Observed) (Plan, error) {
 			step := Step{Subject: s, SQL: "CREATE ROLE " + ident(r.Name) + " WITH " + strings.Join(options(r.Attributes, nil), " "),
 				Says: "create role " + r.Name}
 			if r.Password != nil {
-				lit, err := passwordLiteral(*r.Password)
+				lit, err := PasswordLiteral(*r.Password)
 				if err != nil {
 					return Plan{}, fmt.Errorf("role %s: %w", r.Name, err)
 				}
@@ -44,7 +44,7 @@ func PlanFor(roles []Role, dbs []Database, obs Observed) (Plan, error) {
 					Says: "alter role " + r.Name + " " + strings.Join(opts, " ")})
 			}
 			if r.Password != nil && r.SetPassword {
-				lit, err := passwordLiteral(*r.Password)
+				lit, err := PasswordLiteral(*r.Password)
 				if err != nil {
 					return Plan{}, fmt.Errorf("role %s: %w", r.Name, err)
 				}

@@ -198,16 +198,16 @@ func render(t *testing.T, st Step) string {
 }
 
 func TestPasswordLiteral(t *testing.T) {
-	a, err := passwordLiteral(pw)
+	a, err := PasswordLiteral(pw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := passwordLiteral(pw)
+	b, _ := PasswordLiteral(pw)
 	if !verifierLiteral.MatchString(a) || a == b {
 		t.Errorf("an ASCII password goes as a verifier salted afresh each time: %s, %s", a, b)
 	}
 	// Postgres normalises other passwords (SASLprep) before hashing them.
-	if got, _ := passwordLiteral(`pässwörd'\`); got != `E'pässwörd''\\'` {
+	if got, _ := PasswordLiteral(`pässwörd'\`); got != `E'pässwörd''\\'` {
 		t.Errorf("a non-ASCII password goes as the escaped literal, got %s", got)
 	}
 }

@@ -12,13 +12,13 @@ import (
 // scramIterations is postgres's default scram_iterations.
 const scramIterations = 4096
 
-// passwordLiteral is what follows PASSWORD in CREATE or ALTER ROLE: a
+// PasswordLiteral is what follows PASSWORD in CREATE or ALTER ROLE: a
 // SCRAM-SHA-256 verifier, which postgres stores as given, so that the
 // password itself never reaches the server nor its statement log. Postgres
 // normalises a password with SASLprep before hashing it, which leaves an
 // ASCII password as it is; any other goes as a literal for postgres to
 // normalise and hash itself.
-func passwordLiteral(password string) (string, error) {
+func PasswordLiteral(password string) (string, error) {
 	if !isASCII(password) {
 		return literal(password), nil
 	}
