@@ -71,10 +71,10 @@ func main() {
 	out := fs.String("out", "bench", "folder for the report")
 	faults := fs.String("faults", "kill,stop,partition,switchover,rolling-update,control-plane-outage,operator-and-primary-kill,freeze-primary,replica-claim-deleted", "faults to inject, in round order")
 	suiteList := fs.String("suites", "holdfast,cnpg,patroni", "failover suite: the suites to run, in order; the first is set against the others")
-	cnpgFrom := fs.String("cnpg-results", "", "failover suite: take CloudNativePG's results from this .json of an earlier `cnpg` run")
+	cnpgFrom := fs.String("cnpg-results", "", "failover suite: take CloudNativePG's results from this .json of an earlier `cnpg` run (or several, comma-separated, merged: runs of some faults each)")
 	configs := fs.String("configs", "defaults,tuned,failsafe", "configurations to measure")
 	keep := fs.Bool("keep", false, "keep the last cluster's data and logs")
-	holdfastFrom := fs.String("holdfast-results", "", "failover suite: take Holdfast's results from this .json of an earlier `holdfast` run (the report says so) instead of running it")
+	holdfastFrom := fs.String("holdfast-results", "", "failover suite: take Holdfast's results from this .json of an earlier `holdfast` run (the report says so) instead of running it; several, comma-separated, are merged")
 	patroniFrom := fs.String("patroni-results", "", "failover suite: the same for Patroni's, from a `patroni` run")
 	_ = fs.Parse(os.Args[2:])
 	c := common{n: *n, out: *out, configs: strings.Split(*configs, ","), keep: *keep, suites: strings.Split(*suiteList, ","),
@@ -239,6 +239,23 @@ func loadResults(path string) ([]bench.Result, string, error) {
 	return saved.Results, note + saved.Header, nil
 }
 
+// loadRuns reads the results of one or more earlier runs of a suite, and
+// merges them (bench.Merge): a suite too long for one sitting is run in
+// parts, on some faults each.
+func loadRuns(paths []string) ([]bench.Result, string, error) {
+	var runs [][]bench.Result
+	var headers strings.Builder
+	for _, p := range paths {
+		rs, h, err := loadResults(p)
+		if err != nil {
+			return nil, headers.String(), err
+		}
+		runs = append(runs, rs)
+		headers.WriteString(h)
+	}
+	return bench.Merge(runs...), headers.String(), nil
+}
+
 func runCNPG(ctx context.Context, c common) ([]bench.Result, string, error) {
 	o := cnpgsuite.Options{Holdfast: "bin/holdfast", BinDir: k8sBinDir(), N: c.n, Faults: c.faults, Keep: c.keep}
 	header := fmt.Sprintf("harness holdfast %s; %s; the same postgres (Debian's, in CloudNativePG's image layout: uid 26, its binaries on PATH) in the same sandbox as Holdfast; client: the same writer through the pg-rw Service's ClusterIP with TLS (sslmode=require)\n",
@@ -259,7 +276,9 @@ func runFailover(ctx context.Context, c common) ([]bench.Result, string, error) 
 			return results, headers.String(), fmt.Errorf("unknown suite %q", name)
 		}
 		if from := c.from[name]; from != "" {
-			run = func(context.Context, common) ([]bench.Result, string, error) { return loadResults(from) }
+			run = func(context.Context, common) ([]bench.Result, string, error) {
+				return loadRuns(strings.Split(from, ","))
+			}
 		}
 		sc := c
 		if name != "patroni" {
