@@ -168,6 +168,24 @@ func TestApplyAgainstPostgres(t *testing.T) {
 		roles[0].SetPassword = false
 	})
 
+	t.Run("a password changed by hand is set back to its Secret's", func(t *testing.T) {
+		s.exec(t, "", `ALTER ROLE reader PASSWORD 'changed-by-hand'`)
+		_, p, out := s.reconcile(t, roles, dbs)
+		wantApplied(t, out)
+		if len(p.Steps) != 1 || !strings.Contains(p.Steps[0].Says, "changed outside the spec") {
+			t.Errorf("steps %+v, want the password set back alone", p.Steps)
+		}
+		if err := s.loginError(t, "reader", second); err != nil {
+			t.Errorf("the Secret's password is refused: %v", err)
+		}
+		if err := s.loginError(t, "reader", "changed-by-hand"); err == nil {
+			t.Error("the password set by hand still works")
+		}
+		if _, again, _ := s.reconcile(t, roles, dbs); len(again.Steps) != 0 {
+			t.Errorf("steps after the password was set back: %+v", again.Steps)
+		}
+	})
+
 	t.Run("a membership taken off the list is revoked", func(t *testing.T) {
 		roles[0].InRoles = []string{"pg_read_all_data"}
 		_, _, out := s.reconcile(t, roles, dbs)

@@ -46,6 +46,9 @@ type ObservedRole struct {
 	Attributes
 	// MemberOf are the roles it is a member of, sorted.
 	MemberOf []string
+	// Verifier is its password as the server keeps it
+	// (pg_authid.rolpassword, "" for none); nil when it was not read.
+	Verifier *string
 }
 
 // ObservedDatabase is a database as the server holds it.

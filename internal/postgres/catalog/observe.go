@@ -2,11 +2,13 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -24,6 +26,9 @@ func Observe(ctx context.Context, connect Connector, dbs []Database) (Observed, 
 	defer conn.Close(context.WithoutCancel(ctx))
 	obs := Observed{Roles: map[string]ObservedRole{}, Databases: map[string]ObservedDatabase{}}
 	if err := readRoles(ctx, conn, obs.Roles); err != nil {
+		return Observed{}, err
+	}
+	if err := readVerifiers(ctx, conn, obs.Roles); err != nil {
 		return Observed{}, err
 	}
 	if err := readDatabases(ctx, conn, obs.Databases); err != nil {
@@ -68,6 +73,43 @@ FROM pg_roles r`)
 	}
 	return nil
 }
+
+// readVerifiers reads each role's password as the server keeps it, so
+// that a password changed outside the declaration is seen. Only a
+// superuser may read pg_authid; for anyone else they stay unknown.
+func readVerifiers(ctx context.Context, conn *pgx.Conn, into map[string]ObservedRole) error {
+	read := map[string]string{}
+	rows, err := conn.Query(ctx, `SELECT rolname, coalesce(rolpassword, '') FROM pg_authid`)
+	if err == nil {
+		for rows.Next() {
+			var name, verifier string
+			if err := rows.Scan(&name, &verifier); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading pg_authid: %w", err)
+			}
+			read[name] = verifier
+		}
+		rows.Close()
+		err = rows.Err()
+	}
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == insufficientPrivilege:
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading pg_authid: %w", err)
+	}
+	for name, verifier := range read {
+		if r, ok := into[name]; ok {
+			r.Verifier = &verifier
+			into[name] = r
+		}
+	}
+	return nil
+}
+
+// insufficientPrivilege is SQLSTATE 42501.
+const insufficientPrivilege = "42501"
 
 // expiry reads rolvaliduntil: NULL and infinity never expire.
 func expiry(t pgtype.Timestamptz) *time.Time {

@@ -43,13 +43,19 @@ func PlanFor(roles []Role, dbs []Database, obs Observed) (Plan, error) {
 				p.Steps = append(p.Steps, Step{Subject: s, SQL: "ALTER ROLE " + ident(r.Name) + " WITH " + strings.Join(opts, " "),
 					Says: "alter role " + r.Name + " " + strings.Join(opts, " ")})
 			}
-			if r.Password != nil && r.SetPassword {
+			// A password changed outside the declaration (by hand) is set
+			// back: the Secret is the password.
+			drifted := r.Password != nil && have.Verifier != nil && !matches(*have.Verifier, *r.Password)
+			if r.Password != nil && (r.SetPassword || drifted) {
 				lit, err := PasswordLiteral(*r.Password)
 				if err != nil {
 					return Plan{}, fmt.Errorf("role %s: %w", r.Name, err)
 				}
-				p.Steps = append(p.Steps, Step{Subject: s, SQL: "ALTER ROLE " + ident(r.Name) + " WITH PASSWORD " + lit,
-					Says: "set the password of role " + r.Name + " from its Secret"})
+				says := "set the password of role " + r.Name + " from its Secret"
+				if !r.SetPassword {
+					says += ": the server's was another, changed outside the spec"
+				}
+				p.Steps = append(p.Steps, Step{Subject: s, SQL: "ALTER ROLE " + ident(r.Name) + " WITH PASSWORD " + lit, Says: says})
 			}
 			grants = append(grants, memberships(r, have.MemberOf)...)
 		}

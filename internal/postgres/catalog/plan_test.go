@@ -68,6 +68,24 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
+			name:  "a password the server keeps as declared: nothing",
+			roles: []Role{reader},
+			obs:   observed(map[string]ObservedRole{"reader": withVerifier(readerHas, verifierOf(t, pw))}, nil),
+		},
+		{
+			name:  "a password changed by hand is set back",
+			roles: []Role{reader},
+			obs:   observed(map[string]ObservedRole{"reader": withVerifier(readerHas, verifierOf(t, "changed-by-hand"))}, nil),
+			want:  []string{`ALTER ROLE "reader" WITH PASSWORD <verifier>`},
+		},
+		{
+			name:  "a password removed by hand, or kept as MD5, is set back",
+			roles: []Role{reader, {Name: "old", Password: &pw, Attributes: Attributes{ConnectionLimit: -1}}},
+			obs: observed(map[string]ObservedRole{"reader": withVerifier(readerHas, ""),
+				"old": withVerifier(ObservedRole{Attributes: Attributes{ConnectionLimit: -1}}, "md5a3556571e93b0d20722ba62be61e8c2d")}, nil),
+			want: []string{`ALTER ROLE "reader" WITH PASSWORD <verifier>`, `ALTER ROLE "old" WITH PASSWORD <verifier>`},
+		},
+		{
 			name:  "a changed password is set, alone",
 			roles: []Role{{Name: "reader", Attributes: reader.Attributes, InRoles: reader.InRoles, Password: &pw, SetPassword: true}},
 			obs:   observed(map[string]ObservedRole{"reader": readerHas}, nil),
@@ -195,6 +213,46 @@ func render(t *testing.T, st Step) string {
 		sql = st.Database + ": " + sql
 	}
 	return sql
+}
+
+func withVerifier(r ObservedRole, v string) ObservedRole {
+	r.Verifier = &v
+	return r
+}
+
+func verifierOf(t *testing.T, password string) string {
+	t.Helper()
+	v, err := scramVerifier(password, []byte("0123456789abcdef"), scramIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestMatches: a verifier is checked against a password as postgres
+// would check a login, whatever its salt and iterations.
+func TestMatches(t *testing.T) {
+	other, err := scramVerifier(pw, []byte("another salt"), 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		verifier, password string
+		want               bool
+	}{
+		{verifierOf(t, pw), pw, true},
+		{other, pw, true},
+		{verifierOf(t, pw), pw + "x", false},
+		{"", pw, false},
+		{"md5a3556571e93b0d20722ba62be61e8c2d", pw, false},
+		{"SCRAM-SHA-256$4096:not base64!$a:b", pw, false},
+		{"SCRAM-SHA-256$x:c2FsdA==$a:b", pw, false},
+		{verifierOf(t, "anything"), "pässwörd", true}, // postgres normalises it: not checked here
+	} {
+		if got := matches(tc.verifier, tc.password); got != tc.want {
+			t.Errorf("matches(%.40q, %q) = %v, want %v", tc.verifier, tc.password, got, tc.want)
+		}
+	}
 }
 
 func TestPasswordLiteral(t *testing.T) {

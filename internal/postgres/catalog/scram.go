@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // scramIterations is postgres's default scram_iterations.
@@ -45,6 +47,44 @@ func scramVerifier(password string, salt []byte, iterations int) (string, error)
 	serverKey := hmacSHA256(salted, "Server Key")
 	b64 := base64.StdEncoding.EncodeToString
 	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(storedKey[:]), b64(serverKey)), nil
+}
+
+// matches says whether verifier, as postgres keeps a password
+// (pg_authid.rolpassword), is of password: not when there is none, when it
+// is MD5's, or when it is another password's. A password that postgres
+// normalises itself (not ASCII) cannot be checked here, and is taken to
+// match.
+func matches(verifier, password string) bool {
+	if !isASCII(password) {
+		return true
+	}
+	// SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>
+	rest, ok := strings.CutPrefix(verifier, "SCRAM-SHA-256$")
+	if !ok {
+		return false
+	}
+	params, keys, ok := strings.Cut(rest, "$")
+	if !ok {
+		return false
+	}
+	iterText, saltText, ok := strings.Cut(params, ":")
+	if !ok {
+		return false
+	}
+	iterations, err := strconv.Atoi(iterText)
+	if err != nil || iterations <= 0 {
+		return false
+	}
+	salt, err := base64.StdEncoding.DecodeString(saltText)
+	if err != nil {
+		return false
+	}
+	want, err := scramVerifier(password, salt, iterations)
+	if err != nil {
+		return false
+	}
+	_, wantKeys, _ := strings.Cut(strings.TrimPrefix(want, "SCRAM-SHA-256$"), "$")
+	return hmac.Equal([]byte(keys), []byte(wantKeys))
 }
 
 func hmacSHA256(key []byte, msg string) []byte {
