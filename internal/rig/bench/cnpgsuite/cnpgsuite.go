@@ -114,6 +114,8 @@ func Run(ctx context.Context, o Options) ([]bench.Result, error) {
 // Namespace and the rest make run a sandboxrun.Operator.
 func (r *run) Namespace() string { return ns }
 
+func (r *run) OperatorNamespace() string { return cnpg.OperatorNamespace }
+
 func (r *run) WaitHealthy(ctx context.Context, timeout time.Duration) error {
 	_, err := r.h.WaitHealthy(ctx, ns, cluster, timeout)
 	return err

@@ -147,6 +147,8 @@ func (r *run) inject(ctx context.Context, w *loadcheck.Writer, f bench.Fault) (b
 // ChangeImage and RollingUpdateEnd make run a sandboxrun.Operator.
 func (r *run) Namespace() string { return ns }
 
+func (r *run) OperatorNamespace() string { return operatorNamespace }
+
 func (r *run) Primary(ctx context.Context) (string, error) {
 	return r.kubectl(ctx, "-n", ns, "get", "pgc", "pg", "-o", "jsonpath={.status.currentPrimary}")
 }

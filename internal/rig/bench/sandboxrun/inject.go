@@ -29,6 +29,8 @@ type Operator interface {
 	Claim(pod string) string
 	// Instances names the instance pods.
 	Instances(ctx context.Context) ([]string, error)
+	// OperatorNamespace is where the operator's pods run.
+	OperatorNamespace() string
 	// LeadingOperator names the operator pod that leads, with its
 	// namespace and UID.
 	LeadingOperator(ctx context.Context) (namespace, pod, uid string, err error)
@@ -357,6 +359,9 @@ func resumed(h loadcheck.History, at time.Time, onOld func(loadcheck.Ack) bool, 
 // shuts a primary down smartly for up to 180 s): a fault injected then
 // would strike a primary already on its way out.
 func (s *Sandbox) waitSettled(ctx context.Context, op Operator) error {
+	if err := s.replaceBackedOff(ctx, op.OperatorNamespace()); err != nil {
+		return err
+	}
 	err := bench.Poll(ctx, 6*time.Minute, func() error {
 		pods, err := op.Instances(ctx)
 		if err != nil {
@@ -378,4 +383,28 @@ func (s *Sandbox) waitSettled(ctx context.Context, op Operator) error {
 		return fmt.Errorf("waiting for the last round's pods to go: %w", err)
 	}
 	return op.WaitHealthy(ctx, 5*time.Minute)
+}
+
+// replaceBackedOff deletes the pods of namespace whose containers wait out
+// a restart back-off, so that their Deployment starts new ones at once.
+// An operator exits when an API-server outage costs it its leader lease,
+// round after round, and its pod's back-off grows to 5 minutes (reset
+// only after 10 minutes of running, as a kubelet's): a later round would
+// find no operator ready, or one fewer, for reasons of an earlier round.
+func (s *Sandbox) replaceBackedOff(ctx context.Context, namespace string) error {
+	out, err := s.Kubectl(ctx, "-n", namespace, "get", "pods", "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[*].state.waiting.reason}{"\n"}{end}`)
+	if err != nil {
+		return err
+	}
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		name, reasons, _ := strings.Cut(line, " ")
+		if !strings.Contains(reasons, "CrashLoopBackOff") {
+			continue
+		}
+		if _, err := s.Kubectl(ctx, "-n", namespace, "delete", "pod", name, "--wait=false"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
