@@ -37,13 +37,15 @@ func TestContainerSeesItsPodNotTheHost(t *testing.T) {
 			t.Fatalf("%s exists on this host already; the test would prove nothing", p)
 		}
 	}
-	b := network.Bridge{Name: "hftest1", Gateway: &net.IPNet{IP: net.IPv4(10, 252, 0, 1).To4(), Mask: net.CIDRMask(24, 32)}}
+	// A bridge and subnet no other package's test uses: go test runs
+	// packages in parallel, and network_test.go has hftest0 and hftest1.
+	b := network.Bridge{Name: "hftest2", Gateway: &net.IPNet{IP: net.IPv4(10, 253, 0, 1).To4(), Mask: net.CIDRMask(24, 32)}}
 	if err := b.Ensure(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Remove() })
 	ns := network.Namespace("launch-test")
-	if err := b.AddPod(ns, net.IPv4(10, 252, 0, 2).To4()); err != nil {
+	if err := b.AddPod(ns, net.IPv4(10, 253, 0, 2).To4()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.RemovePod(ns) })
@@ -77,7 +79,7 @@ echo written > /data/written
 	if len(lines) < 7 || strings.Join(lines[:5], ",") != strings.Join(want, ",") {
 		t.Fatalf("container said:\n%s\nwant it to start with %q", out, want)
 	}
-	if !strings.Contains(lines[5], "10.252.0.2") {
+	if !strings.Contains(lines[5], "10.253.0.2") {
 		t.Errorf("eth0 in the container: %q, want the pod's address", lines[5])
 	}
 	// Root in a container can write to /etc, and the write stays in the
