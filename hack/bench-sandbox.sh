@@ -15,7 +15,9 @@ dir=$(mktemp -d /tmp/holdfast-bench-XXXXXX)
 chmod 755 "$dir"
 export KUBECONFIG=$dir/kubeconfig
 kubectl() { "$bins/kubectl" "$@"; }
-trap 'bin/holdfast sandbox down --dir "$dir" --bin-dir "$bins" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+# The folder is removed only once down has unmounted what the pods had
+# mounted in it: rm -rf through a mount would reach the host's files.
+trap 'if bin/holdfast sandbox down --dir "$dir" --bin-dir "$bins" >/dev/null 2>&1; then rm -rf "$dir"; else echo "sandbox down failed; $dir is kept" >&2; fi' EXIT
 now() { date +%s.%N; }
 ups=() readies=()
 for i in $(seq 1 "$runs"); do
