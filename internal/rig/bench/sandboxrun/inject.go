@@ -211,6 +211,10 @@ func (s *Sandbox) deleteReplicaClaim(ctx context.Context, op Operator, w *loadch
 		return fail(fmt.Errorf("no replica among %v", before))
 	}
 	claim := op.Claim(replica)
+	replicaUID, err := s.Kubectl(ctx, "-n", ns, "get", "pod", replica, "-o", "jsonpath={.metadata.uid}")
+	if err != nil {
+		return fail(err)
+	}
 	sample := bench.Sample{At: time.Now()}
 	// The claim goes once its pod does (kubernetes.io/pvc-protection).
 	if _, err := s.Kubectl(ctx, "-n", ns, "delete", "pvc", claim, "--wait=false"); err != nil {
@@ -219,11 +223,17 @@ func (s *Sandbox) deleteReplicaClaim(ctx context.Context, op Operator, w *loadch
 	if _, err := s.Kubectl(ctx, "-n", ns, "delete", "pod", replica, "--wait=false"); err != nil {
 		return sample, err
 	}
-	// Healthy again, and not before the claim was gone.
+	// Healthy again, and not before the claim was gone and as many
+	// instances as before were ready, none of them the deleted pod: an
+	// operator's status may still call the cluster healthy a moment after
+	// the deletion (CloudNativePG's did, 2.4 s in).
 	if err := bench.Poll(ctx, 10*time.Minute, func() error {
 		// A claim of the same name may already be back, made anew.
 		if deleting, _ := s.Kubectl(ctx, "-n", ns, "get", "pvc", claim, "--ignore-not-found", "-o", "jsonpath={.metadata.deletionTimestamp}"); deleting != "" {
 			return errors.New("the claim is still being deleted")
+		}
+		if err := s.instancesReady(ctx, op, len(before), replicaUID); err != nil {
+			return err
 		}
 		return op.WaitHealthy(ctx, time.Second)
 	}); err != nil {
@@ -241,6 +251,35 @@ func (s *Sandbox) deleteReplicaClaim(ctx context.Context, op Operator, w *loadch
 	sample.Verdict = fmt.Sprintf("deleted %s's claim %s; every instance ready again after %.1fs, instances now %s (before %s)",
 		replica, claim, sample.Outage.Seconds(), strings.Join(after, ","), strings.Join(before, ","))
 	return sample, nil
+}
+
+// instancesReady says whether want instance pods are ready, none of them
+// the pod gone, by its UID.
+func (s *Sandbox) instancesReady(ctx context.Context, op Operator, want int, gone string) error {
+	pods, err := op.Instances(ctx)
+	if err != nil {
+		return err
+	}
+	if len(pods) < want {
+		return fmt.Errorf("%d instance pods (%s), want %d", len(pods), strings.Join(pods, ","), want)
+	}
+	out, err := s.Kubectl(ctx, append([]string{"-n", op.Namespace(), "get", "pod", "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`}, pods...)...)
+	if err != nil {
+		return err
+	}
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) < 2:
+			return fmt.Errorf("pod %q has no status yet", line)
+		case f[1] == gone:
+			return fmt.Errorf("pod %s is still the deleted one", f[0])
+		case len(f) < 3 || f[2] != "True":
+			return fmt.Errorf("pod %s is not ready", f[0])
+		}
+	}
+	return nil
 }
 
 // freezePod stops every process of the pod (SIGSTOP) and gives what
