@@ -386,7 +386,12 @@ func WriteReport(dir, name, text string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("creating %s: %w", dir, err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("%s-%s.txt", name, time.Now().UTC().Format("2006-01-02")))
+	now := time.Now().UTC()
+	path := filepath.Join(dir, fmt.Sprintf("%s-%s.txt", name, now.Format("2006-01-02")))
+	if _, err := os.Stat(path); err == nil {
+		// A suite run in parts may run twice a day: never overwrite a report.
+		path = filepath.Join(dir, fmt.Sprintf("%s-%s.txt", name, now.Format("2006-01-02T150405Z")))
+	}
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		return "", fmt.Errorf("writing %s: %w", path, err)
 	}

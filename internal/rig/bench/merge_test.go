@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -45,5 +46,23 @@ func TestMergeJoinsRunsOfTheSameSuite(t *testing.T) {
 	}
 	if len(a[0].Faults[0].Samples) != 2 {
 		t.Error("merging changed the first run's samples")
+	}
+}
+
+// TestWriteReportNeverOverwrites: a second report of the same suite on
+// the same day is written beside the first.
+func TestWriteReportNeverOverwrites(t *testing.T) {
+	dir := t.TempDir()
+	first, err := WriteReport(dir, "failover-cnpg", "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := WriteReport(dir, "failover-cnpg", "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(first)
+	if first == second || string(b) != "first" {
+		t.Errorf("the second report went to %s over the first (%s, now %q)", second, first, b)
 	}
 }
