@@ -700,7 +700,8 @@ type Operation struct {
 	Reason string `json:"reason"`
 	// StartedAt is when the operation started (for a failover, when the
 	// primary was first found failing); PhaseStartedAt when its phase did;
-	// PhaseDeadline when the phase is abandoned or moves on.
+	// PhaseDeadline when the phase is abandoned or moves on (none for a
+	// fence the user asked for, held until they release it).
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	// +kubebuilder:validation:Type=string
 	StartedAt metav1.MicroTime `json:"startedAt"`
@@ -709,7 +710,8 @@ type Operation struct {
 	PhaseStartedAt metav1.MicroTime `json:"phaseStartedAt"`
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	// +kubebuilder:validation:Type=string
-	PhaseDeadline metav1.MicroTime `json:"phaseDeadline"`
+	// +optional
+	PhaseDeadline *metav1.MicroTime `json:"phaseDeadline,omitempty"`
 	// Dropped are promotion targets given up on at their deadline.
 	// +optional
 	// +listType=atomic

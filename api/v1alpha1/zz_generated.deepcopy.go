@@ -467,7 +467,10 @@ func (in *Operation) DeepCopyInto(out *Operation) {
 	*out = *in
 	in.StartedAt.DeepCopyInto(&out.StartedAt)
 	in.PhaseStartedAt.DeepCopyInto(&out.PhaseStartedAt)
-	in.PhaseDeadline.DeepCopyInto(&out.PhaseDeadline)
+	if in.PhaseDeadline != nil {
+		in, out := &in.PhaseDeadline, &out.PhaseDeadline
+		*out = (*in).DeepCopy()
+	}
 	if in.Dropped != nil {
 		in, out := &in.Dropped, &out.Dropped
 		*out = make([]string, len(*in))

@@ -70,8 +70,12 @@ func Write(w io.Writer, r Report, colour bool) error {
 	}
 	op := "none"
 	if o := r.Operation; o != nil {
+		deadline := "none (held until released)"
+		if o.PhaseDeadline != nil {
+			deadline = o.PhaseDeadline.UTC().Format(time.RFC3339)
+		}
 		op = fmt.Sprintf("%s, phase %s (from %s to %s) since %s, deadline %s", o.Kind, o.Phase, dash(o.From), dash(o.To),
-			o.StartedAt.UTC().Format(time.RFC3339), o.PhaseDeadline.UTC().Format(time.RFC3339))
+			o.StartedAt.UTC().Format(time.RFC3339), deadline)
 	}
 	table([][]string{
 		{"  phase:", p.state(c.Phase)},

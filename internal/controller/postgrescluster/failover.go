@@ -239,7 +239,7 @@ func considerFailover(c *holdfastv1.PostgresCluster, views []view, now time.Time
 		return
 	}
 	if !failoverMayStart(c, p.Operation, now) {
-		if op := p.Operation; op != nil {
+		if op := p.Operation; op != nil && op.PhaseDeadline != nil {
 			p.Waiting = fmt.Sprintf("primary %s: %s; it was stopped on purpose (%s), and has until %s to come back",
 				target, why, op.Kind, op.PhaseDeadline.UTC().Format(time.RFC3339))
 		}

@@ -417,7 +417,7 @@ func promoting(kind holdfastv1.OperationKind, from, to string, started time.Time
 	}
 	return &holdfastv1.Operation{Kind: kind, Phase: holdfastv1.PhasePromoting, From: from, To: to, Epoch: 2,
 		StartedAt: metav1.MicroTime{Time: started}, PhaseStartedAt: metav1.MicroTime{Time: started},
-		PhaseDeadline: metav1.MicroTime{Time: started.Add(timeout)}}
+		PhaseDeadline: &metav1.MicroTime{Time: started.Add(timeout)}}
 }
 
 // A primary the operator cannot reach may still take writes, without the

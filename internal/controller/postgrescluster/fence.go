@@ -32,10 +32,6 @@ const (
 	fenceHoldTimeout = 6 * time.Hour
 )
 
-// userFenceHold is how long a fence a user asked for may hold: until they
-// release it, in practice.
-const userFenceHold = 100 * 365 * 24 * time.Hour
-
 // fenceRequest is a fence asked for by one of the two annotations.
 type fenceRequest struct {
 	instance, request string
@@ -126,9 +122,10 @@ func stepFence(c *holdfastv1.PostgresCluster, views []view, now time.Time, p *pl
 		p.finish(holdfastv1.OutcomeSucceeded, "released", now)
 		return
 	}
+	// A user's fence holds until they release it.
 	hold := fenceHoldTimeout
 	if c.Annotations[holdfastv1.AnnotationFence] == op.Request {
-		hold = userFenceHold
+		hold = noDeadline
 	}
 	switch op.Phase {
 	case holdfastv1.PhaseStopping:

@@ -52,12 +52,19 @@ func (p *plan) begin(kind holdfastv1.OperationKind, phase holdfastv1.OperationPh
 	return p.Operation
 }
 
-// enter moves the operation to phase, due to end by now+timeout.
+// enter moves the operation to phase, due to end by now+timeout; a
+// timeout of noDeadline sets none.
 func (p *plan) enter(phase holdfastv1.OperationPhase, now time.Time, timeout time.Duration) {
 	p.Operation.Phase = phase
 	p.Operation.PhaseStartedAt = metav1.MicroTime{Time: now}
-	p.Operation.PhaseDeadline = metav1.MicroTime{Time: now.Add(timeout)}
+	p.Operation.PhaseDeadline = nil
+	if timeout != noDeadline {
+		p.Operation.PhaseDeadline = &metav1.MicroTime{Time: now.Add(timeout)}
+	}
 }
+
+// noDeadline is the timeout of a phase that waits for as long as it must.
+const noDeadline time.Duration = 0
 
 // promote makes to the target primary at a new epoch, as part of the
 // operation in progress.
@@ -122,7 +129,7 @@ func (p *plan) idle() bool { return p.Operation == nil && !p.finished }
 
 // pastDeadline: the operation's phase has run out of time.
 func pastDeadline(op *holdfastv1.Operation, now time.Time) bool {
-	return !now.Before(op.PhaseDeadline.Time)
+	return op.PhaseDeadline != nil && !now.Before(op.PhaseDeadline.Time)
 }
 
 // handingOver: the operation is moving the primary role from a primary

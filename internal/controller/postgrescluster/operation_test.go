@@ -585,6 +585,9 @@ func TestUserFence(t *testing.T) {
 	views[2].Report = &stopped
 	p = decide(c, views, now.Add(time.Second), time.Hour, "new")
 	c.Status.Operation = p.Operation
+	if op := p.Operation; op == nil || op.Phase != holdfastv1.PhaseFenced || op.PhaseDeadline != nil {
+		t.Errorf("a user's fence, held: %+v; want phase Fenced with no deadline", op)
+	}
 	if p := decide(c, views, now.Add(time.Second+2*fenceHoldTimeout), time.Hour, "new"); p.Operation == nil || p.Operation.Phase != holdfastv1.PhaseFenced {
 		t.Errorf("a user's fence ended after %s: %+v %+v", 2*fenceHoldTimeout, p.Operation, p.History)
 	}
