@@ -72,7 +72,7 @@ metadata: {name: %s, namespace: %s}
 spec:
   instances: 3
   imageName: %s:%s
-  storage: {size: 1Gi}
+  storage: {size: 4Gi}
   postgresql:
     synchronous: {method: any, number: 1}
 `, name, ns, PostgresRepository, tag)

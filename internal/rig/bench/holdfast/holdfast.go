@@ -105,7 +105,7 @@ metadata: {name: pg, namespace: ` + ns + `}
 spec:
   instances: 3
   postgresVersion: 15
-  storage: {size: 1Gi}
+  storage: {size: 4Gi}
   synchronous: {quorum: 1}
   resources: {requests: {memory: 128Mi}}
 `
