@@ -261,9 +261,18 @@ func Reissue(cert, ca *x509.Certificate, dnsNames []string, now time.Time) strin
 	case cert.CheckSignatureFrom(ca) != nil:
 		return "it was signed by another CA"
 	}
+	if n := MissingName(cert, dnsNames); n != "" {
+		return fmt.Sprintf("it does not hold the name %s", n)
+	}
+	return ""
+}
+
+// MissingName is the first of dnsNames cert does not hold, "" when it
+// holds them all.
+func MissingName(cert *x509.Certificate, dnsNames []string) string {
 	for _, n := range dnsNames {
 		if cert.VerifyHostname(n) != nil {
-			return fmt.Sprintf("it does not hold the name %s", n)
+			return n
 		}
 	}
 	return ""

@@ -217,7 +217,7 @@ func (k *Keeper) ensureLeaf(ctx context.Context, c *holdfastv1.PostgresCluster, 
 			return issued(name, leaf.Cert, ""), nil
 		default: // another CA signed it
 			why = pki.Reissue(leaf.Cert, signer.Cert, names, now)
-			if !holdsNames(leaf.Cert, names) || !now.Before(pki.RenewAt(leaf.Cert)) {
+			if pki.MissingName(leaf.Cert, names) != "" || !now.Before(pki.RenewAt(leaf.Cert)) {
 				break // wanted at once
 			}
 			if !holds(inTrust, signer.Cert) {
@@ -309,15 +309,6 @@ func (k *Keeper) lifetime() time.Duration {
 		return DefaultLifetime
 	}
 	return k.Lifetime
-}
-
-func holdsNames(cert *x509.Certificate, names []string) bool {
-	for _, n := range names {
-		if cert.VerifyHostname(n) != nil {
-			return false
-		}
-	}
-	return true
 }
 
 func issued(secret string, cert *x509.Certificate, reason string) Issued {
